@@ -1,0 +1,293 @@
+"""Plumbing every provider chat model shares: identity, retries, health, structured output."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from operator import itemgetter
+from typing import Any, ClassVar, Literal, TypeVar
+
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.base import OutputParserLike
+from langchain_core.output_parsers.openai_tools import PydanticToolsParser
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing_extensions import Self
+
+from langchain_multigateway._retry import RetryPolicy
+from langchain_multigateway.errors import MissingAPIKeyError
+
+__all__ = ["GatewayChatModel", "HealthStatus", "StructuredOutputMethod"]
+
+T = TypeVar("T")
+StructuredOutputMethod = Literal["function_calling", "json_schema", "json_mode"]
+
+
+class HealthStatus(BaseModel):
+    """What a health probe found: never raised, always returned."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+    provider: str | None = None
+    model: str | None = None
+
+
+class GatewayChatModel(BaseChatModel):
+    """Base of the gateway's provider chat models (not for direct use)."""
+
+    provider_name: ClassVar[str] = "gateway"
+    """Provider id used in metadata, tracing and error messages."""
+
+    api_key_env: ClassVar[str | None] = None
+    """Environment variable the API key comes from; None when the provider needs no key."""
+
+    model: str = Field(alias="model_name")
+    """Model name to use."""
+
+    temperature: float | None = None
+    """Sampling temperature; None leaves the provider's default."""
+
+    max_tokens: int | None = None
+    """Cap on generated tokens."""
+
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    """Default stop sequences."""
+
+    timeout: float | None = Field(default=60.0, alias="request_timeout")
+    """Seconds before one HTTP request times out."""
+
+    max_retries: int = 2
+    """Retries after the first try for retryable errors (rate limit, timeout, 5xx)."""
+
+    retry_policy: RetryPolicy | None = None
+    """Full retry policy; overrides ``max_retries`` when given."""
+
+    model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _require_api_key(self) -> Self:
+        key = getattr(self, "api_key", None)
+        if self.api_key_env and (key is None or not key.get_secret_value()):
+            msg = (
+                f"No API key for {self.provider_name}: pass api_key=... or set the {self.api_key_env} "
+                "environment variable. (A local server that needs no key takes any placeholder string.)"
+            )
+            raise MissingAPIKeyError(msg, provider=self.provider_name, model=self.model)
+        return self
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def _llm_type(self) -> str:
+        return f"multigateway-{self.provider_name}"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "provider": self.provider_name, "temperature": self.temperature}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider=self.provider_name,
+            ls_model_name=kwargs.get("model", self.model),
+            ls_model_type="chat",
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    # ------------------------------------------------------------------ retries
+    @property
+    def effective_retry_policy(self) -> RetryPolicy:
+        """The retry policy in force (``retry_policy`` or one built from ``max_retries``)."""
+        return self.retry_policy or RetryPolicy(max_attempts=self.max_retries + 1)
+
+    def _with_retry(self, fn: Callable[[], T]) -> T:
+        return self.effective_retry_policy.call(fn)
+
+    async def _awith_retry(self, fn: Callable[[], Awaitable[T]]) -> T:
+        return await self.effective_retry_policy.acall(fn)
+
+    def _stream_with_retry(self, open_stream: Callable[[], Iterator[T]]) -> Iterator[T]:
+        """Retry opening a stream until its first item; after that, never (no repeated text)."""
+
+        def first() -> tuple[Iterator[T], list[T]]:
+            iterator = open_stream()
+            for item in iterator:
+                return iterator, [item]
+            return iterator, []
+
+        iterator, head = self._with_retry(first)
+        yield from head
+        yield from iterator
+
+    async def _astream_with_retry(self, open_stream: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """Async twin of :meth:`_stream_with_retry`."""
+
+        async def first() -> tuple[AsyncIterator[T], list[T]]:
+            iterator = open_stream()
+            try:
+                return iterator, [await iterator.__anext__()]
+            except StopAsyncIteration:
+                return iterator, []
+
+        iterator, head = await self._awith_retry(first)
+        for item in head:
+            yield item
+        async for item in iterator:
+            yield item
+
+    # ------------------------------------------------------------------ health
+    def _probe(self) -> None:
+        """Raise if the provider is not serving; subclasses call a cheap endpoint."""
+        raise NotImplementedError
+
+    async def _aprobe(self) -> None:
+        raise NotImplementedError
+
+    def health_check(self) -> HealthStatus:
+        """Ask the provider's models endpoint whether it serves; never raises."""
+        start = time.perf_counter()
+        try:
+            self._probe()
+        except Exception as exc:
+            return self._health(start, exc)
+        return self._health(start, None)
+
+    async def ahealth_check(self) -> HealthStatus:
+        """Async twin of :meth:`health_check`; never raises."""
+        start = time.perf_counter()
+        try:
+            await self._aprobe()
+        except Exception as exc:
+            return self._health(start, exc)
+        return self._health(start, None)
+
+    def _health(self, start: float, error: BaseException | None) -> HealthStatus:
+        return HealthStatus(
+            ok=error is None,
+            latency_ms=(time.perf_counter() - start) * 1000,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            provider=self.provider_name,
+            model=self.model,
+        )
+
+    # ------------------------------------------------------------------ metadata
+    def _response_metadata(self, model_name: str | None, **extra: Any) -> dict[str, Any]:
+        meta: dict[str, Any] = {"model_name": model_name or self.model, "model_provider": self.provider_name}
+        meta.update({k: v for k, v in extra.items() if v is not None})
+        return meta
+
+    # ------------------------------------------------------------------ structured output
+    structured_output_methods: ClassVar[tuple[StructuredOutputMethod, ...]] = (
+        "json_schema",
+        "function_calling",
+        "json_mode",
+    )
+
+    def _json_schema_request(self, schema: dict[str, Any], name: str, strict: bool | None) -> dict[str, Any]:
+        """Call kwargs asking for JSON that follows ``schema``."""
+        spec: dict[str, Any] = {"name": name, "schema": schema}
+        if strict is not None:
+            spec["strict"] = strict
+        return {"response_format": {"type": "json_schema", "json_schema": spec}}
+
+    def _json_mode_request(self) -> dict[str, Any]:
+        """Call kwargs asking for any JSON object."""
+        return {"response_format": {"type": "json_object"}}
+
+    def _forced_tool_choice(self, tool_name: str) -> Any:
+        """tool_choice that forces the one bound tool."""
+        return tool_name
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: StructuredOutputMethod = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """A runnable that returns ``schema``-shaped output.
+
+        Args:
+            schema: A pydantic class, a TypedDict, or a JSON-schema / OpenAI-tool dict.
+                ``None`` only with ``method="json_mode"``.
+            method: ``"json_schema"`` (the provider's native schema-constrained JSON,
+                the default), ``"function_calling"`` (a forced tool call) or
+                ``"json_mode"`` (any JSON object; say the shape in the prompt).
+            include_raw: Return ``{"raw", "parsed", "parsing_error"}`` instead of
+                raising when parsing fails.
+            strict: Ask the provider for strict schema adherence, where supported.
+        """
+        if kwargs:
+            msg = f"Unexpected keyword arguments to with_structured_output: {sorted(kwargs)}"
+            raise ValueError(msg)
+        if method not in self.structured_output_methods:
+            msg = (
+                f"{type(self).__name__} does not support method={method!r}; "
+                f"choose one of {list(self.structured_output_methods)}"
+            )
+            raise ValueError(msg)
+        if schema is None and method != "json_mode":
+            msg = f"schema is required for method={method!r} (only 'json_mode' works without one)"
+            raise ValueError(msg)
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        tool_schema: Any = schema
+        output_format = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        llm: Runnable[LanguageModelInput, BaseMessage]
+        parser: OutputParserLike[Any]
+        if method == "function_calling":
+            tool_name = convert_to_openai_tool(tool_schema)["function"]["name"]
+            llm = self.bind_tools(
+                [tool_schema],
+                tool_choice=self._forced_tool_choice(tool_name),
+                strict=strict,
+                ls_structured_output_format=output_format,
+            )
+            if is_pydantic:
+                parser = PydanticToolsParser(tools=[tool_schema], first_tool_only=True)
+            else:
+                parser = JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True)
+        else:
+            if method == "json_schema":
+                json_schema = convert_to_json_schema(tool_schema)
+                name = json_schema.get("title") or "response"
+                params = self._json_schema_request(_strip_title(json_schema), str(name), strict)
+            else:
+                params = self._json_mode_request()
+            llm = self.bind(ls_structured_output_format=output_format if schema is not None else None, **params)
+            parser = PydanticOutputParser(pydantic_object=tool_schema) if is_pydantic else JsonOutputParser()
+        if not include_raw:
+            return llm | parser
+        parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        with_fallback = parse.with_fallbacks([fallback], exception_key="parsing_error")
+        return RunnableMap(raw=llm) | with_fallback
+
+
+def _strip_title(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k not in ("title",)}
+
+
+def ai_message_from_chunk(chunk: ChatGenerationChunk) -> AIMessage:
+    """Helper for tests and providers: the message a final chunk stands for."""
+    return AIMessage(**chunk.message.model_dump(exclude={"type"}))
+
+
+def first_tool_names(tools: Sequence[dict[str, Any]]) -> list[str]:
+    """Function names of OpenAI-format tools."""
+    return [t["function"]["name"] for t in tools if t.get("type") == "function"]
