@@ -1,0 +1,1 @@
+"""Routing: one chat model in front of many deployments."""
