@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,40 @@ def vcr_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     config["before_record_request"] = _canonical_uri
     config["before_record_response"] = _scrub_response
     config["ignore_localhost"] = False
+    config.pop("cassette_library_dir", None)  # per-module folders via vcr_cassette_dir
+    config["match_on"] = ["method", "uri", "json_body"]
     return config
+
+
+_GENERATED_ID_KEYS = {"id", "tool_call_id"}
+
+
+def _normalise(value: Any) -> Any:
+    """JSON with client-generated tool-call ids blanked (they are random per run)."""
+    if isinstance(value, dict):
+        return {
+            k: ("<id>" if k in _GENERATED_ID_KEYS and isinstance(v, str) else _normalise(v)) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _json_body(r1: Any, r2: Any) -> None:
+    def load(body: Any) -> Any:
+        if body is None:
+            return None
+        text = body.decode() if isinstance(body, bytes) else body
+        try:
+            return _normalise(json.loads(text))
+        except ValueError:
+            return text
+
+    assert load(r1.body) == load(r2.body), "request bodies differ"
+
+
+def pytest_recording_configure(config: pytest.Config, vcr: Any) -> None:
+    vcr.register_matcher("json_body", _json_body)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from typing import Any
 from unittest import mock
@@ -52,3 +54,28 @@ class GatewayChatModelUnitTests(ChatModelUnitTests):
             assert isinstance(secret, SecretStr)
             assert secret.get_secret_value() == env_params[env_var]
             assert getattr(model, field).get_secret_value() not in str(serialized)
+
+
+def expected_failure(base: Any, reason: str) -> Any:
+    """A standard test marked xfail(strict) with ``reason``, keeping its own marks.
+
+    For semantic checks the small recorded model cannot meet (e.g. it calls the
+    right tool with schema-valid but wrong arguments). The upstream function is
+    not mutated, so other test classes still run it unmarked.
+    """
+    marks = [*getattr(base, "pytestmark", []), pytest.mark.xfail(reason=reason, strict=True).mark]
+    if inspect.iscoroutinefunction(base):
+
+        @functools.wraps(base)
+        async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+            await base(self, *args, **kwargs)
+
+        async_wrapper.pytestmark = marks  # type: ignore[attr-defined]
+        return async_wrapper
+
+    @functools.wraps(base)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        base(self, *args, **kwargs)
+
+    wrapper.pytestmark = marks  # type: ignore[attr-defined]
+    return wrapper

@@ -14,6 +14,12 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from langchain_multigateway import OpenAIChatModel
 from tests.conftest import LIVE_BASE_URL, RECORDING_API_KEY
+from tests.standard import expected_failure
+
+WRONG_ARGS = (
+    "Gemma 3 270M calls magic_function with schema-valid but wrong arguments ({'input': 100}, not 3); "
+    "the call itself is parsed (see test_openai_recorded.py)"
+)
 
 pytestmark = pytest.mark.vcr
 
@@ -42,3 +48,10 @@ class TestOpenAIChatModelIntegration(ChatModelIntegrationTests):
     @property
     def supports_json_mode(self) -> bool:
         return True
+
+    test_tool_calling = expected_failure(ChatModelIntegrationTests.test_tool_calling, WRONG_ARGS)
+    test_tool_calling_async = expected_failure(ChatModelIntegrationTests.test_tool_calling_async, WRONG_ARGS)
+    test_json_mode = expected_failure(
+        ChatModelIntegrationTests.test_json_mode,
+        "json_object mode gives valid JSON but Gemma 3 270M ignores the shape asked in the prompt",
+    )
