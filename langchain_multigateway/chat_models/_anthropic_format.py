@@ -1,0 +1,244 @@
+"""Conversion between LangChain messages and Anthropic's Messages API format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    HumanMessage,
+    InvalidToolCall,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
+from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from langchain_multigateway.chat_models._openai_format import ToolChoice
+
+__all__ = [
+    "ERROR_TYPE_STATUS",
+    "messages_to_anthropic",
+    "tool_choice_to_anthropic",
+    "tools_to_anthropic",
+    "usage_from_anthropic",
+]
+
+# Anthropic's error types and the HTTP status each comes with (for errors sent
+# inside a 200 stream, which carry only the type).
+ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+_ASSISTANT_ONLY_BLOCKS = ("thinking", "redacted_thinking", "server_tool_use")
+
+
+def _image_block(block: Mapping[str, Any]) -> dict[str, Any]:
+    """LangChain / OpenAI image blocks as an Anthropic ``image`` block."""
+    if isinstance(block.get("source"), Mapping):
+        return {"type": "image", "source": dict(block["source"])}
+    url: Any = None
+    if block.get("type") == "image_url":
+        image_url = block.get("image_url")
+        url = image_url.get("url") if isinstance(image_url, Mapping) else image_url
+    else:
+        data = block.get("base64") or block.get("data")
+        if isinstance(data, str) and block.get("source_type", "base64") == "base64":
+            media = block.get("mime_type") or block.get("media_type") or "image/png"
+            return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+        url = block.get("url")
+    if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
+        header, data = url.split(";base64,", 1)
+        return {"type": "image", "source": {"type": "base64", "media_type": header[5:] or "image/png", "data": data}}
+    if isinstance(url, str) and url:
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    msg = f"Unsupported image block: expected base64 data or a URL, got keys {sorted(block)}"
+    raise ValueError(msg)
+
+
+def _content_blocks(content: str | list[Any], *, assistant: bool = False) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for block in content:
+        if isinstance(block, str):
+            if block:
+                blocks.append({"type": "text", "text": block})
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            if block.get("text"):
+                blocks.append({k: v for k, v in block.items() if k in ("type", "text", "cache_control", "citations")})
+        elif kind in ("image", "image_url"):
+            image = _image_block(block)
+            if block.get("cache_control"):
+                image["cache_control"] = block["cache_control"]
+            blocks.append(image)
+        elif kind in ("tool_use", "tool_call", "reasoning", "tool_call_chunk"):
+            continue  # tool calls come from message.tool_calls
+        elif kind in _ASSISTANT_ONLY_BLOCKS:
+            if assistant:  # thinking must go back unchanged with its signature
+                blocks.append({k: v for k, v in block.items() if k != "index"})
+        else:
+            blocks.append({k: v for k, v in block.items() if k != "index"})
+    return blocks
+
+
+def _tool_result(message: ToolMessage) -> dict[str, Any]:
+    raw = message.content
+    content: str | list[dict[str, Any]] = raw if isinstance(raw, str) else _content_blocks(raw)
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": message.tool_call_id, "content": content}
+    if message.status == "error":
+        block["is_error"] = True
+    return block
+
+
+def _tool_use(call: ToolCall | InvalidToolCall) -> dict[str, Any]:
+    args = call.get("args")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except json.JSONDecodeError:
+            args = {}
+    return {"type": "tool_use", "id": call.get("id"), "name": call.get("name"), "input": args or {}}
+
+
+def messages_to_anthropic(
+    messages: Sequence[BaseMessage],
+) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
+    """LangChain messages as Anthropic's ``(system, messages)``.
+
+    System messages are hoisted into the top-level ``system``; tool results
+    become ``tool_result`` blocks in user turns; assistant tool calls become
+    ``tool_use`` blocks; consecutive turns of the same role are merged, as the
+    API requires alternating roles.
+    """
+    system_blocks: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role: str
+        blocks: list[dict[str, Any]]
+        if isinstance(message, SystemMessage):
+            system_blocks.extend(_content_blocks(message.content))
+            continue
+        if isinstance(message, HumanMessage):
+            role, blocks = "user", _content_blocks(message.content)
+        elif isinstance(message, AIMessage):
+            role = "assistant"
+            blocks = _content_blocks(message.content, assistant=True)
+            blocks += [_tool_use(c) for c in message.tool_calls]
+            blocks += [_tool_use(c) for c in message.invalid_tool_calls]
+        elif isinstance(message, ToolMessage):
+            role, blocks = "user", [_tool_result(message)]
+        elif isinstance(message, ChatMessage) and message.role in ("user", "assistant"):
+            role, blocks = message.role, _content_blocks(message.content)
+        else:
+            msg = f"Cannot send a {type(message).__name__} to Anthropic; use System/Human/AI/Tool messages."
+            raise TypeError(msg)
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    for turn in turns:
+        # Tool results must open a user turn; plain one-text turns go as strings.
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda b: b.get("type") != "tool_result")
+        content = turn["content"]
+        if len(content) == 1 and content[0].get("type") == "text" and set(content[0]) == {"type", "text"}:
+            turn["content"] = content[0]["text"]
+    system: str | list[dict[str, Any]] | None = None
+    if system_blocks:
+        if all(set(b) == {"type", "text"} for b in system_blocks):
+            system = "\n\n".join(b["text"] for b in system_blocks)
+        else:
+            system = system_blocks
+    return system, turns
+
+
+def tools_to_anthropic(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    """Any LangChain tool description as Anthropic tools (``name``, ``description``, ``input_schema``)."""
+    out: list[dict[str, Any]] = []
+    for tool in tools:
+        if isinstance(tool, Mapping) and ("input_schema" in tool or tool.get("type") not in (None, "function")):
+            out.append(dict(tool))  # already Anthropic-shaped, or a server tool (web_search_..., ...)
+            continue
+        fn = convert_to_openai_tool(tool)["function"]
+        spec: dict[str, Any] = {
+            "name": fn["name"],
+            "input_schema": fn.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if fn.get("description"):
+            spec["description"] = fn["description"]
+        out.append(spec)
+    return out
+
+
+def tool_choice_to_anthropic(
+    tool_choice: ToolChoice, tool_names: Sequence[str], *, parallel_tool_calls: bool | None = None
+) -> dict[str, Any] | None:
+    """LangChain's tool_choice spellings as Anthropic's ``{"type": "auto"|"any"|"tool"|"none"}``."""
+    choice: dict[str, Any] | None
+    if tool_choice is None or tool_choice is False:
+        choice = None
+    elif tool_choice is True:
+        choice = {"type": "tool", "name": tool_names[0]} if len(tool_names) == 1 else {"type": "any"}
+    elif isinstance(tool_choice, dict):
+        if tool_choice.get("type") == "function":  # OpenAI's spelling
+            choice = {"type": "tool", "name": tool_choice["function"]["name"]}
+        else:
+            choice = dict(tool_choice)
+    elif tool_choice in ("auto", "none", "any"):
+        choice = {"type": tool_choice}
+    elif tool_choice == "required":
+        choice = {"type": "any"}
+    elif tool_choice in tool_names:
+        choice = {"type": "tool", "name": tool_choice}
+    else:
+        msg = f"tool_choice={tool_choice!r} names no bound tool; use 'auto', 'any', 'none' or one of {list(tool_names)}"
+        raise ValueError(msg)
+    if parallel_tool_calls is False:
+        choice = choice or {"type": "auto"}
+        if choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+    return choice
+
+
+def usage_from_anthropic(usage: Mapping[str, Any] | None) -> UsageMetadata | None:
+    """Anthropic usage as LangChain's: ``input_tokens`` is the total input, cache reads and writes included."""
+    if not usage:
+        return None
+    base = int(usage.get("input_tokens") or 0)
+    cache_read = usage.get("cache_read_input_tokens")
+    cache_creation = usage.get("cache_creation_input_tokens")
+    input_tokens = base + int(cache_read or 0) + int(cache_creation or 0)
+    output_tokens = int(usage.get("output_tokens") or 0)
+    result = UsageMetadata(
+        input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens
+    )
+    details = InputTokenDetails()
+    if cache_read is not None:
+        details["cache_read"] = int(cache_read)
+    if cache_creation is not None:
+        details["cache_creation"] = int(cache_creation)
+    if details:
+        result["input_token_details"] = details
+    return result
+
+
+def text_of(blocks: Sequence[Mapping[str, Any]]) -> str:
+    """The text blocks of a response, joined."""
+    return "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")

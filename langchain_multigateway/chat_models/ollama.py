@@ -1,0 +1,489 @@
+"""OllamaChatModel: Ollama's native ``/api/chat`` over httpx, NDJSON streaming."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.model_profile import ModelProfile
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils import from_env, secret_from_env
+from pydantic import Field, SecretStr
+
+from langchain_multigateway.chat_models._http import HttpChatModel, decode_json
+from langchain_multigateway.chat_models._ollama_format import (
+    messages_to_ollama,
+    normalize_host,
+    ollama_metadata,
+    parse_ollama_tool_calls,
+    usage_from_ollama,
+)
+from langchain_multigateway.chat_models._openai_format import ToolChoice, messages_to_openai, tools_to_openai
+from langchain_multigateway.errors import ModelNotFoundGatewayError, ProviderError
+from langchain_multigateway.tokens import count_message_tokens
+
+__all__ = ["OllamaChatModel"]
+
+# Model fields sent in Ollama's "options" object, under the same names.
+_OPTION_FIELDS = (
+    "num_ctx",
+    "seed",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "presence_penalty",
+    "frequency_penalty",
+    "mirostat",
+    "mirostat_eta",
+    "mirostat_tau",
+    "num_gpu",
+    "num_thread",
+)
+
+
+class OllamaChatModel(HttpChatModel):
+    """Ollama chat models through Ollama's native API (``/api/chat``), no SDK needed.
+
+    Setup:
+        Install Ollama, pull a model and (optionally) point ``OLLAMA_HOST`` at the server:
+
+        .. code-block:: bash
+
+            ollama pull llama3.2
+            export OLLAMA_HOST=127.0.0.1:11434   # the default; "host", "host:port" or a URL
+
+    Key init args — completion params:
+        model: str
+            Model tag, e.g. ``"llama3.2"`` or ``"qwen2.5:7b"`` (alias ``model_name``).
+        temperature: float | None
+            Sampling temperature (sent in ``options``).
+        max_tokens: int | None
+            Cap on generated tokens (sent as ``options.num_predict``).
+        stop: list[str] | None
+            Stop sequences (``options.stop``).
+        num_ctx, seed, top_p, top_k, min_p, repeat_penalty, repeat_last_n, ...:
+            Ollama options, sent when set; ``options`` takes any other.
+        keep_alive: str | int | None
+            How long the model stays loaded after the call (``"5m"``, ``0``, ``-1``).
+        format: "json" | dict | None
+            Default output format: ``"json"`` or a JSON schema.
+        reasoning: bool | None
+            Ask thinking models to think (Ollama's ``think``); the thinking goes
+            to ``additional_kwargs["reasoning_content"]``.
+
+    Key init args — client params:
+        base_url: str | None
+            Server address; ``OLLAMA_HOST`` by default, else ``http://localhost:11434``.
+        api_key: SecretStr | None
+            Optional bearer token (``OLLAMA_API_KEY``), for a server behind an
+            authenticating proxy or ollama.com; no key is needed locally.
+        default_headers: dict | None
+            Headers added to every request.
+        timeout: float | None
+            Seconds per HTTP request (alias ``request_timeout``); a cold model load
+            can take long, raise it for big models.
+        max_retries: int
+            Retries of retryable failures under the gateway's retry policy.
+        http_client / http_async_client: httpx clients to use instead of the
+            ones created lazily (proxies, TLS, tests).
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_multigateway.chat_models.ollama import OllamaChatModel
+
+            llm = OllamaChatModel(model="llama3.2", temperature=0, num_ctx=8192, keep_alive="10m")
+
+    Invoke:
+        .. code-block:: python
+
+            llm.invoke([("system", "Answer in French."), ("human", "I love programming.")])
+            # AIMessage(content="J'adore la programmation.",
+            #           response_metadata={"model_name": "llama3.2", "model_provider": "ollama",
+            #                              "done_reason": "stop", "total_duration": 5191566416, ...})
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in llm.stream("Tell me a joke"):
+                print(chunk.content, end="")
+            # content chunks as Ollama sends them; the last chunk carries usage_metadata,
+            # the durations and chunk_position="last"
+
+    Async:
+        .. code-block:: python
+
+            await llm.ainvoke("Hello")
+            async for chunk in llm.astream("Hello"):
+                ...
+
+    Tool calling:
+        .. code-block:: python
+
+            from pydantic import BaseModel, Field
+
+            class GetWeather(BaseModel):
+                '''Get the current weather in a given location.'''
+                location: str = Field(..., description="City, e.g. Paris")
+
+            llm.bind_tools([GetWeather]).invoke("What's the weather in Paris?").tool_calls
+            # [{"name": "GetWeather", "args": {"location": "Paris"}, "id": "call_3f…", "type": "tool_call"}]
+
+        Ollama sends arguments as objects and no call ids: ids are generated so
+        tool results can be paired with their calls. Ollama has no ``tool_choice``:
+        naming one tool sends only that tool, ``"none"`` sends none, and
+        ``"any"``/``"required"`` cannot force a call (the model may still answer in text).
+
+    Structured output:
+        .. code-block:: python
+
+            class Joke(BaseModel):
+                setup: str
+                punchline: str
+
+            llm.with_structured_output(Joke).invoke("Tell me a joke about cats")  # format=<JSON schema>
+            llm.with_structured_output(None, method="json_mode")                  # format="json"
+            llm.with_structured_output(Joke, method="function_calling")           # a tool call
+
+    Token usage:
+        .. code-block:: python
+
+            llm.invoke("Hello").usage_metadata
+            # {"input_tokens": 26, "output_tokens": 298, "total_tokens": 324}
+            # from prompt_eval_count / eval_count
+
+            llm.get_num_tokens_from_messages([HumanMessage("Hello")])
+            # an approximation: cl100k_base, not the model's own tokenizer
+
+    Response metadata:
+        ``model_name``, ``model_provider`` (``"ollama"``), ``done_reason`` (also as
+        ``finish_reason``), ``created_at`` and Ollama's durations in nanoseconds:
+        ``total_duration``, ``load_duration``, ``prompt_eval_duration``, ``eval_duration``.
+    """
+
+    provider_name = "ollama"
+    api_key_env = None
+
+    base_url: str | None = Field(default_factory=from_env("OLLAMA_HOST", default=None))
+    api_key: SecretStr | None = Field(default_factory=secret_from_env("OLLAMA_API_KEY", default=None))
+    keep_alive: str | int | None = None
+    format: str | dict[str, Any] | None = None
+    reasoning: bool | None = None
+    num_ctx: int | None = None
+    seed: int | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    mirostat: int | None = None
+    mirostat_eta: float | None = None
+    mirostat_tau: float | None = None
+    num_gpu: int | None = None
+    num_thread: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Any other Ollama option (sent in ``options``; overrides the named fields)."""
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        return {"api_key": "OLLAMA_API_KEY"}
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_multigateway", "chat_models", "ollama"]
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        profile = ModelProfile(tool_calling=True, structured_output=True)
+        if self.num_ctx:
+            profile["max_input_tokens"] = self.num_ctx
+        return profile
+
+    # ------------------------------------------------------------------ http hooks
+    @property
+    def host(self) -> str:
+        """The resolved server URL (``base_url`` / ``OLLAMA_HOST`` normalised)."""
+        return normalize_host(self.base_url)
+
+    def _api_base(self) -> str:
+        return self.host
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self.api_key is not None and self.api_key.get_secret_value():
+            return {"authorization": f"Bearer {self.api_key.get_secret_value()}"}
+        return {}
+
+    def _error_message(self, body: Any) -> str | None:
+        # Ollama: {"error": "model \"x\" not found, try pulling it first"}
+        if isinstance(body, Mapping) and isinstance(body.get("error"), str):
+            return str(body["error"])
+        return super()._error_message(body)
+
+    # ------------------------------------------------------------------ requests
+    def _request(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {"temperature": self.temperature, "num_predict": self.max_tokens}
+        options.update({name: getattr(self, name) for name in _OPTION_FIELDS})
+        options["stop"] = stop or self.stop
+        options.update(self.options)
+        call_options = kwargs.pop("options", None) or {}
+        for name in ("temperature", *_OPTION_FIELDS):
+            if name in kwargs:
+                options[name] = kwargs.pop(name)
+        if "max_tokens" in kwargs:
+            options["num_predict"] = kwargs.pop("max_tokens")
+        options.update(call_options)
+        payload: dict[str, Any] = {
+            "model": kwargs.pop("model", self.model),
+            "messages": messages_to_ollama(messages),
+            "stream": stream,
+            "options": {k: v for k, v in options.items() if v is not None},
+            "keep_alive": kwargs.pop("keep_alive", self.keep_alive),
+            "format": kwargs.pop("format", self.format),
+            "think": kwargs.pop("reasoning", kwargs.pop("think", self.reasoning)),
+        }
+        kwargs.pop("ls_structured_output_format", None)
+        payload.update(kwargs)  # tools, and any other native field
+        if not payload["options"]:
+            del payload["options"]
+        return {k: v for k, v in payload.items() if v is not None}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        payload = self._request(messages, stop, stream=False, **kwargs)
+        data = self._with_retry(lambda: self._request_json("POST", "/api/chat", payload, model=payload["model"]))
+        return self._result(data, payload["model"])
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        payload = self._request(messages, stop, stream=False, **kwargs)
+        data = await self._awith_retry(
+            lambda: self._arequest_json("POST", "/api/chat", payload, model=payload["model"])
+        )
+        return self._result(data, payload["model"])
+
+    def _result(self, data: Any, model: str) -> ChatResult:
+        if not isinstance(data, Mapping):
+            raise ProviderError(f"expected a JSON object, got {data!r:.100}", provider=self.provider_name, model=model)
+        if data.get("error"):
+            raise ProviderError(str(data["error"]), provider=self.provider_name, model=model)
+        message = data.get("message")
+        if not isinstance(message, Mapping):
+            msg = "the server answered without a message"
+            raise ProviderError(msg, provider=self.provider_name, model=data.get("model") or model)
+        tool_calls, invalid = parse_ollama_tool_calls(message.get("tool_calls"))
+        additional: dict[str, Any] = {}
+        if message.get("thinking"):
+            additional["reasoning_content"] = message["thinking"]
+        ai = AIMessage(
+            content=message.get("content") or "",
+            tool_calls=tool_calls,
+            invalid_tool_calls=invalid,
+            additional_kwargs=additional,
+            usage_metadata=usage_from_ollama(data),
+            response_metadata=self._response_metadata(data.get("model") or model, **ollama_metadata(data)),
+        )
+        return ChatResult(
+            generations=[ChatGeneration(message=ai)], llm_output={"model_name": data.get("model") or model}
+        )
+
+    # ------------------------------------------------------------------ streaming
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        payload = self._request(messages, stop, stream=True, **kwargs)
+
+        def open_stream() -> Iterator[ChatGenerationChunk]:
+            assembler = _NDJSONAssembler(self, payload["model"])
+            for line in self._stream_lines("/api/chat", payload, model=payload["model"]):
+                for chunk in assembler.feed(line):
+                    if run_manager and chunk.message.content:
+                        run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+                    yield chunk
+            yield assembler.finish()
+
+        yield from self._stream_with_retry(open_stream)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        payload = self._request(messages, stop, stream=True, **kwargs)
+
+        async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
+            assembler = _NDJSONAssembler(self, payload["model"])
+            async for line in self._astream_lines("/api/chat", payload, model=payload["model"]):
+                for chunk in assembler.feed(line):
+                    if run_manager and chunk.message.content:
+                        await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+                    yield chunk
+            yield assembler.finish()
+
+        async for chunk in self._astream_with_retry(open_stream):
+            yield chunk
+
+    # ------------------------------------------------------------------ tools & structured output
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: ToolChoice = None,
+        **kwargs: Any,
+    ) -> Runnable[Any, AIMessage]:
+        """Bind tools (BaseTool, pydantic classes, functions or OpenAI-format dicts).
+
+        Args:
+            tools: The tools the model may call.
+            tool_choice: Ollama has no tool_choice. A tool's name (or ``True`` with a
+                single tool) sends only that tool; ``"none"`` sends no tools;
+                ``"auto"``, ``"any"`` and ``"required"`` send them all (a call
+                cannot be forced).
+        """
+        formatted = tools_to_openai(tools)
+        kwargs.pop("strict", None)
+        kwargs.pop("parallel_tool_calls", None)
+        names = [t["function"]["name"] for t in formatted]
+        if tool_choice == "none":
+            formatted = []
+        elif isinstance(tool_choice, dict):
+            wanted = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+            if wanted:
+                formatted = [t for t in formatted if t["function"]["name"] == wanted]
+        elif isinstance(tool_choice, str) and tool_choice not in ("auto", "any", "required"):
+            if tool_choice not in names:
+                msg = f"tool_choice={tool_choice!r} names no bound tool; bound: {names}"
+                raise ValueError(msg)
+            formatted = [t for t in formatted if t["function"]["name"] == tool_choice]
+        return super().bind(tools=formatted, **kwargs)
+
+    def _json_schema_request(self, schema: dict[str, Any], name: str, strict: bool | None) -> dict[str, Any]:
+        return {"format": schema}
+
+    def _json_mode_request(self) -> dict[str, Any]:
+        return {"format": "json"}
+
+    # ------------------------------------------------------------------ tokens & health
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
+        """An approximation of the prompt's tokens.
+
+        Ollama models each have their own tokenizer, which is not available
+        without the server; this counts with tiktoken's ``cl100k_base`` (offline,
+        see ``langchain_multigateway.tokens``) plus OpenAI-style chat framing.
+        Expect it to differ from ``prompt_eval_count`` by some percent; the server's
+        count is exact and comes back in ``usage_metadata``.
+        """
+        total = count_message_tokens(messages_to_openai(messages), "cl100k")
+        if tools:
+            schema = json.dumps(tools_to_openai(tools))
+            total += count_message_tokens([{"role": "system", "content": schema}], "cl100k") - 6
+        return total
+
+    def _check_tags(self, data: Any) -> None:
+        models = data.get("models") if isinstance(data, Mapping) else None
+        if not isinstance(models, list):
+            msg = "GET /api/tags answered without a model list"
+            raise ProviderError(msg, provider=self.provider_name, model=self.model)
+        names = {str(m.get("name") or m.get("model")) for m in models if isinstance(m, Mapping)}
+        wanted = {self.model, f"{self.model}:latest"}
+        if not names & wanted:
+            msg = f"model {self.model!r} is not pulled on {self.host} (has: {sorted(names)[:10]})"
+            raise ModelNotFoundGatewayError(msg, provider=self.provider_name, model=self.model, retryable=False)
+
+    def _probe(self) -> None:
+        """GET /api/tags; the server must answer and have the model pulled."""
+        self._check_tags(self._request_json("GET", "/api/tags"))
+
+    async def _aprobe(self) -> None:
+        self._check_tags(await self._arequest_json("GET", "/api/tags"))
+
+
+class _NDJSONAssembler:
+    """Turns Ollama's NDJSON lines into LangChain chunks.
+
+    Content (and thinking, and tool calls, which Ollama sends whole) go out as
+    they arrive; the ``done`` line's counts and durations go into one closing
+    chunk with ``chunk_position="last"``.
+    """
+
+    def __init__(self, owner: OllamaChatModel, model: str) -> None:
+        self.owner = owner
+        self.model = model
+        self.final: Mapping[str, Any] | None = None
+        self.tool_index = 0
+
+    def feed(self, line: str) -> Iterator[ChatGenerationChunk]:
+        if not line.strip():
+            return
+        data = decode_json(line, provider=self.owner.provider_name, model=self.model)
+        if not isinstance(data, Mapping):
+            msg = f"expected a JSON object per line, got {line[:100]!r}"
+            raise ProviderError(msg, provider=self.owner.provider_name, model=self.model)
+        if data.get("error"):
+            raise ProviderError(f"stream error: {data['error']}", provider=self.owner.provider_name, model=self.model)
+        message = data.get("message") or {}
+        content = message.get("content") or ""
+        additional: dict[str, Any] = {}
+        if message.get("thinking"):
+            additional["reasoning_content"] = message["thinking"]
+        calls, invalid = parse_ollama_tool_calls(message.get("tool_calls"))
+        chunks = []
+        for call in calls:
+            chunks.append(
+                tool_call_chunk(name=call["name"], args=json.dumps(call["args"]), id=call["id"], index=self.tool_index)
+            )
+            self.tool_index += 1
+        for bad in invalid:
+            chunks.append(tool_call_chunk(name=bad["name"], args=bad["args"], id=bad["id"], index=self.tool_index))
+            self.tool_index += 1
+        if content or chunks or additional:
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content=content, tool_call_chunks=chunks, additional_kwargs=additional)
+            )
+        if data.get("done"):
+            self.final = data
+
+    def finish(self) -> ChatGenerationChunk:
+        if self.final is None:
+            msg = "the stream ended before Ollama's final (done) line"
+            raise ProviderError(msg, provider=self.owner.provider_name, model=self.model)
+        final = self.final
+        meta = self.owner._response_metadata(final.get("model") or self.model, **ollama_metadata(final))
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=usage_from_ollama(final),
+                response_metadata=meta,
+                chunk_position="last",
+            ),
+            generation_info={"finish_reason": final.get("done_reason")},
+        )
