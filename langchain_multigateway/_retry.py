@@ -97,7 +97,12 @@ class RetryPolicy(BaseModel):
 
     async def acall(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Await ``fn()`` under this policy."""
-        return await self.async_retrying()(fn)
+
+        async def attempt() -> T:
+            # tenacity awaits only coroutine functions; fn may be a plain callable returning an awaitable.
+            return await fn()
+
+        return await self.async_retrying()(attempt)
 
 
 class _stop_on_long_retry_after(stop_base):  # noqa: N801 - tenacity's naming style
