@@ -258,9 +258,11 @@ class AnthropicChatModel(HttpChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         payload = self._request(messages, stop, stream=False, **kwargs)
-        data = await self._awith_retry(
-            lambda: self._arequest_json("POST", "/v1/messages", payload, model=payload["model"])
-        )
+
+        async def call() -> Any:
+            return await self._arequest_json("POST", "/v1/messages", payload, model=payload["model"])
+
+        data = await self._awith_retry(call)
         return self._result(data, payload["model"])
 
     def _result(self, data: Any, model: str) -> ChatResult:

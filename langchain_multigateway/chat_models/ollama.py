@@ -280,9 +280,11 @@ class OllamaChatModel(HttpChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         payload = self._request(messages, stop, stream=False, **kwargs)
-        data = await self._awith_retry(
-            lambda: self._arequest_json("POST", "/api/chat", payload, model=payload["model"])
-        )
+
+        async def call() -> Any:
+            return await self._arequest_json("POST", "/api/chat", payload, model=payload["model"])
+
+        data = await self._awith_retry(call)
         return self._result(data, payload["model"])
 
     def _result(self, data: Any, model: str) -> ChatResult:
