@@ -171,6 +171,10 @@ class OpenAIChatModel(GatewayChatModel):
     parallel_tool_calls: bool | None = None
     """Default for requests that carry tools (``bind_tools`` may override it)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    http_client: Any | None = Field(default=None, exclude=True)
+    """An ``httpx2.Client`` for the sync SDK client (proxies, custom transports, replay)."""
+    http_async_client: Any | None = Field(default=None, exclude=True)
+    """An ``httpx2.AsyncClient`` for the async SDK client."""
 
     _client: openai.OpenAI | None = PrivateAttr(default=None)
     _async_client: openai.AsyncOpenAI | None = PrivateAttr(default=None)
@@ -206,7 +210,7 @@ class OpenAIChatModel(GatewayChatModel):
         if self._client is None:
             import openai
 
-            self._client = openai.OpenAI(**self._client_kwargs())
+            self._client = openai.OpenAI(**self._client_kwargs(), http_client=self.http_client)
         return self._client
 
     @property
@@ -215,7 +219,7 @@ class OpenAIChatModel(GatewayChatModel):
         if self._async_client is None:
             import openai
 
-            self._async_client = openai.AsyncOpenAI(**self._client_kwargs())
+            self._async_client = openai.AsyncOpenAI(**self._client_kwargs(), http_client=self.http_async_client)
         return self._async_client
 
     # ------------------------------------------------------------------ requests
