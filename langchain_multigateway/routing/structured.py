@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import LanguageModelInput
@@ -21,7 +21,6 @@ from langchain_core.utils.function_calling import convert_to_json_schema, conver
 from langchain_core.utils.json import parse_json_markdown
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel
-from typing_extensions import TypeGuard
 
 __all__ = [
     "StructuredMethod",

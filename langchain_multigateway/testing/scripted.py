@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
@@ -391,7 +391,7 @@ class ScriptedChatModel(BaseChatModel):
     def _forced_tool_choice(self, tool_name: str) -> Any:
         return tool_name
 
-    structured_output_methods: tuple[StructuredMethod, ...] = STRUCTURED_METHODS
+    structured_output_methods: ClassVar[tuple[StructuredMethod, ...]] = STRUCTURED_METHODS
 
     def with_structured_output(
         self,

@@ -1,0 +1,363 @@
+"""The router's engine: admission, the try/retry/failover loops (sync and async), outcomes, stream relay."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from langchain_multigateway.errors import AllDeploymentsFailedError, AttemptRecord, RateLimitError
+from langchain_multigateway.routing._request import Prepared, RoutedCall
+from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.policy import Action, NoDeploymentAvailableError
+from langchain_multigateway.state.base import Admission
+
+if TYPE_CHECKING:
+    from langchain_multigateway.routing.gate import ConcurrencyGate
+    from langchain_multigateway.routing.policy import FailoverPolicy
+    from langchain_multigateway.state.base import RouterState
+
+__all__ = ["RoutingEngine"]
+
+_BUSY = "at max_concurrency"
+_now = time.perf_counter
+
+
+class _Retry:
+    """The same deployment is to be tried again after ``delay`` seconds."""
+
+    __slots__ = ("delay",)
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+
+class RoutingEngine:
+    """Mixin of RoutingChatModel holding its per-call machinery."""
+
+    if TYPE_CHECKING:
+        state: RouterState
+        failover: FailoverPolicy
+        max_wait: float
+        timeout: float | None
+        max_retries: int | None
+        _gates: dict[str, ConcurrencyGate]
+
+        def _plan(self, call: RoutedCall) -> tuple[list[Deployment], dict[str, str]]: ...
+        def _prepare(self, dep: Deployment, call: RoutedCall) -> Prepared: ...
+
+    # ------------------------------------------------------------------ admission & outcomes
+    def _admit(self, dep: Deployment, call: RoutedCall, *, gate_held: bool = False) -> Admission:
+        gate = self._gates.get(dep.name)
+        if gate is not None and not gate_held and not gate.try_enter():
+            return Admission(ok=False, reason=_BUSY, limited=True)
+        tokens = call.input_tokens + call.reserve_output if (dep.tpm is not None) else 0
+        admission = self.state.admit(dep.name, tokens=tokens, rpm=dep.rpm, tpm=dep.tpm)
+        if not admission.ok and gate is not None:
+            gate.leave()
+        return admission
+
+    def _release(self, dep: Deployment, admission: Admission, **outcome: Any) -> None:
+        self.state.release(dep.name, admission, **outcome)
+        gate = self._gates.get(dep.name)
+        if gate is not None:
+            gate.leave()
+
+    def _succeeded(
+        self,
+        dep: Deployment,
+        admission: Admission,
+        message: BaseMessage,
+        started: float,
+        attempts: list[AttemptRecord],
+        ttft: float | None = None,
+    ) -> None:
+        elapsed = _now() - started
+        usage = getattr(message, "usage_metadata", None)
+        tokens = usage.get("total_tokens") if usage else None
+        self._release(dep, admission, ok=True, latency=elapsed, ttft=ttft, tokens=tokens)
+        meta = message.response_metadata
+        if not meta.get("model_name"):
+            meta["model_name"] = dep.model_name
+            meta.setdefault("model_provider", dep.provider)
+        meta["deployment"] = dep.name
+        meta["provider"] = meta.get("model_provider") or dep.provider
+        meta["model"] = meta["model_name"]
+        meta["attempts"] = len(attempts) + 1
+        meta["latency_ms"] = round(elapsed * 1000, 3)
+        meta["cached"] = False
+
+    def _failed(
+        self,
+        dep: Deployment,
+        call: RoutedCall,
+        admission: Admission,
+        error: Exception,
+        started: float,
+        number: int,
+        attempts: list[AttemptRecord],
+        deadline: float | None,
+    ) -> _Retry | None:
+        """Record a failed try; raise, or say whether to retry the same deployment."""
+        elapsed = _now() - started
+        attempts.append(AttemptRecord(dep.name, error, elapsed * 1000))
+        decision = self.failover.decide(error)
+        self._release(dep, admission, ok=False, latency=elapsed, counts_against_breaker=decision.counts_against_breaker)
+        if decision.cooldown:
+            self.state.cooldown(dep.name, decision.cooldown)
+        if decision.needs_larger_window:
+            window = dep.context_window or call.counted(dep)
+            call.min_window = max(call.min_window or 0, window)
+        if decision.action is Action.RAISE:
+            raise error
+        if decision.action is not Action.RETRY:
+            return None
+        policy = dep.retry_policy
+        tries = policy.max_attempts if self.max_retries is None else min(policy.max_attempts, self.max_retries + 1)
+        if number >= tries:
+            return None
+        asked = getattr(error, "retry_after", None)
+        if isinstance(asked, (int, float)) and asked > policy.max_retry_after:
+            return None
+        delay = policy.backoff(number, error)
+        if deadline is not None and _now() + delay > deadline:
+            return None
+        return _Retry(delay)
+
+    def _deadline(self) -> float | None:
+        return None if self.timeout is None else _now() + self.timeout
+
+    def _exhausted(
+        self, attempts: list[AttemptRecord], excluded: dict[str, str], limited: dict[str, Admission]
+    ) -> Exception:
+        reasons = {**excluded, **{name: a.reason or "limited" for name, a in limited.items()}}
+        if not attempts:
+            return NoDeploymentAvailableError("No deployment can take this request", reasons)
+        lines = "".join(f"\n  - {name}: excluded, {why}" for name, why in reasons.items())
+        return AllDeploymentsFailedError(f"All {len(attempts)} attempts failed{lines}", attempts)
+
+    def _limited_wait(self, limited: dict[str, Admission], waited_until: float) -> float:
+        """Seconds to sleep before the rate-limited deployments free up; raise if past the bound."""
+        waits = [a.retry_after for a in limited.values() if a.retry_after is not None]
+        wait = min(waits) if waits else 0.05
+        if _now() + wait > waited_until:
+            names = ", ".join(f"{n} ({a.reason})" for n, a in limited.items())
+            raise RateLimitError(f"Every deployment is rate-limited: {names}", retry_after=wait)
+        return wait + 0.001
+
+    # ------------------------------------------------------------------ the sync loop
+    def _route(self, call: RoutedCall, run: Any) -> Any:
+        """Try deployments until ``run(prepared)`` succeeds; returns (dep, admission, started, attempts, result)."""
+        ordered, excluded = self._plan(call)
+        attempts: list[AttemptRecord] = []
+        deadline = self._deadline()
+        wait_bound = _now() + (self.max_wait if deadline is None else min(self.max_wait, deadline - _now()))
+        done: set[str] = set()
+        gate_held: str | None = None
+        while True:
+            limited: dict[str, Admission] = {}
+            for dep in ordered:
+                if dep.name in done:
+                    continue
+                if call.min_window is not None:
+                    why = call.exclusion(dep)
+                    if why is not None:
+                        excluded[dep.name] = why
+                        done.add(dep.name)
+                        continue
+                number = 0
+                while True:
+                    number += 1
+                    admission = self._admit(dep, call, gate_held=gate_held == dep.name)
+                    gate_held = None
+                    if not admission.ok:
+                        if admission.limited and number == 1:
+                            limited[dep.name] = admission
+                        else:
+                            excluded[dep.name] = admission.reason or "refused"
+                            done.add(dep.name)
+                        break
+                    started = _now()
+                    try:
+                        result = run(self._prepare(dep, call))
+                    except Exception as exc:
+                        retry = self._failed(dep, call, admission, exc, started, number, attempts, deadline)
+                        if retry is None:
+                            done.add(dep.name)
+                            break
+                        time.sleep(retry.delay)
+                        continue
+                    except BaseException:
+                        self._release(dep, admission, ok=False, counts_against_breaker=False)
+                        raise
+                    return dep, admission, started, attempts, result
+            if not limited:
+                raise self._exhausted(attempts, excluded, {})
+            busy = [name for name, a in limited.items() if a.reason == _BUSY]
+            if busy:
+                timeout = max(0.0, wait_bound - _now())
+                if self._gates[busy[0]].enter(call.priority, timeout):
+                    gate_held = busy[0]
+                    continue
+                raise RateLimitError(f"Every deployment is busy or rate-limited: {sorted(limited)}", retry_after=None)
+            time.sleep(self._limited_wait(limited, wait_bound))
+
+    # ------------------------------------------------------------------ the async loop
+    async def _aroute(self, call: RoutedCall, run: Any) -> Any:
+        """Async twin of :meth:`_route`."""
+        ordered, excluded = self._plan(call)
+        attempts: list[AttemptRecord] = []
+        deadline = self._deadline()
+        wait_bound = _now() + (self.max_wait if deadline is None else min(self.max_wait, deadline - _now()))
+        done: set[str] = set()
+        gate_held: str | None = None
+        while True:
+            limited: dict[str, Admission] = {}
+            for dep in ordered:
+                if dep.name in done:
+                    continue
+                if call.min_window is not None:
+                    why = call.exclusion(dep)
+                    if why is not None:
+                        excluded[dep.name] = why
+                        done.add(dep.name)
+                        continue
+                number = 0
+                while True:
+                    number += 1
+                    admission = self._admit(dep, call, gate_held=gate_held == dep.name)
+                    gate_held = None
+                    if not admission.ok:
+                        if admission.limited and number == 1:
+                            limited[dep.name] = admission
+                        else:
+                            excluded[dep.name] = admission.reason or "refused"
+                            done.add(dep.name)
+                        break
+                    started = _now()
+                    try:
+                        result = await run(self._prepare(dep, call))
+                    except Exception as exc:
+                        retry = self._failed(dep, call, admission, exc, started, number, attempts, deadline)
+                        if retry is None:
+                            done.add(dep.name)
+                            break
+                        await asyncio.sleep(retry.delay)
+                        continue
+                    except BaseException:
+                        self._release(dep, admission, ok=False, counts_against_breaker=False)
+                        raise
+                    return dep, admission, started, attempts, result
+            if not limited:
+                raise self._exhausted(attempts, excluded, {})
+            busy = [name for name, a in limited.items() if a.reason == _BUSY]
+            if busy:
+                timeout = max(0.0, wait_bound - _now())
+                if await self._gates[busy[0]].aenter(call.priority, timeout):
+                    gate_held = busy[0]
+                    continue
+                raise RateLimitError(f"Every deployment is busy or rate-limited: {sorted(limited)}", retry_after=None)
+            await asyncio.sleep(self._limited_wait(limited, wait_bound))
+
+
+class _Relay:
+    """Passes a deployment's stream through, adding the router's metadata once, at the end."""
+
+    def __init__(
+        self,
+        router: RoutingEngine,
+        dep: Deployment,
+        admission: Admission,
+        started: float,
+        attempts: list[AttemptRecord],
+        first_at: float,
+    ) -> None:
+        self.router, self.dep, self.admission = router, dep, admission
+        self.started, self.attempts = started, attempts
+        self.ttft = first_at - started
+        self.saw_model = False
+        self.saw_last = False
+        self.usage: Any = None
+        self.done = False
+
+    def _meta(self) -> dict[str, Any]:
+        elapsed = _now() - self.started
+        return {
+            "deployment": self.dep.name,
+            "provider": self.dep.provider,
+            "model": self.dep.model_name,
+            "attempts": len(self.attempts) + 1,
+            "latency_ms": round(elapsed * 1000, 3),
+            "ttft_ms": round(self.ttft * 1000, 3),
+            "cached": False,
+        }
+
+    def pass_on(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
+        message = chunk.message
+        meta = message.response_metadata
+        if meta.get("model_name"):
+            self.saw_model = True
+        usage = getattr(message, "usage_metadata", None)
+        if usage:
+            self.usage = usage
+        if isinstance(message, AIMessageChunk) and message.chunk_position == "last" and not self.saw_last:
+            self.saw_last = True
+            extra = self._meta()
+            extra["provider"] = meta.get("model_provider") or self.dep.provider
+            extra["model"] = meta.get("model_name") or self.dep.model_name
+            if not self.saw_model:
+                extra["model_name"] = self.dep.model_name
+                extra["model_provider"] = self.dep.provider
+                self.saw_model = True
+            message.response_metadata = {**meta, **extra}
+        return chunk
+
+    def finish(self, error: Exception | None) -> ChatGenerationChunk | None:
+        """Record the outcome; a closing chunk carrying the metadata if none was marked last."""
+        if self.done:
+            return None
+        self.done = True
+        elapsed = _now() - self.started
+        if error is not None:
+            self.attempts.append(AttemptRecord(self.dep.name, error, elapsed * 1000))
+            decision = self.router.failover.decide(error)
+            self.router._release(
+                self.dep,
+                self.admission,
+                ok=False,
+                latency=elapsed,
+                counts_against_breaker=decision.counts_against_breaker,
+            )
+            return None
+        tokens = self.usage.get("total_tokens") if self.usage else None
+        self.router._release(self.dep, self.admission, ok=True, latency=elapsed, ttft=self.ttft, tokens=tokens)
+        if self.saw_last:
+            return None
+        meta = self._meta()
+        if not self.saw_model:
+            meta["model_name"] = self.dep.model_name
+            meta["model_provider"] = self.dep.provider
+        return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta, chunk_position="last"))
+
+
+def _first(iterator: Iterator[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
+    for chunk in iterator:
+        yield chunk
+        return
+
+
+async def _empty() -> AsyncIterator[ChatGenerationChunk]:
+    return
+    yield  # pragma: no cover
+
+
+def _raw_result(output: Any, raw_key: str | None) -> ChatResult:
+    message = output[raw_key] if raw_key is not None and isinstance(output, dict) else output
+    if not isinstance(message, BaseMessage):
+        msg = f"Expected a message from the deployment, got {type(message).__name__}"
+        raise TypeError(msg)
+    return ChatResult(generations=[ChatGeneration(message=message)])

@@ -1,0 +1,76 @@
+"""Health reports per deployment: the router's view, plus the provider's own probe."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.state.base import RouterState
+
+__all__ = ["DeploymentHealth", "adeployment_health", "deployment_health"]
+
+
+class DeploymentHealth(BaseModel):
+    """What the router knows of one deployment right now."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    provider: str
+    model: str
+    breaker: str
+    consecutive_failures: int
+    ewma_latency_ms: float | None
+    ewma_ttft_ms: float | None
+    error_rate: float
+    in_flight: int
+    requests_last_minute: int
+    tokens_last_minute: int
+    remaining_rpm: int | None
+    remaining_tpm: int | None
+    retry_after: float | None
+    successes: int
+    failures: int
+    provider_health: Any = None
+    """The model's own ``health_check()`` result, when asked for and available."""
+
+    @property
+    def available(self) -> bool:
+        return self.breaker != "open" and self.retry_after is None
+
+
+def _report(dep: Deployment, state: RouterState, provider_health: Any) -> DeploymentHealth:
+    stats = state.stats(dep.name, rpm=dep.rpm, tpm=dep.tpm)
+    return DeploymentHealth(
+        name=dep.name,
+        provider=dep.provider,
+        model=dep.model_name,
+        breaker=stats.breaker.value,
+        consecutive_failures=stats.consecutive_failures,
+        ewma_latency_ms=stats.ewma_latency_ms,
+        ewma_ttft_ms=stats.ewma_ttft_ms,
+        error_rate=stats.error_rate,
+        in_flight=stats.in_flight,
+        requests_last_minute=stats.requests_last_minute,
+        tokens_last_minute=stats.tokens_last_minute,
+        remaining_rpm=stats.remaining_rpm,
+        remaining_tpm=stats.remaining_tpm,
+        retry_after=stats.retry_after,
+        successes=stats.successes,
+        failures=stats.failures,
+        provider_health=provider_health,
+    )
+
+
+def deployment_health(dep: Deployment, state: RouterState, check_provider: bool = False) -> DeploymentHealth:
+    probe = getattr(dep.model, "health_check", None)
+    provider_health = probe() if check_provider and callable(probe) else None
+    return _report(dep, state, provider_health)
+
+
+async def adeployment_health(dep: Deployment, state: RouterState, check_provider: bool = False) -> DeploymentHealth:
+    probe = getattr(dep.model, "ahealth_check", None)
+    provider_health = await probe() if check_provider and callable(probe) else None
+    return _report(dep, state, provider_health)

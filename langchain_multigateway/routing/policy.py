@@ -1,0 +1,117 @@
+"""Failover policy: what the router does after an error, by error class.
+
+=============================  ==========================  ===================
+error                          action                      counts on breaker
+=============================  ==========================  ===================
+rate limit, timeout,           retry the same deployment   yes
+connection, 5xx (retryable)    within its RetryPolicy,
+                               then the next one
+rate limit with Retry-After    cool the deployment down,   yes
+                               next one now
+authentication, permission,    next deployment             yes
+model not found
+context window exceeded        next one with a larger      no
+                               window
+content policy                 next or raise (setting)     no
+invalid request                raise at once               no
+any other exception            next deployment             yes
+=============================  ==========================  ===================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+from langchain_core.exceptions import (
+    ContextOverflowError,
+    ModelAuthenticationError,
+    ModelError,
+    ModelInvalidRequestError,
+    ModelNotFoundError,
+    ModelPermissionDeniedError,
+    ModelRateLimitError,
+)
+from pydantic import BaseModel, ConfigDict
+
+from langchain_multigateway.errors import (
+    AllDeploymentsFailedError,
+    AttemptRecord,
+    ContentPolicyError,
+    GatewayError,
+    RateLimitError,
+)
+
+__all__ = ["Action", "Decision", "FailoverPolicy", "NoDeploymentAvailableError"]
+
+
+class Action(str, Enum):
+    RETRY = "retry"
+    """Try the same deployment again (if its retry budget allows)."""
+    NEXT = "next"
+    """Move on to the next deployment."""
+    RAISE = "raise"
+    """Stop and raise this error to the caller."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    counts_against_breaker: bool
+    cooldown: float | None = None
+    """Seconds to keep the deployment out of rotation (a provider's Retry-After)."""
+    needs_larger_window: bool = False
+
+
+class FailoverPolicy(BaseModel):
+    """Settings of the error → action table (see the module doc).
+
+    Attributes:
+        content_policy: ``"next"`` tries another provider (their policies differ);
+            ``"raise"`` stops at the first refusal.
+        cooldown_on_retry_after: Take a deployment that answered 429 with a
+            Retry-After out of rotation for that long, instead of retrying it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    content_policy: Literal["next", "raise"] = "next"
+    cooldown_on_retry_after: bool = True
+
+    def decide(self, error: BaseException) -> Decision:
+        if isinstance(error, ContentPolicyError):
+            action = Action.RAISE if self.content_policy == "raise" else Action.NEXT
+            return Decision(action, counts_against_breaker=False)
+        if isinstance(error, ContextOverflowError):
+            return Decision(Action.NEXT, counts_against_breaker=False, needs_larger_window=True)
+        if isinstance(error, ModelInvalidRequestError):
+            return Decision(Action.RAISE, counts_against_breaker=False)
+        if isinstance(error, (ModelAuthenticationError, ModelPermissionDeniedError, ModelNotFoundError)):
+            return Decision(Action.NEXT, counts_against_breaker=True)
+        retry_after = getattr(error, "retry_after", None)
+        if (
+            self.cooldown_on_retry_after
+            and isinstance(error, (RateLimitError, ModelRateLimitError))
+            and isinstance(retry_after, (int, float))
+            and retry_after > 0
+        ):
+            return Decision(Action.NEXT, counts_against_breaker=True, cooldown=float(retry_after))
+        if isinstance(error, GatewayError):
+            return Decision(Action.RETRY if error.retryable else Action.NEXT, counts_against_breaker=True)
+        if isinstance(error, ModelError):
+            return Decision(Action.RETRY if error.is_retryable else Action.NEXT, counts_against_breaker=True)
+        return Decision(Action.NEXT, counts_against_breaker=True)
+
+
+class NoDeploymentAvailableError(AllDeploymentsFailedError):
+    """No deployment could take the request; ``excluded`` says why, per deployment."""
+
+    def __init__(self, message: str, excluded: dict[str, str], attempts: list[AttemptRecord] | None = None) -> None:
+        self.excluded = dict(excluded)
+        reasons = "\n".join(f"  - {name}: excluded, {why}" for name, why in self.excluded.items())
+        super().__init__(f"{message}\n{reasons}" if reasons else message, attempts or [])
+        self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message, self.excluded, self.attempts))

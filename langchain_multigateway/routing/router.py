@@ -1,0 +1,493 @@
+"""RoutingChatModel: one chat model in front of many deployments."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, cast
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
+from langchain_core.runnables import Runnable
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from typing_extensions import Self
+
+from langchain_multigateway.routing._engine import RoutingEngine, _empty, _first, _now, _raw_result, _Relay
+from langchain_multigateway.routing._request import (
+    ROUTER_KWARGS,
+    Prepared,
+    RoutedCall,
+    as_last_chunk,
+    estimate_tokens,
+    has_images,
+    prepare,
+    read_overrides,
+)
+from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.gate import ConcurrencyGate
+from langchain_multigateway.routing.health import DeploymentHealth, deployment_health
+from langchain_multigateway.routing.policy import FailoverPolicy
+from langchain_multigateway.routing.strategies import Strategy, get_strategy
+from langchain_multigateway.routing.structured import (
+    STRUCTURED_METHODS,
+    StructuredMethod,
+    StructuredOutputParser,
+    StructuredSpec,
+    output_format,
+    with_raw,
+)
+from langchain_multigateway.state.base import RouterState
+from langchain_multigateway.state.memory import MemoryState
+
+__all__ = ["RoutingChatModel"]
+
+
+class RoutingChatModel(RoutingEngine, BaseChatModel):
+    """A chat model that routes each call to one of several deployments, with failover.
+
+    Each call: **filter** the deployments able to serve it (tools, structured-output
+    method, images, context window against counted tokens, tags, open breakers,
+    rpm/tpm budgets), **order** the rest by the strategy, **try** them (a transient
+    error is retried on the same deployment within its ``RetryPolicy``, then the next
+    one is tried), **record** latency, outcome and tokens in the shared state.
+
+    Setup:
+        Install ``langchain-multigateway``; each deployment's model needs its own
+        credentials (e.g. ``OPENAI_API_KEY``).
+
+    Key init args:
+        deployments: list[Deployment | BaseChatModel]
+            The models to route between (a bare model becomes a Deployment).
+        strategy: str | Strategy
+            ``ordered`` (default), ``round_robin``, ``weighted``, ``least_latency``,
+            ``least_busy``, ``cheapest``, ``quality``, ``balanced``.
+        failover: FailoverPolicy
+            Error class → retry / next / raise (see ``routing.policy``).
+        state: RouterState
+            Breakers, rate windows, latency stats (``MemoryState()`` by default).
+        max_wait: float
+            Seconds a call may wait when every deployment is rate-limited or busy;
+            after that it raises ``RateLimitError`` with ``retry_after``.
+
+    Per call, through ``config={"metadata": {...}}`` (or ``configurable``) or kwargs:
+    ``routing_strategy``, ``routing_tags`` (all must match), ``priority`` /
+    ``routing_priority`` (lower is served first when a deployment is at
+    ``max_concurrency``).
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_multigateway import OpenAIChatModel
+            from langchain_multigateway.routing import Deployment, RoutingChatModel
+
+            router = RoutingChatModel(
+                deployments=[
+                    Deployment(model=OpenAIChatModel(model="gpt-4o-mini"), name="primary", rpm=500),
+                    Deployment(model=OpenAIChatModel(model="gemma", base_url="http://127.0.0.1:8088/v1",
+                                                     api_key="none"), name="local", priority=1),
+                ],
+                strategy="ordered",
+            )
+            # or: RoutingChatModel.from_models(["openai:gpt-4o-mini", "mistral:mistral-small-latest"])
+
+    Invoke:
+        .. code-block:: python
+
+            msg = router.invoke("Hello")
+            msg.response_metadata
+            # {"model_name": "gpt-4o-mini", "model_provider": "openai", "deployment": "primary",
+            #  "provider": "openai", "model": "gpt-4o-mini", "attempts": 1, "latency_ms": 412.0, "cached": False}
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in router.stream("Tell me a joke"):
+                print(chunk.content, end="")
+            # failover happens only before the first chunk reaches you; never after
+
+    Async:
+        .. code-block:: python
+
+            await router.ainvoke("Hello")
+            async for chunk in router.astream("Hello"):
+                ...
+            await router.abatch(["a", "b"], config={"max_concurrency": 8})
+
+    Tool calling:
+        .. code-block:: python
+
+            router_with_tools = router.bind_tools([GetWeather], tool_choice="auto")
+            router_with_tools.invoke("Weather in Paris?").tool_calls
+            # each deployment converts the tools to its own API at call time
+
+    Structured output:
+        .. code-block:: python
+
+            router.with_structured_output(Joke).invoke("A joke")                    # json_schema
+            router.with_structured_output(Joke, method="function_calling", include_raw=True)
+            # only deployments supporting the method are tried
+
+    Token usage:
+        .. code-block:: python
+
+            router.invoke("Hello").usage_metadata   # the serving model's usage, passed through
+            router.health()["primary"].remaining_tpm
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, protected_namespaces=())
+
+    deployments: list[Deployment]
+    strategy: Any = "ordered"
+    """A strategy name or a ``Strategy`` instance."""
+    failover: FailoverPolicy = Field(default_factory=FailoverPolicy)
+    state: RouterState = Field(default_factory=MemoryState)
+    max_wait: float = Field(default=5.0, ge=0)
+    model: str = Field(default="router", alias="model_name")
+    """This router's name in traces (``ls_model_name``)."""
+    temperature: float | None = None
+    """Sent to every deployment when set."""
+    max_tokens: int | None = None
+    """Sent to every deployment when set; also sizes token estimates."""
+    stop: list[str] | None = Field(default=None, alias="stop_sequences")
+    timeout: float | None = None
+    """Cap in seconds on retries and waits of one routed call (None: no cap)."""
+    max_retries: int | None = None
+    """When set, caps tries per deployment at ``max_retries + 1``."""
+    streaming: bool = False
+
+    _strategy: Strategy = PrivateAttr()
+    _gates: dict[str, ConcurrencyGate] = PrivateAttr(default_factory=dict)
+    _base_kwargs: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _prepared: dict[tuple[str, int], tuple[Any, dict[str, Any], Prepared]] = PrivateAttr(default_factory=dict)
+    _needs_count: bool = PrivateAttr(default=False)
+
+    @field_validator("deployments", mode="before")
+    @classmethod
+    def _wrap_models(cls, value: Any) -> Any:
+        if isinstance(value, Sequence):
+            return [Deployment(model=v) if isinstance(v, BaseChatModel) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _setup(self) -> Self:
+        if not self.deployments:
+            msg = "RoutingChatModel needs at least one deployment"
+            raise ValueError(msg)
+        names = [d.name for d in self.deployments]
+        for index, dep in enumerate(self.deployments):
+            if names.count(dep.name) > 1:
+                dep.name = f"{dep.name}#{names[:index].count(dep.name) + 1}"
+                names[index] = dep.name
+        self.deployments = sorted(self.deployments, key=lambda d: d.priority)
+        self._strategy = get_strategy(self.strategy)
+        self._gates = {d.name: ConcurrencyGate(d.max_concurrency) for d in self.deployments if d.max_concurrency}
+        base: dict[str, Any] = {}
+        if self.temperature is not None:
+            base["temperature"] = self.temperature
+        if self.max_tokens is not None:
+            base["max_tokens"] = self.max_tokens
+        self._base_kwargs = base
+        return self
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def _llm_type(self) -> str:
+        return "multigateway-router"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "deployments": [d.name for d in self.deployments]}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="multigateway", ls_model_name=kwargs.get("model", self.model), ls_model_type="chat"
+        )
+        temperature = kwargs.get("temperature", self.temperature)
+        if temperature is not None:
+            params["ls_temperature"] = temperature
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        if max_tokens is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    def deployment(self, name: str) -> Deployment:
+        """The deployment called ``name``."""
+        for dep in self.deployments:
+            if dep.name == name:
+                return dep
+        raise KeyError(name)
+
+    # ------------------------------------------------------------------ tools & structured output
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools; at call time each deployment's model binds them its own way.
+
+        Args:
+            tools: Anything the deployments' ``bind_tools`` accept (BaseTool,
+                pydantic classes, functions, OpenAI-format dicts).
+            tool_choice: Passed to each deployment's ``bind_tools``.
+            **kwargs: Other ``bind_tools`` arguments (``parallel_tool_calls``, ``strict``).
+        """
+        fmt = kwargs.pop("ls_structured_output_format", None)
+        tool_kwargs = dict(kwargs)
+        if tool_choice is not None:
+            tool_kwargs["tool_choice"] = tool_choice
+        extra = {"ls_structured_output_format": fmt} if fmt else {}
+        return self.bind(tools=list(tools), tool_kwargs=tool_kwargs, **extra)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: StructuredMethod = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Structured output, served only by deployments that support ``method``.
+
+        Each deployment asks its own API for it (a JSON-schema response format, a
+        forced tool call, JSON mode); the answer is parsed from a tool call or JSON text.
+        """
+        if kwargs:
+            msg = f"Unexpected keyword arguments to with_structured_output: {sorted(kwargs)}"
+            raise ValueError(msg)
+        if method not in STRUCTURED_METHODS:
+            msg = f"method must be one of {list(STRUCTURED_METHODS)}, not {method!r}"
+            raise ValueError(msg)
+        if schema is None and method != "json_mode":
+            msg = f"schema is required for method={method!r}"
+            raise ValueError(msg)
+        spec = StructuredSpec(schema=schema, method=method, strict=strict)
+        probe = RoutedCall([], None, {}, self._strategy, None, 0, False, structured=spec)
+        if all(probe.exclusion(d) for d in self.deployments):
+            msg = f"No deployment supports structured output by {method!r}"
+            raise ValueError(msg)
+        fmt = output_format(schema, method, strict)
+        llm = self.bind(structured_output=spec, ls_structured_output_format=fmt)
+        return with_raw(llm, StructuredOutputParser(target_schema=schema), include_raw)
+
+    # ------------------------------------------------------------------ planning
+    def _call(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        streaming: bool,
+    ) -> RoutedCall:
+        strategy_name, tags, priority = read_overrides(kwargs, metadata)
+        strategy = self._strategy if strategy_name is None else get_strategy(strategy_name)
+        tools = kwargs.pop("tools", None)
+        tool_kwargs = kwargs.pop("tool_kwargs", None) or {}
+        structured = kwargs.pop("structured_output", None)
+        if structured is not None and not isinstance(structured, StructuredSpec):
+            structured = StructuredSpec(structured)
+        for key in ROUTER_KWARGS:
+            kwargs.pop(key, None)
+        call_kwargs = {**self._base_kwargs, **kwargs} if self._base_kwargs else kwargs
+        approx, upper = estimate_tokens(messages)
+        max_out = call_kwargs.get("max_tokens")
+        output = max_out if isinstance(max_out, int) else 0
+        return RoutedCall(
+            messages=messages,
+            stop=stop or self.stop or None,
+            kwargs=call_kwargs,
+            strategy=strategy,
+            tags=tags,
+            priority=priority,
+            streaming=streaming,
+            tools=tools,
+            tool_kwargs=tool_kwargs,
+            structured=structured,
+            input_tokens=approx,
+            upper_tokens=upper,
+            output_tokens=output,
+            reserve_output=output or min(approx, 1024),
+            images=has_images(messages),
+        )
+
+    def _plan(self, call: RoutedCall) -> tuple[list[Deployment], dict[str, str]]:
+        excluded: dict[str, str] = {}
+        able: list[Deployment] = []
+        for dep in self.deployments:
+            why = call.exclusion(dep)
+            if why is None:
+                able.append(dep)
+            else:
+                excluded[dep.name] = why
+        if len(able) > 1:
+            able = call.strategy.order(able, call.info, self.state)
+        return able, excluded
+
+    def _prepare(self, dep: Deployment, call: RoutedCall) -> Prepared:
+        if call.tools is None and call.structured is None:
+            return Prepared(dep.model, call.kwargs)
+        anchor: Any = call.structured if call.structured is not None else call.tools
+        key = (dep.name, id(anchor))
+        hit = self._prepared.get(key)
+        if hit is None or hit[0] is not anchor or hit[1] != call.tool_kwargs:
+            if len(self._prepared) > 256:
+                self._prepared.clear()
+            hit = self._prepared[key] = (anchor, dict(call.tool_kwargs), prepare(dep, call, {}))
+        prepared = hit[2]
+        return Prepared(prepared.model, {**prepared.kwargs, **call.kwargs}, prepared.runnable, prepared.raw_key)
+
+    # ------------------------------------------------------------------ sync
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, False)
+
+        def run(p: Prepared) -> ChatResult:
+            if p.runnable is not None:
+                return _raw_result(p.runnable.invoke(messages, stop=call.stop, **p.kwargs), p.raw_key)
+            return p.model._generate(messages, call.stop, None, **p.kwargs)
+
+        dep, admission, started, attempts, result = self._route(call, run)
+        message = result.generations[0].message
+        self._succeeded(dep, admission, message, started, attempts)
+        return cast(ChatResult, result)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, True)
+
+        def run(p: Prepared) -> tuple[list[ChatGenerationChunk], Iterator[ChatGenerationChunk], float]:
+            if p.runnable is not None:
+                result = _raw_result(p.runnable.invoke(messages, stop=call.stop, **p.kwargs), p.raw_key)
+                return [as_last_chunk(cast(AIMessage, result.generations[0].message))], iter(()), _now()
+            if type(p.model)._stream is BaseChatModel._stream:
+                result = p.model._generate(messages, call.stop, None, **p.kwargs)
+                return [as_last_chunk(cast(AIMessage, result.generations[0].message))], iter(()), _now()
+            iterator = p.model._stream(messages, call.stop, None, **p.kwargs)
+            head = list(_first(iterator))
+            return head, iterator, _now()
+
+        dep, admission, started, attempts, (head, rest, first_at) = self._route(call, run)
+        relay = _Relay(self, dep, admission, started, attempts, first_at)
+        try:
+            for chunk in head:
+                yield relay.pass_on(chunk)
+            for chunk in rest:
+                yield relay.pass_on(chunk)
+        except GeneratorExit:
+            relay.finish(None)
+            raise
+        except Exception as exc:
+            relay.finish(exc)
+            raise
+        final = relay.finish(None)
+        if final is not None:
+            yield final
+
+    # ------------------------------------------------------------------ async
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, False)
+
+        async def run(p: Prepared) -> ChatResult:
+            if p.runnable is not None:
+                return _raw_result(await p.runnable.ainvoke(messages, stop=call.stop, **p.kwargs), p.raw_key)
+            return await p.model._agenerate(messages, call.stop, None, **p.kwargs)
+
+        dep, admission, started, attempts, result = await self._aroute(call, run)
+        self._succeeded(dep, admission, result.generations[0].message, started, attempts)
+        return cast(ChatResult, result)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, True)
+
+        async def run(p: Prepared) -> tuple[list[ChatGenerationChunk], AsyncIterator[ChatGenerationChunk], float]:
+            model = p.model
+            if p.runnable is not None or (
+                type(model)._astream is BaseChatModel._astream and type(model)._stream is BaseChatModel._stream
+            ):
+                if p.runnable is not None:
+                    result = _raw_result(await p.runnable.ainvoke(messages, stop=call.stop, **p.kwargs), p.raw_key)
+                else:
+                    result = await model._agenerate(messages, call.stop, None, **p.kwargs)
+                return [as_last_chunk(cast(AIMessage, result.generations[0].message))], _empty(), _now()
+            iterator = model._astream(messages, call.stop, None, **p.kwargs)
+            try:
+                head = [await iterator.__anext__()]
+            except StopAsyncIteration:
+                head = []
+            return head, iterator, _now()
+
+        dep, admission, started, attempts, (head, rest, first_at) = await self._aroute(call, run)
+        relay = _Relay(self, dep, admission, started, attempts, first_at)
+        try:
+            for chunk in head:
+                yield relay.pass_on(chunk)
+            async for chunk in rest:
+                yield relay.pass_on(chunk)
+        except GeneratorExit:
+            relay.finish(None)
+            raise
+        except BaseException as exc:
+            relay.finish(exc if isinstance(exc, Exception) else None)
+            raise
+        final = relay.finish(None)
+        if final is not None:
+            yield final
+
+    # ------------------------------------------------------------------ cache & health
+    def _convert_cached_generations(self, cache_val: list[Generation]) -> list[ChatGeneration]:
+        converted = super()._convert_cached_generations(cache_val)
+        out = []
+        for gen in converted:
+            message = gen.message.model_copy(
+                update={"response_metadata": {**gen.message.response_metadata, "cached": True}}
+            )
+            out.append(ChatGeneration(message=message, generation_info=gen.generation_info))
+        return out
+
+    def health(self, *, check_providers: bool = False) -> dict[str, DeploymentHealth]:
+        """Per deployment: breaker, latency, error rate, load, remaining budgets
+        (and the provider's own ``health_check()`` when ``check_providers``)."""
+        return {d.name: deployment_health(d, self.state, check_providers) for d in self.deployments}
+
+    async def ahealth(self, *, check_providers: bool = False) -> dict[str, DeploymentHealth]:
+        """Async twin of :meth:`health` (provider checks run concurrently)."""
+        from langchain_multigateway.routing.health import adeployment_health
+
+        found = await asyncio.gather(*(adeployment_health(d, self.state, check_providers) for d in self.deployments))
+        return {h.name: h for h in found}
+
+    # ------------------------------------------------------------------ builders
+    @classmethod
+    def from_models(cls, models: Sequence[str | BaseChatModel | Deployment], **kwargs: Any) -> RoutingChatModel:
+        """A router over ``"provider:model"`` strings (via the registry), models or deployments."""
+        from langchain_multigateway.routing.build import deployments_from
+
+        return cls(deployments=deployments_from(models), **kwargs)

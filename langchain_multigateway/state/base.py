@@ -1,0 +1,106 @@
+"""The interface routing state implements, whatever stores it (memory now, Redis later).
+
+Every method is short and never blocks on I/O in the memory implementation, so
+the router calls it from sync threads and from the event loop alike.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+__all__ = ["Admission", "BreakerState", "DeploymentStats", "RouterState"]
+
+
+class BreakerState(str, Enum):
+    """A circuit breaker's state."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass
+class Admission:
+    """The answer to "may this deployment take one more request now?".
+
+    Attributes:
+        ok: Admitted; the caller must :meth:`RouterState.release` it once done.
+        reason: Why not, in words for error messages.
+        retry_after: Seconds until it may be admitted again, when known.
+        limited: Refused for a budget (rpm, tpm, a provider's Retry-After) that
+            frees up with time, so waiting is an option; False for an open breaker.
+        probe: This request is the half-open breaker's single probe.
+        reservation: Opaque handle used to reconcile reserved tokens with real usage.
+    """
+
+    ok: bool
+    reason: str | None = None
+    retry_after: float | None = None
+    limited: bool = False
+    probe: bool = False
+    reservation: Any = None
+
+
+REFUSED_UNKNOWN = Admission(ok=False, reason="refused")
+
+
+@dataclass(frozen=True)
+class DeploymentStats:
+    """A snapshot of what the state knows about one deployment."""
+
+    breaker: BreakerState
+    consecutive_failures: int
+    ewma_latency_ms: float | None
+    ewma_ttft_ms: float | None
+    error_rate: float
+    in_flight: int
+    requests_last_minute: int
+    tokens_last_minute: int
+    remaining_rpm: int | None
+    remaining_tpm: int | None
+    retry_after: float | None
+    successes: int
+    failures: int
+
+
+class RouterState(ABC):
+    """Breakers, rate windows, latency and load per deployment name."""
+
+    @abstractmethod
+    def admit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
+        """Check breaker and budgets, and if admitted count the request in flight
+        and reserve ``tokens`` in the tpm window, all at once."""
+
+    @abstractmethod
+    def release(
+        self,
+        name: str,
+        admission: Admission,
+        *,
+        ok: bool,
+        latency: float | None = None,
+        ttft: float | None = None,
+        tokens: int | None = None,
+        counts_against_breaker: bool = True,
+    ) -> None:
+        """Record the outcome of an admitted request (``latency``/``ttft`` in seconds,
+        ``tokens`` the real total that replaces the reservation)."""
+
+    @abstractmethod
+    def cooldown(self, name: str, seconds: float) -> None:
+        """Admit nothing for ``seconds`` (a provider's Retry-After)."""
+
+    @abstractmethod
+    def latency(self, name: str, *, streaming: bool = False) -> float | None:
+        """EWMA latency in seconds (time to first token when ``streaming``), None before any."""
+
+    @abstractmethod
+    def in_flight(self, name: str) -> int:
+        """Requests admitted and not yet released."""
+
+    @abstractmethod
+    def stats(self, name: str, *, rpm: int | None = None, tpm: int | None = None) -> DeploymentStats:
+        """Everything known about ``name``, for health reports."""

@@ -1,0 +1,257 @@
+"""In-process routing state: one lock, short critical sections, an injectable clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from langchain_multigateway.state.base import Admission, BreakerState, DeploymentStats, RouterState
+
+__all__ = ["MemoryState"]
+
+WINDOW = 60.0
+
+
+class _Entry:
+    """One request in a deployment's sliding minute: when, and how many tokens."""
+
+    __slots__ = ("alive", "at", "tokens")
+
+    def __init__(self, at: float, tokens: int) -> None:
+        self.at = at
+        self.tokens = tokens
+        self.alive = True
+
+
+class _Record:
+    __slots__ = (
+        "breaker",
+        "cooldown_until",
+        "ewma_error",
+        "ewma_latency",
+        "ewma_ttft",
+        "failures",
+        "in_flight",
+        "opened_at",
+        "probing",
+        "streak",
+        "successes",
+        "window",
+        "window_tokens",
+    )
+
+    def __init__(self) -> None:
+        self.breaker = BreakerState.CLOSED
+        self.streak = 0  # consecutive failures counted against the breaker
+        self.opened_at = 0.0
+        self.probing = False
+        self.cooldown_until = 0.0
+        self.ewma_latency: float | None = None
+        self.ewma_ttft: float | None = None
+        self.ewma_error = 0.0
+        self.in_flight = 0
+        self.successes = 0
+        self.failures = 0
+        self.window: deque[_Entry] = deque()
+        self.window_tokens = 0
+
+
+class MemoryState(RouterState):
+    """Routing state in this process's memory (the default).
+
+    Thread-safe and asyncio-safe: every method takes one ``threading.Lock`` for a
+    few microseconds and never awaits or sleeps while holding it.
+
+    Args:
+        failure_threshold: Consecutive counted failures that open a breaker.
+        cooldown: Seconds an open breaker waits before letting one probe through.
+        alpha: Weight of the newest sample in the latency / error EWMAs.
+        clock: Monotonic seconds; tests pass a controllable one.
+    """
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        cooldown: float = 30.0,
+        alpha: float = 0.2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if failure_threshold < 1:
+            msg = "failure_threshold must be at least 1"
+            raise ValueError(msg)
+        self.failure_threshold = failure_threshold
+        self.cooldown_seconds = cooldown
+        self.alpha = alpha
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._records: dict[str, _Record] = {}
+
+    def _record(self, name: str) -> _Record:
+        record = self._records.get(name)
+        if record is None:
+            record = self._records[name] = _Record()
+        return record
+
+    @staticmethod
+    def _prune(record: _Record, now: float) -> None:
+        window = record.window
+        horizon = now - WINDOW
+        while window and window[0].at <= horizon:
+            entry = window.popleft()
+            entry.alive = False
+            record.window_tokens -= entry.tokens
+
+    def _breaker_now(self, record: _Record, now: float) -> BreakerState:
+        if record.breaker is BreakerState.OPEN and now - record.opened_at >= self.cooldown_seconds:
+            record.breaker = BreakerState.HALF_OPEN
+            record.probing = False
+        return record.breaker
+
+    # ------------------------------------------------------------------ admission
+    def admit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
+        with self._lock:
+            now = self.clock()
+            record = self._record(name)
+            breaker = self._breaker_now(record, now)
+            if breaker is BreakerState.OPEN:
+                wait = record.opened_at + self.cooldown_seconds - now
+                return Admission(ok=False, reason=f"circuit open (probe in {wait:.1f}s)", retry_after=wait)
+            if breaker is BreakerState.HALF_OPEN and record.probing:
+                return Admission(ok=False, reason="circuit half-open, its probe is in flight")
+            if record.cooldown_until > now:
+                wait = record.cooldown_until - now
+                return Admission(ok=False, reason=f"provider asked to wait {wait:.1f}s", retry_after=wait, limited=True)
+            self._prune(record, now)
+            if rpm is not None or tpm is not None:
+                refused = self._over_budget(record, now, tokens, rpm, tpm)
+                if refused is not None:
+                    return refused
+            entry = _Entry(now, tokens)
+            record.window.append(entry)
+            record.window_tokens += tokens
+            record.in_flight += 1
+            probe = breaker is BreakerState.HALF_OPEN
+            if probe:
+                record.probing = True
+            return Admission(ok=True, probe=probe, reservation=entry)
+
+    @staticmethod
+    def _over_budget(record: _Record, now: float, tokens: int, rpm: int | None, tpm: int | None) -> Admission | None:
+        window = record.window
+        if rpm is not None and len(window) >= rpm:
+            # The oldest requests must leave the window before one more fits.
+            wait = window[len(window) - rpm].at + WINDOW - now if rpm > 0 else WINDOW
+            return Admission(ok=False, reason=f"rpm limit {rpm} reached", retry_after=max(wait, 0.0), limited=True)
+        if tpm is not None and record.window_tokens + tokens > tpm:
+            if tokens > tpm:
+                return Admission(ok=False, reason=f"request needs ~{tokens} tokens, more than its tpm limit {tpm}")
+            excess = record.window_tokens + tokens - tpm
+            wait = WINDOW
+            for entry in window:
+                excess -= entry.tokens
+                if excess <= 0:
+                    wait = entry.at + WINDOW - now
+                    break
+            return Admission(
+                ok=False,
+                reason=f"tpm limit {tpm} reached ({record.window_tokens} used, ~{tokens} needed)",
+                retry_after=max(wait, 0.0),
+                limited=True,
+            )
+        return None
+
+    def release(
+        self,
+        name: str,
+        admission: Admission,
+        *,
+        ok: bool,
+        latency: float | None = None,
+        ttft: float | None = None,
+        tokens: int | None = None,
+        counts_against_breaker: bool = True,
+    ) -> None:
+        if not admission.ok:
+            return
+        alpha = self.alpha
+        with self._lock:
+            now = self.clock()
+            record = self._record(name)
+            record.in_flight = max(0, record.in_flight - 1)
+            entry = admission.reservation
+            if tokens is not None and isinstance(entry, _Entry) and entry.alive:
+                record.window_tokens += tokens - entry.tokens
+                entry.tokens = tokens
+            if latency is not None:
+                prev = record.ewma_latency
+                record.ewma_latency = latency if prev is None else prev + alpha * (latency - prev)
+            if ttft is not None:
+                prev = record.ewma_ttft
+                record.ewma_ttft = ttft if prev is None else prev + alpha * (ttft - prev)
+            if ok:
+                record.successes += 1
+                record.ewma_error -= alpha * record.ewma_error
+                record.streak = 0
+                if admission.probe:
+                    record.breaker = BreakerState.CLOSED
+                    record.probing = False
+                return
+            record.failures += 1
+            record.ewma_error += alpha * (1.0 - record.ewma_error)
+            if admission.probe:
+                record.probing = False
+            if not counts_against_breaker:
+                return
+            record.streak += 1
+            if admission.probe or (record.breaker is BreakerState.CLOSED and record.streak >= self.failure_threshold):
+                record.breaker = BreakerState.OPEN
+                record.opened_at = now
+
+    def cooldown(self, name: str, seconds: float) -> None:
+        with self._lock:
+            record = self._record(name)
+            record.cooldown_until = max(record.cooldown_until, self.clock() + seconds)
+
+    # ------------------------------------------------------------------ reads
+    def latency(self, name: str, *, streaming: bool = False) -> float | None:
+        record = self._records.get(name)
+        if record is None:
+            return None
+        if streaming and record.ewma_ttft is not None:
+            return record.ewma_ttft
+        return record.ewma_latency
+
+    def in_flight(self, name: str) -> int:
+        record = self._records.get(name)
+        return 0 if record is None else record.in_flight
+
+    def stats(self, name: str, *, rpm: int | None = None, tpm: int | None = None) -> DeploymentStats:
+        with self._lock:
+            now = self.clock()
+            record = self._record(name)
+            breaker = self._breaker_now(record, now)
+            self._prune(record, now)
+            requests = len(record.window)
+            retry_after = None
+            if breaker is BreakerState.OPEN:
+                retry_after = record.opened_at + self.cooldown_seconds - now
+            elif record.cooldown_until > now:
+                retry_after = record.cooldown_until - now
+            return DeploymentStats(
+                breaker=breaker,
+                consecutive_failures=record.streak,
+                ewma_latency_ms=None if record.ewma_latency is None else record.ewma_latency * 1000,
+                ewma_ttft_ms=None if record.ewma_ttft is None else record.ewma_ttft * 1000,
+                error_rate=record.ewma_error,
+                in_flight=record.in_flight,
+                requests_last_minute=requests,
+                tokens_last_minute=record.window_tokens,
+                remaining_rpm=None if rpm is None else max(0, rpm - requests),
+                remaining_tpm=None if tpm is None else max(0, tpm - record.window_tokens),
+                retry_after=retry_after,
+                successes=record.successes,
+                failures=record.failures,
+            )
