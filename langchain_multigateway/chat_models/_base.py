@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from operator import itemgetter
 from typing import Any, ClassVar, Literal, TypeVar
 
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.base import OutputParserLike
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Self
 
 from langchain_multigateway._retry import RetryPolicy
+from langchain_multigateway.chat_models._profiles import profile_for
 from langchain_multigateway.errors import MissingAPIKeyError
 
 __all__ = ["GatewayChatModel", "HealthStatus", "StructuredOutputMethod"]
@@ -82,6 +83,9 @@ class GatewayChatModel(BaseChatModel):
             )
             raise MissingAPIKeyError(msg, provider=self.provider_name, model=self.model)
         return self
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        return profile_for(self.provider_name, self.model)
 
     # ------------------------------------------------------------------ identity
     @property

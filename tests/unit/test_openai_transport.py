@@ -237,3 +237,24 @@ async def test_async_health_check() -> None:
         status = await _model(url).ahealth_check()
     assert status.ok
     assert script.requests[0]["path"] == "/v1/models"
+
+
+def test_profiles_of_known_models_and_none_for_unknown() -> None:
+    dated = OpenAIChatModel(model="gpt-4o-2024-08-06", api_key="x").profile
+    assert dated is not None
+    assert dated["max_input_tokens"] == 128_000
+    assert dated["tool_calling"] is True
+    assert OpenAIChatModel(model="gpt-4.1-mini", api_key="x").profile["max_input_tokens"] == 1_047_576  # type: ignore[index]
+    assert OpenAIChatModel(model="gemma-3-270m", api_key="x").profile is None
+
+
+def test_token_count_of_messages_and_tools() -> None:
+    class Lookup(BaseModel):
+        """Look something up."""
+
+        query: str
+
+    llm = OpenAIChatModel(model="gpt-4", api_key="x")
+    plain = llm.get_num_tokens_from_messages([HumanMessage("hello world")])
+    assert plain == 9
+    assert llm.get_num_tokens_from_messages([HumanMessage("hello world")], tools=[Lookup]) > plain + 10
