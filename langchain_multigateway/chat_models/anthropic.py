@@ -192,7 +192,8 @@ class AnthropicChatModel(HttpChatModel):
         return ["langchain_multigateway", "chat_models", "anthropic"]
 
     def _resolve_model_profile(self) -> ModelProfile | None:
-        return ModelProfile(
+        # A shared profile table (if the base has one for this model) wins; else Claude's common limits.
+        return super()._resolve_model_profile() or ModelProfile(
             max_input_tokens=200_000,
             tool_calling=True,
             tool_choice=True,

@@ -206,7 +206,8 @@ class OllamaChatModel(HttpChatModel):
         return ["langchain_multigateway", "chat_models", "ollama"]
 
     def _resolve_model_profile(self) -> ModelProfile | None:
-        profile = ModelProfile(tool_calling=True, structured_output=True)
+        base = super()._resolve_model_profile()  # a shared profile table's entry, if any
+        profile = ModelProfile(**base) if base else ModelProfile(tool_calling=True, structured_output=True)
         if self.num_ctx:
             profile["max_input_tokens"] = self.num_ctx
         return profile
