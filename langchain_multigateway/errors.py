@@ -291,3 +291,46 @@ def error_from_status(
 
 def _mentions(text: str, markers: tuple[str, ...]) -> bool:
     return any(marker in text for marker in markers)
+
+
+class ConfigurationError(GatewayError, ValueError):
+    """A model name, provider, environment default or configuration file is wrong.
+
+    The message says where (file, line, key path such as ``models.fast.temperature``)
+    and what was expected. Never retryable: the same input fails the same way.
+
+    Attributes:
+        source: The file name, ``"<dict>"``, or the environment variable at fault.
+        key_path: Dotted path of the first offending key, if there is one.
+        line: 1-based line of the first problem in a YAML file, if known.
+        problems: Every problem found, one ``"where: what"`` line each.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        key_path: str | None = None,
+        line: int | None = None,
+        problems: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retryable", False)
+        super().__init__(message, **kwargs)
+        self.source = source
+        self.key_path = key_path
+        self.line = line
+        self.problems = list(problems) if problems is not None else [message]
+
+    def _fields(self) -> dict[str, Any]:
+        return {
+            **super()._fields(),
+            "source": self.source,
+            "key_path": self.key_path,
+            "line": self.line,
+            "problems": self.problems,
+        }
+
+
+__all__ += ["ConfigurationError"]
