@@ -46,9 +46,8 @@ def run_demo() -> int:
     usage = reply.usage_metadata or {}
     print(f"\nQ: {DEMO_PROMPT}")
     print(f"A: {str(reply.content).strip()}")
-    print(
-        f"\nmodel: {reply.response_metadata.get('model_name')}  provider: {reply.response_metadata.get('model_provider')}"
-    )
+    meta = reply.response_metadata
+    print(f"\nmodel: {meta.get('model_name')}  provider: {meta.get('model_provider')}")
     print(
         f"tokens: input={usage.get('input_tokens')} output={usage.get('output_tokens')} "
         f"total={usage.get('total_tokens')}"
