@@ -36,6 +36,10 @@ class _Retry:
         self.delay = delay
 
 
+_COOLING = _Retry(-1.0)
+"""Moved on from a deployment cooling down after a 429; it may serve again after the wait."""
+
+
 class RoutingEngine:
     """Mixin of RoutingChatModel holding its per-call machinery."""
 
@@ -101,7 +105,7 @@ class RoutingEngine:
         number: int,
         attempts: list[AttemptRecord],
         deadline: float | None,
-    ) -> _Retry | None:
+    ) -> _Retry | None:  # None: move on for good; _COOLING: move on for now
         """Record a failed try; raise, or say whether to retry the same deployment."""
         elapsed = _now() - started
         attempts.append(AttemptRecord(dep.name, error, elapsed * 1000))
@@ -114,6 +118,8 @@ class RoutingEngine:
             call.min_window = max(call.min_window or 0, window)
         if decision.action is Action.RAISE:
             raise error
+        if decision.cooldown:
+            return _COOLING
         if decision.action is not Action.RETRY:
             return None
         policy = dep.retry_policy
@@ -160,6 +166,7 @@ class RoutingEngine:
         gate_held: str | None = None
         while True:
             limited: dict[str, Admission] = {}
+            attempted = False
             for dep in ordered:
                 if dep.name in done:
                     continue
@@ -182,12 +189,14 @@ class RoutingEngine:
                             done.add(dep.name)
                         break
                     started = _now()
+                    attempted = True
                     try:
                         result = run(self._prepare(dep, call))
                     except Exception as exc:
                         retry = self._failed(dep, call, admission, exc, started, number, attempts, deadline)
-                        if retry is None:
-                            done.add(dep.name)
+                        if retry is None or retry is _COOLING:
+                            if retry is None:
+                                done.add(dep.name)
                             break
                         time.sleep(retry.delay)
                         continue
@@ -195,6 +204,8 @@ class RoutingEngine:
                         self._release(dep, admission, ok=False, counts_against_breaker=False)
                         raise
                     return dep, admission, started, attempts, result
+            if attempted:
+                continue  # a deployment cooling down after a 429 is seen as limited next pass
             if not limited:
                 raise self._exhausted(attempts, excluded, {})
             busy = [name for name, a in limited.items() if a.reason == _BUSY]
@@ -217,6 +228,7 @@ class RoutingEngine:
         gate_held: str | None = None
         while True:
             limited: dict[str, Admission] = {}
+            attempted = False
             for dep in ordered:
                 if dep.name in done:
                     continue
@@ -239,12 +251,14 @@ class RoutingEngine:
                             done.add(dep.name)
                         break
                     started = _now()
+                    attempted = True
                     try:
                         result = await run(self._prepare(dep, call))
                     except Exception as exc:
                         retry = self._failed(dep, call, admission, exc, started, number, attempts, deadline)
-                        if retry is None:
-                            done.add(dep.name)
+                        if retry is None or retry is _COOLING:
+                            if retry is None:
+                                done.add(dep.name)
                             break
                         await asyncio.sleep(retry.delay)
                         continue
@@ -252,6 +266,8 @@ class RoutingEngine:
                         self._release(dep, admission, ok=False, counts_against_breaker=False)
                         raise
                     return dep, admission, started, attempts, result
+            if attempted:
+                continue  # a deployment cooling down after a 429 is seen as limited next pass
             if not limited:
                 raise self._exhausted(attempts, excluded, {})
             busy = [name for name, a in limited.items() if a.reason == _BUSY]

@@ -17,7 +17,15 @@ from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.strategies import RequestInfo, Strategy
 from langchain_multigateway.routing.structured import StructuredSpec, json_schema_of, schema_name
 
-__all__ = ["Prepared", "RoutedCall", "as_last_chunk", "estimate_tokens", "exact_tokens", "read_overrides"]
+__all__ = [
+    "Prepared",
+    "RoutedCall",
+    "as_last_chunk",
+    "estimate_tokens",
+    "exact_tokens",
+    "from_configurable",
+    "read_overrides",
+]
 
 ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority")
 DEFAULT_OUTPUT_TOKENS = 256
@@ -68,6 +76,17 @@ def _parse_tags(value: Any) -> frozenset[str] | None:
     if isinstance(value, str):
         return frozenset(t.strip() for t in value.split(",") if t.strip())
     return frozenset(str(t) for t in value)
+
+
+def from_configurable(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Routing keys of ``config["configurable"]`` moved into call kwargs (explicit kwargs win)."""
+    configurable = config.get("configurable") if isinstance(config, Mapping) else None
+    if not configurable:
+        return kwargs
+    for key in ROUTER_KWARGS:
+        if key in configurable and key not in kwargs:
+            kwargs[key] = configurable[key]
+    return kwargs
 
 
 def read_overrides(
@@ -133,8 +152,6 @@ class RoutedCall:
     def exclusion(self, dep: Deployment) -> str | None:
         """Why ``dep`` cannot serve this request, or None."""
         caps = dep.capabilities
-        if self.tags and not self.tags.issubset(dep.tags):
-            return f"tags {sorted(self.tags)} not all in {sorted(dep.tags)}"
         if self.tools and caps.tools is False:
             return "does not support tool calling"
         spec = self.structured
@@ -159,6 +176,8 @@ class RoutedCall:
                 needed = self.counted(dep) + self.output_tokens
                 if needed > window:
                     return f"context window {window} < {needed} tokens needed (prompt counted + max output)"
+        if self.tags and not self.tags.issubset(dep.tags):
+            return f"tags {sorted(self.tags)} not all in {sorted(dep.tags)}"
         return None
 
 

@@ -111,7 +111,7 @@ class NoDeploymentAvailableError(AllDeploymentsFailedError):
         self.excluded = dict(excluded)
         reasons = "\n".join(f"  - {name}: excluded, {why}" for name, why in self.excluded.items())
         super().__init__(f"{message}\n{reasons}" if reasons else message, attempts or [])
-        self.message = message
+        self.summary = message
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.message, self.excluded, self.attempts))
+        return (type(self), (self.summary, self.excluded, self.attempts))

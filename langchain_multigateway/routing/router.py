@@ -10,7 +10,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
@@ -21,6 +21,7 @@ from langchain_multigateway.routing._request import (
     RoutedCall,
     as_last_chunk,
     estimate_tokens,
+    from_configurable,
     has_images,
     prepare,
     read_overrides,
@@ -175,11 +176,11 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
         if not self.deployments:
             msg = "RoutingChatModel needs at least one deployment"
             raise ValueError(msg)
-        names = [d.name for d in self.deployments]
-        for index, dep in enumerate(self.deployments):
-            if names.count(dep.name) > 1:
-                dep.name = f"{dep.name}#{names[:index].count(dep.name) + 1}"
-                names[index] = dep.name
+        seen: dict[str, int] = {}
+        for dep in self.deployments:
+            count = seen[dep.name] = seen.get(dep.name, 0) + 1
+            if count > 1:
+                dep.name = f"{dep.name}#{count}"
         self.deployments = sorted(self.deployments, key=lambda d: d.priority)
         self._strategy = get_strategy(self.strategy)
         self._gates = {d.name: ConcurrencyGate(d.max_concurrency) for d in self.deployments if d.max_concurrency}
@@ -220,6 +221,47 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             if dep.name == name:
                 return dep
         raise KeyError(name)
+
+    # ------------------------------------------------------------------ per-call overrides from config
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return super().invoke(input, config, stop=stop, **from_configurable(config, kwargs))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        return await super().ainvoke(input, config, stop=stop, **from_configurable(config, kwargs))
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        return super().stream(input, config, stop=stop, **from_configurable(config, kwargs))
+
+    def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        return super().astream(input, config, stop=stop, **from_configurable(config, kwargs))
 
     # ------------------------------------------------------------------ tools & structured output
     def bind_tools(
