@@ -1,0 +1,208 @@
+"""pytest plugin: record and replay the gateway's HTTP traffic in your own tests.
+
+Installed with the package (entry point ``pytest11``); it needs ``vcrpy``
+(``pip install "langchain-multigateway[testing]"``) only when a test uses it.
+
+Use it by marking a test (or module) or by asking for the fixture::
+
+    @pytest.mark.gateway_cassette
+    def test_answer() -> None:
+        llm = OpenAIChatModel(model="gpt-4o-mini")
+        assert llm.invoke("2+2?").content
+
+Cassettes live in ``<dir>/<test module>/<test name>.yaml`` where ``<dir>`` is
+the ``gateway_cassette_dir`` ini option (relative to the rootdir) or a
+``cassettes`` folder beside the test module. Record modes come from
+``--gateway-record-mode`` or ``MULTIGATEWAY_RECORD_MODE``; the default, ``none``,
+replays only and fails a test whose request has no recording, naming the
+request. Authorization, API-key and cookie headers, ``api_key``/``key`` query
+parameters and the values of ``*_API_KEY`` environment variables are scrubbed
+before anything is written. Override ``gateway_vcr_config`` to pass more vcrpy
+options (they are merged over the defaults).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_multigateway.cassettes import normalised_body
+
+__all__ = ["DEFAULT_FILTER_HEADERS", "RECORD_MODES"]
+
+RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
+DEFAULT_FILTER_HEADERS: list[tuple[str, str | None]] = [
+    ("authorization", "PLACEHOLDER"),
+    ("x-api-key", "PLACEHOLDER"),
+    ("api-key", "PLACEHOLDER"),
+    ("openai-organization", "PLACEHOLDER"),
+    ("openai-project", "PLACEHOLDER"),
+    ("cookie", None),
+]
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("multigateway", "langchain-multigateway cassettes")
+    group.addoption(
+        "--gateway-record-mode",
+        action="store",
+        default=None,
+        choices=RECORD_MODES,
+        help="cassette record mode for gateway_cassette tests (default: none = replay only)",
+    )
+    parser.addini(
+        "gateway_cassette_dir",
+        "folder of gateway cassettes, relative to the rootdir (default: 'cassettes' beside each test module)",
+        default="",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "gateway_cassette(name=None, **vcr_options): record/replay this test's HTTP traffic"
+    )
+
+
+def _record_mode(config: pytest.Config) -> str:
+    mode = config.getoption("gateway_record_mode") or os.environ.get("MULTIGATEWAY_RECORD_MODE") or "none"
+    if mode not in RECORD_MODES:
+        msg = f"MULTIGATEWAY_RECORD_MODE={mode!r} is not a record mode; use one of {', '.join(RECORD_MODES)}"
+        raise pytest.UsageError(msg)
+    return mode
+
+
+def _secret_values() -> list[str]:
+    return [v for k, v in os.environ.items() if k.endswith("_API_KEY") and len(v) >= 8]
+
+
+def _scrub_text(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "SCRUBBED")
+    return text
+
+
+def _scrub_request(request: Any) -> Any:
+    secrets = _secret_values()
+    body = request.body
+    if secrets and body:
+        if isinstance(body, bytes):
+            request.body = _scrub_text(body.decode("utf-8", "replace"), secrets).encode()
+        else:
+            request.body = _scrub_text(body, secrets)
+    return request
+
+
+def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
+    headers = response.get("headers") or {}
+    for name in [n for n in headers if n.lower() in ("set-cookie", "openai-organization")]:
+        del headers[name]
+    secrets = _secret_values()
+    body = response.get("body") or {}
+    if secrets and isinstance(body.get("string"), (str, bytes)):
+        raw = body["string"]
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        scrubbed = _scrub_text(text, secrets)
+        body["string"] = scrubbed.encode() if isinstance(raw, bytes) else scrubbed
+    return response
+
+
+def _json_body_matcher(r1: Any, r2: Any) -> None:
+    assert normalised_body(r1.body) == normalised_body(r2.body), "request bodies differ"
+
+
+def default_vcr_options(record_mode: str) -> dict[str, Any]:
+    """The options every gateway cassette gets (before ``gateway_vcr_config``)."""
+    return {
+        "record_mode": record_mode,
+        "filter_headers": list(DEFAULT_FILTER_HEADERS),
+        "filter_query_parameters": ["api_key", "key"],
+        "before_record_request": _scrub_request,
+        "before_record_response": _scrub_response,
+        "decode_compressed_response": True,
+        "match_on": ["method", "scheme", "host", "port", "path", "query", "gateway_json_body"],
+        "allow_playback_repeats": True,
+    }
+
+
+@pytest.fixture
+def gateway_vcr_config() -> dict[str, Any]:
+    """Extra vcrpy options for gateway cassettes; override in your conftest."""
+    return {}
+
+
+@pytest.fixture
+def gateway_cassette_dir(request: pytest.FixtureRequest) -> Path:
+    """Folder of this test module's cassettes."""
+    configured = request.config.getini("gateway_cassette_dir")
+    module_path = Path(str(request.node.path))
+    base = Path(request.config.rootpath) / configured if configured else module_path.parent / "cassettes"
+    return base / module_path.stem
+
+
+@pytest.fixture
+def gateway_cassette(
+    request: pytest.FixtureRequest, gateway_vcr_config: dict[str, Any], gateway_cassette_dir: Path
+) -> Iterator[Any]:
+    """Record or replay this test's HTTP traffic (a vcrpy cassette)."""
+    try:
+        import vcr
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        msg = 'gateway_cassette needs vcrpy: pip install "langchain-multigateway[testing]"'
+        raise pytest.UsageError(msg) from exc
+    options = default_vcr_options(_record_mode(request.config))
+    options.update(gateway_vcr_config)
+    marker = request.node.get_closest_marker("gateway_cassette")
+    marker_options = dict(marker.kwargs) if marker else {}
+    name = marker_options.pop("name", None) or _UNSAFE_NAME.sub("_", request.node.name)
+    options.update(marker_options)
+    recorder = vcr.VCR()
+    recorder.register_matcher("gateway_json_body", _json_body_matcher)
+    path = gateway_cassette_dir / f"{name}.yaml"
+    with recorder.use_cassette(str(path), **options) as cassette:
+        yield cassette
+
+
+@pytest.fixture(autouse=True)
+def _gateway_cassette_for_marked_tests(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("gateway_cassette") is not None:
+        request.getfixturevalue("gateway_cassette")
+
+
+def _missing_recording(error: BaseException | None) -> BaseException | None:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ == "CannotOverwriteExistingCassetteException":
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.failed or call.excinfo is None:
+        return
+    miss = _missing_recording(call.excinfo.value)
+    if miss is None:
+        return
+    failed = getattr(miss, "failed_request", None)
+    cassette = getattr(miss, "cassette", None)
+    what = f"{failed.method} {failed.uri}" if failed is not None else "a request"
+    body = getattr(failed, "body", None) or b""
+    preview = (body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body))[:300]
+    where = getattr(cassette, "_path", "the cassette")
+    report.longrepr = (
+        f"No recording for {what} in {where}.\n"
+        f"  request body: {preview}\n"
+        "Record it against a live server with --gateway-record-mode=once (new cassettes) or =rewrite, "
+        "or make the test send the request that was recorded.\n\n"
+        f"{report.longrepr}"
+    )
