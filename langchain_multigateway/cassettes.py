@@ -18,7 +18,7 @@ import yaml
 
 from langchain_multigateway.errors import GatewayError
 
-__all__ = ["CassetteMissError", "Recording", "httpx2_replay_client", "httpx_replay_transport"]
+__all__ = ["CassetteMissError", "Recording", "httpx2_replay_client", "httpx_replay_transport", "normalised_body"]
 
 _GENERATED_ID_KEYS = frozenset({"id", "tool_call_id"})
 
@@ -37,7 +37,8 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def _body_key(body: bytes | str | None) -> Any:
+def normalised_body(body: bytes | str | None) -> Any:
+    """A request body as comparable JSON (tool-call ids blanked), or its text."""
     if not body:
         return None
     text = body.decode() if isinstance(body, bytes) else body
@@ -75,14 +76,16 @@ class Recording:
                 for value in (values if isinstance(values, list) else [values])
             ]
             recorded = RecordedResponse(int(response["status"]["code"]), headers, content)
-            self._entries.append((request["method"].upper(), request["uri"], _body_key(request.get("body")), recorded))
+            self._entries.append(
+                (request["method"].upper(), request["uri"], normalised_body(request.get("body")), recorded)
+            )
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def lookup(self, method: str, url: str, body: bytes | None) -> RecordedResponse:
         """The recorded response for this request; CassetteMissError naming it if none."""
-        key = _body_key(body)
+        key = normalised_body(body)
         for rec_method, rec_url, rec_body, response in self._entries:
             if rec_method == method.upper() and rec_url == url and rec_body == key:
                 return response

@@ -6,4 +6,7 @@ python -m pip install -q -e ".[dev]"
 ruff check langchain_multigateway tests benchmarks
 ruff format --check langchain_multigateway tests benchmarks
 mypy --strict langchain_multigateway
-python -m pytest --cov=langchain_multigateway --cov-report=term --cov-fail-under=90 -q
+# coverage runs pytest (not pytest-cov) so that modules pytest imports early, like the plugin
+# this package registers, are measured from their first line.
+python -m coverage run -m pytest -q
+python -m coverage report --fail-under=90

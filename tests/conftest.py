@@ -107,3 +107,9 @@ def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
 def live_base_url(request: pytest.FixtureRequest) -> str:
     """Where a recorded test sends its requests (the live server while recording)."""
     return LIVE_BASE_URL if recording(request.config) else CANONICAL_BASE_URL
+
+
+@pytest.fixture
+def gateway_vcr_config() -> dict[str, Any]:
+    """The project's own tests use the shipped plugin too; recordings keep the canonical URL."""
+    return {"before_record_request": _canonical_uri}

@@ -130,6 +130,23 @@ def default_vcr_options(record_mode: str) -> dict[str, Any]:
     }
 
 
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``; a user's record hooks run first, then the scrubbing ones."""
+    merged = {**base, **extra}
+    for hook in ("before_record_request", "before_record_response"):
+        if hook in extra and hook in base and extra[hook] is not base[hook]:
+            merged[hook] = _chain(extra[hook], base[hook])
+    return merged
+
+
+def _chain(first: Any, then: Any) -> Any:
+    def run(value: Any) -> Any:
+        value = first(value)
+        return None if value is None else then(value)
+
+    return run
+
+
 @pytest.fixture
 def gateway_vcr_config() -> dict[str, Any]:
     """Extra vcrpy options for gateway cassettes; override in your conftest."""
@@ -155,12 +172,11 @@ def gateway_cassette(
     except ImportError as exc:  # pragma: no cover - depends on the environment
         msg = 'gateway_cassette needs vcrpy: pip install "langchain-multigateway[testing]"'
         raise pytest.UsageError(msg) from exc
-    options = default_vcr_options(_record_mode(request.config))
-    options.update(gateway_vcr_config)
+    options = _merge(default_vcr_options(_record_mode(request.config)), gateway_vcr_config)
     marker = request.node.get_closest_marker("gateway_cassette")
     marker_options = dict(marker.kwargs) if marker else {}
     name = marker_options.pop("name", None) or _UNSAFE_NAME.sub("_", request.node.name)
-    options.update(marker_options)
+    options = _merge(options, marker_options)
     recorder = vcr.VCR()
     recorder.register_matcher("gateway_json_body", _json_body_matcher)
     path = gateway_cassette_dir / f"{name}.yaml"

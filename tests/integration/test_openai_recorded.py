@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from langchain_multigateway import ContextWindowExceededError, OpenAIChatModel
 from tests.conftest import LIVE_BASE_URL, RECORDING_API_KEY
 
-pytestmark = pytest.mark.vcr
+pytestmark = pytest.mark.gateway_cassette
 
 
 class GetWeather(BaseModel):
