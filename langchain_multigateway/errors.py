@@ -334,3 +334,53 @@ class ConfigurationError(GatewayError, ValueError):
 
 
 __all__ += ["ConfigurationError"]
+
+
+class BudgetExceededError(GatewayError):
+    """A call would pass a spending limit, so it was refused before it was sent.
+
+    Never retryable: the same call fails the same way until the limit is raised
+    or spend is reset. Raised by :class:`langchain_multigateway.usage.Budget`.
+
+    Attributes:
+        kind: ``"cost"`` (USD) or ``"tokens"``.
+        spent: What was spent already (USD or tokens), reserved in-flight calls included.
+        limit: The limit that would be passed.
+        estimate: What this call was estimated to add (prompt tokens + ``max_tokens``,
+            or their price); None when it could not be estimated.
+        budget: The budget's name.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "cost",
+        spent: float = 0.0,
+        limit: float = 0.0,
+        estimate: float | None = None,
+        budget: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs["retryable"] = False
+        super().__init__(message, **kwargs)
+        self.kind = kind
+        self.spent = spent
+        self.limit = limit
+        self.estimate = estimate
+        self.budget = budget
+
+    def _fields(self) -> dict[str, Any]:
+        fields = super()._fields()
+        fields.pop("retryable", None)
+        return {
+            **fields,
+            "kind": self.kind,
+            "spent": self.spent,
+            "limit": self.limit,
+            "estimate": self.estimate,
+            "budget": self.budget,
+        }
+
+
+__all__ += ["BudgetExceededError"]
