@@ -1,0 +1,270 @@
+"""Spending limits in USD or tokens, judged before each call is sent.
+
+A :class:`Budget` is a callback handler. Before a chat-model call starts it
+counts the prompt's tokens (:func:`langchain_multigateway.tokens.count_message_tokens`),
+adds ``max_tokens`` as the worst-case output, prices that, and raises
+:class:`~langchain_multigateway.errors.BudgetExceededError` when spend so far, plus
+calls still in flight, plus this estimate would pass a limit. Nothing is sent then.
+
+Scopes:
+
+* everything the handler sees (default): pass it in ``callbacks`` or attach it;
+* one model (a router or any chat model): ``budget.attach(model)`` returns a copy
+  of the model with the budget among its callbacks (still a ``BaseChatModel``);
+* a tag: ``Budget(max_cost_usd=5, scope="team-a")`` judges and counts only runs
+  tagged ``team-a`` (``config={"tags": ["team-a"]}``);
+* a tracker: ``Budget(max_cost_usd=5, scope=usage_handler)`` reads spend from a
+  :class:`~langchain_multigateway.usage.UsageCallbackHandler` (e.g. the one
+  ``track_usage()`` yields) and only enforces. Its in-flight reservations are
+  released when the call ends, which may be a moment before the tracker adds the
+  call's spend; with its own tally (the other scopes) both happen at once.
+
+LangChain swallows exceptions from callback handlers unless the handler sets
+``raise_error = True``; a ``Budget`` does, so its refusal reaches the caller, from
+sync and async runs alike.
+
+For routers: :meth:`Budget.check` raises and :meth:`Budget.allows` answers
+True/False for an estimate, so a router can skip a deployment that would pass
+the limit and move to a cheaper one instead of failing the call;
+:meth:`Budget.estimate` prices messages for a given model or deployment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, convert_to_openai_messages
+
+from langchain_multigateway.errors import BudgetExceededError
+from langchain_multigateway.tokens import count_message_tokens
+from langchain_multigateway.usage.callbacks import UsageCallbackHandler
+from langchain_multigateway.usage.pricing import PriceTable
+from langchain_multigateway.usage.records import CallRecord, CallRecorder, _Run
+
+__all__ = ["Budget"]
+
+M = TypeVar("M", bound=BaseChatModel)
+_MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict")
+
+
+class Budget(CallRecorder):
+    """A limit on USD and/or tokens, enforced before each call.
+
+    Key init args:
+        max_cost_usd: Limit in USD (None: no cost limit).
+        max_tokens: Limit in tokens, input plus output (None: no token limit).
+        scope: None (every run the handler sees), a tag (str), or a
+            ``UsageCallbackHandler`` whose totals are the spend.
+        name: Shown in error messages.
+        prices: Price table for estimates and spend (the default table when None).
+        default_output_tokens: Output assumed for a call that sets no ``max_tokens``
+            (default 0: then only the prompt is estimated).
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_multigateway.usage import Budget
+
+            budget = Budget(max_cost_usd=1.00, max_tokens=200_000, name="nightly-eval")
+            guarded = budget.attach(router)          # still a chat model
+            guarded.invoke("Hello")                  # BudgetExceededError once the limit would pass
+            budget.spent_cost_usd, budget.remaining_cost_usd
+
+    Routers:
+        .. code-block:: python
+
+            tokens, cost = budget.estimate(messages, model="gpt-4o-mini", max_tokens=256)
+            if not budget.allows(tokens, cost):
+                ...  # try a cheaper deployment, or budget.check(tokens, cost) to raise
+    """
+
+    raise_error = True
+    keep_messages = True
+
+    def __init__(
+        self,
+        max_cost_usd: float | None = None,
+        max_tokens: int | None = None,
+        *,
+        scope: str | UsageCallbackHandler | None = None,
+        name: str = "budget",
+        prices: PriceTable | Mapping[str, Any] | None = None,
+        default_output_tokens: int = 0,
+    ) -> None:
+        if max_cost_usd is None and max_tokens is None:
+            msg = "A Budget needs max_cost_usd, max_tokens, or both"
+            raise ValueError(msg)
+        super().__init__(prices=prices)
+        self.max_cost_usd = max_cost_usd
+        self.max_tokens = max_tokens
+        self.scope = scope
+        self.name = name
+        self.default_output_tokens = default_output_tokens
+        self._lock = threading.Lock()
+        self._judge_lock = threading.Lock()
+        self._spent_cost = 0.0
+        self._spent_tokens = 0
+        self._reserved: dict[Any, tuple[int, float]] = {}
+
+    # ------------------------------------------------------------------ spend
+    @property
+    def spent_cost_usd(self) -> float:
+        """USD spent in this budget's scope (calls in flight not included)."""
+        if isinstance(self.scope, UsageCallbackHandler):
+            return self.scope.total_cost_usd
+        with self._lock:
+            return self._spent_cost
+
+    @property
+    def spent_tokens(self) -> int:
+        """Tokens spent in this budget's scope."""
+        if isinstance(self.scope, UsageCallbackHandler):
+            return self.scope.total_tokens
+        with self._lock:
+            return self._spent_tokens
+
+    @property
+    def remaining_cost_usd(self) -> float | None:
+        """USD left (in-flight estimates deducted); None without a cost limit."""
+        if self.max_cost_usd is None:
+            return None
+        reserved = self._reserved_sum()[1]
+        return self.max_cost_usd - self.spent_cost_usd - reserved
+
+    @property
+    def remaining_tokens(self) -> int | None:
+        """Tokens left (in-flight estimates deducted); None without a token limit."""
+        if self.max_tokens is None:
+            return None
+        reserved = self._reserved_sum()[0]
+        return self.max_tokens - self.spent_tokens - reserved
+
+    def _reserved_sum(self) -> tuple[int, float]:
+        with self._lock:
+            values = list(self._reserved.values())
+        return sum(t for t, _ in values), sum(c for _, c in values)
+
+    def record_spend(self, tokens: int = 0, cost_usd: float = 0.0) -> None:
+        """Add spend by hand (calls made outside callbacks)."""
+        with self._lock:
+            self._spent_tokens += tokens
+            self._spent_cost += cost_usd
+
+    def reset(self) -> None:
+        """Spend back to zero (in-flight reservations are kept)."""
+        with self._lock:
+            self._spent_tokens = 0
+            self._spent_cost = 0.0
+
+    # ------------------------------------------------------------------ judging
+    def estimate(
+        self,
+        messages: Sequence[BaseMessage] | Sequence[dict[str, Any]],
+        model: str | None = None,
+        *,
+        max_tokens: int | None = None,
+        deployment: str | None = None,
+    ) -> tuple[int, float | None]:
+        """Worst-case ``(tokens, cost_usd)`` of a call: counted prompt plus ``max_tokens``.
+
+        The cost is None when ``model`` (or ``deployment``) has no known price.
+        """
+        converted = convert_to_openai_messages(list(messages))
+        listed = converted if isinstance(converted, list) else [converted]
+        prompt = count_message_tokens(listed, model or "gpt-4o-mini")
+        output = self.default_output_tokens if max_tokens is None else max_tokens
+        price = self.prices.lookup(model, deployment=deployment)
+        cost = None if price is None else price.cost({"input_tokens": prompt, "output_tokens": output})
+        return prompt + output, cost
+
+    def check(self, estimated_tokens: int = 0, estimated_cost: float | None = None) -> None:
+        """Raise :class:`BudgetExceededError` if a call of this size would pass a limit."""
+        problem = self._problem(estimated_tokens, estimated_cost)
+        if problem is not None:
+            raise problem
+
+    def allows(self, estimated_tokens: int = 0, estimated_cost: float | None = None) -> bool:
+        """Whether a call of this size fits (a router may then pick a cheaper deployment)."""
+        return self._problem(estimated_tokens, estimated_cost) is None
+
+    def _problem(self, tokens: int, cost: float | None, *, detail: str = "") -> BudgetExceededError | None:
+        # Reservations are read before spend: a call ending in between is counted twice
+        # (too cautious for a moment), never missed.
+        reserved_tokens, reserved_cost = self._reserved_sum()
+        if self.max_tokens is not None:
+            spent = self.spent_tokens + reserved_tokens
+            if spent + tokens > self.max_tokens:
+                return self._error("tokens", spent, self.max_tokens, tokens, detail)
+        if self.max_cost_usd is not None:
+            spent_cost = self.spent_cost_usd + reserved_cost
+            over = spent_cost >= self.max_cost_usd if cost is None else spent_cost + cost > self.max_cost_usd
+            if over:
+                return self._error("cost", spent_cost, self.max_cost_usd, cost, detail)
+        return None
+
+    def _error(
+        self, kind: Literal["tokens", "cost"], spent: float, limit: float, estimate: float | None, detail: str
+    ) -> BudgetExceededError:
+        if kind == "tokens":
+            what = f"token limit of {int(limit):,}"
+            amounts = f"{int(spent):,} tokens spent or in flight + {int(estimate or 0):,} estimated for this call"
+            how = f"Budget(max_tokens=...) or budget.max_tokens = {int(limit) * 2}"
+        else:
+            what = f"cost limit of ${limit:.4f}"
+            est = "an unknown cost (no price for this model)" if estimate is None else f"${estimate:.6f}"
+            amounts = f"${spent:.6f} spent or in flight + {est} estimated for this call"
+            how = f"Budget(max_cost_usd=...) or budget.max_cost_usd = {limit * 2:g}"
+        message = (
+            f"Budget {self.name!r}: this call would pass the {what} ({amounts}{detail}). "
+            f"Raise the limit with {how}, lower max_tokens, or call budget.reset()."
+        )
+        return BudgetExceededError(message, kind=kind, spent=spent, limit=limit, estimate=estimate, budget=self.name)
+
+    # ------------------------------------------------------------------ callbacks
+    def _in_scope(self, tags: Sequence[str]) -> bool:
+        return not isinstance(self.scope, str) or self.scope in tags
+
+    def _on_start(self, run: _Run) -> None:
+        messages, run.messages = run.messages, []
+        if run.chat_parent is not None or not self._in_scope(run.tags):
+            return
+        model = run.metadata.get("ls_model_name") or run.params.get("model") or run.params.get("model_name")
+        max_out = next((run.params[k] for k in _MAX_TOKEN_KEYS if isinstance(run.params.get(k), int)), None)
+        if max_out is None and isinstance(run.metadata.get("ls_max_tokens"), int):
+            max_out = run.metadata["ls_max_tokens"]
+        tokens, cost = self.estimate(messages, str(model) if model else None, max_tokens=max_out)
+        shown = max_out if max_out is not None else self.default_output_tokens
+        detail = f"; prompt + max_tokens={shown}"
+        with self._judge_lock:
+            # Judge and reserve at once, so concurrent calls cannot all pass on the same spend.
+            problem = self._problem(tokens, cost, detail=detail)
+            if problem is None:
+                with self._lock:
+                    self._reserved[run.run_id] = (tokens, cost or 0.0)
+        if problem is not None:
+            raise problem
+
+    def _emit_run(self, run: _Run, records: list[CallRecord]) -> None:
+        own = not isinstance(self.scope, UsageCallbackHandler)
+        with self._lock:
+            self._reserved.pop(run.run_id, None)
+            if own:
+                for record in records:
+                    if self._in_scope(record.tags):
+                        self._spent_tokens += record.total_tokens
+                        self._spent_cost += record.cost_usd or 0.0
+
+    def attach(self, model: M) -> M:
+        """A copy of ``model`` with this budget among its callbacks (still the same class)."""
+        callbacks = model.callbacks
+        if callbacks is None:
+            handlers: Any = [self]
+        elif isinstance(callbacks, list):
+            handlers = [*callbacks, self]
+        else:
+            handlers = callbacks.copy()
+            handlers.add_handler(self, inherit=True)
+        return model.model_copy(update={"callbacks": handlers})
