@@ -17,7 +17,6 @@ from langchain_multigateway.routing.policy import Action, NoDeploymentAvailableE
 from langchain_multigateway.state.base import Admission
 
 if TYPE_CHECKING:
-    from langchain_multigateway.routing.gate import ConcurrencyGate
     from langchain_multigateway.routing.policy import FailoverPolicy
     from langchain_multigateway.state.base import RouterState
 
@@ -49,14 +48,14 @@ class RoutingEngine:
         max_wait: float
         timeout: float | None
         max_retries: int | None
-        _gates: dict[str, ConcurrencyGate]
+        _rt: Any
 
         def _plan(self, call: RoutedCall) -> tuple[list[Deployment], dict[str, str]]: ...
         def _prepare(self, dep: Deployment, call: RoutedCall) -> Prepared: ...
 
     # ------------------------------------------------------------------ admission & outcomes
     def _admit(self, dep: Deployment, call: RoutedCall, *, gate_held: bool = False) -> Admission:
-        gate = self._gates.get(dep.name)
+        gate = self._rt.gates.get(dep.name)
         if gate is not None and not gate_held and not gate.try_enter():
             return Admission(ok=False, reason=_BUSY, limited=True)
         tokens = call.input_tokens + call.reserve_output if (dep.tpm is not None) else 0
@@ -67,7 +66,7 @@ class RoutingEngine:
 
     def _release(self, dep: Deployment, admission: Admission, **outcome: Any) -> None:
         self.state.release(dep.name, admission, **outcome)
-        gate = self._gates.get(dep.name)
+        gate = self._rt.gates.get(dep.name)
         if gate is not None:
             gate.leave()
 
@@ -211,7 +210,7 @@ class RoutingEngine:
             busy = [name for name, a in limited.items() if a.reason == _BUSY]
             if busy:
                 timeout = max(0.0, wait_bound - _now())
-                if self._gates[busy[0]].enter(call.priority, timeout):
+                if self._rt.gates[busy[0]].enter(call.priority, timeout):
                     gate_held = busy[0]
                     continue
                 raise RateLimitError(f"Every deployment is busy or rate-limited: {sorted(limited)}", retry_after=None)
@@ -273,7 +272,7 @@ class RoutingEngine:
             busy = [name for name, a in limited.items() if a.reason == _BUSY]
             if busy:
                 timeout = max(0.0, wait_bound - _now())
-                if await self._gates[busy[0]].aenter(call.priority, timeout):
+                if await self._rt.gates[busy[0]].aenter(call.priority, timeout):
                     gate_held = busy[0]
                     continue
                 raise RateLimitError(f"Every deployment is busy or rate-limited: {sorted(limited)}", retry_after=None)

@@ -44,6 +44,8 @@ def estimate_tokens(messages: Sequence[BaseMessage]) -> tuple[int, int]:
                     chars += len(block)
                 elif isinstance(block, dict) and isinstance(block.get("text"), str):
                     chars += len(block["text"])
+        if message.type != "ai":
+            continue
         for call in getattr(message, "tool_calls", None) or ():
             chars += len(str(call.get("args"))) + len(call.get("name") or "")
     framing = 4 * len(messages) + 3

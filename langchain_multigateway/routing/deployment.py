@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -14,6 +15,7 @@ from langchain_multigateway._retry import RetryPolicy
 __all__ = ["Capabilities", "Deployment", "DEFAULT_DEPLOYMENT_RETRY"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_DEPLOYMENT_RETRY = RetryPolicy(max_attempts=2, initial_delay=0.05, max_delay=1.0, deadline=30.0)
 """The router's retry of one deployment before it moves on: one retry, short backoff."""
@@ -54,11 +56,24 @@ def infer_capabilities(model: BaseChatModel) -> Capabilities:
     return Capabilities(tools=tools, json_schema=json_schema, json_mode=json_mode, images=profile.get("image_inputs"))
 
 
+class SingleShot(RetryPolicy):
+    """A retry policy that just calls: one try, no retry machinery on the hot path."""
+
+    def call(self, fn: Callable[[], T]) -> T:
+        return fn()
+
+    async def acall(self, fn: Callable[[], Awaitable[T]]) -> T:
+        return await fn()
+
+
+SINGLE_SHOT = SingleShot(max_attempts=1)
+
+
 def single_shot(model: BaseChatModel) -> BaseChatModel:
     """A copy of ``model`` whose own retries are off, so the router's policy is the only loop."""
     fields = type(model).model_fields
     if "retry_policy" in fields and "max_retries" in fields:
-        return model.model_copy(update={"max_retries": 0, "retry_policy": RetryPolicy(max_attempts=1)})
+        return model.model_copy(update={"max_retries": 0, "retry_policy": SINGLE_SHOT})
     if "max_retries" in fields and getattr(model, "max_retries", None):
         try:
             data = {name: getattr(model, name) for name in model.model_fields_set}

@@ -44,6 +44,30 @@ from langchain_multigateway.state.memory import MemoryState
 
 __all__ = ["RoutingChatModel"]
 
+_COST_AWARE = frozenset({"cheapest", "balanced"})
+
+
+class _Runtime:
+    """What the router works out once at construction (one attribute: pydantic private reads are slow)."""
+
+    __slots__ = ("base_kwargs", "check_images", "count_always", "gates", "prepared", "strategy")
+
+    def __init__(
+        self,
+        *,
+        strategy: Strategy,
+        gates: dict[str, ConcurrencyGate],
+        base_kwargs: dict[str, Any],
+        count_always: bool,
+        check_images: bool,
+    ) -> None:
+        self.strategy = strategy
+        self.gates = gates
+        self.base_kwargs = base_kwargs
+        self.count_always = count_always
+        self.check_images = check_images
+        self.prepared: dict[tuple[str, int], tuple[Any, dict[str, Any], Prepared]] = {}
+
 
 class RoutingChatModel(RoutingEngine, BaseChatModel):
     """A chat model that routes each call to one of several deployments, with failover.
@@ -158,11 +182,7 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
     """When set, caps tries per deployment at ``max_retries + 1``."""
     streaming: bool = False
 
-    _strategy: Strategy = PrivateAttr()
-    _gates: dict[str, ConcurrencyGate] = PrivateAttr(default_factory=dict)
-    _base_kwargs: dict[str, Any] = PrivateAttr(default_factory=dict)
-    _prepared: dict[tuple[str, int], tuple[Any, dict[str, Any], Prepared]] = PrivateAttr(default_factory=dict)
-    _needs_count: bool = PrivateAttr(default=False)
+    _rt: _Runtime = PrivateAttr()
 
     @field_validator("deployments", mode="before")
     @classmethod
@@ -182,14 +202,18 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             if count > 1:
                 dep.name = f"{dep.name}#{count}"
         self.deployments = sorted(self.deployments, key=lambda d: d.priority)
-        self._strategy = get_strategy(self.strategy)
-        self._gates = {d.name: ConcurrencyGate(d.max_concurrency) for d in self.deployments if d.max_concurrency}
         base: dict[str, Any] = {}
         if self.temperature is not None:
             base["temperature"] = self.temperature
         if self.max_tokens is not None:
             base["max_tokens"] = self.max_tokens
-        self._base_kwargs = base
+        self._rt = _Runtime(
+            strategy=get_strategy(self.strategy),
+            gates={d.name: ConcurrencyGate(d.max_concurrency) for d in self.deployments if d.max_concurrency},
+            base_kwargs=base,
+            count_always=any(d.tpm is not None or d.context_window is not None for d in self.deployments),
+            check_images=any(d.capabilities.images is False for d in self.deployments),
+        )
         return self
 
     # ------------------------------------------------------------------ identity
@@ -310,7 +334,7 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             msg = f"schema is required for method={method!r}"
             raise ValueError(msg)
         spec = StructuredSpec(schema=schema, method=method, strict=strict)
-        probe = RoutedCall([], None, {}, self._strategy, None, 0, False, structured=spec)
+        probe = RoutedCall([], None, {}, self._rt.strategy, None, 0, False, structured=spec)
         if all(probe.exclusion(d) for d in self.deployments):
             msg = f"No deployment supports structured output by {method!r}"
             raise ValueError(msg)
@@ -328,7 +352,8 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
         streaming: bool,
     ) -> RoutedCall:
         strategy_name, tags, priority = read_overrides(kwargs, metadata)
-        strategy = self._strategy if strategy_name is None else get_strategy(strategy_name)
+        rt = self._rt
+        strategy = rt.strategy if strategy_name is None else get_strategy(strategy_name)
         tools = kwargs.pop("tools", None)
         tool_kwargs = kwargs.pop("tool_kwargs", None) or {}
         structured = kwargs.pop("structured_output", None)
@@ -336,8 +361,11 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             structured = StructuredSpec(structured)
         for key in ROUTER_KWARGS:
             kwargs.pop(key, None)
-        call_kwargs = {**self._base_kwargs, **kwargs} if self._base_kwargs else kwargs
-        approx, upper = estimate_tokens(messages)
+        call_kwargs = {**rt.base_kwargs, **kwargs} if rt.base_kwargs else kwargs
+        if rt.count_always or strategy.name in _COST_AWARE:
+            approx, upper = estimate_tokens(messages)
+        else:
+            approx = upper = 0
         max_out = call_kwargs.get("max_tokens")
         output = max_out if isinstance(max_out, int) else 0
         return RoutedCall(
@@ -355,7 +383,7 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             upper_tokens=upper,
             output_tokens=output,
             reserve_output=output or min(approx, 1024),
-            images=has_images(messages),
+            images=rt.check_images and has_images(messages),
         )
 
     def _plan(self, call: RoutedCall) -> tuple[list[Deployment], dict[str, str]]:
@@ -376,11 +404,12 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             return Prepared(dep.model, call.kwargs)
         anchor: Any = call.structured if call.structured is not None else call.tools
         key = (dep.name, id(anchor))
-        hit = self._prepared.get(key)
+        cache = self._rt.prepared
+        hit = cache.get(key)
         if hit is None or hit[0] is not anchor or hit[1] != call.tool_kwargs:
-            if len(self._prepared) > 256:
-                self._prepared.clear()
-            hit = self._prepared[key] = (anchor, dict(call.tool_kwargs), prepare(dep, call, {}))
+            if len(cache) > 256:
+                cache.clear()
+            hit = cache[key] = (anchor, dict(call.tool_kwargs), prepare(dep, call, {}))
         prepared = hit[2]
         return Prepared(prepared.model, {**prepared.kwargs, **call.kwargs}, prepared.runnable, prepared.raw_key)
 
