@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import queue
 import sqlite3
@@ -40,6 +41,7 @@ from langchain_multigateway.usage.records import CallRecord, CallRecorder
 __all__ = ["Ledger", "LedgerCallbackHandler"]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 GroupBy = Literal["model", "day", "tag", "deployment", "provider", "outcome"]
 
 COLUMNS = (
@@ -136,9 +138,11 @@ def _worker(path: str, jobs: queue.Queue[Any], ready: Future[None]) -> None:
                     result = payload(conn)
                     if future is not None:
                         future.set_result(result)
-            except BaseException as exc:
+            except Exception as exc:
                 if future is not None:
                     future.set_exception(exc)
+                else:
+                    logger.warning("ledger %s: could not write a record: %r", path, exc)
     finally:
         conn.close()
 

@@ -27,6 +27,7 @@ runs (LangChain calls sync handlers from async code, inline here) may interleave
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -120,6 +121,8 @@ class _Run:
     has_chat_child: bool = False
     state: dict[str, Any] = field(default_factory=dict)
     """Room for subclasses (a span, a reservation)."""
+    where: tuple[int, int] = (0, 0)
+    """Thread and asyncio task the run started in."""
 
 
 class CallRecorder(BaseCallbackHandler):
@@ -141,7 +144,7 @@ class CallRecorder(BaseCallbackHandler):
         self._runs_lock = threading.Lock()
         self._runs: dict[UUID, _Run] = {}
         self._chains: dict[UUID, UUID | None] = {}
-        self._recent: OrderedDict[tuple[str, str | None, int], float] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, str | None, int, tuple[int, int]], float] = OrderedDict()
 
     # ------------------------------------------------------------------ ancestry
     def on_chain_start(
@@ -223,6 +226,7 @@ class CallRecorder(BaseCallbackHandler):
                 metadata=dict(metadata or {}),
                 params=dict(kwargs.get("invocation_params") or {}),
                 messages=list(messages) if self.keep_messages else [],
+                where=_where(),
             )
             if chat_parent is not None:
                 self._runs[chat_parent].has_chat_child = True
@@ -294,13 +298,16 @@ class CallRecorder(BaseCallbackHandler):
         (a router) that streams from an inner model cannot link the inner run to its
         own: the inner run starts as a root run of its own. Its final message, passed
         through, reaches the wrapper's ``on_llm_end`` with the same id, model and
-        usage. A root run whose message matches one counted from a run that started
-        after it did is that case: the served call was counted once already.
+        usage, in the same thread (or asyncio task). A root run whose message matches
+        one counted from a run that started after it did, in the same thread or task,
+        is that case: the served call was counted once already. (Concurrent calls run
+        in other tasks or threads, so a server that reuses response ids cannot merge
+        them.)
         """
         first = own[0] if len(own) == 1 else None
         if first is None or not first.has_usage or run.children:
             return records
-        key = (message_id, first.model, first.total_tokens)
+        key = (message_id, first.model, first.total_tokens, run.where)
         with self._runs_lock:
             seen = self._recent.get(key)
             if seen is not None and seen >= run.started_mono:
@@ -429,6 +436,14 @@ class CallRecorder(BaseCallbackHandler):
         """Runs started and not yet ended (for leak checks)."""
         with self._runs_lock:
             return len(self._runs)
+
+
+def _where() -> tuple[int, int]:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return threading.get_ident(), id(task) if task is not None else 0
 
 
 def _message_of(response: LLMResult | None) -> AIMessage | None:

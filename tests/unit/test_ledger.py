@@ -200,3 +200,11 @@ def test_concurrent_threads_and_tasks_lose_nothing(tmp_path: Path) -> None:
     assert rows_by(ledger.totals(by="model"))["gpt-4o-mini"]["total_tokens"] == 8 * 200 * 15 + 500 * 15
     assert len({r["run_id"] for r in ledger.records()}) == 8 * 200 + 500
     ledger.close()
+
+
+def test_a_record_that_cannot_be_written_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    with Ledger() as ledger:
+        ledger.add(record(model=object()))  # type: ignore[arg-type]
+        ledger.add(record())
+        assert ledger.count() == 1
+    assert "could not write a record" in caplog.text
