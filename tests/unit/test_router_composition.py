@@ -255,3 +255,20 @@ def test_from_models_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
         assert routers_from_config(ordered_with_options)["r"].invoke("x").content
     finally:
         unregister_provider("scripted")
+
+
+def test_structured_parser_edges() -> None:
+    from langchain_core.exceptions import OutputParserException
+    from langchain_core.outputs import Generation
+
+    from langchain_multigateway.routing.structured import StructuredOutputParser, schema_name
+
+    assert schema_name(None) == "response"
+    assert schema_name(Joke) == "Joke"
+    parser = StructuredOutputParser(target_schema=Joke)
+    assert parser.parse(JOKE) == Joke(setup="Why?", punchline="Because.")
+    assert parser.parse_result([Generation(text=JOKE)]) == Joke(setup="Why?", punchline="Because.")
+    with pytest.raises(OutputParserException):
+        parser.parse('{"setup": "only half"}')
+    with pytest.raises(OutputParserException):
+        parser.parse("no json here")
