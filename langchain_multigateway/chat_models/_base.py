@@ -118,11 +118,15 @@ class GatewayChatModel(BaseChatModel):
         """The retry policy in force (``retry_policy`` or one built from ``max_retries``)."""
         return self.retry_policy or RetryPolicy(max_attempts=self.max_retries + 1)
 
+    def _single_attempt(self) -> bool:
+        # One attempt needs no retry machinery (deployments inside a router run like this).
+        return self.retry_policy.max_attempts == 1 if self.retry_policy else self.max_retries == 0
+
     def _with_retry(self, fn: Callable[[], T]) -> T:
-        return self.effective_retry_policy.call(fn)
+        return fn() if self._single_attempt() else self.effective_retry_policy.call(fn)
 
     async def _awith_retry(self, fn: Callable[[], Awaitable[T]]) -> T:
-        return await self.effective_retry_policy.acall(fn)
+        return await fn() if self._single_attempt() else await self.effective_retry_policy.acall(fn)
 
     def _stream_with_retry(self, open_stream: Callable[[], Iterator[T]]) -> Iterator[T]:
         """Retry opening a stream until its first item; after that, never (no repeated text)."""

@@ -260,13 +260,17 @@ class OpenAIChatModel(GatewayChatModel):
     ) -> ChatResult:
         params = self._request(messages, stop, stream=False, **kwargs)
 
-        def call() -> Any:
+        def call() -> ChatResult:
             try:
-                return self.client.chat.completions.create(**params)
+                # The raw body parsed once is cheaper than the SDK's typed objects dumped back to dicts.
+                raw = self.client.chat.completions.with_raw_response.create(**params)
+                return self._result(json.loads(raw.content), raw.request_id)
+            except GatewayError:
+                raise
             except Exception as exc:
                 raise self._translate(exc, params["model"]) from exc
 
-        return self._result(self._with_retry(call))
+        return self._with_retry(call)
 
     async def _agenerate(
         self,
@@ -277,16 +281,21 @@ class OpenAIChatModel(GatewayChatModel):
     ) -> ChatResult:
         params = self._request(messages, stop, stream=False, **kwargs)
 
-        async def call() -> Any:
+        async def call() -> ChatResult:
             try:
-                return await self.async_client.chat.completions.create(**params)
+                raw = await self.async_client.chat.completions.with_raw_response.create(**params)
+                return self._result(json.loads(raw.content), raw.request_id)
+            except GatewayError:
+                raise
             except Exception as exc:
                 raise self._translate(exc, params["model"]) from exc
 
-        return self._result(await self._awith_retry(call))
+        return await self._awith_retry(call)
 
-    def _result(self, response: Any) -> ChatResult:
-        data = response if isinstance(response, Mapping) else response.model_dump()
+    def _result(self, data: Any, request_id: str | None = None) -> ChatResult:
+        if not isinstance(data, Mapping):
+            msg = f"expected a JSON object from the server, got {type(data).__name__}"
+            raise ProviderError(msg, provider=self.provider_name, model=self.model, request_id=request_id)
         if data.get("error"):
             raise ProviderError(str(data["error"]), provider=self.provider_name, model=self.model)
         choices = data.get("choices") or []
@@ -314,6 +323,7 @@ class OpenAIChatModel(GatewayChatModel):
                 id=data.get("id"),
                 system_fingerprint=data.get("system_fingerprint"),
                 service_tier=data.get("service_tier"),
+                request_id=request_id,
             ),
             id=data.get("id"),
         )
@@ -331,13 +341,13 @@ class OpenAIChatModel(GatewayChatModel):
 
         def open_stream() -> Iterator[ChatGenerationChunk]:
             try:
-                raw = self.client.chat.completions.create(**params)
-                assembler = _StreamAssembler(self)
-                for event in raw:
-                    for chunk in assembler.feed(event.model_dump()):
-                        if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
-                            run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
-                        yield chunk
+                with self.client.chat.completions.with_streaming_response.create(**params) as response:
+                    assembler = _StreamAssembler(self, response.request_id)
+                    for line in response.iter_lines():
+                        for chunk in assembler.feed_line(line):
+                            if run_manager and chunk.text:
+                                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                            yield chunk
                 yield assembler.finish()
             except GatewayError:
                 raise
@@ -357,13 +367,13 @@ class OpenAIChatModel(GatewayChatModel):
 
         async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
             try:
-                raw = await self.async_client.chat.completions.create(**params)
-                assembler = _StreamAssembler(self)
-                async for event in raw:
-                    for chunk in assembler.feed(event.model_dump()):
-                        if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
-                            await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
-                        yield chunk
+                async with self.async_client.chat.completions.with_streaming_response.create(**params) as response:
+                    assembler = _StreamAssembler(self, response.request_id)
+                    async for line in response.iter_lines():
+                        for chunk in assembler.feed_line(line):
+                            if run_manager and chunk.text:
+                                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                            yield chunk
                 yield assembler.finish()
             except GatewayError:
                 raise
@@ -431,13 +441,25 @@ class _StreamAssembler:
     one chunk holds each (LangChain's streaming rules).
     """
 
-    def __init__(self, owner: GatewayChatModel) -> None:
+    def __init__(self, owner: GatewayChatModel, request_id: str | None = None) -> None:
         self.owner = owner
+        self.request_id = request_id
+        self.done = False
         self.model_name: str | None = None
         self.finish_reason: str | None = None
         self.response_id: str | None = None
         self.system_fingerprint: str | None = None
         self.usage: dict[str, Any] | None = None
+
+    def feed_line(self, line: str) -> Iterator[ChatGenerationChunk]:
+        """One line of the SSE body: ``data: {...}`` events, ``[DONE]``, comments and blanks."""
+        if self.done or not line.startswith("data:"):
+            return iter(())
+        data = line[5:].strip()
+        if data == "[DONE]":
+            self.done = True
+            return iter(())
+        return self.feed(json.loads(data))
 
     def feed(self, event: Mapping[str, Any]) -> Iterator[ChatGenerationChunk]:
         if event.get("error"):
@@ -479,6 +501,7 @@ class _StreamAssembler:
             finish_reason=self.finish_reason,
             id=self.response_id,
             system_fingerprint=self.system_fingerprint,
+            request_id=self.request_id,
         )
         return ChatGenerationChunk(
             message=AIMessageChunk(
