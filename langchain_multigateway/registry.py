@@ -33,7 +33,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ValidationError
 
-from langchain_multigateway.errors import ConfigurationError, GatewayError
+from langchain_multigateway.errors import ConfigurationError, GatewayError, MissingAPIKeyError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -373,6 +373,8 @@ class ProviderRegistry:
                 problems = validation_problems(exc)
             except ConfigurationError:
                 raise
+            except MissingAPIKeyError as exc:
+                problems = [((), exc.message)]
             except (TypeError, ValueError) as exc:
                 problems = [((), f"{type(exc).__name__}: {exc}")]
             else:

@@ -16,7 +16,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from typing_extensions import Self
 
 from langchain_multigateway._retry import RetryPolicy
@@ -72,6 +72,17 @@ class GatewayChatModel(BaseChatModel):
     """Full retry policy; overrides ``max_retries`` when given."""
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, protected_namespaces=())
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            # Surface a missing key as itself, not wrapped in pydantic's report.
+            for detail in exc.errors():
+                cause = (detail.get("ctx") or {}).get("error")
+                if isinstance(cause, MissingAPIKeyError):
+                    raise cause from None
+            raise
 
     @model_validator(mode="after")
     def _require_api_key(self) -> Self:

@@ -258,3 +258,15 @@ def test_token_count_of_messages_and_tools() -> None:
     plain = llm.get_num_tokens_from_messages([HumanMessage("hello world")])
     assert plain == 9
     assert llm.get_num_tokens_from_messages([HumanMessage("hello world")], tools=[Lookup]) > plain + 10
+
+
+def test_missing_key_fails_at_construction_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_multigateway import MissingAPIKeyError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY") as caught:
+        OpenAIChatModel(model="gpt-4o-mini")
+    assert caught.value.provider == "openai"
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    with pytest.raises(MissingAPIKeyError):
+        OpenAIChatModel(model="gpt-4o-mini")
