@@ -66,9 +66,7 @@ def test_cassette_is_scrubbed_of_keys(project: pytest.Pytester, monkeypatch: pyt
     assert "set-cookie" not in response_headers
 
 
-def test_missing_recording_fails_naming_the_request(
-    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_recording_fails_naming_the_request(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     with serve(Reply(body=chat_completion("four"))) as (url, _):
         monkeypatch.setenv("STUB_URL", url)
         project.runpytest("--gateway-record-mode=once", "-p", "no:cacheprovider").assert_outcomes(passed=1)
