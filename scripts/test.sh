@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e ".[dev]"
-ruff check langchain_multigateway tests benchmarks
-ruff format --check langchain_multigateway tests benchmarks
+ruff check langchain_multigateway tests benchmarks scripts
+ruff format --check langchain_multigateway tests benchmarks scripts
 mypy --strict langchain_multigateway
 # coverage runs pytest (not pytest-cov) so that modules pytest imports early, like the plugin
 # this package registers, are measured from their first line.
