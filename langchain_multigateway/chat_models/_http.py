@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal, Protocol
 
 import httpx
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
@@ -25,7 +28,7 @@ from langchain_multigateway.errors import (
     error_from_status,
 )
 
-__all__ = ["HttpChatModel", "SSEEvent", "aiter_sse", "iter_sse", "translate_httpx_error"]
+__all__ = ["HttpChatModel", "SSEEvent", "StreamAssembler", "aiter_sse", "iter_sse", "translate_httpx_error"]
 
 _REQUEST_ID_HEADERS = ("request-id", "x-request-id", "anthropic-request-id")
 
@@ -257,3 +260,103 @@ class HttpChatModel(GatewayChatModel):
             raise
         except Exception as exc:
             raise self._translate(exc, model) from exc
+
+    # ------------------------------------------------------------------ chat calls
+    # Subclasses name their endpoint and stream framing, and supply the request
+    # builder, the response parser and a stream assembler; the calls are shared.
+    chat_path: ClassVar[str] = ""
+    """Path of the chat endpoint under the API base."""
+
+    stream_framing: ClassVar[Literal["sse", "ndjson"]] = "sse"
+    """How the streamed body is framed: server-sent events or one JSON object per line."""
+
+    def _request(self, messages: list[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def _result(self, data: Any, model: str) -> ChatResult:
+        raise NotImplementedError
+
+    def _assembler(self, model: str) -> StreamAssembler:
+        raise NotImplementedError
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        payload = self._request(messages, stop, stream=False, **kwargs)
+        model = payload["model"]
+        data = self._with_retry(lambda: self._request_json("POST", self.chat_path, payload, model=model))
+        return self._result(data, model)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        payload = self._request(messages, stop, stream=False, **kwargs)
+        model = payload["model"]
+
+        async def call() -> Any:
+            return await self._arequest_json("POST", self.chat_path, payload, model=model)
+
+        return self._result(await self._awith_retry(call), model)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        payload = self._request(messages, stop, stream=True, **kwargs)
+        model = payload["model"]
+
+        def open_stream() -> Iterator[ChatGenerationChunk]:
+            assembler = self._assembler(model)
+            lines = self._stream_lines(self.chat_path, payload, model=model)
+            events: Iterator[Any] = iter_sse(lines) if self.stream_framing == "sse" else lines
+            for event in events:
+                for chunk in assembler.feed(event):
+                    if run_manager and chunk.text:
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+            yield assembler.finish()
+
+        yield from self._stream_with_retry(open_stream)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        payload = self._request(messages, stop, stream=True, **kwargs)
+        model = payload["model"]
+
+        async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
+            assembler = self._assembler(model)
+            lines = self._astream_lines(self.chat_path, payload, model=model)
+            events: AsyncIterator[Any] = aiter_sse(lines) if self.stream_framing == "sse" else lines
+            async for event in events:
+                for chunk in assembler.feed(event):
+                    if run_manager and chunk.text:
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+            yield assembler.finish()
+
+        async for chunk in self._astream_with_retry(open_stream):
+            yield chunk
+
+
+class StreamAssembler(Protocol):
+    """Turns a provider's stream events into LangChain chunks."""
+
+    def feed(self, event: Any) -> Iterator[ChatGenerationChunk]: ...
+
+    def finish(self) -> ChatGenerationChunk: ...

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -25,7 +24,7 @@ from langchain_multigateway.chat_models._anthropic_format import (
     usage_from_anthropic,
 )
 from langchain_multigateway.chat_models._base import StructuredOutputMethod
-from langchain_multigateway.chat_models._http import HttpChatModel, SSEEvent, aiter_sse, decode_json, iter_sse
+from langchain_multigateway.chat_models._http import HttpChatModel, SSEEvent, decode_json
 from langchain_multigateway.chat_models._openai_format import ToolChoice, messages_to_openai, tools_to_openai
 from langchain_multigateway.errors import GatewayError, ProviderError, error_from_status
 from langchain_multigateway.tokens import count_message_tokens
@@ -161,6 +160,8 @@ class AnthropicChatModel(HttpChatModel):
     """
 
     provider_name = "anthropic"
+    chat_path = "/v1/messages"
+    stream_framing = "sse"
     api_key_env = "ANTHROPIC_API_KEY"
     structured_output_methods = ("function_calling", "json_schema", "json_mode")
 
@@ -240,31 +241,8 @@ class AnthropicChatModel(HttpChatModel):
             payload["stream"] = True
         return {k: v for k, v in payload.items() if v is not None}
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        payload = self._request(messages, stop, stream=False, **kwargs)
-        data = self._with_retry(lambda: self._request_json("POST", "/v1/messages", payload, model=payload["model"]))
-        return self._result(data, payload["model"])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        payload = self._request(messages, stop, stream=False, **kwargs)
-
-        async def call() -> Any:
-            return await self._arequest_json("POST", "/v1/messages", payload, model=payload["model"])
-
-        data = await self._awith_retry(call)
-        return self._result(data, payload["model"])
+    def _assembler(self, model: str) -> _SSEAssembler:
+        return _SSEAssembler(self, model)
 
     def _result(self, data: Any, model: str) -> ChatResult:
         if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
@@ -314,47 +292,6 @@ class AnthropicChatModel(HttpChatModel):
         )
 
     # ------------------------------------------------------------------ streaming
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        payload = self._request(messages, stop, stream=True, **kwargs)
-
-        def open_stream() -> Iterator[ChatGenerationChunk]:
-            assembler = _SSEAssembler(self, payload["model"])
-            for event in iter_sse(self._stream_lines("/v1/messages", payload, model=payload["model"])):
-                for chunk in assembler.feed(event):
-                    if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
-                        run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
-                    yield chunk
-            yield assembler.finish()
-
-        yield from self._stream_with_retry(open_stream)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        payload = self._request(messages, stop, stream=True, **kwargs)
-
-        async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
-            assembler = _SSEAssembler(self, payload["model"])
-            async for event in aiter_sse(self._astream_lines("/v1/messages", payload, model=payload["model"])):
-                for chunk in assembler.feed(event):
-                    if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
-                        await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
-                    yield chunk
-            yield assembler.finish()
-
-        async for chunk in self._astream_with_retry(open_stream):
-            yield chunk
-
     # ------------------------------------------------------------------ tools & structured output
     def bind_tools(
         self,

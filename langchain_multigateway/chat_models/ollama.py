@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.model_profile import ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
@@ -169,6 +168,8 @@ class OllamaChatModel(HttpChatModel):
     """
 
     provider_name = "ollama"
+    chat_path = "/api/chat"
+    stream_framing = "ndjson"
     api_key_env = None
 
     base_url: str | None = Field(default_factory=from_env("OLLAMA_HOST", default=None))
@@ -262,31 +263,8 @@ class OllamaChatModel(HttpChatModel):
             del payload["options"]
         return {k: v for k, v in payload.items() if v is not None}
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        payload = self._request(messages, stop, stream=False, **kwargs)
-        data = self._with_retry(lambda: self._request_json("POST", "/api/chat", payload, model=payload["model"]))
-        return self._result(data, payload["model"])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        payload = self._request(messages, stop, stream=False, **kwargs)
-
-        async def call() -> Any:
-            return await self._arequest_json("POST", "/api/chat", payload, model=payload["model"])
-
-        data = await self._awith_retry(call)
-        return self._result(data, payload["model"])
+    def _assembler(self, model: str) -> _NDJSONAssembler:
+        return _NDJSONAssembler(self, model)
 
     def _result(self, data: Any, model: str) -> ChatResult:
         if not isinstance(data, Mapping):
@@ -314,47 +292,6 @@ class OllamaChatModel(HttpChatModel):
         )
 
     # ------------------------------------------------------------------ streaming
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        payload = self._request(messages, stop, stream=True, **kwargs)
-
-        def open_stream() -> Iterator[ChatGenerationChunk]:
-            assembler = _NDJSONAssembler(self, payload["model"])
-            for line in self._stream_lines("/api/chat", payload, model=payload["model"]):
-                for chunk in assembler.feed(line):
-                    if run_manager and chunk.message.content:
-                        run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
-                    yield chunk
-            yield assembler.finish()
-
-        yield from self._stream_with_retry(open_stream)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        payload = self._request(messages, stop, stream=True, **kwargs)
-
-        async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
-            assembler = _NDJSONAssembler(self, payload["model"])
-            async for line in self._astream_lines("/api/chat", payload, model=payload["model"]):
-                for chunk in assembler.feed(line):
-                    if run_manager and chunk.message.content:
-                        await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
-                    yield chunk
-            yield assembler.finish()
-
-        async for chunk in self._astream_with_retry(open_stream):
-            yield chunk
-
     # ------------------------------------------------------------------ tools & structured output
     def bind_tools(
         self,
