@@ -7,20 +7,98 @@ from pathlib import Path
 import httpx
 import pytest
 
-from langchain_multigateway.__main__ import DEMO_PROMPT, demo_model, main
+import json
+
+import yaml
+
+from langchain_multigateway.__main__ import main
+from langchain_multigateway.cli.demo import CASSETTE, DEMO_PROMPT, LARGE, SMALL, STREAM_PROMPT, demo_model
 from langchain_multigateway.cassettes import CassetteMissError, Recording, httpx2_replay_client, httpx_replay_transport
 from tests.conftest import CASSETTES
 
-DEMO = Path(__file__).resolve().parents[2] / "langchain_multigateway" / "demo_cassettes" / "openai_invoke.yaml"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "langchain_multigateway" / "demo_cassettes"
+DEMO = DEMO_DIR / "openai_invoke.yaml"
+ROUTING = DEMO_DIR / CASSETTE
 
 
-def test_demo_prints_the_recorded_answer_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
+def _recorded() -> list[tuple[str, dict[str, object], int, str]]:
+    """(uri, request body, status, response text) of each recorded routing-demo exchange."""
+    data = yaml.safe_load(ROUTING.read_text())
+    return [
+        (
+            i["request"]["uri"],
+            json.loads(i["request"]["body"]),
+            i["response"]["status"]["code"],
+            i["response"]["body"]["string"],
+        )
+        for i in data["interactions"]
+    ]
+
+
+def _sse(text: str) -> list[dict[str, object]]:
+    lines = [line[5:].strip() for line in text.splitlines() if line.startswith("data:")]
+    return [json.loads(line) for line in lines if line != "[DONE]"]
+
+
+def _usage_sums() -> tuple[int, int]:
+    inputs = outputs = 0
+    for _, body, status, text in _recorded():
+        if status != 200:
+            continue
+        usage = (
+            [e["usage"] for e in _sse(text) if e.get("usage")] if body.get("stream") else [json.loads(text)["usage"]]
+        )
+        inputs += sum(u["prompt_tokens"] for u in usage)
+        outputs += sum(u["completion_tokens"] for u in usage)
+    return inputs, outputs
+
+
+def test_demo_routes_fails_over_streams_and_totals_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    assert "Replaying a recorded exchange" in out
+    assert "replaying recorded HTTP exchanges (no key, no network)" in out
     assert f"Q: {DEMO_PROMPT}" in out
-    assert "provider: openai" in out
-    assert "tokens: input=20 output=60 total=80" in out
+    recorded = _recorded()
+    # 1. routed: the first (ordered) deployment served it, on the first attempt
+    first = json.loads(recorded[0][3])["choices"][0]["message"]["content"]
+    assert " ".join(first.split())[:60] in out
+    step1 = out.split("2. Failover")[0]
+    assert f"served by: {SMALL}  (provider: openai, attempts: 1)" in step1
+    # 2. failover after the small server's real HTTP 400, then the large one served
+    failed = [r for r in recorded if r[2] == 400]
+    assert len(failed) == 1
+    assert failed[0][0].startswith("http://127.0.0.1:8089/v1")
+    assert "exceeds the available context size" in failed[0][3]
+    step2 = out.split("2. Failover")[1].split("3. A streamed")[0]
+    assert f"{SMALL} failed: ContextWindowExceededError" in step2
+    assert "exceeds the available context size (256 tokens)" in step2
+    assert "next deployment with a larger context window" in step2
+    assert f"served by: {LARGE}  (provider: openai, attempts: 2)" in step2
+    # 3. streamed text is the recorded SSE deltas, joined
+    stream = next(r for r in recorded if r[1].get("stream"))
+    assert stream[1]["messages"][0]["content"] == STREAM_PROMPT
+    pieces = [c["delta"].get("content") or "" for e in _sse(stream[3]) for c in e.get("choices", [])]
+    assert "A: " + " ".join("".join(pieces).split()) in out
+    # 4. structured output: the recorded JSON, parsed into the schema
+    schema_reply = next(r for r in recorded if "response_format" in r[1])
+    city = json.loads(json.loads(schema_reply[3])["choices"][0]["message"]["content"])
+    assert f"City(name={city['name']!r}, country={city['country']!r})" in out
+    # 5. usage table totals: the sum of the recorded usage; one failed attempt; cost unknown, said so
+    inputs, outputs = _usage_sums()
+    total = next(line for line in out.splitlines() if line.startswith("TOTAL")).split()
+    assert total[1:6] == ["5", "1", str(inputs), str(outputs), total[5]]
+    assert total[-1] == "n/a"
+    assert "no price is known for a local llama.cpp model" in out
+
+
+def test_demo_cassette_is_small_and_scrubbed() -> None:
+    text = ROUTING.read_text()
+    assert len(text) < 40_000
+    assert "authorization" not in text.lower()
+    assert {r[0] for r in _recorded()} == {
+        "http://127.0.0.1:8088/v1/chat/completions",
+        "http://127.0.0.1:8089/v1/chat/completions",
+    }
 
 
 async def test_async_replay_serves_the_same_recording() -> None:

@@ -1,0 +1,66 @@
+"""The ``multigateway`` command: demo, chat, batch, health, providers, usage.
+
+Each command lives in its own module here (``demo.py``, ``chat.py``, ...) with a
+``register(commands, common)`` that adds its parser and a ``run(args)`` that does
+the work. Heavy imports (provider SDKs, LangChain) happen inside ``run`` only, so
+``multigateway --help`` answers at once.
+
+Exit codes (the same for every command):
+
+    0    ok
+    1    runtime failure (a call failed, every deployment failed for another reason)
+    2    usage or configuration error (bad arguments, bad input file, bad config file,
+         unknown provider or model, missing API key: the message names the variable)
+    3    provider unreachable or credentials rejected (connection refused, timeout,
+         HTTP 401/403)
+    130  interrupted (Ctrl-C); ``batch`` resumes where it stopped when run again
+
+Errors are one line a user can act on; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from langchain_multigateway.cli import batch, chat, demo, health, providers, usage
+from langchain_multigateway.cli._errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, report
+
+__all__ = ["build_parser", "main"]
+
+_COMMANDS = (demo, chat, batch, health, providers, usage)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``multigateway`` argument parser with every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors"
+    )
+    parser = argparse.ArgumentParser(
+        prog="multigateway",
+        description="Many LLM providers behind one gateway: routing, failover, usage and cost.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _COMMANDS:
+        module.register(commands, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``multigateway`` with ``argv`` (``sys.argv[1:]`` when None); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        return report(exc)
