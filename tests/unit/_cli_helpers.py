@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,11 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DEFAULT_LLM_MODEL", "MISTRAL_API_KEY", "ANTHROPIC_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     return ledger
+
+
+def ledger_file() -> Path:
+    """The ledger the ``cli_env`` fixture points the CLI at."""
+    return Path(os.environ["MULTIGATEWAY_LEDGER"])
 
 
 def write_config(tmp_path: Path, text: str = ROUTED_CONFIG) -> Path:

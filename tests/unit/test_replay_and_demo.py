@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
 import pytest
-
-import json
-
 import yaml
 
 from langchain_multigateway.__main__ import main
-from langchain_multigateway.cli.demo import CASSETTE, DEMO_PROMPT, LARGE, SMALL, STREAM_PROMPT, demo_model
 from langchain_multigateway.cassettes import CassetteMissError, Recording, httpx2_replay_client, httpx_replay_transport
+from langchain_multigateway.cli.demo import CASSETTE, DEMO_PROMPT, LARGE, SMALL, STREAM_PROMPT, demo_model
 from tests.conftest import CASSETTES
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "langchain_multigateway" / "demo_cassettes"
