@@ -349,6 +349,9 @@ class BudgetExceededError(GatewayError):
         estimate: What this call was estimated to add (prompt tokens + ``max_tokens``,
             or their price); None when it could not be estimated.
         budget: The budget's name.
+        estimates: From a router that found no deployment within the budget: per
+            deployment, what the call was estimated to cost there (USD, or tokens
+            for a token limit; None when unknown). Empty otherwise.
     """
 
     def __init__(
@@ -360,6 +363,7 @@ class BudgetExceededError(GatewayError):
         limit: float = 0.0,
         estimate: float | None = None,
         budget: str | None = None,
+        estimates: Mapping[str, float | None] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs["retryable"] = False
@@ -369,6 +373,7 @@ class BudgetExceededError(GatewayError):
         self.limit = limit
         self.estimate = estimate
         self.budget = budget
+        self.estimates: dict[str, float | None] = dict(estimates or {})
 
     def _fields(self) -> dict[str, Any]:
         fields = super()._fields()
@@ -380,6 +385,7 @@ class BudgetExceededError(GatewayError):
             "limit": self.limit,
             "estimate": self.estimate,
             "budget": self.budget,
+            "estimates": self.estimates,
         }
 
 

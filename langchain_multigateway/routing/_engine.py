@@ -1,14 +1,12 @@
-"""The router's engine: admission, the try/retry/failover loops (sync and async), outcomes, stream relay."""
+"""The router's engine: admission, the try/retry/failover loops (sync and async), outcomes."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import BaseMessage
 
 from langchain_multigateway.errors import AllDeploymentsFailedError, AttemptRecord, RateLimitError
 from langchain_multigateway.routing._request import Prepared, RoutedCall
@@ -20,10 +18,30 @@ if TYPE_CHECKING:
     from langchain_multigateway.routing.policy import FailoverPolicy
     from langchain_multigateway.state.base import RouterState
 
-__all__ = ["RoutingEngine"]
+__all__ = ["RoutingEngine", "Served"]
 
 _BUSY = "at max_concurrency"
 _now = time.perf_counter
+
+
+class Served:
+    """The attempt that answered: its deployment, admission, timing, earlier attempts,
+    result, child run (when callbacks listen) and budget hold (when a budget is set)."""
+
+    __slots__ = ("admission", "attempt", "attempts", "dep", "hold", "result", "started")
+
+    def __init__(
+        self,
+        dep: Deployment,
+        admission: Admission,
+        started: float,
+        attempts: list[AttemptRecord],
+        result: Any,
+        attempt: Any,
+        hold: object | None,
+    ) -> None:
+        self.dep, self.admission, self.started, self.attempts = dep, admission, started, attempts
+        self.result, self.attempt, self.hold = result, attempt, hold
 
 
 class _Retry:
@@ -70,19 +88,14 @@ class RoutingEngine:
         if gate is not None:
             gate.leave()
 
-    def _succeeded(
-        self,
-        dep: Deployment,
-        admission: Admission,
-        message: BaseMessage,
-        started: float,
-        attempts: list[AttemptRecord],
-        ttft: float | None = None,
-    ) -> None:
-        elapsed = _now() - started
+    def _succeeded(self, served: Served, call: RoutedCall, message: BaseMessage) -> None:
+        dep, attempts = served.dep, served.attempts
+        elapsed = _now() - served.started
         usage = getattr(message, "usage_metadata", None)
         tokens = usage.get("total_tokens") if usage else None
-        self._release(dep, admission, ok=True, latency=elapsed, ttft=ttft, tokens=tokens)
+        self._release(dep, served.admission, ok=True, latency=elapsed, tokens=tokens)
+        if served.hold is not None and call.guard is not None:
+            call.guard.settle(served.hold, dep, usage)
         meta = message.response_metadata
         if not meta.get("model_name"):
             meta["model_name"] = dep.model_name
@@ -137,9 +150,11 @@ class RoutingEngine:
         return None if self.timeout is None else _now() + self.timeout
 
     def _exhausted(
-        self, attempts: list[AttemptRecord], excluded: dict[str, str], limited: dict[str, Admission]
+        self, call: RoutedCall, attempts: list[AttemptRecord], excluded: dict[str, str], limited: dict[str, Admission]
     ) -> Exception:
         reasons = {**excluded, **{name: a.reason or "limited" for name, a in limited.items()}}
+        if not attempts and call.guard is not None and call.guard.refused:
+            return call.guard.exhausted(reasons)
         if not attempts:
             return NoDeploymentAvailableError("No deployment can take this request", reasons)
         lines = "".join(f"\n  - {name}: excluded, {why}" for name, why in reasons.items())
@@ -155,9 +170,10 @@ class RoutingEngine:
         return wait + 0.001
 
     # ------------------------------------------------------------------ the sync loop
-    def _route(self, call: RoutedCall, run: Any) -> Any:
-        """Try deployments until ``run(prepared)`` succeeds; returns (dep, admission, started, attempts, result)."""
+    def _route(self, call: RoutedCall, run: Any) -> Served:
+        """Try deployments until ``run(prepared, attempt)`` succeeds."""
         ordered, excluded = self._plan(call)
+        guard = call.guard
         attempts: list[AttemptRecord] = []
         deadline = self._deadline()
         wait_bound = _now() + (self.max_wait if deadline is None else min(self.max_wait, deadline - _now()))
@@ -178,9 +194,18 @@ class RoutingEngine:
                 number = 0
                 while True:
                     number += 1
+                    hold = None
+                    if guard is not None:
+                        hold = guard.hold(dep)  # raises when on_budget_exceeded="raise"
+                        if hold is None:
+                            excluded[dep.name] = guard.reason(dep)
+                            done.add(dep.name)
+                            break
                     admission = self._admit(dep, call, gate_held=gate_held == dep.name)
                     gate_held = None
                     if not admission.ok:
+                        if hold is not None and guard is not None:
+                            guard.settle(hold, dep, None)
                         if admission.limited and number == 1:
                             limited[dep.name] = admission
                         else:
@@ -189,9 +214,17 @@ class RoutingEngine:
                         break
                     started = _now()
                     attempted = True
+                    attempt = None
                     try:
-                        result = run(self._prepare(dep, call))
+                        prepared = self._prepare(dep, call)
+                        if call.runs is not None:
+                            attempt = call.runs.start(dep, prepared, call.messages, call.stop, len(attempts) + 1)
+                        result = run(prepared, attempt)
                     except Exception as exc:
+                        if attempt is not None:
+                            attempt.error(exc)
+                        if hold is not None and guard is not None:
+                            guard.settle(hold, dep, getattr(exc, "usage_metadata", None))
                         retry = self._failed(dep, call, admission, exc, started, number, attempts, deadline)
                         if retry is None or retry is _COOLING:
                             if retry is None:
@@ -199,14 +232,18 @@ class RoutingEngine:
                             break
                         time.sleep(retry.delay)
                         continue
-                    except BaseException:
+                    except BaseException as exc:
+                        if attempt is not None:
+                            attempt.error(exc)
+                        if hold is not None and guard is not None:
+                            guard.settle(hold, dep, None)
                         self._release(dep, admission, ok=False, counts_against_breaker=False)
                         raise
-                    return dep, admission, started, attempts, result
+                    return Served(dep, admission, started, attempts, result, attempt, hold)
             if attempted:
                 continue  # a deployment cooling down after a 429 is seen as limited next pass
             if not limited:
-                raise self._exhausted(attempts, excluded, {})
+                raise self._exhausted(call, attempts, excluded, {})
             busy = [name for name, a in limited.items() if a.reason == _BUSY]
             if busy:
                 timeout = max(0.0, wait_bound - _now())
@@ -217,9 +254,10 @@ class RoutingEngine:
             time.sleep(self._limited_wait(limited, wait_bound))
 
     # ------------------------------------------------------------------ the async loop
-    async def _aroute(self, call: RoutedCall, run: Any) -> Any:
+    async def _aroute(self, call: RoutedCall, run: Any) -> Served:
         """Async twin of :meth:`_route`."""
         ordered, excluded = self._plan(call)
+        guard = call.guard
         attempts: list[AttemptRecord] = []
         deadline = self._deadline()
         wait_bound = _now() + (self.max_wait if deadline is None else min(self.max_wait, deadline - _now()))
@@ -240,9 +278,18 @@ class RoutingEngine:
                 number = 0
                 while True:
                     number += 1
+                    hold = None
+                    if guard is not None:
+                        hold = guard.hold(dep)  # raises when on_budget_exceeded="raise"
+                        if hold is None:
+                            excluded[dep.name] = guard.reason(dep)
+                            done.add(dep.name)
+                            break
                     admission = self._admit(dep, call, gate_held=gate_held == dep.name)
                     gate_held = None
                     if not admission.ok:
+                        if hold is not None and guard is not None:
+                            guard.settle(hold, dep, None)
                         if admission.limited and number == 1:
                             limited[dep.name] = admission
                         else:
@@ -251,9 +298,17 @@ class RoutingEngine:
                         break
                     started = _now()
                     attempted = True
+                    attempt = None
                     try:
-                        result = await run(self._prepare(dep, call))
+                        prepared = self._prepare(dep, call)
+                        if call.runs is not None:
+                            attempt = await call.runs.astart(dep, prepared, call.messages, call.stop, len(attempts) + 1)
+                        result = await run(prepared, attempt)
                     except Exception as exc:
+                        if attempt is not None:
+                            await attempt.error(exc)
+                        if hold is not None and guard is not None:
+                            guard.settle(hold, dep, getattr(exc, "usage_metadata", None))
                         retry = self._failed(dep, call, admission, exc, started, number, attempts, deadline)
                         if retry is None or retry is _COOLING:
                             if retry is None:
@@ -261,14 +316,18 @@ class RoutingEngine:
                             break
                         await asyncio.sleep(retry.delay)
                         continue
-                    except BaseException:
+                    except BaseException as exc:
+                        if attempt is not None:
+                            await attempt.error(exc)
+                        if hold is not None and guard is not None:
+                            guard.settle(hold, dep, None)
                         self._release(dep, admission, ok=False, counts_against_breaker=False)
                         raise
-                    return dep, admission, started, attempts, result
+                    return Served(dep, admission, started, attempts, result, attempt, hold)
             if attempted:
                 continue  # a deployment cooling down after a 429 is seen as limited next pass
             if not limited:
-                raise self._exhausted(attempts, excluded, {})
+                raise self._exhausted(call, attempts, excluded, {})
             busy = [name for name, a in limited.items() if a.reason == _BUSY]
             if busy:
                 timeout = max(0.0, wait_bound - _now())
@@ -277,102 +336,3 @@ class RoutingEngine:
                     continue
                 raise RateLimitError(f"Every deployment is busy or rate-limited: {sorted(limited)}", retry_after=None)
             await asyncio.sleep(self._limited_wait(limited, wait_bound))
-
-
-class _Relay:
-    """Passes a deployment's stream through, adding the router's metadata once, at the end."""
-
-    def __init__(
-        self,
-        router: RoutingEngine,
-        dep: Deployment,
-        admission: Admission,
-        started: float,
-        attempts: list[AttemptRecord],
-        first_at: float,
-    ) -> None:
-        self.router, self.dep, self.admission = router, dep, admission
-        self.started, self.attempts = started, attempts
-        self.ttft = first_at - started
-        self.saw_model = False
-        self.saw_last = False
-        self.usage: Any = None
-        self.done = False
-
-    def _meta(self) -> dict[str, Any]:
-        elapsed = _now() - self.started
-        return {
-            "deployment": self.dep.name,
-            "provider": self.dep.provider,
-            "model": self.dep.model_name,
-            "attempts": len(self.attempts) + 1,
-            "latency_ms": round(elapsed * 1000, 3),
-            "ttft_ms": round(self.ttft * 1000, 3),
-            "cached": False,
-        }
-
-    def pass_on(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
-        message = chunk.message
-        meta = message.response_metadata
-        if meta.get("model_name"):
-            self.saw_model = True
-        usage = getattr(message, "usage_metadata", None)
-        if usage:
-            self.usage = usage
-        if isinstance(message, AIMessageChunk) and message.chunk_position == "last" and not self.saw_last:
-            self.saw_last = True
-            extra = self._meta()
-            extra["provider"] = meta.get("model_provider") or self.dep.provider
-            extra["model"] = meta.get("model_name") or self.dep.model_name
-            if not self.saw_model:
-                extra["model_name"] = self.dep.model_name
-                extra["model_provider"] = self.dep.provider
-                self.saw_model = True
-            message.response_metadata = {**meta, **extra}
-        return chunk
-
-    def finish(self, error: Exception | None) -> ChatGenerationChunk | None:
-        """Record the outcome; a closing chunk carrying the metadata if none was marked last."""
-        if self.done:
-            return None
-        self.done = True
-        elapsed = _now() - self.started
-        if error is not None:
-            self.attempts.append(AttemptRecord(self.dep.name, error, elapsed * 1000))
-            decision = self.router.failover.decide(error)
-            self.router._release(
-                self.dep,
-                self.admission,
-                ok=False,
-                latency=elapsed,
-                counts_against_breaker=decision.counts_against_breaker,
-            )
-            return None
-        tokens = self.usage.get("total_tokens") if self.usage else None
-        self.router._release(self.dep, self.admission, ok=True, latency=elapsed, ttft=self.ttft, tokens=tokens)
-        if self.saw_last:
-            return None
-        meta = self._meta()
-        if not self.saw_model:
-            meta["model_name"] = self.dep.model_name
-            meta["model_provider"] = self.dep.provider
-        return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta, chunk_position="last"))
-
-
-def _first(iterator: Iterator[ChatGenerationChunk]) -> Iterator[ChatGenerationChunk]:
-    for chunk in iterator:
-        yield chunk
-        return
-
-
-async def _empty() -> AsyncIterator[ChatGenerationChunk]:
-    return
-    yield  # pragma: no cover
-
-
-def _raw_result(output: Any, raw_key: str | None) -> ChatResult:
-    message = output[raw_key] if raw_key is not None and isinstance(output, dict) else output
-    if not isinstance(message, BaseMessage):
-        msg = f"Expected a message from the deployment, got {type(message).__name__}"
-        raise TypeError(msg)
-    return ChatResult(generations=[ChatGeneration(message=message)])

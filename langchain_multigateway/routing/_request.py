@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -17,6 +17,10 @@ from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.strategies import RequestInfo, Strategy
 from langchain_multigateway.routing.structured import StructuredSpec, json_schema_of, schema_name
 
+if TYPE_CHECKING:
+    from langchain_multigateway.routing._attempts import AttemptRuns
+    from langchain_multigateway.routing._budget import BudgetGuard
+
 __all__ = [
     "Prepared",
     "RoutedCall",
@@ -27,7 +31,9 @@ __all__ = [
     "read_overrides",
 ]
 
-ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority")
+STREAM_RUN = "_multigateway_stream_run"
+"""The kwarg under which the router's ``stream()`` hands ``_stream`` its run (see ``_attempts``)."""
+ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority", STREAM_RUN)
 DEFAULT_OUTPUT_TOKENS = 256
 
 
@@ -140,6 +146,10 @@ class RoutedCall:
     images: bool = False
     min_window: int | None = None
     exact: dict[str, int] = field(default_factory=dict)
+    guard: BudgetGuard | None = None
+    """When the router has a budget."""
+    runs: AttemptRuns | None = None
+    """``AttemptRuns`` when the router's run has callback handlers."""
 
     @property
     def info(self) -> RequestInfo:

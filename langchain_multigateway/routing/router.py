@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Literal
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
-from langchain_multigateway.routing._engine import RoutingEngine, _empty, _first, _now, _raw_result, _Relay
+from langchain_multigateway.routing._attempts import StreamRun
+from langchain_multigateway.routing._budget import BudgetGuard
+from langchain_multigateway.routing._calls import CallPaths
 from langchain_multigateway.routing._request import (
     ROUTER_KWARGS,
+    STREAM_RUN,
     Prepared,
     RoutedCall,
-    as_last_chunk,
     estimate_tokens,
     from_configurable,
     has_images,
@@ -39,8 +41,9 @@ from langchain_multigateway.routing.structured import (
     output_format,
     with_raw,
 )
-from langchain_multigateway.state.base import RouterState
+from langchain_multigateway.state.base import BreakerListener, RouterState
 from langchain_multigateway.state.memory import MemoryState
+from langchain_multigateway.usage.budgets import Budget
 
 __all__ = ["RoutingChatModel"]
 
@@ -69,7 +72,7 @@ class _Runtime:
         self.prepared: dict[tuple[str, int], tuple[Any, dict[str, Any], Prepared]] = {}
 
 
-class RoutingChatModel(RoutingEngine, BaseChatModel):
+class RoutingChatModel(CallPaths, BaseChatModel):
     """A chat model that routes each call to one of several deployments, with failover.
 
     Each call: **filter** the deployments able to serve it (tools, structured-output
@@ -95,6 +98,17 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
         max_wait: float
             Seconds a call may wait when every deployment is rate-limited or busy;
             after that it raises ``RateLimitError`` with ``retry_after``.
+        budget: Budget | None
+            A spending limit judged per deployment before it is sent anything: the
+            call's prompt tokens (counted for that deployment's model) plus
+            ``max_tokens``, at the deployment's ``input_price`` / ``output_price`` or
+            the budget's price table. Real spend is recorded after each call. Give the
+            budget to the router or to callbacks, not both.
+        on_budget_exceeded: ``"raise"`` | ``"cheaper"``
+            ``"raise"`` (default): ``BudgetExceededError`` before anything is sent.
+            ``"cheaper"``: skip deployments the budget refuses and try the others,
+            cheapest first; ``BudgetExceededError`` (``.estimates`` per deployment)
+            only if none fits.
 
     Per call, through ``config={"metadata": {...}}`` (or ``configurable``) or kwargs:
     ``routing_strategy``, ``routing_tags`` (all must match), ``priority`` /
@@ -159,6 +173,32 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
 
             router.invoke("Hello").usage_metadata   # the serving model's usage, passed through
             router.health()["primary"].remaining_tpm
+
+            with track_usage() as usage:             # langchain_multigateway.usage
+                router.invoke("Hello")
+            usage.by_deployment()                    # failed attempts under their deployment
+
+        When the call has callback handlers, each attempt is a child run of the
+        router's run (``metadata={"deployment": name, "attempt": n}``), so usage
+        trackers, the ledger and OpenTelemetry see failed attempts per deployment;
+        the served call is counted once. Without handlers this costs nothing.
+
+    Budgets:
+        .. code-block:: python
+
+            from langchain_multigateway.usage import Budget
+
+            router = RoutingChatModel(deployments=[...], budget=Budget(max_cost_usd=5.0),
+                                      on_budget_exceeded="cheaper", max_tokens=512)
+
+    Breaker metrics:
+        .. code-block:: python
+
+            from langchain_multigateway.telemetry import PrometheusCallbackHandler
+
+            metrics = PrometheusCallbackHandler(registry=REGISTRY)
+            router.watch_breakers(metrics.set_breaker_state)   # gauge follows each breaker
+            # (the same as router.state.add_listener(...), plus the current states now)
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, protected_namespaces=())
@@ -181,6 +221,10 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
     max_retries: int | None = None
     """When set, caps tries per deployment at ``max_retries + 1``."""
     streaming: bool = False
+    budget: Budget | None = None
+    """Spending limit judged per deployment before each attempt (see the class doc)."""
+    on_budget_exceeded: Literal["raise", "cheaper"] = "raise"
+    """``"raise"``: stop before sending; ``"cheaper"``: try deployments that fit, cheapest first."""
 
     _rt: _Runtime = PrivateAttr()
 
@@ -275,7 +319,8 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        return super().stream(input, config, stop=stop, **from_configurable(config, kwargs))
+        config, kwargs = _with_stream_run(config, from_configurable(config, kwargs))
+        return super().stream(input, config, stop=stop, **kwargs)
 
     def astream(
         self,
@@ -285,7 +330,12 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        return super().astream(input, config, stop=stop, **from_configurable(config, kwargs))
+        config, kwargs = _with_stream_run(config, from_configurable(config, kwargs))
+        return super().astream(input, config, stop=stop, **kwargs)
+
+    def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
+        kwargs.pop(STREAM_RUN, None)  # the stream's run handle is no invocation parameter
+        return super()._get_invocation_params(stop=stop, **kwargs)
 
     # ------------------------------------------------------------------ tools & structured output
     def bind_tools(
@@ -368,7 +418,7 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             approx = upper = 0
         max_out = call_kwargs.get("max_tokens")
         output = max_out if isinstance(max_out, int) else 0
-        return RoutedCall(
+        call = RoutedCall(
             messages=messages,
             stop=stop or self.stop or None,
             kwargs=call_kwargs,
@@ -385,6 +435,9 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             reserve_output=output or min(approx, 1024),
             images=rt.check_images and has_images(messages),
         )
+        if self.budget is not None:
+            call.guard = BudgetGuard(self.budget, self.on_budget_exceeded, call)
+        return call
 
     def _plan(self, call: RoutedCall) -> tuple[list[Deployment], dict[str, str]]:
         excluded: dict[str, str] = {}
@@ -397,6 +450,8 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
                 excluded[dep.name] = why
         if len(able) > 1:
             able = call.strategy.order(able, call.info, self.state)
+        if call.guard is not None:
+            able = call.guard.order(able, excluded)
         return able, excluded
 
     def _prepare(self, dep: Deployment, call: RoutedCall) -> Prepared:
@@ -412,125 +467,6 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
             hit = cache[key] = (anchor, dict(call.tool_kwargs), prepare(dep, call, {}))
         prepared = hit[2]
         return Prepared(prepared.model, {**prepared.kwargs, **call.kwargs}, prepared.runnable, prepared.raw_key)
-
-    # ------------------------------------------------------------------ sync
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, False)
-
-        def run(p: Prepared) -> ChatResult:
-            if p.runnable is not None:
-                return _raw_result(p.runnable.invoke(messages, stop=call.stop, **p.kwargs), p.raw_key)
-            return p.model._generate(messages, call.stop, None, **p.kwargs)
-
-        dep, admission, started, attempts, result = self._route(call, run)
-        message = result.generations[0].message
-        self._succeeded(dep, admission, message, started, attempts)
-        return cast(ChatResult, result)
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, True)
-
-        def run(p: Prepared) -> tuple[list[ChatGenerationChunk], Iterator[ChatGenerationChunk], float]:
-            if p.runnable is not None:
-                result = _raw_result(p.runnable.invoke(messages, stop=call.stop, **p.kwargs), p.raw_key)
-                return [as_last_chunk(cast(AIMessage, result.generations[0].message))], iter(()), _now()
-            if type(p.model)._stream is BaseChatModel._stream:
-                result = p.model._generate(messages, call.stop, None, **p.kwargs)
-                return [as_last_chunk(cast(AIMessage, result.generations[0].message))], iter(()), _now()
-            iterator = p.model._stream(messages, call.stop, None, **p.kwargs)
-            head = list(_first(iterator))
-            return head, iterator, _now()
-
-        dep, admission, started, attempts, (head, rest, first_at) = self._route(call, run)
-        relay = _Relay(self, dep, admission, started, attempts, first_at)
-        try:
-            for chunk in head:
-                yield relay.pass_on(chunk)
-            for chunk in rest:
-                yield relay.pass_on(chunk)
-        except GeneratorExit:
-            relay.finish(None)
-            raise
-        except Exception as exc:
-            relay.finish(exc)
-            raise
-        final = relay.finish(None)
-        if final is not None:
-            yield final
-
-    # ------------------------------------------------------------------ async
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, False)
-
-        async def run(p: Prepared) -> ChatResult:
-            if p.runnable is not None:
-                return _raw_result(await p.runnable.ainvoke(messages, stop=call.stop, **p.kwargs), p.raw_key)
-            return await p.model._agenerate(messages, call.stop, None, **p.kwargs)
-
-        dep, admission, started, attempts, result = await self._aroute(call, run)
-        self._succeeded(dep, admission, result.generations[0].message, started, attempts)
-        return cast(ChatResult, result)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, True)
-
-        async def run(p: Prepared) -> tuple[list[ChatGenerationChunk], AsyncIterator[ChatGenerationChunk], float]:
-            model = p.model
-            if p.runnable is not None or (
-                type(model)._astream is BaseChatModel._astream and type(model)._stream is BaseChatModel._stream
-            ):
-                if p.runnable is not None:
-                    result = _raw_result(await p.runnable.ainvoke(messages, stop=call.stop, **p.kwargs), p.raw_key)
-                else:
-                    result = await model._agenerate(messages, call.stop, None, **p.kwargs)
-                return [as_last_chunk(cast(AIMessage, result.generations[0].message))], _empty(), _now()
-            iterator = model._astream(messages, call.stop, None, **p.kwargs)
-            try:
-                head = [await iterator.__anext__()]
-            except StopAsyncIteration:
-                head = []
-            return head, iterator, _now()
-
-        dep, admission, started, attempts, (head, rest, first_at) = await self._aroute(call, run)
-        relay = _Relay(self, dep, admission, started, attempts, first_at)
-        try:
-            for chunk in head:
-                yield relay.pass_on(chunk)
-            async for chunk in rest:
-                yield relay.pass_on(chunk)
-        except GeneratorExit:
-            relay.finish(None)
-            raise
-        except BaseException as exc:
-            relay.finish(exc if isinstance(exc, Exception) else None)
-            raise
-        final = relay.finish(None)
-        if final is not None:
-            yield final
 
     # ------------------------------------------------------------------ cache & health
     def _convert_cached_generations(self, cache_val: list[Generation]) -> list[ChatGeneration]:
@@ -548,6 +484,17 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
         (and the provider's own ``health_check()`` when ``check_providers``)."""
         return {d.name: deployment_health(d, self.state, check_providers) for d in self.deployments}
 
+    def watch_breakers(self, listener: BreakerListener) -> None:
+        """Call ``listener(deployment, state)`` now for every deployment, then on each breaker change.
+
+        ``state`` is ``"closed"``, ``"open"`` or ``"half_open"``; e.g.
+        ``router.watch_breakers(prometheus_handler.set_breaker_state)``. Registered on
+        :attr:`state` (``state.add_listener``), so routers sharing a state share listeners.
+        """
+        for dep in self.deployments:
+            listener(dep.name, self.state.stats(dep.name).breaker.value)
+        self.state.add_listener(listener)
+
     async def ahealth(self, *, check_providers: bool = False) -> dict[str, DeploymentHealth]:
         """Async twin of :meth:`health` (provider checks run concurrently)."""
         from langchain_multigateway.routing.health import adeployment_health
@@ -562,3 +509,13 @@ class RoutingChatModel(RoutingEngine, BaseChatModel):
         from langchain_multigateway.routing.build import deployments_from
 
         return cls(deployments=deployments_from(models), **kwargs)
+
+
+def _with_stream_run(config: RunnableConfig | None, kwargs: dict[str, Any]) -> tuple[RunnableConfig, dict[str, Any]]:
+    """Fix the stream run's id and hand ``_stream`` its config (``stream()`` gives it no run manager)."""
+    config = ensure_config(config)
+    run_id = config.get("run_id")
+    if run_id is None:
+        run_id = config["run_id"] = uuid.uuid4()
+    kwargs[STREAM_RUN] = StreamRun(config, run_id)
+    return config, kwargs

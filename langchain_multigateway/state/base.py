@@ -6,12 +6,17 @@ the router calls it from sync threads and from the event loop alike.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-__all__ = ["Admission", "BreakerState", "DeploymentStats", "RouterState"]
+__all__ = ["Admission", "BreakerListener", "BreakerState", "DeploymentStats", "RouterState"]
+
+BreakerListener = Callable[[str, str], Any]
+"""Called as ``fn(deployment, state)`` with ``state`` one of ``"closed"``, ``"open"``, ``"half_open"``."""
 
 
 class BreakerState(str, Enum):
@@ -44,6 +49,8 @@ class Admission:
     reservation: Any = None
 
 
+_logger = logging.getLogger(__name__)
+
 REFUSED_UNKNOWN = Admission(ok=False, reason="refused")
 
 
@@ -67,7 +74,39 @@ class DeploymentStats:
 
 
 class RouterState(ABC):
-    """Breakers, rate windows, latency and load per deployment name."""
+    """Breakers, rate windows, latency and load per deployment name.
+
+    Breaker transitions can be watched: :meth:`add_listener` registers
+    ``fn(deployment, state)``, called after each change (outside any lock), e.g.
+    ``state.add_listener(prometheus_handler.set_breaker_state)``. Implementations
+    report changes through :meth:`_notify_breaker`.
+    """
+
+    _breaker_listeners: tuple[BreakerListener, ...] = ()
+
+    def add_listener(self, fn: BreakerListener) -> None:
+        """Call ``fn(deployment, state)`` on every breaker transition from now on.
+
+        ``state`` is ``"closed"``, ``"open"`` or ``"half_open"`` (a ``BreakerState``
+        value). An open breaker is seen as half-open once its cooldown has passed and
+        the state is next consulted (an admission or a health read). A listener that
+        raises is logged and does not disturb routing.
+        """
+        if fn not in self._breaker_listeners:
+            self._breaker_listeners = (*self._breaker_listeners, fn)
+
+    def remove_listener(self, fn: BreakerListener) -> None:
+        """Stop calling ``fn`` (no error if it was not registered)."""
+        self._breaker_listeners = tuple(f for f in self._breaker_listeners if f != fn)
+
+    def _notify_breaker(self, changes: list[tuple[str, BreakerState]]) -> None:
+        """Tell every listener about ``changes`` (call without holding a lock)."""
+        for name, state in changes:
+            for fn in self._breaker_listeners:
+                try:
+                    fn(name, state.value)
+                except Exception:
+                    _logger.exception("Breaker listener %r failed for %s -> %s", fn, name, state.value)
 
     @abstractmethod
     def admit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:

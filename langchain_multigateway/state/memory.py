@@ -104,18 +104,31 @@ class MemoryState(RouterState):
             entry.alive = False
             record.window_tokens -= entry.tokens
 
-    def _breaker_now(self, record: _Record, now: float) -> BreakerState:
+    def _breaker_now(
+        self, record: _Record, now: float, name: str, changes: list[tuple[str, BreakerState]]
+    ) -> BreakerState:
         if record.breaker is BreakerState.OPEN and now - record.opened_at >= self.cooldown_seconds:
             record.breaker = BreakerState.HALF_OPEN
             record.probing = False
+            changes.append((name, BreakerState.HALF_OPEN))
         return record.breaker
 
     # ------------------------------------------------------------------ admission
     def admit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
+        changes: list[tuple[str, BreakerState]] = []
+        try:
+            return self._admit(name, tokens, rpm, tpm, changes)
+        finally:
+            if changes and self._breaker_listeners:
+                self._notify_breaker(changes)
+
+    def _admit(
+        self, name: str, tokens: int, rpm: int | None, tpm: int | None, changes: list[tuple[str, BreakerState]]
+    ) -> Admission:
         with self._lock:
             now = self.clock()
             record = self._record(name)
-            breaker = self._breaker_now(record, now)
+            breaker = self._breaker_now(record, now, name, changes)
             if breaker is BreakerState.OPEN:
                 wait = record.opened_at + self.cooldown_seconds - now
                 return Admission(ok=False, reason=f"circuit open (probe in {wait:.1f}s)", retry_after=wait)
@@ -176,6 +189,21 @@ class MemoryState(RouterState):
     ) -> None:
         if not admission.ok:
             return
+        changed = self._release(name, admission, ok, latency, ttft, tokens, counts_against_breaker)
+        if changed is not None and self._breaker_listeners:
+            self._notify_breaker([(name, changed)])
+
+    def _release(
+        self,
+        name: str,
+        admission: Admission,
+        ok: bool,
+        latency: float | None,
+        ttft: float | None,
+        tokens: int | None,
+        counts_against_breaker: bool,
+    ) -> BreakerState | None:
+        """Record the outcome; the breaker's new state if it changed."""
         alpha = self.alpha
         with self._lock:
             now = self.clock()
@@ -196,19 +224,24 @@ class MemoryState(RouterState):
                 record.ewma_error -= alpha * record.ewma_error
                 record.streak = 0
                 if admission.probe:
-                    record.breaker = BreakerState.CLOSED
                     record.probing = False
-                return
+                    if record.breaker is not BreakerState.CLOSED:
+                        record.breaker = BreakerState.CLOSED
+                        return BreakerState.CLOSED
+                return None
             record.failures += 1
             record.ewma_error += alpha * (1.0 - record.ewma_error)
             if admission.probe:
                 record.probing = False
             if not counts_against_breaker:
-                return
+                return None
             record.streak += 1
             if admission.probe or (record.breaker is BreakerState.CLOSED and record.streak >= self.failure_threshold):
+                was = record.breaker
                 record.breaker = BreakerState.OPEN
                 record.opened_at = now
+                return None if was is BreakerState.OPEN else BreakerState.OPEN
+            return None
 
     def cooldown(self, name: str, seconds: float) -> None:
         with self._lock:
@@ -229,10 +262,20 @@ class MemoryState(RouterState):
         return 0 if record is None else record.in_flight
 
     def stats(self, name: str, *, rpm: int | None = None, tpm: int | None = None) -> DeploymentStats:
+        changes: list[tuple[str, BreakerState]] = []
+        try:
+            return self._stats(name, rpm, tpm, changes)
+        finally:
+            if changes and self._breaker_listeners:
+                self._notify_breaker(changes)
+
+    def _stats(
+        self, name: str, rpm: int | None, tpm: int | None, changes: list[tuple[str, BreakerState]]
+    ) -> DeploymentStats:
         with self._lock:
             now = self.clock()
             record = self._record(name)
-            breaker = self._breaker_now(record, now)
+            breaker = self._breaker_now(record, now, name, changes)
             self._prune(record, now)
             requests = len(record.window)
             retry_after = None

@@ -26,7 +26,11 @@ sync and async runs alike.
 For routers: :meth:`Budget.check` raises and :meth:`Budget.allows` answers
 True/False for an estimate, so a router can skip a deployment that would pass
 the limit and move to a cheaper one instead of failing the call;
-:meth:`Budget.estimate` prices messages for a given model or deployment.
+:meth:`Budget.estimate` prices messages for a given model or deployment;
+:meth:`Budget.reserve` / :meth:`Budget.settle` hold an estimate while a call runs,
+then record its real spend. ``RoutingChatModel(budget=...)`` does all of this per
+deployment (give the budget to the router *or* to callbacks, not both, or spend
+is counted twice).
 """
 
 from __future__ import annotations
@@ -179,6 +183,35 @@ class Budget(CallRecorder):
         price = self.prices.lookup(model, deployment=deployment)
         cost = None if price is None else price.cost({"input_tokens": prompt, "output_tokens": output})
         return prompt + output, cost
+
+    def reserve(self, estimated_tokens: int = 0, estimated_cost: float | None = None, *, detail: str = "") -> object:
+        """Judge a call and, if it fits, hold its estimate as in flight; returns the key for :meth:`settle`.
+
+        Judging and holding happen at once, so concurrent callers cannot all pass on
+        the same spend. Raises :class:`BudgetExceededError` when the call does not fit.
+        """
+        key = object()
+        with self._judge_lock:
+            problem = self._problem(estimated_tokens, estimated_cost, detail=detail)
+            if problem is None:
+                with self._lock:
+                    self._reserved[key] = (estimated_tokens, estimated_cost or 0.0)
+        if problem is not None:
+            raise problem
+        return key
+
+    def settle(self, key: object, tokens: int = 0, cost_usd: float = 0.0) -> None:
+        """Drop the reservation ``key`` and record what the call really spent.
+
+        With a tracker scope (a ``UsageCallbackHandler``) spend is the tracker's, so
+        only the reservation is dropped.
+        """
+        own = not isinstance(self.scope, UsageCallbackHandler)
+        with self._lock:
+            self._reserved.pop(key, None)
+            if own:
+                self._spent_tokens += tokens
+                self._spent_cost += cost_usd
 
     def check(self, estimated_tokens: int = 0, estimated_cost: float | None = None) -> None:
         """Raise :class:`BudgetExceededError` if a call of this size would pass a limit."""

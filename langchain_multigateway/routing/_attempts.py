@@ -1,0 +1,214 @@
+"""Child runs for the router's attempts, so callbacks see each try at a deployment.
+
+The router calls a deployment's ``_generate`` / ``_stream`` (and async twins)
+directly, without LangChain's callback plumbing. When the router's own run has
+handlers, each attempt becomes a child chat-model run of it: the router fires
+``on_chat_model_start`` (with the deployment model's provider and model name and
+``metadata={"deployment": name, "attempt": n}``), passes the child run manager to
+the deployment (streamed tokens reach it), and ends it with ``on_llm_end`` or
+``on_llm_error``. Usage handlers then put a failed attempt under its deployment,
+and count the served call once (its record is the router run's, see
+:mod:`langchain_multigateway.usage.records`); tracers show the attempts as child
+spans. With no handlers nothing of this runs.
+
+``stream()`` / ``astream()`` give ``_stream`` no run manager, so the router's
+``stream`` override fixes the run id in the config and passes the config along
+under :data:`STREAM_RUN`; ``_stream`` rebuilds the run's callback manager from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
+    BaseCallbackManager,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult, LLMResult
+from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
+from langchain_core.runnables import RunnableConfig
+
+from langchain_multigateway.routing._request import STREAM_RUN, Prepared
+from langchain_multigateway.routing.deployment import Deployment
+
+__all__ = ["STREAM_RUN", "AsyncAttempt", "Attempt", "AttemptRuns", "StreamRun"]
+
+
+class StreamRun:
+    """The router's stream run, as ``_stream`` can know it: its config, with the run id fixed."""
+
+    __slots__ = ("config", "run_id")
+
+    def __init__(self, config: RunnableConfig, run_id: UUID) -> None:
+        self.config = config
+        self.run_id = run_id
+
+    def __repr__(self) -> str:  # never the config (it may hold handlers with secrets)
+        return f"StreamRun({self.run_id})"
+
+
+def _ls_metadata(model: Any, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    try:
+        params = model._get_ls_params(stop=stop, **kwargs)
+    except Exception:  # pragma: no cover - a model with a broken _get_ls_params
+        return {}
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class AttemptRuns:
+    """Makes one child run per attempt of one router run (built only when it has handlers)."""
+
+    __slots__ = ("handlers", "inheritable_handlers", "is_async", "metadata", "parent_run_id", "tags")
+
+    def __init__(
+        self,
+        *,
+        handlers: Sequence[BaseCallbackHandler],
+        inheritable_handlers: Sequence[BaseCallbackHandler],
+        parent_run_id: UUID,
+        tags: Sequence[str],
+        metadata: dict[str, Any],
+        is_async: bool,
+    ) -> None:
+        self.handlers = list(handlers)
+        self.inheritable_handlers = list(inheritable_handlers)
+        self.parent_run_id = parent_run_id
+        self.tags = list(tags)
+        self.metadata = metadata
+        self.is_async = is_async
+
+    @classmethod
+    def of(cls, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> AttemptRuns | None:
+        """Child runs of a router run; None when it has no handlers (nothing to tell)."""
+        if run_manager is None or not run_manager.handlers:
+            return None
+        return cls(
+            handlers=run_manager.handlers,
+            inheritable_handlers=run_manager.inheritable_handlers,
+            parent_run_id=run_manager.run_id,
+            tags=run_manager.inheritable_tags,
+            metadata=dict(run_manager.inheritable_metadata),
+            is_async=isinstance(run_manager, AsyncCallbackManagerForLLMRun),
+        )
+
+    @classmethod
+    def of_stream(cls, run: StreamRun, router: Any, *, is_async: bool) -> AttemptRuns | None:
+        """Child runs of a ``stream()`` run, its callback manager rebuilt from the config."""
+        config = run.config
+        manager = CallbackManager.configure(
+            config.get("callbacks"),
+            router.callbacks,
+            router.verbose,
+            config.get("tags"),
+            router.tags,
+            config.get("metadata"),
+            router.metadata,
+        )
+        if not manager.handlers:
+            return None
+        return cls(
+            handlers=manager.handlers,
+            inheritable_handlers=manager.inheritable_handlers,
+            parent_run_id=run.run_id,
+            tags=manager.inheritable_tags,
+            metadata=dict(manager.inheritable_metadata),
+            is_async=is_async,
+        )
+
+    def manager(self, dep: Deployment, number: int, stop: list[str] | None, kwargs: dict[str, Any]) -> Any:
+        """A callback manager for attempt ``number`` at ``dep`` (child of the router run)."""
+        metadata = {**self.metadata, **_ls_metadata(dep.model, stop, kwargs), "deployment": dep.name, "attempt": number}
+        cls = AsyncCallbackManager if self.is_async else CallbackManager
+        return cls(
+            handlers=list(self.handlers),
+            inheritable_handlers=list(self.inheritable_handlers),
+            parent_run_id=self.parent_run_id,
+            tags=list(self.tags),
+            inheritable_tags=list(self.tags),
+            metadata=metadata,
+            inheritable_metadata=dict(metadata),
+        )
+
+    def _start_args(self, p: Prepared, messages: list[BaseMessage], stop: list[str] | None) -> dict[str, Any]:
+        model = p.model
+        try:
+            params = model._get_invocation_params(stop=stop, **p.kwargs)
+        except Exception:  # pragma: no cover - depends on the model
+            params = {"stop": stop}
+        return {"invocation_params": params, "options": {"stop": stop}, "batch_size": 1}
+
+    def start(
+        self, dep: Deployment, p: Prepared, messages: list[BaseMessage], stop: list[str] | None, number: int
+    ) -> Attempt:
+        """Open the child run of a sync attempt."""
+        manager: CallbackManager = self.manager(dep, number, stop, p.kwargs)
+        if p.runnable is not None:  # the runnable opens its own runs under this manager
+            return Attempt(None, manager)
+        (run,) = manager.on_chat_model_start(p.model._serialized, [messages], **self._start_args(p, messages, stop))
+        return Attempt(run, manager)
+
+    async def astart(
+        self, dep: Deployment, p: Prepared, messages: list[BaseMessage], stop: list[str] | None, number: int
+    ) -> AsyncAttempt:
+        """Open the child run of an async attempt."""
+        manager: AsyncCallbackManager = self.manager(dep, number, stop, p.kwargs)
+        if p.runnable is not None:
+            return AsyncAttempt(None, manager)
+        runs = await manager.on_chat_model_start(p.model._serialized, [messages], **self._start_args(p, messages, stop))
+        return AsyncAttempt(runs[0], manager)
+
+
+def _result(result: ChatResult | None) -> LLMResult:
+    if result is None:
+        return LLMResult(generations=[])
+    return LLMResult(generations=[list(result.generations)], llm_output=result.llm_output)
+
+
+def _merged(chunks: list[ChatGenerationChunk]) -> LLMResult:
+    merged = merge_chat_generation_chunks(chunks)
+    return LLMResult(generations=[[merged]] if merged is not None else [])
+
+
+class Attempt:
+    """One attempt's child run (sync); ``run`` is None when a runnable reports its own runs."""
+
+    __slots__ = ("callbacks", "chunks", "run")
+
+    def __init__(self, run: CallbackManagerForLLMRun | None, callbacks: BaseCallbackManager) -> None:
+        self.run = run
+        self.callbacks = callbacks
+        self.chunks: list[ChatGenerationChunk] = []
+
+    def end(self, result: ChatResult | None = None) -> None:
+        if self.run is not None:
+            self.run.on_llm_end(_result(result) if result is not None else _merged(self.chunks))
+
+    def error(self, error: BaseException) -> None:
+        if self.run is not None:
+            self.run.on_llm_error(error, response=_merged(self.chunks))
+
+
+class AsyncAttempt:
+    """One attempt's child run (async)."""
+
+    __slots__ = ("callbacks", "chunks", "run")
+
+    def __init__(self, run: AsyncCallbackManagerForLLMRun | None, callbacks: BaseCallbackManager) -> None:
+        self.run = run
+        self.callbacks = callbacks
+        self.chunks: list[ChatGenerationChunk] = []
+
+    async def end(self, result: ChatResult | None = None) -> None:
+        if self.run is not None:
+            await self.run.on_llm_end(_result(result) if result is not None else _merged(self.chunks))
+
+    async def error(self, error: BaseException) -> None:
+        if self.run is not None:
+            await self.run.on_llm_error(error, response=_merged(self.chunks))
