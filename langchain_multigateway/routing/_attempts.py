@@ -62,6 +62,23 @@ def _ls_metadata(model: Any, stop: list[str] | None, kwargs: dict[str, Any]) -> 
     return {k: v for k, v in params.items() if v is not None}
 
 
+_BASE_PARAMS: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _base_params(model: Any) -> dict[str, Any]:
+    """The model's invocation params without call kwargs, computed once per model (a pydantic dump is slow)."""
+    hit = _BASE_PARAMS.get(id(model))
+    if hit is None or hit[0] is not model:
+        try:
+            params = dict(model._get_invocation_params())
+        except Exception:  # pragma: no cover - depends on the model
+            params = {}
+        if len(_BASE_PARAMS) > 512:
+            _BASE_PARAMS.clear()
+        hit = _BASE_PARAMS[id(model)] = (model, params)
+    return hit[1]
+
+
 class AttemptRuns:
     """Makes one child run per attempt of one router run (built only when it has handlers)."""
 
@@ -137,11 +154,7 @@ class AttemptRuns:
         )
 
     def _start_args(self, p: Prepared, messages: list[BaseMessage], stop: list[str] | None) -> dict[str, Any]:
-        model = p.model
-        try:
-            params = model._get_invocation_params(stop=stop, **p.kwargs)
-        except Exception:  # pragma: no cover - depends on the model
-            params = {"stop": stop}
+        params = {**_base_params(p.model), "stop": stop, **p.kwargs}
         return {"invocation_params": params, "options": {"stop": stop}, "batch_size": 1}
 
     def start(

@@ -45,6 +45,8 @@ class CallPaths(RoutingEngine):
         is_async: bool,
     ) -> RoutedCall:
         marker = kwargs.pop(STREAM_RUN, None)
+        if run_manager is None and isinstance(marker, (CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun)):
+            run_manager = marker  # handed over by the router's _generate_with_cache
         if run_manager is not None or not isinstance(marker, StreamRun):
             call = self._call(messages, stop, run_manager.metadata if run_manager else None, kwargs, True)
             call.runs = AttemptRuns.of(run_manager)

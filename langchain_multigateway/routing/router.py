@@ -7,9 +7,10 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.outputs import ChatGeneration, ChatResult, Generation
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
@@ -336,6 +337,34 @@ class RoutingChatModel(CallPaths, BaseChatModel):
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop(STREAM_RUN, None)  # the stream's run handle is no invocation parameter
         return super()._get_invocation_params(stop=stop, **kwargs)
+
+    def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
+        kwargs.pop(STREAM_RUN, None)  # nor part of a cache key
+        return super()._get_llm_string(stop=stop, **kwargs)
+
+    # invoke() that streams underneath (``streaming=True``, astream_events) calls ``_stream``
+    # without its run manager: hand it over, so attempts still become child runs.
+    def _generate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if run_manager is not None and run_manager.handlers:
+            kwargs[STREAM_RUN] = run_manager  # only _stream reads it; _generate drops it
+        return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+
+    async def _agenerate_with_cache(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if run_manager is not None and run_manager.handlers:
+            kwargs[STREAM_RUN] = run_manager  # only _stream reads it; _generate drops it
+        return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
 
     # ------------------------------------------------------------------ tools & structured output
     def bind_tools(

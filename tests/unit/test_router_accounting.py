@@ -477,3 +477,31 @@ def test_failed_probe_reopens_and_a_broken_listener_does_not_break_routing() -> 
     router.invoke("2")  # admitted as the half-open probe, fails: open again
     assert seen == [("primary", "open"), ("primary", "half_open"), ("primary", "open")]
     assert len(state._breaker_listeners) == 2
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_invoke_that_streams_underneath_still_attributes_attempts(asynchronous: bool) -> None:
+    router = failover_router(streaming=True)  # invoke() goes through _stream, without a run manager of its own
+    ledger = Ledger()
+    async with atrack_usage() as usage:
+        config: Any = {"callbacks": [LedgerCallbackHandler(ledger)]}
+        message = (
+            await router.ainvoke("hello", config=config) if asynchronous else router.invoke("hello", config=config)
+        )
+    assert message.response_metadata["deployment"] == "B"
+    _check_usage(usage, message.usage_metadata)
+    _check_ledger(ledger)
+    assert router.invoke("again").response_metadata["deployment"] == "B"  # and without handlers
+
+
+def test_cache_key_ignores_the_run_handle() -> None:
+    from langchain_core.caches import InMemoryCache
+
+    cache = InMemoryCache()
+    router = failover_router(streaming=True, cache=cache)
+    with track_usage():
+        first_reply = router.invoke("hello")
+        second = router.invoke("hello")
+    assert second.response_metadata["cached"] is True
+    assert second.content == first_reply.content
+    assert len(calls(router, "B")) == 1
