@@ -12,6 +12,10 @@ spend (the response's ``usage_metadata``, priced the same way).
 ``"cheaper"``: refused deployments are skipped; once one was refused, the rest are
 tried cheapest first; if none fits, :class:`BudgetExceededError` says what each
 would have cost.
+
+A router's budget judges every call the router routes: a tag scope
+(``Budget(scope="team-a")``) applies only when the budget runs as a callback. Give
+a budget to the router or to callbacks, not both, or spend is counted twice.
 """
 
 from __future__ import annotations
