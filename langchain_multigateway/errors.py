@@ -199,6 +199,15 @@ class AttemptRecord:
         what = "ok" if self.error is None else f"{type(self.error).__name__}: {self.error}"
         return f"{self.deployment}: {what} after {self.latency_ms:.0f} ms"
 
+    def as_metadata(self) -> dict[str, Any]:
+        """JSON-safe summary for ``response_metadata["failed_attempts"]`` (no message text: it may quote input)."""
+        return {
+            "deployment": self.deployment,
+            "error_type": None if self.error is None else type(self.error).__name__,
+            "status_code": getattr(self.error, "status_code", None),
+            "latency_ms": round(self.latency_ms, 3),
+        }
+
 
 class AllDeploymentsFailedError(GatewayError):
     """Every deployment the router tried failed; ``attempts`` holds each try."""

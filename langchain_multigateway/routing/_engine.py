@@ -104,6 +104,8 @@ class RoutingEngine:
         meta["provider"] = meta.get("model_provider") or dep.provider
         meta["model"] = meta["model_name"]
         meta["attempts"] = len(attempts) + 1
+        if attempts:
+            meta["failed_attempts"] = [a.as_metadata() for a in attempts]
         meta["latency_ms"] = round(elapsed * 1000, 3)
         meta["cached"] = False
 

@@ -33,7 +33,7 @@ class Relay:
 
     def _meta(self) -> dict[str, Any]:
         elapsed = _now() - self.served.started
-        return {
+        meta = {
             "deployment": self.dep.name,
             "provider": self.dep.provider,
             "model": self.dep.model_name,
@@ -42,6 +42,9 @@ class Relay:
             "ttft_ms": round(self.ttft * 1000, 3),
             "cached": False,
         }
+        if self.served.attempts:
+            meta["failed_attempts"] = [a.as_metadata() for a in self.served.attempts]
+        return meta
 
     def pass_on(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
         message = chunk.message

@@ -77,7 +77,17 @@ def test_failover_moves_on(error: Exception, calls_to_a: int, counts: int) -> No
     assert msg.content == "from b"
     assert scripted(router, "a").call_count == calls_to_a
     assert msg.response_metadata["attempts"] == calls_to_a + 1
+    failed = msg.response_metadata["failed_attempts"]
+    assert [f["deployment"] for f in failed] == ["a"] * calls_to_a
+    assert {f["error_type"] for f in failed} == {type(error).__name__}
     assert router.health()["a"].consecutive_failures == counts
+
+
+def test_a_first_try_success_carries_no_failed_attempts() -> None:
+    router = RoutingChatModel(deployments=[dep("a"), dep("b", priority=1)])
+    meta = router.invoke("hi").response_metadata
+    assert meta["attempts"] == 1
+    assert "failed_attempts" not in meta
 
 
 def test_rate_limit_with_retry_after_cools_down_and_moves_on() -> None:
@@ -344,6 +354,7 @@ def test_stream_fails_over_before_first_chunk() -> None:
     assert last.chunk_position == "last"
     assert last.response_metadata["deployment"] == "b"
     assert last.response_metadata["attempts"] == 3
+    assert [f["error_type"] for f in last.response_metadata["failed_attempts"]] == ["ProviderError"] * 2
     assert sum(1 for c in chunks if c.response_metadata.get("model_name")) == 1
     assert sum(1 for c in chunks if c.usage_metadata) == 1
 
