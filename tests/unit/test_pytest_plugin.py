@@ -27,9 +27,13 @@ def test_answer():
 """
 
 
+INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+
+
 @pytest.fixture
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     pytester.makepyfile(test_user=TEST_FILE)
+    pytester.makeini(INI)
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     return pytester
 
@@ -92,7 +96,7 @@ def test_record_mode_from_environment_and_bad_mode(project: pytest.Pytester, mon
 
 
 def test_cassette_dir_from_ini(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    project.makeini("[pytest]\ngateway_cassette_dir = recorded\n")
+    project.makeini(INI + "gateway_cassette_dir = recorded\n")
     with serve(Reply(body=chat_completion("four"))) as (url, _):
         monkeypatch.setenv("STUB_URL", url)
         project.runpytest("--gateway-record-mode=once", "-p", "no:cacheprovider").assert_outcomes(passed=1)
