@@ -37,6 +37,18 @@ if TYPE_CHECKING:
 
 __all__ = ["OpenAIChatModel"]
 
+# Non-streamed calls go through the SDK client's own ``post`` (auth, base URL, headers,
+# timeouts and typed HTTP errors as usual) with the body we built and the raw response
+# back: the SDK's per-request TypedDict transform and typed response objects cost more
+# CPU than the rest of a call, and the gateway needs plain dicts anyway.
+_CHAT_PATH = "/chat/completions"
+
+
+def _raw_response_type() -> Any:
+    import httpx2
+
+    return httpx2.Response
+
 
 class OpenAIChatModel(GatewayChatModel):
     """OpenAI chat models, and any server that speaks OpenAI's chat API.
@@ -262,9 +274,8 @@ class OpenAIChatModel(GatewayChatModel):
 
         def call() -> ChatResult:
             try:
-                # The raw body parsed once is cheaper than the SDK's typed objects dumped back to dicts.
-                raw = self.client.chat.completions.with_raw_response.create(**params)
-                return self._result(json.loads(raw.content), raw.request_id)
+                raw = self.client.post(_CHAT_PATH, cast_to=_raw_response_type(), body=params)
+                return self._result(json.loads(raw.content), raw.headers.get("x-request-id"))
             except GatewayError:
                 raise
             except Exception as exc:
@@ -283,8 +294,8 @@ class OpenAIChatModel(GatewayChatModel):
 
         async def call() -> ChatResult:
             try:
-                raw = await self.async_client.chat.completions.with_raw_response.create(**params)
-                return self._result(json.loads(raw.content), raw.request_id)
+                raw = await self.async_client.post(_CHAT_PATH, cast_to=_raw_response_type(), body=params)
+                return self._result(json.loads(raw.content), raw.headers.get("x-request-id"))
             except GatewayError:
                 raise
             except Exception as exc:
