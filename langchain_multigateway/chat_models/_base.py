@@ -48,7 +48,10 @@ class GatewayChatModel(BaseChatModel):
     """Provider id used in metadata, tracing and error messages."""
 
     api_key_env: ClassVar[str | None] = None
-    """Environment variable the API key comes from; None when the provider needs no key."""
+    """Environment variable a required API key comes from; None when the provider needs no key."""
+
+    secret_env: ClassVar[str | None] = None
+    """Environment variable of an optional key (serialized as a secret reference, never a value)."""
 
     model: str = Field(alias="model_name")
     """Model name to use."""
@@ -94,6 +97,19 @@ class GatewayChatModel(BaseChatModel):
             )
             raise MissingAPIKeyError(msg, provider=self.provider_name, model=self.model)
         return self
+
+    @property
+    def lc_secrets(self) -> dict[str, str]:
+        env = self.api_key_env or self.secret_env
+        return {"api_key": env} if env else {}
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["langchain_multigateway", "chat_models", cls.provider_name]
 
     def _resolve_model_profile(self) -> ModelProfile | None:
         return profile_for(self.provider_name, self.model)

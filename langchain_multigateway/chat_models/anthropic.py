@@ -180,18 +180,6 @@ class AnthropicChatModel(HttpChatModel):
     thinking: dict[str, Any] | None = None
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "ANTHROPIC_API_KEY"}
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
-
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        return ["langchain_multigateway", "chat_models", "anthropic"]
-
     def _resolve_model_profile(self) -> ModelProfile | None:
         # A shared profile table (if the base has one for this model) wins; else Claude's common limits.
         return super()._resolve_model_profile() or ModelProfile(

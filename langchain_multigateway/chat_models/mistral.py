@@ -196,18 +196,6 @@ class MistralChatModel(GatewayChatModel):
         value = value.rstrip("/")
         return value[: -len("/v1")] if value.endswith("/v1") else value
 
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "MISTRAL_API_KEY"}
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
-
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        return ["langchain_multigateway", "chat_models", "mistral"]
-
     # ------------------------------------------------------------------ client
     @property
     def client(self) -> Mistral:

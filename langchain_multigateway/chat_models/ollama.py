@@ -168,6 +168,7 @@ class OllamaChatModel(HttpChatModel):
     """
 
     provider_name = "ollama"
+    secret_env = "OLLAMA_API_KEY"
     chat_path = "/api/chat"
     stream_framing = "ndjson"
     api_key_env = None
@@ -193,18 +194,6 @@ class OllamaChatModel(HttpChatModel):
     num_thread: int | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     """Any other Ollama option (sent in ``options``; overrides the named fields)."""
-
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "OLLAMA_API_KEY"}
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
-
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        return ["langchain_multigateway", "chat_models", "ollama"]
 
     def _resolve_model_profile(self) -> ModelProfile | None:
         base = super()._resolve_model_profile()  # a shared profile table's entry, if any

@@ -191,18 +191,6 @@ class OpenAIChatModel(GatewayChatModel):
     _client: openai.OpenAI | None = PrivateAttr(default=None)
     _async_client: openai.AsyncOpenAI | None = PrivateAttr(default=None)
 
-    @property
-    def lc_secrets(self) -> dict[str, str]:
-        return {"api_key": "OPENAI_API_KEY"}
-
-    @classmethod
-    def is_lc_serializable(cls) -> bool:
-        return True
-
-    @classmethod
-    def get_lc_namespace(cls) -> list[str]:
-        return ["langchain_multigateway", "chat_models", "openai"]
-
     # ------------------------------------------------------------------ clients
     def _client_kwargs(self) -> dict[str, Any]:
         assert self.api_key is not None  # checked at construction
