@@ -79,26 +79,6 @@ def demo_model(*, base_url: str = DEMO_BASE_URL, http_client: Any = None) -> Ope
     )
 
 
-class _Narrator:
-    """Notes each error the router's failover policy decides on, for the demo to show."""
-
-    def __init__(self) -> None:
-        self.errors: list[tuple[BaseException, Any]] = []
-
-    def policy(self) -> Any:
-        from langchain_multigateway.routing import FailoverPolicy
-
-        narrator = self
-
-        class NarratedFailover(FailoverPolicy):
-            def decide(self, error: BaseException) -> Any:
-                decision = super().decide(error)
-                narrator.errors.append((error, decision))
-                return decision
-
-        return NarratedFailover()
-
-
 def demo_router(
     *, small_url: str = SMALL_BASE_URL, large_url: str = DEMO_BASE_URL, http_client: Any = None
 ) -> RoutingChatModel:
@@ -120,13 +100,6 @@ def demo_router(
     )
 
 
-def narrated(router: RoutingChatModel) -> _Narrator:
-    """Attach a narrator to ``router``'s failover policy (same decisions, noted)."""
-    narrator = _Narrator()
-    router.failover = narrator.policy()
-    return narrator
-
-
 @contextmanager
 def _replay_client() -> Iterator[Any]:
     from langchain_multigateway.cassettes import Recording, httpx2_replay_client
@@ -145,12 +118,35 @@ def _served(meta: dict[str, Any]) -> str:
     return f"served by: {meta.get('deployment')}  (provider: {meta.get('provider')}, attempts: {meta.get('attempts')})"
 
 
+def _failures(meta: dict[str, Any]) -> list[str]:
+    """What ``meta["failed_attempts"]`` says about each failed try, and where the router went next."""
+    from langchain_core.exceptions import ContextOverflowError
+
+    from langchain_multigateway import errors
+
+    lines: list[str] = []
+    for attempt in meta.get("failed_attempts", []):
+        status = attempt.get("status_code")
+        lines.append(
+            f"{attempt['deployment']} failed: {attempt['error_type']}" + (f" (HTTP {status})" if status else "")
+        )
+        kind = getattr(errors, str(attempt["error_type"]), None)
+        if isinstance(kind, type) and issubclass(kind, ContextOverflowError):
+            lines.append(
+                "router: moves on to the next deployment with a larger context window "
+                "(a context overflow does not count against its circuit breaker)"
+            )
+        else:
+            lines.append("router: moves on to the next one")
+    return lines
+
+
 def _short(text: str, width: int = 100) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
-def run_steps(router: RoutingChatModel, narrator: _Narrator, out: Callable[[str], None]) -> dict[str, Any]:
+def run_steps(router: RoutingChatModel, out: Callable[[str], None]) -> dict[str, Any]:
     """The demo's four calls through ``router``, printed with ``out``; returns what they gave."""
     from langchain_core.messages import AIMessageChunk
 
@@ -164,15 +160,10 @@ def run_steps(router: RoutingChatModel, narrator: _Narrator, out: Callable[[str]
 
     out("\n2. Failover after a real failure")
     out(f"   Q: {LONG_PROMPT.splitlines()[0]} (+ {len(LONG_PROMPT.splitlines()) - 1} log lines)")
-    before = len(narrator.errors)
     reply = router.invoke(LONG_PROMPT)
     results["failover"] = reply
-    for error, decision in narrator.errors[before:]:
-        out(f"   {SMALL} failed: {type(error).__name__}: {_short(str(error), 140)}")
-        where = "the next deployment with a larger context window" if decision.needs_larger_window else "the next one"
-        penalty = "counts against" if decision.counts_against_breaker else "does not count against"
-        out(f"   router: moves on to {where} (this failure {penalty} its circuit breaker)")
-    results["failures"] = narrator.errors[before:]
+    for line in _failures(reply.response_metadata):
+        out(f"   {line}")
     out(f"   A: {_short(str(reply.content))}")
     out(f"   {_served(reply.response_metadata)}")
 
@@ -211,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with _replay_client() as client, quiet_price_warnings(), track_usage() as usage:
         router = demo_router(http_client=client)
-        run_steps(router, narrated(router), print)
+        run_steps(router, print)
     print("\n5. Usage and cost (usage.track_usage)")
     print(usage.summary())
     print(
