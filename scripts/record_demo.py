@@ -33,7 +33,6 @@ from langchain_multigateway.cli.demo import (
     SMALL_BASE_URL,
     demo_model,
     demo_router,
-    narrated,
     run_steps,
 )
 
@@ -68,7 +67,7 @@ def main() -> None:
             print(demo_model(base_url=large).invoke(DEMO_PROMPT))
     with recorder.use_cassette(str(OUT / CASSETTE)):
         router = demo_router(small_url=small, large_url=large)
-        run_steps(router, narrated(router), print)
+        run_steps(router, print)
 
 
 if __name__ == "__main__":

@@ -118,7 +118,34 @@ def _served(meta: dict[str, Any]) -> str:
     return f"served by: {meta.get('deployment')}  (provider: {meta.get('provider')}, attempts: {meta.get('attempts')})"
 
 
-def _failures(meta: dict[str, Any]) -> list[str]:
+def _attempt_errors() -> Any:
+    """A callback handler keeping each failed attempt's error message by deployment.
+
+    The router runs every attempt as a child run tagged with its deployment, so an
+    ordinary LangChain handler sees each failure (``failed_attempts`` in the reply's
+    metadata deliberately carries no message text: it may quote the input).
+    """
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class AttemptErrors(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.deployment_of: dict[Any, str] = {}
+            self.messages: dict[str, str] = {}
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, **kwargs: Any) -> None:
+            deployment = (kwargs.get("metadata") or {}).get("deployment")
+            if deployment:
+                self.deployment_of[run_id] = deployment
+
+        def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+            deployment = self.deployment_of.get(run_id)
+            if deployment:
+                self.messages[deployment] = str(getattr(error, "message", error))
+
+    return AttemptErrors()
+
+
+def _failures(meta: dict[str, Any], messages: dict[str, str] | None = None) -> list[str]:
     """What ``meta["failed_attempts"]`` says about each failed try, and where the router went next."""
     from langchain_core.exceptions import ContextOverflowError
 
@@ -127,8 +154,11 @@ def _failures(meta: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for attempt in meta.get("failed_attempts", []):
         status = attempt.get("status_code")
+        said = (messages or {}).get(attempt["deployment"])
         lines.append(
-            f"{attempt['deployment']} failed: {attempt['error_type']}" + (f" (HTTP {status})" if status else "")
+            f"{attempt['deployment']} failed: {attempt['error_type']}"
+            + (f" (HTTP {status})" if status else "")
+            + (f": {said}" if said else "")
         )
         kind = getattr(errors, str(attempt["error_type"]), None)
         if isinstance(kind, type) and issubclass(kind, ContextOverflowError):
@@ -160,9 +190,10 @@ def run_steps(router: RoutingChatModel, out: Callable[[str], None]) -> dict[str,
 
     out("\n2. Failover after a real failure")
     out(f"   Q: {LONG_PROMPT.splitlines()[0]} (+ {len(LONG_PROMPT.splitlines()) - 1} log lines)")
-    reply = router.invoke(LONG_PROMPT)
+    seen = _attempt_errors()
+    reply = router.invoke(LONG_PROMPT, config={"callbacks": [seen]})
     results["failover"] = reply
-    for line in _failures(reply.response_metadata):
+    for line in _failures(reply.response_metadata, seen.messages):
         out(f"   {line}")
     out(f"   A: {_short(str(reply.content))}")
     out(f"   {_served(reply.response_metadata)}")

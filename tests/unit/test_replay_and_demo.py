@@ -68,8 +68,9 @@ def test_demo_routes_fails_over_streams_and_totals_usage(capsys: pytest.CaptureF
     assert failed[0][0].startswith("http://127.0.0.1:8089/v1")
     assert "exceeds the available context size" in failed[0][3]
     step2 = out.split("2. Failover")[1].split("3. A streamed")[0]
-    # the failure as the served message's failed_attempts gives it (no message text: it may quote input)
-    assert f"{SMALL} failed: ContextWindowExceededError (HTTP {failed[0][2]})" in step2
+    # the failure: class and status from failed_attempts, the server's own words from the attempt's callback
+    server_said = json.loads(failed[0][3])["error"]["message"]
+    assert f"{SMALL} failed: ContextWindowExceededError (HTTP {failed[0][2]}): {server_said}" in step2
     assert "next deployment with a larger context window" in step2
     assert "does not count against its circuit breaker" in step2
     assert f"served by: {LARGE}  (provider: openai, attempts: 2)" in step2
