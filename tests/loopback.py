@@ -2,10 +2,12 @@
 
 Each request pops the next scripted reply (status, headers, body or SSE events,
 delay, or a connection reset); every request is recorded for assertions.
+``script.set(...)`` re-scripts a running server, so one server can serve a module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -21,8 +23,9 @@ from typing import Any
 @dataclass
 class Reply:
     status: int = 200
-    body: Any = None
+    body: Any = None  # bytes or str sent as is (malformed bodies), anything else JSON-encoded
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json"
     sse: list[Any] | None = None  # events; a dict is JSON-encoded, a str sent as is
     delay: float = 0.0
     reset: bool = False  # close the socket without answering
@@ -35,8 +38,16 @@ class Script:
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def set(self, *replies: Reply) -> None:
+        """Re-script a running server and forget what it has seen (one server per test module)."""
+        with self.lock:
+            self.replies = list(replies)
+            self.requests.clear()
+
     def next_reply(self) -> Reply:
         with self.lock:
+            if not self.replies:
+                return Reply(500, {"error": "no reply scripted"})
             return self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
 
 
@@ -85,6 +96,11 @@ def chat_stream(pieces: list[str], *, model: str = "stub-model") -> list[Any]:
     return events
 
 
+def sse(*events: Any) -> Reply:
+    """A streamed reply: each event as a ``data:`` line, then ``[DONE]``."""
+    return Reply(sse=[*events, "[DONE]"])
+
+
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -95,18 +111,27 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             raw = self.rfile.read(length) if length else b""
+            try:
+                body: Any = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
             with script.lock:
                 script.requests.append(
                     {
                         "method": self.command,
                         "path": self.path,
-                        "headers": dict(self.headers),
-                        "body": json.loads(raw) if raw else None,
+                        # Lower-cased: header names are case-insensitive on the wire.
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "body": body,
                     }
                 )
             reply = script.next_reply()
             if reply.delay:
                 time.sleep(reply.delay)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._answer(reply)  # suppressed: the client gave up first (a timeout test)
+
+        def _answer(self, reply: Reply) -> None:
             if reply.reset:
                 # SO_LINGER 0: the peer sees a reset, not a clean close.
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -134,7 +159,7 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             payload = reply.body if isinstance(reply.body, (bytes, str)) else json.dumps(reply.body)
             data = payload.encode() if isinstance(payload, str) else payload
             self.send_response(reply.status)
-            self.send_header("content-type", "application/json")
+            self.send_header("content-type", reply.content_type)
             self.send_header("content-length", str(len(data)))
             for key, value in reply.headers.items():
                 self.send_header(key, value)

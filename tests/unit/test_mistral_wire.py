@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from langchain_multigateway import RetryPolicy
 from langchain_multigateway.chat_models.mistral import MistralChatModel
 from langchain_multigateway.tokens import count_message_tokens
-from tests.unit._loopback import LoopbackServer, Reply, serve, sse
+from tests.loopback import Reply, Script, serve, sse
 
 
 class GetWeather(BaseModel):
@@ -43,13 +43,24 @@ def completion(message: dict[str, Any], finish_reason: str = "stop") -> Reply:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LoopbackServer]:
-    yield from serve()
+def loopback() -> Iterator[tuple[str, Script]]:
+    with serve() as (base_url, script):
+        yield base_url.removesuffix("/v1"), script  # the SDK adds /v1 itself
 
 
-def make(server: LoopbackServer, **kwargs: Any) -> MistralChatModel:
+@pytest.fixture
+def url(loopback: tuple[str, Script]) -> str:
+    return loopback[0]
+
+
+@pytest.fixture
+def script(loopback: tuple[str, Script]) -> Script:
+    return loopback[1]
+
+
+def make(url: str, **kwargs: Any) -> MistralChatModel:
     params: dict[str, Any] = {
-        "server_url": server.url,
+        "server_url": url,
         "api_key": "k",
         "retry_policy": RetryPolicy(max_attempts=1),
         "model": "magistral-small-2509",
@@ -58,16 +69,16 @@ def make(server: LoopbackServer, **kwargs: Any) -> MistralChatModel:
     return MistralChatModel(**params)
 
 
-def sent(server: LoopbackServer) -> dict[str, Any]:
-    body = server.hits[-1].body
+def sent(script: Script) -> dict[str, Any]:
+    body = script.requests[-1]["body"]
     assert isinstance(body, dict)
     return body
 
 
-def test_request_fields(server: LoopbackServer) -> None:
-    server.script(completion({"content": "ok"}))
+def test_request_fields(url: str, script: Script) -> None:
+    script.set(completion({"content": "ok"}))
     model = make(
-        server,
+        url,
         temperature=0.2,
         max_tokens=50,
         top_p=0.9,
@@ -79,7 +90,7 @@ def test_request_fields(server: LoopbackServer) -> None:
         parallel_tool_calls=False,
     )
     model.invoke([SystemMessage("be brief"), HumanMessage("hi", name="bob")])
-    body = sent(server)
+    body = sent(script)
     assert body["model"] == "magistral-small-2509"
     assert body["temperature"] == 0.2
     assert body["max_tokens"] == 50
@@ -91,19 +102,19 @@ def test_request_fields(server: LoopbackServer) -> None:
     assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert "parallel_tool_calls" not in body  # only with tools
     assert "tools" not in body
-    assert server.hits[-1].headers["x-team"] == "gw"
+    assert script.requests[-1]["headers"]["x-team"] == "gw"
     # invoke-time overrides, LangChain's "seed" spelling included
     model.invoke("hi", seed=11, stop=["X"], model="other")
-    body = sent(server)
+    body = sent(script)
     assert body["random_seed"] == 11
     assert body["stop"] == ["X"]
     assert body["model"] == "other"
 
 
-def test_endpoint_alias_and_no_sdk_retries_config(server: LoopbackServer) -> None:
-    model = MistralChatModel(endpoint=server.url + "/v1", api_key="k")
-    assert model.server_url == server.url
-    assert MistralChatModel(base_url=server.url + "/", api_key="k").server_url == server.url
+def test_endpoint_alias_and_no_sdk_retries_config(url: str) -> None:
+    model = MistralChatModel(endpoint=url + "/v1", api_key="k")
+    assert model.server_url == url
+    assert MistralChatModel(base_url=url + "/", api_key="k").server_url == url
     retry_config = model.client.sdk_configuration.retry_config
     assert getattr(retry_config, "strategy", None) == "none"
 
@@ -118,44 +129,44 @@ def test_endpoint_alias_and_no_sdk_retries_config(server: LoopbackServer) -> Non
         ("GetWeather", {"type": "function", "function": {"name": "GetWeather"}}),
     ],
 )
-def test_tool_choice_on_the_wire(server: LoopbackServer, choice: str, expected: Any) -> None:
-    server.script(completion({"content": "ok"}))
-    make(server, parallel_tool_calls=False).bind_tools([GetWeather], tool_choice=choice).invoke("weather?")
-    body = sent(server)
+def test_tool_choice_on_the_wire(url: str, script: Script, choice: str, expected: Any) -> None:
+    script.set(completion({"content": "ok"}))
+    make(url, parallel_tool_calls=False).bind_tools([GetWeather], tool_choice=choice).invoke("weather?")
+    body = sent(script)
     assert body["tool_choice"] == expected
     assert body["parallel_tool_calls"] is False
     assert body["tools"][0]["function"]["name"] == "GetWeather"
 
 
-def test_whole_tool_call_with_dict_arguments(server: LoopbackServer) -> None:
+def test_whole_tool_call_with_dict_arguments(url: str, script: Script) -> None:
     call = {"id": "abc123XYZ", "type": "function", "function": {"name": "GetWeather", "arguments": {"city": "Lyon"}}}
-    server.script(completion({"content": "", "tool_calls": [call]}, "tool_calls"))
-    msg = make(server).bind_tools([GetWeather]).invoke("weather in Lyon?")
+    script.set(completion({"content": "", "tool_calls": [call]}, "tool_calls"))
+    msg = make(url).bind_tools([GetWeather]).invoke("weather in Lyon?")
     assert isinstance(msg, AIMessage)
     assert msg.tool_calls == [{"name": "GetWeather", "args": {"city": "Lyon"}, "id": "abc123XYZ", "type": "tool_call"}]
     assert msg.response_metadata["finish_reason"] == "tool_calls"
 
 
-def test_tool_call_history_round_trip(server: LoopbackServer) -> None:
-    server.script(completion({"content": "It is sunny."}))
+def test_tool_call_history_round_trip(url: str, script: Script) -> None:
+    script.set(completion({"content": "It is sunny."}))
     history = [
         HumanMessage("weather in Lyon?"),
         AIMessage("", tool_calls=[{"name": "GetWeather", "args": {"city": "Lyon"}, "id": "abc123XYZ"}]),
         ToolMessage("sunny", tool_call_id="abc123XYZ", name="GetWeather"),
     ]
-    assert make(server).invoke(history).content == "It is sunny."
-    messages = sent(server)["messages"]
+    assert make(url).invoke(history).content == "It is sunny."
+    messages = sent(script)["messages"]
     assert messages[1]["tool_calls"][0]["function"] == {"name": "GetWeather", "arguments": '{"city": "Lyon"}'}
     assert messages[2] == {"role": "tool", "content": "sunny", "tool_call_id": "abc123XYZ"}
 
 
-def test_thinking_chunks_become_reasoning(server: LoopbackServer) -> None:
+def test_thinking_chunks_become_reasoning(url: str, script: Script) -> None:
     content = [
         {"type": "thinking", "thinking": [{"type": "text", "text": "User greets. "}]},
         {"type": "text", "text": "Hello!"},
     ]
-    server.script(completion({"content": content}))
-    msg = make(server).invoke("hi")
+    script.set(completion({"content": content}))
+    msg = make(url).invoke("hi")
     assert msg.content == "Hello!"
     assert msg.additional_kwargs["reasoning_content"] == "User greets. "
     assert msg.usage_metadata == {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
@@ -188,9 +199,9 @@ HOSTED_TOOL_STREAM = sse(
 )
 
 
-def test_stream_hosted_whole_tool_call_and_usage(server: LoopbackServer) -> None:
-    server.script(HOSTED_TOOL_STREAM)
-    chunks = list(make(server).bind_tools([GetWeather], tool_choice="any").stream("weather in Nice?"))
+def test_stream_hosted_whole_tool_call_and_usage(url: str, script: Script) -> None:
+    script.set(HOSTED_TOOL_STREAM)
+    chunks = list(make(url).bind_tools([GetWeather], tool_choice="any").stream("weather in Nice?"))
     full: AIMessageChunk | None = None
     for chunk in chunks:
         assert isinstance(chunk, AIMessageChunk)
@@ -202,11 +213,11 @@ def test_stream_hosted_whole_tool_call_and_usage(server: LoopbackServer) -> None
     assert getattr(chunks[-1], "chunk_position", None) == "last"
     assert full.response_metadata["finish_reason"] == "tool_calls"
     assert full.response_metadata["model_name"] == "mistral-small-2503"
-    assert sent(server)["stream"] is True
+    assert sent(script)["stream"] is True
 
 
-async def test_astream_reasoning_and_text(server: LoopbackServer) -> None:
-    server.script(
+async def test_astream_reasoning_and_text(url: str, script: Script) -> None:
+    script.set(
         sse(
             _event({"content": [{"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]}]}),
             _event({"content": "Bon"}),
@@ -214,7 +225,7 @@ async def test_astream_reasoning_and_text(server: LoopbackServer) -> None:
         )
     )
     full: AIMessageChunk | None = None
-    async for chunk in make(server).astream("salut"):
+    async for chunk in make(url).astream("salut"):
         full = chunk if full is None else full + chunk
     assert full is not None
     assert full.content == "Bonjour"
@@ -223,28 +234,28 @@ async def test_astream_reasoning_and_text(server: LoopbackServer) -> None:
     assert full.usage_metadata["total_tokens"] == 5
 
 
-def test_structured_output_json_schema_request(server: LoopbackServer) -> None:
-    server.script(completion({"content": '{"city": "Paris"}'}))
-    result = make(server).with_structured_output(GetWeather).invoke("where?")
+def test_structured_output_json_schema_request(url: str, script: Script) -> None:
+    script.set(completion({"content": '{"city": "Paris"}'}))
+    result = make(url).with_structured_output(GetWeather).invoke("where?")
     assert result == GetWeather(city="Paris")
-    fmt = sent(server)["response_format"]
+    fmt = sent(script)["response_format"]
     assert fmt["type"] == "json_schema"
     assert fmt["json_schema"]["name"] == "GetWeather"
     assert fmt["json_schema"]["schema"]["properties"] == {"city": {"type": "string"}}
 
 
-def test_structured_output_function_calling_forces_the_tool(server: LoopbackServer) -> None:
+def test_structured_output_function_calling_forces_the_tool(url: str, script: Script) -> None:
     call = {"id": "t1", "function": {"name": "GetWeather", "arguments": '{"city": "Brest"}'}}
-    server.script(completion({"content": "", "tool_calls": [call]}, "tool_calls"))
-    result = make(server).with_structured_output(GetWeather, method="function_calling").invoke("where?")
+    script.set(completion({"content": "", "tool_calls": [call]}, "tool_calls"))
+    result = make(url).with_structured_output(GetWeather, method="function_calling").invoke("where?")
     assert result == GetWeather(city="Brest")
-    assert sent(server)["tool_choice"] == "required"
+    assert sent(script)["tool_choice"] == "required"
 
 
-def test_structured_output_json_mode_request(server: LoopbackServer) -> None:
-    server.script(completion({"content": '{"a": 1}'}))
-    assert make(server).with_structured_output(None, method="json_mode").invoke("json please") == {"a": 1}
-    assert sent(server)["response_format"] == {"type": "json_object"}
+def test_structured_output_json_mode_request(url: str, script: Script) -> None:
+    script.set(completion({"content": '{"a": 1}'}))
+    assert make(url).with_structured_output(None, method="json_mode").invoke("json please") == {"a": 1}
+    assert sent(script)["response_format"] == {"type": "json_object"}
 
 
 def test_num_tokens_is_the_cl100k_approximation() -> None:
