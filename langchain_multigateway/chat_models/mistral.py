@@ -7,14 +7,22 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.chat_models._mistral_format import (
+    StreamAssembler,
+    answered_ok,
+    decode_event,
+    known_ids,
+    messages_to_mistral,
+    split_content,
+    translate_mistral_error,
+)
 from langchain_multigateway.chat_models._openai_format import (
     ToolChoice,
     messages_to_openai,
@@ -23,22 +31,13 @@ from langchain_multigateway.chat_models._openai_format import (
     tools_to_openai,
     usage_from_openai,
 )
-from langchain_multigateway.errors import (
-    GatewayConnectionError,
-    GatewayError,
-    GatewayTimeoutError,
-    InvalidRequestError,
-    ProviderError,
-    error_from_status,
-)
+from langchain_multigateway.errors import GatewayError, ProviderError
 from langchain_multigateway.tokens import count_message_tokens
 
 if TYPE_CHECKING:
     from mistralai.client import Mistral
 
 __all__ = ["MistralChatModel", "translate_mistral_error"]
-
-_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "mistral-correlation-id", "x-kong-request-id")
 
 
 class MistralChatModel(GatewayChatModel):
@@ -235,7 +234,7 @@ class MistralChatModel(GatewayChatModel):
         params = {k: v for k, v in params.items() if v is not None}
         if self.parallel_tool_calls is not None and params.get("tools"):
             params.setdefault("parallel_tool_calls", self.parallel_tool_calls)
-        params["messages"] = _messages_to_mistral(messages)
+        params["messages"] = messages_to_mistral(messages)
         return params
 
     def _translate(self, exc: Exception, model: str | None = None) -> GatewayError:
@@ -283,8 +282,8 @@ class MistralChatModel(GatewayChatModel):
             raise ProviderError(msg, provider=self.provider_name, model=data.get("model") or self.model)
         choice = choices[0]
         message = choice.get("message") or {}
-        text, reasoning = _split_content(message.get("content"))
-        tool_calls, invalid = parse_tool_calls(_known_ids(message.get("tool_calls")))
+        text, reasoning = split_content(message.get("content"))
+        tool_calls, invalid = parse_tool_calls(known_ids(message.get("tool_calls")))
         additional: dict[str, Any] = {}
         if reasoning:
             additional["reasoning_content"] = reasoning
@@ -320,9 +319,9 @@ class MistralChatModel(GatewayChatModel):
                 # function name after the first); its own SSE parser with plain JSON
                 # decoding reads both those and Mistral's whole tool calls.
                 events = EventStream(
-                    sdk_stream.response, _decode_event, sentinel="[DONE]", client_ref=sdk_stream.client_ref
+                    sdk_stream.response, decode_event, sentinel="[DONE]", client_ref=sdk_stream.client_ref
                 )
-                assembler = _StreamAssembler(self)
+                assembler = StreamAssembler(self)
                 with events:
                     for event in events:
                         for chunk in assembler.feed(event):
@@ -352,9 +351,9 @@ class MistralChatModel(GatewayChatModel):
             try:
                 sdk_stream = await self.client.chat.stream_async(**params)
                 events = EventStreamAsync(
-                    sdk_stream.response, _decode_event, sentinel="[DONE]", client_ref=sdk_stream.client_ref
+                    sdk_stream.response, decode_event, sentinel="[DONE]", client_ref=sdk_stream.client_ref
                 )
-                assembler = _StreamAssembler(self)
+                assembler = StreamAssembler(self)
                 async with events:
                     async for event in events:
                         for chunk in assembler.feed(event):
@@ -423,210 +422,12 @@ class MistralChatModel(GatewayChatModel):
         try:
             self.client.models.list()
         except Exception as exc:
-            if not _answered_ok(exc):
+            if not answered_ok(exc):
                 raise self._translate(exc) from exc
 
     async def _aprobe(self) -> None:
         try:
             await self.client.models.list_async()
         except Exception as exc:
-            if not _answered_ok(exc):
+            if not answered_ok(exc):
                 raise self._translate(exc) from exc
-
-
-# ---------------------------------------------------------------------- helpers
-def _answered_ok(exc: Exception) -> bool:
-    """A 200 whose model list is not in Mistral's shape (an OpenAI-compatible server): it serves."""
-    from mistralai.client import errors
-
-    return isinstance(exc, errors.ResponseValidationError) and exc.status_code == 200
-
-
-def _messages_to_mistral(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """OpenAI-format messages without what Mistral's schema lacks (``name`` on chat turns)."""
-    out = messages_to_openai(messages)
-    for message in out:
-        message.pop("name", None)
-    return out
-
-
-def _decode_event(raw: str) -> dict[str, Any]:
-    """One server-sent event (the SDK's JSON envelope) to its ``data`` dict."""
-    data = json.loads(raw).get("data")
-    if not isinstance(data, dict):
-        msg = f"stream event is not a JSON object: {str(data)[:200]!r}"
-        raise ValueError(msg)
-    return data
-
-
-def _split_content(content: Any) -> tuple[str, str]:
-    """Mistral content (a string or a list of text / thinking chunks) as (text, reasoning)."""
-    if content is None:
-        return "", ""
-    if isinstance(content, str):
-        return content, ""
-    text: list[str] = []
-    reasoning: list[str] = []
-    for chunk in content:
-        if isinstance(chunk, str):
-            text.append(chunk)
-        elif chunk.get("type") == "text":
-            text.append(str(chunk.get("text") or ""))
-        elif chunk.get("type") == "thinking":
-            inner_text, _ = _split_content(chunk.get("thinking"))
-            reasoning.append(inner_text)
-    return "".join(text), "".join(reasoning)
-
-
-def _known_ids(calls: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-    """Tool calls with the SDK's placeholder id ``"null"`` turned into no id."""
-    fixed = []
-    for call in calls or []:
-        call_dict = dict(call)
-        if call_dict.get("id") in ("null", ""):
-            call_dict["id"] = None
-        fixed.append(call_dict)
-    return fixed
-
-
-class _StreamAssembler:
-    """Turns Mistral (or OpenAI-style) stream events into LangChain chunks.
-
-    Content and tool-call fragments go out as they arrive; one closing chunk
-    carries the usage (when the server sent any), the model name and the
-    finish reason, so that exactly one chunk holds each.
-    """
-
-    def __init__(self, owner: GatewayChatModel) -> None:
-        self.owner = owner
-        self.model_name: str | None = None
-        self.finish_reason: str | None = None
-        self.response_id: str | None = None
-        self.usage: dict[str, Any] | None = None
-
-    def feed(self, event: Mapping[str, Any]) -> Iterator[ChatGenerationChunk]:
-        if event.get("error") or event.get("object") == "error":
-            detail = event.get("error") or event.get("message") or event
-            raise ProviderError(f"stream error: {detail}", provider=self.owner.provider_name, model=self.owner.model)
-        self.model_name = event.get("model") or self.model_name
-        self.response_id = event.get("id") or self.response_id
-        if event.get("usage"):
-            self.usage = dict(event["usage"])
-        for choice in event.get("choices") or []:
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            delta = choice.get("delta") or {}
-            text, reasoning = _split_content(delta.get("content"))
-            chunks = []
-            for position, call in enumerate(_known_ids(delta.get("tool_calls"))):
-                fn = call.get("function") or {}
-                args = fn.get("arguments")
-                chunks.append(
-                    tool_call_chunk(
-                        name=fn.get("name") or None,
-                        args=json.dumps(args) if isinstance(args, dict) else args,
-                        id=call.get("id"),
-                        index=call.get("index", position),
-                    )
-                )
-            additional = {"reasoning_content": reasoning} if reasoning else {}
-            if text or chunks or additional:
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(
-                        content=text, tool_call_chunks=chunks, additional_kwargs=additional, id=self.response_id
-                    )
-                )
-
-    def finish(self) -> ChatGenerationChunk:
-        meta = self.owner._response_metadata(self.model_name, finish_reason=self.finish_reason, id=self.response_id)
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=usage_from_openai(self.usage),
-                response_metadata=meta,
-                id=self.response_id,
-                chunk_position="last",
-            ),
-            generation_info={"finish_reason": self.finish_reason},
-        )
-
-
-# ---------------------------------------------------------------------- errors
-def translate_mistral_error(exc: Exception, *, provider: str = "mistral", model: str | None = None) -> GatewayError:
-    """Map a mistralai SDK (or httpx2 transport) exception onto the gateway hierarchy.
-
-    The caller chains the original (``raise translated from exc``).
-    """
-    import httpx2
-    from mistralai.client import errors
-
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, httpx2.TimeoutException):
-        return GatewayTimeoutError(f"request timed out: {exc!r}", provider=provider, model=model)
-    if isinstance(exc, (httpx2.TransportError, errors.NoResponseError)):
-        return GatewayConnectionError(f"could not reach the server: {exc!r}", provider=provider, model=model)
-    if isinstance(exc, errors.ResponseValidationError):
-        return ProviderError(
-            f"malformed response from the server: {exc.message[:500]}",
-            provider=provider,
-            model=model,
-            status_code=exc.status_code,
-            request_id=_request_id(exc.headers),
-            body=exc.body,
-        )
-    if isinstance(exc, errors.MistralError):
-        headers = dict(exc.headers)
-        body = _json_or_text(exc.body)
-        return error_from_status(
-            exc.status_code,
-            _error_message(body) or exc.message,
-            provider=provider,
-            model=model,
-            request_id=_request_id(exc.headers),
-            headers=headers,
-            body=body,
-        )
-    if isinstance(exc, (json.JSONDecodeError, ValueError)):
-        return ProviderError(f"malformed response from the server: {exc}", provider=provider, model=model)
-    if isinstance(exc, TypeError):
-        # e.g. a model_kwargs / invoke keyword the SDK does not take
-        return InvalidRequestError(f"the mistralai SDK refused the request: {exc}", provider=provider, model=model)
-    return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider, model=model, retryable=False)
-
-
-def _request_id(headers: Mapping[str, str]) -> str | None:
-    for name in _REQUEST_ID_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value
-    return None
-
-
-def _json_or_text(body: str | None) -> Any:
-    if not body:
-        return body
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body
-
-
-def _error_message(body: Any) -> str | None:
-    """The human part of an error body: OpenAI's ``{"error": {"message"}}``, Mistral's
-    ``{"message": ...}`` (a string or a list), or FastAPI's ``{"detail": [...]}``."""
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping):
-            for key in ("message", "detail"):
-                value = inner.get(key)
-                if isinstance(value, str) and value:
-                    return value
-                if value:
-                    return json.dumps(value)
-        if isinstance(inner, str) and inner:
-            return inner
-        return None
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:2000]
-    return None
