@@ -178,15 +178,25 @@ class AttemptRuns:
         return AsyncAttempt(runs[0], manager)
 
 
+def _without_usage(generation: Any) -> Any:
+    # The served call's usage is reported once, by the router's own run: an attempt
+    # that also carried it would be counted twice by any handler that sums
+    # on_llm_end usage (LangChain's get_usage_metadata_callback, LangSmith, ours).
+    message = getattr(generation, "message", None)
+    if getattr(message, "usage_metadata", None) is None:
+        return generation
+    return generation.model_copy(update={"message": message.model_copy(update={"usage_metadata": None})})
+
+
 def _result(result: ChatResult | None) -> LLMResult:
     if result is None:
         return LLMResult(generations=[])
-    return LLMResult(generations=[list(result.generations)], llm_output=result.llm_output)
+    return LLMResult(generations=[[_without_usage(g) for g in result.generations]], llm_output=result.llm_output)
 
 
 def _merged(chunks: list[ChatGenerationChunk]) -> LLMResult:
     merged = merge_chat_generation_chunks(chunks)
-    return LLMResult(generations=[[merged]] if merged is not None else [])
+    return LLMResult(generations=[[_without_usage(merged)]] if merged is not None else [])
 
 
 class Attempt:
