@@ -183,7 +183,7 @@ def _without_usage(generation: Any) -> Any:
     # that also carried it would be counted twice by any handler that sums
     # on_llm_end usage (LangChain's get_usage_metadata_callback, LangSmith, ours).
     message = getattr(generation, "message", None)
-    if getattr(message, "usage_metadata", None) is None:
+    if message is None or getattr(message, "usage_metadata", None) is None:
         return generation
     return generation.model_copy(update={"message": message.model_copy(update={"usage_metadata": None})})
 
