@@ -3,7 +3,13 @@
 from langchain_multigateway.routing.build import deployments_from, router_from_config, routers_from_config
 from langchain_multigateway.routing.deployment import Capabilities, Deployment
 from langchain_multigateway.routing.health import DeploymentHealth
-from langchain_multigateway.routing.policy import Action, Decision, FailoverPolicy, NoDeploymentAvailableError
+from langchain_multigateway.routing.policy import (
+    Action,
+    Decision,
+    FailoverPolicy,
+    NoDeploymentAvailableError,
+    RequestPreparationError,
+)
 from langchain_multigateway.routing.router import RoutingChatModel
 from langchain_multigateway.routing.strategies import (
     STRATEGIES,
@@ -33,6 +39,7 @@ __all__ = [
     "LeastBusyStrategy",
     "LeastLatencyStrategy",
     "NoDeploymentAvailableError",
+    "RequestPreparationError",
     "OrderedStrategy",
     "QualityStrategy",
     "RequestInfo",

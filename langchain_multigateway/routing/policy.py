@@ -40,10 +40,11 @@ from langchain_multigateway.errors import (
     AttemptRecord,
     ContentPolicyError,
     GatewayError,
+    InvalidRequestError,
     RateLimitError,
 )
 
-__all__ = ["Action", "Decision", "FailoverPolicy", "NoDeploymentAvailableError"]
+__all__ = ["Action", "Decision", "FailoverPolicy", "NoDeploymentAvailableError", "RequestPreparationError"]
 
 
 class Action(str, Enum):
@@ -102,6 +103,13 @@ class FailoverPolicy(BaseModel):
         if isinstance(error, ModelError):
             return Decision(Action.RETRY if error.is_retryable else Action.NEXT, counts_against_breaker=True)
         return Decision(Action.NEXT, counts_against_breaker=True)
+
+
+class RequestPreparationError(InvalidRequestError):
+    """The request could not be built for a deployment (a bad schema, tool or tool_choice).
+
+    Caused by the input, so the router raises it at once and no breaker counts it.
+    """
 
 
 class NoDeploymentAvailableError(AllDeploymentsFailedError):

@@ -32,7 +32,7 @@ from langchain_multigateway.routing._request import (
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.health import DeploymentHealth, deployment_health
-from langchain_multigateway.routing.policy import FailoverPolicy
+from langchain_multigateway.routing.policy import FailoverPolicy, RequestPreparationError
 from langchain_multigateway.routing.strategies import Strategy, get_strategy
 from langchain_multigateway.routing.structured import (
     STRUCTURED_METHODS,
@@ -383,6 +383,7 @@ class RoutingChatModel(CallPaths, BaseChatModel):
             **kwargs: Other ``bind_tools`` arguments (``parallel_tool_calls``, ``strict``).
         """
         fmt = kwargs.pop("ls_structured_output_format", None)
+        _check_tool_choice(tool_choice, tools)
         tool_kwargs = dict(kwargs)
         if tool_choice is not None:
             tool_kwargs["tool_choice"] = tool_choice
@@ -493,7 +494,14 @@ class RoutingChatModel(CallPaths, BaseChatModel):
         if hit is None or hit[0] is not anchor or hit[1] != call.tool_kwargs:
             if len(cache) > 256:
                 cache.clear()
-            hit = cache[key] = (anchor, dict(call.tool_kwargs), prepare(dep, call, {}))
+            try:
+                built = prepare(dep, call, {})
+            except (ValueError, TypeError) as exc:
+                # The input cannot be expressed (bad schema, tool_choice, tool): every
+                # deployment would fail alike, and it says nothing of this one's health.
+                msg = f"could not build the request for deployment {dep.name!r}: {exc}"
+                raise RequestPreparationError(msg, provider=dep.provider, model=dep.model_name) from exc
+            hit = cache[key] = (anchor, dict(call.tool_kwargs), built)
         prepared = hit[2]
         return Prepared(prepared.model, {**prepared.kwargs, **call.kwargs}, prepared.runnable, prepared.raw_key)
 
@@ -548,3 +556,21 @@ def _with_stream_run(config: RunnableConfig | None, kwargs: dict[str, Any]) -> t
         run_id = config["run_id"] = uuid.uuid4()
     kwargs[STREAM_RUN] = StreamRun(config, run_id)
     return config, kwargs
+
+
+_TOOL_CHOICE_WORDS = ("auto", "none", "required", "any")
+
+
+def _check_tool_choice(tool_choice: Any, tools: Sequence[Any]) -> None:
+    """Refuse a tool_choice naming no bound tool now, not on every deployment at call time."""
+    if not isinstance(tool_choice, str) or tool_choice in _TOOL_CHOICE_WORDS:
+        return
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    names = [convert_to_openai_tool(t)["function"]["name"] for t in tools]
+    if tool_choice not in names:
+        msg = (
+            f"tool_choice={tool_choice!r} names no bound tool; use one of {list(_TOOL_CHOICE_WORDS)} "
+            f"or a tool name: {names}"
+        )
+        raise ValueError(msg)

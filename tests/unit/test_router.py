@@ -511,3 +511,29 @@ def test_construction_rules() -> None:
     assert call.kwargs == {"temperature": 0.3, "max_tokens": 50}
     assert router._get_ls_params(model="o")["ls_model_name"] == "o"
     assert router._identifying_params["deployments"] == ["a"]
+
+
+def test_a_tool_choice_naming_no_tool_is_refused_at_bind_time() -> None:
+    router = RoutingChatModel(deployments=[dep("a"), dep("b", priority=1)])
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    with pytest.raises(ValueError, match=r"tool_choice='nope' names no bound tool.*\['add'\]"):
+        router.bind_tools([add], tool_choice="nope")
+    router.bind_tools([add], tool_choice="add")  # a real name is fine
+
+
+def test_a_request_that_cannot_be_built_raises_at_once_and_spares_the_breaker() -> None:
+    from langchain_multigateway.routing import RequestPreparationError
+
+    router = RoutingChatModel(deployments=[dep("a"), dep("b", priority=1)])
+    unbuildable = router.bind_tools([object()])  # not a tool any deployment can describe
+    for _ in range(6):
+        with pytest.raises(RequestPreparationError, match="could not build the request for deployment 'a'"):
+            unbuildable.invoke("hi")
+    assert scripted(router, "a").call_count == 0
+    assert scripted(router, "b").call_count == 0
+    assert router.health()["a"].breaker == "closed"
+    assert router.invoke("hi").response_metadata["deployment"] == "a"
