@@ -347,23 +347,23 @@ class ProviderRegistry:
         """Instantiate; wrong parameters raise ConfigurationError naming each one."""
         factory = self.load(provider)
         problems = unknown_parameters(factory, params)
-        if not problems:
-            try:
-                instance = factory(model=model, **params)
-            except ValidationError as exc:
-                problems = validation_problems(exc)
-            except ConfigurationError:
-                raise
-            except MissingAPIKeyError as exc:
-                problems = [((), exc.message)]
-            except (TypeError, ValueError) as exc:
-                problems = [((), f"{type(exc).__name__}: {exc}")]
-            else:
-                if not isinstance(instance, BaseChatModel):
-                    problems = [((), f"the {provider!r} factory returned {type(instance).__name__}, not a chat model")]
-                else:
-                    return instance
-        raise _BuildError(provider, model, problems)
+        if problems:
+            raise _BuildError(provider, model, problems)
+        try:
+            instance = factory(model=model, **params)
+        except ValidationError as exc:
+            raise _BuildError(provider, model, validation_problems(exc)) from exc
+        except ConfigurationError:
+            raise
+        except MissingAPIKeyError as exc:
+            # Still a MissingAPIKeyError for callers that catch it, located like any build problem.
+            raise _MissingKeyBuildError(provider, model, [((), exc.message)]) from exc
+        except (TypeError, ValueError) as exc:
+            raise _BuildError(provider, model, [((), f"{type(exc).__name__}: {exc}")]) from exc
+        if not isinstance(instance, BaseChatModel):
+            what = f"the {provider!r} factory returned {type(instance).__name__}, not a chat model"
+            raise _BuildError(provider, model, [((), what)])
+        return instance
 
 
 class _BuildError(ConfigurationError):
@@ -381,7 +381,11 @@ class _BuildError(ConfigurationError):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_BuildError, (self.provider_name, self.model_name, self.details))
+        return (type(self), (self.provider_name, self.model_name, self.details))
+
+
+class _MissingKeyBuildError(_BuildError, MissingAPIKeyError):
+    """A build that failed for want of an API key (catchable as MissingAPIKeyError)."""
 
 
 # ---------------------------------------------------------------------- helpers

@@ -554,3 +554,13 @@ def test_plain_value_errors_from_validators_are_unwrapped() -> None:
         ConfigurationError, match=r"temperature: temperature above 1 is not supported here \(got 1\.5\)"
     ):
         init_gateway_model("strict:m", temperature=1.5)
+
+
+def test_missing_key_through_the_registry_is_still_a_missing_key_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langchain_multigateway.errors import MissingAPIKeyError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY") as caught:
+        init_gateway_model("openai:gpt-4o")
+    assert isinstance(caught.value, ConfigurationError)  # and located like any build problem
+    assert isinstance(caught.value.__cause__, MissingAPIKeyError)
