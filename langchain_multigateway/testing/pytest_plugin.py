@@ -17,7 +17,9 @@ the ``gateway_cassette_dir`` ini option (relative to the rootdir) or a
 replays only and fails a test whose request has no recording, naming the
 request. Authorization, API-key and cookie headers, ``api_key``/``key`` query
 parameters and the values of ``*_API_KEY`` environment variables are scrubbed
-before anything is written. Override ``gateway_vcr_config`` to pass more vcrpy
+before anything is written. In replay mode, unset ``OPENAI_API_KEY``,
+``MISTRAL_API_KEY`` and ``ANTHROPIC_API_KEY`` get a placeholder for the test, so
+recorded tests run with no key at all. Override ``gateway_vcr_config`` to pass more vcrpy
 options (they are merged over the defaults).
 """
 
@@ -33,7 +35,7 @@ import pytest
 
 from langchain_multigateway.cassettes import normalised_body
 
-__all__ = ["DEFAULT_FILTER_HEADERS", "RECORD_MODES"]
+__all__ = ["DEFAULT_FILTER_HEADERS", "RECORD_MODES", "REPLAY_PLACEHOLDER_KEYS"]
 
 RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
 DEFAULT_FILTER_HEADERS: list[tuple[str, str | None]] = [
@@ -44,6 +46,7 @@ DEFAULT_FILTER_HEADERS: list[tuple[str, str | None]] = [
     ("openai-project", "PLACEHOLDER"),
     ("cookie", None),
 ]
+REPLAY_PLACEHOLDER_KEYS = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "ANTHROPIC_API_KEY")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
 
 
@@ -172,7 +175,8 @@ def gateway_cassette(
     except ImportError as exc:  # pragma: no cover - depends on the environment
         msg = 'gateway_cassette needs vcrpy: pip install "langchain-multigateway[testing]"'
         raise pytest.UsageError(msg) from exc
-    options = _merge(default_vcr_options(_record_mode(request.config)), gateway_vcr_config)
+    mode = _record_mode(request.config)
+    options = _merge(default_vcr_options(mode), gateway_vcr_config)
     marker = request.node.get_closest_marker("gateway_cassette")
     marker_options = dict(marker.kwargs) if marker else {}
     name = marker_options.pop("name", None) or _UNSAFE_NAME.sub("_", request.node.name)
@@ -180,7 +184,13 @@ def gateway_cassette(
     recorder = vcr.VCR()
     recorder.register_matcher("gateway_json_body", _json_body_matcher)
     path = gateway_cassette_dir / f"{name}.yaml"
-    with recorder.use_cassette(str(path), **options) as cassette:
+    with pytest.MonkeyPatch.context() as env, recorder.use_cassette(str(path), **options) as cassette:
+        if mode == "none":
+            # Replay needs no real key (headers are not matched), but the models still
+            # refuse to build without one: give them a placeholder where none is set.
+            for var in REPLAY_PLACEHOLDER_KEYS:
+                if not os.environ.get(var):
+                    env.setenv(var, "replay-placeholder-key")
         yield cassette
 
 

@@ -50,7 +50,8 @@ def test_record_then_replay_without_the_server(project: pytest.Pytester, monkeyp
     assert len(script.requests) == 1
     text = _cassette(project)
     assert "what is 2+2?" in text
-    # Server gone: the replay must not need it.
+    # Server gone and no key: the replay needs neither.
+    monkeypatch.delenv("OPENAI_API_KEY")
     replayed = project.runpytest("-p", "no:cacheprovider")
     replayed.assert_outcomes(passed=1)
 
