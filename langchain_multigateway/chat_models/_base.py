@@ -22,6 +22,7 @@ from typing_extensions import Self
 from langchain_multigateway._retry import RetryPolicy
 from langchain_multigateway.chat_models._profiles import profile_for
 from langchain_multigateway.errors import MissingAPIKeyError
+from langchain_multigateway.tokens import count_text_tokens
 
 __all__ = ["GatewayChatModel", "HealthStatus", "StructuredOutputMethod"]
 
@@ -110,6 +111,10 @@ class GatewayChatModel(BaseChatModel):
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
         return ["langchain_multigateway", "chat_models", cls.provider_name]
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens in ``text`` by tiktoken, offline (an approximation for non-OpenAI models)."""
+        return count_text_tokens(text, self.model)
 
     def _resolve_model_profile(self) -> ModelProfile | None:
         return profile_for(self.provider_name, self.model)

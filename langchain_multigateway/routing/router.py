@@ -367,6 +367,14 @@ class RoutingChatModel(CallPaths, BaseChatModel):
         return await super()._agenerate_with_cache(messages, stop, run_manager, **kwargs)
 
     # ------------------------------------------------------------------ tools & structured output
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
+        """Prompt tokens as the first deployment counts them (what routing estimates with)."""
+        return self.deployments[0].model.get_num_tokens_from_messages(messages, tools=tools)
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens in ``text`` as the first deployment counts them."""
+        return self.deployments[0].model.get_num_tokens(text)
+
     def bind_tools(
         self,
         tools: Sequence[Any],

@@ -270,3 +270,21 @@ def test_missing_key_fails_at_construction_naming_the_variable(monkeypatch: pyte
     monkeypatch.setenv("OPENAI_API_KEY", "")
     with pytest.raises(MissingAPIKeyError):
         OpenAIChatModel(model="gpt-4o-mini")
+
+
+def test_get_num_tokens_is_offline_tiktoken_on_every_provider() -> None:
+    from langchain_multigateway import AnthropicChatModel, MistralChatModel, OllamaChatModel, RoutingChatModel
+
+    models = [
+        OpenAIChatModel(model="gpt-4", api_key="x"),
+        MistralChatModel(model="mistral-small-latest", api_key="x"),
+        AnthropicChatModel(model="claude-3-5-haiku-latest", api_key="x"),
+        OllamaChatModel(model="llama3.2"),
+    ]
+    for llm in models:
+        assert llm.get_num_tokens("hello world") == 2, type(llm).__name__  # cl100k, no transformers needed
+    router = RoutingChatModel(deployments=models)
+    assert router.get_num_tokens("hello world") == 2
+    assert router.get_num_tokens_from_messages([HumanMessage("hello world")]) == models[0].get_num_tokens_from_messages(
+        [HumanMessage("hello world")]
+    )
