@@ -42,6 +42,22 @@ class HealthStatus(BaseModel):
     model: str | None = None
 
 
+_SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "api_key", "cookie", "token", "secret", "password")
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header carries a credential (its value is never shown or serialized)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_HEADER_WORDS)
+
+
+def mask_secret_headers(headers: Any) -> Any:
+    """``headers`` with credential values replaced by asterisks, for display."""
+    if not isinstance(headers, dict):
+        return headers
+    return {k: "**********" if is_secret_header(k) else v for k, v in headers.items()}
+
+
 class GatewayChatModel(BaseChatModel):
     """Base of the gateway's provider chat models (not for direct use)."""
 
@@ -111,6 +127,19 @@ class GatewayChatModel(BaseChatModel):
     @classmethod
     def get_lc_namespace(cls) -> list[str]:
         return ["langchain_multigateway", "chat_models", cls.provider_name]
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, mask_secret_headers(value) if name == "default_headers" else value
+
+    def to_json(self) -> Any:
+        """LangChain serialization, without credential headers (keys are never serialized)."""
+        data = super().to_json()
+        kwargs = data.get("kwargs") if isinstance(data, dict) else None
+        if isinstance(kwargs, dict) and isinstance(kwargs.get("default_headers"), dict):
+            kept = {k: v for k, v in kwargs["default_headers"].items() if not is_secret_header(k)}
+            kwargs["default_headers"] = kept
+        return data
 
     def get_num_tokens(self, text: str) -> int:
         """Tokens in ``text`` by tiktoken, offline (an approximation for non-OpenAI models)."""

@@ -288,3 +288,20 @@ def test_get_num_tokens_is_offline_tiktoken_on_every_provider() -> None:
     assert router.get_num_tokens_from_messages([HumanMessage("hello world")]) == models[0].get_num_tokens_from_messages(
         [HumanMessage("hello world")]
     )
+
+
+def test_credential_headers_are_masked_in_repr_and_left_out_of_serialization() -> None:
+    from langchain_core.load import dumps
+
+    from langchain_multigateway import OllamaChatModel, RoutingChatModel
+
+    llm = _model("http://127.0.0.1:9/v1", default_headers={"api-key": SECRET, "X-Trace": "kept"})
+    ollama = OllamaChatModel(model="llama3.2", default_headers={"Authorization": f"Bearer {SECRET}"})
+    router = RoutingChatModel(deployments=[llm, ollama])
+    for obj in (llm, ollama, router):
+        assert SECRET not in repr(obj)
+        assert SECRET not in str(obj)
+        assert SECRET not in dumps(obj)
+    assert "'api-key': '**********'" in repr(llm)
+    assert '"X-Trace": "kept"' in dumps(llm)
+    assert llm.default_headers == {"api-key": SECRET, "X-Trace": "kept"}  # still sent as given
