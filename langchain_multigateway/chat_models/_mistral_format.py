@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
@@ -26,6 +27,7 @@ from langchain_multigateway.errors import (
     ProviderError,
     error_from_status,
 )
+from langchain_multigateway.tokens import count_message_tokens, count_text_tokens
 
 __all__ = [
     "StreamAssembler",
@@ -102,12 +104,14 @@ class StreamAssembler:
     finish reason, so that exactly one chunk holds each.
     """
 
-    def __init__(self, owner: GatewayChatModel) -> None:
+    def __init__(self, owner: GatewayChatModel, prompt: Sequence[Mapping[str, Any]] | None = None) -> None:
         self.owner = owner
+        self.prompt = prompt
         self.model_name: str | None = None
         self.finish_reason: str | None = None
         self.response_id: str | None = None
         self.usage: dict[str, Any] | None = None
+        self.generated: list[str] = []  # text and tool arguments, for an estimate when no usage comes
 
     def feed(self, event: Mapping[str, Any]) -> Iterator[ChatGenerationChunk]:
         if event.get("error") or event.get("object") == "error":
@@ -135,6 +139,7 @@ class StreamAssembler:
                     )
                 )
             additional = {"reasoning_content": reasoning} if reasoning else {}
+            self.generated.extend([text, *(c.get("args") or "" for c in chunks)])
             if text or chunks or additional:
                 yield ChatGenerationChunk(
                     message=AIMessageChunk(
@@ -144,15 +149,29 @@ class StreamAssembler:
 
     def finish(self) -> ChatGenerationChunk:
         meta = self.owner._response_metadata(self.model_name, finish_reason=self.finish_reason, id=self.response_id)
+        usage = usage_from_openai(self.usage)
+        if usage is None and self.prompt is not None:
+            # Mistral's SDK cannot ask an OpenAI-compatible server for stream usage: count
+            # it here (tiktoken, offline) and say it is an estimate, rather than report none.
+            usage = self._estimated_usage()
+            meta["usage_estimated"] = True
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                usage_metadata=usage_from_openai(self.usage),
+                usage_metadata=usage,
                 response_metadata=meta,
                 id=self.response_id,
                 chunk_position="last",
             ),
             generation_info={"finish_reason": self.finish_reason},
+        )
+
+    def _estimated_usage(self) -> UsageMetadata:
+        model = self.owner.model
+        prompt_tokens = count_message_tokens([dict(m) for m in self.prompt or []], model)
+        output_tokens = count_text_tokens("".join(self.generated), model)
+        return UsageMetadata(
+            input_tokens=prompt_tokens, output_tokens=output_tokens, total_tokens=prompt_tokens + output_tokens
         )
 
 

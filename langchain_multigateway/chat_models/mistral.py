@@ -321,7 +321,7 @@ class MistralChatModel(GatewayChatModel):
                 events = EventStream(
                     sdk_stream.response, decode_event, sentinel="[DONE]", client_ref=sdk_stream.client_ref
                 )
-                assembler = StreamAssembler(self)
+                assembler = StreamAssembler(self, params.get("messages"))
                 with events:
                     for event in events:
                         for chunk in assembler.feed(event):
@@ -353,7 +353,7 @@ class MistralChatModel(GatewayChatModel):
                 events = EventStreamAsync(
                     sdk_stream.response, decode_event, sentinel="[DONE]", client_ref=sdk_stream.client_ref
                 )
-                assembler = StreamAssembler(self)
+                assembler = StreamAssembler(self, params.get("messages"))
                 async with events:
                     async for event in events:
                         for chunk in assembler.feed(event):

@@ -22,11 +22,6 @@ WRONG_ARGS = (
     "Gemma 3 270M calls magic_function with schema-valid but wrong arguments ({'input': 100}, not 3); "
     "the call itself is parsed from the recorded response"
 )
-NO_STREAM_USAGE = (
-    "llama.cpp puts usage in a stream only when asked by stream_options.include_usage, which the mistralai "
-    "SDK cannot send; the recorded stream has no usage, so the last chunk's usage_metadata is None "
-    "(Mistral's own API sends usage in its last chunk)"
-)
 
 pytestmark = pytest.mark.vcr
 
@@ -57,9 +52,6 @@ class TestMistralChatModelIntegration(ChatModelIntegrationTests):
     def supports_json_mode(self) -> bool:
         return True
 
-    test_usage_metadata_streaming = expected_failure(
-        ChatModelIntegrationTests.test_usage_metadata_streaming, NO_STREAM_USAGE
-    )
     test_tool_calling = expected_failure(ChatModelIntegrationTests.test_tool_calling, WRONG_ARGS)
     test_tool_calling_async = expected_failure(ChatModelIntegrationTests.test_tool_calling_async, WRONG_ARGS)
     test_json_mode = expected_failure(

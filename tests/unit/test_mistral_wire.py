@@ -232,6 +232,21 @@ async def test_astream_reasoning_and_text(url: str, script: Script) -> None:
     assert full.additional_kwargs["reasoning_content"] == "hmm"
     assert full.usage_metadata is not None
     assert full.usage_metadata["total_tokens"] == 5
+    assert "usage_estimated" not in full.response_metadata
+
+
+def test_stream_without_server_usage_reports_a_marked_estimate(url: str, script: Script) -> None:
+    # What an OpenAI-compatible server (llama.cpp) sends the mistralai SDK: no usage in the stream.
+    script.set(sse(_event({"content": "hello "}), _event({"content": "world"}, "stop")))
+    chunks = list(make(url, model="mistral-small-latest").stream("hello world"))
+    assert sum(1 for c in chunks if c.usage_metadata) == 1
+    last = chunks[-1]
+    assert last.response_metadata["usage_estimated"] is True
+    assert last.usage_metadata is not None
+    assert last.usage_metadata["output_tokens"] == 2  # "hello world" in cl100k
+    # the prompt "hello world" as one user message: framing 3+3, role 1, content 2
+    assert last.usage_metadata["input_tokens"] == 9
+    assert last.usage_metadata["total_tokens"] == 11
 
 
 def test_structured_output_json_schema_request(url: str, script: Script) -> None:
