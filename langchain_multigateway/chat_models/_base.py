@@ -21,7 +21,13 @@ from typing_extensions import Self
 
 from langchain_multigateway._retry import RetryPolicy
 from langchain_multigateway.chat_models._profiles import profile_for
-from langchain_multigateway.errors import MissingAPIKeyError
+from langchain_multigateway.errors import (
+    GatewayConnectionError,
+    GatewayError,
+    GatewayTimeoutError,
+    MissingAPIKeyError,
+    ModelNotFoundGatewayError,
+)
 from langchain_multigateway.tokens import count_text_tokens
 
 __all__ = ["GatewayChatModel", "HealthStatus", "StructuredOutputMethod"]
@@ -42,6 +48,7 @@ class HealthStatus(BaseModel):
     model: str | None = None
 
 
+_LOCATED_ERRORS = (GatewayConnectionError, GatewayTimeoutError, ModelNotFoundGatewayError)
 _SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "api_key", "cookie", "token", "secret", "password")
 
 
@@ -217,6 +224,25 @@ class GatewayChatModel(BaseChatModel):
             yield item
         async for item in iterator:
             yield item
+
+    # ------------------------------------------------------------------ error context
+    def _endpoint(self) -> str | None:
+        """The API root requests go to, for error messages (never holds a key)."""
+        return None
+
+    def _locate(self, error: GatewayError) -> GatewayError:
+        """Add where the request went to errors about reaching it, so a wrong URL is obvious."""
+        where = self._endpoint()
+        if not where or not isinstance(error, _LOCATED_ERRORS) or where in error.message:
+            return error
+        extra = f"server {where}"
+        if isinstance(error, GatewayTimeoutError) and self.timeout:
+            extra += f", timeout {self.timeout:g} s"
+        if isinstance(error, ModelNotFoundGatewayError):
+            extra += "; check the model name and the base URL"
+        error.message = f"{error.message} [{extra}]"
+        error.args = (error.message,)
+        return error
 
     # ------------------------------------------------------------------ health
     def _probe(self) -> None:

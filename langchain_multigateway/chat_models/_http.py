@@ -191,7 +191,10 @@ class HttpChatModel(GatewayChatModel):
 
     # ------------------------------------------------------------------ errors
     def _translate(self, exc: BaseException, model: str | None = None) -> GatewayError:
-        return translate_httpx_error(exc, provider=self.provider_name, model=model or self.model)
+        return self._locate(translate_httpx_error(exc, provider=self.provider_name, model=model or self.model))
+
+    def _endpoint(self) -> str | None:
+        return self._api_base()
 
     def _status_error(self, response: httpx.Response, body_bytes: bytes, model: str | None) -> GatewayError:
         try:
@@ -199,7 +202,7 @@ class HttpChatModel(GatewayChatModel):
         except (json.JSONDecodeError, UnicodeDecodeError):
             body = body_bytes.decode("utf-8", "replace")
         message = self._error_message(body) or (body if isinstance(body, str) and body else None)
-        return error_from_status(
+        error = error_from_status(
             response.status_code,
             message or f"HTTP {response.status_code} {response.reason_phrase}",
             provider=self.provider_name,
@@ -208,6 +211,7 @@ class HttpChatModel(GatewayChatModel):
             headers=dict(response.headers),
             body=body,
         )
+        return self._locate(error)
 
     # ------------------------------------------------------------------ requests
     def _request_json(self, method: str, path: str, payload: Any = None, *, model: str | None = None) -> Any:

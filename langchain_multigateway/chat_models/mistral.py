@@ -238,7 +238,10 @@ class MistralChatModel(GatewayChatModel):
         return params
 
     def _translate(self, exc: Exception, model: str | None = None) -> GatewayError:
-        return translate_mistral_error(exc, provider=self.provider_name, model=model or self.model)
+        return self._locate(translate_mistral_error(exc, provider=self.provider_name, model=model or self.model))
+
+    def _endpoint(self) -> str | None:
+        return self.server_url or "https://api.mistral.ai"
 
     def _generate(
         self,

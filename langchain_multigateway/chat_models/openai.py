@@ -249,7 +249,10 @@ class OpenAIChatModel(GatewayChatModel):
         return params
 
     def _translate(self, exc: Exception, model: str | None = None) -> GatewayError:
-        return translate_openai_error(exc, provider=self.provider_name, model=model or self.model)
+        return self._locate(translate_openai_error(exc, provider=self.provider_name, model=model or self.model))
+
+    def _endpoint(self) -> str | None:
+        return self.base_url or "https://api.openai.com/v1"
 
     def _generate(
         self,

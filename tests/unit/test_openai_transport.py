@@ -305,3 +305,17 @@ def test_credential_headers_are_masked_in_repr_and_left_out_of_serialization() -
     assert "'api-key': '**********'" in repr(llm)
     assert '"X-Trace": "kept"' in dumps(llm)
     assert llm.default_headers == {"api-key": SECRET, "X-Trace": "kept"}  # still sent as given
+
+
+def test_errors_about_reaching_the_server_name_it() -> None:
+    with pytest.raises(GatewayConnectionError) as refused:
+        _model("http://127.0.0.1:9/v1", max_retries=0, retry_policy=None).invoke("hi")
+    assert "[server http://127.0.0.1:9/v1]" in str(refused.value)
+    with serve(Reply(body=chat_completion(), delay=0.5)) as (url, _):
+        with pytest.raises(GatewayTimeoutError) as slow:
+            _model(url, timeout=0.1, max_retries=0, retry_policy=None).invoke("hi")
+    assert f"[server {url}, timeout 0.1 s]" in str(slow.value)
+    with serve(_error(404, "File Not Found")) as (url, _):
+        with pytest.raises(ModelNotFoundGatewayError) as missing:
+            _model(url.removesuffix("/v1") + "/wrong", max_retries=0, retry_policy=None).invoke("hi")
+    assert "check the model name and the base URL" in str(missing.value)
