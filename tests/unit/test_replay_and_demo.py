@@ -153,3 +153,18 @@ def test_recording_scripts_import_against_the_current_api(script: str) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # runs module-level code only: main() needs a live server
     assert callable(module.main)
+
+
+def test_readme_usage_table_is_what_the_example_prints() -> None:
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("usage_table_example", root / "scripts" / "usage_table_example.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.main()
+    assert table in (root / "README.md").read_text()
+    total = table.splitlines()[-1].split()
+    assert total[:3] == ["TOTAL", "6", "2"]  # 4 served calls + 2 failed attempts, 2 errors
