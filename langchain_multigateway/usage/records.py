@@ -397,7 +397,12 @@ class CallRecorder(BaseCallbackHandler):
         counts = usage_counts(usage)
         model_s = str(model) if model else None
         deployment_s = str(deployment) if deployment else None
-        cost = self.prices.cost(usage, model_s, deployment=deployment_s) if usage else 0.0
+        if usage:
+            cost = self.prices.cost(usage, model_s, deployment=deployment_s)
+        else:
+            # Nothing billed: free if the model has a price, unknown (not zero) if it has none.
+            known = self.prices.lookup(model_s, deployment=deployment_s) is not None
+            cost = 0.0 if known else None
         return CallRecord(
             **base,
             provider=str(provider) if provider else None,

@@ -530,3 +530,20 @@ async def test_langchains_own_usage_callback_counts_a_routed_call_once(path: str
     served = message.usage_metadata["total_tokens"]
     assert served == USAGE["total_tokens"]
     assert sum(u["total_tokens"] for u in core.usage_metadata.values()) == served
+
+
+def test_a_failed_attempt_costs_nothing_if_priced_and_is_unknown_if_not() -> None:
+    router = RoutingChatModel(
+        deployments=[
+            Deployment(model=model("local-unpriced-model", RateLimitError("429")), name="A", retry_policy=ONCE),
+            Deployment(model=model("gpt-4o", RateLimitError("429")), name="B", retry_policy=ONCE),
+            Deployment(model=model("gpt-4o-mini"), name="C", retry_policy=ONCE),
+        ]
+    )
+    with track_usage() as usage:
+        router.invoke("hi")
+    by = usage.by_deployment()
+    assert (by["A"].errors, by["A"].unpriced) == (1, 1)  # no price known: unpriced, not an invented zero
+    assert (by["B"].errors, by["B"].unpriced, by["B"].cost_usd) == (1, 0, 0.0)  # priced, nothing billed
+    assert by["C"].cost_usd is not None
+    assert by["C"].cost_usd > 0
