@@ -19,6 +19,7 @@ from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from typing_extensions import Self
 
+from langchain_multigateway._ls_params import langsmith_params
 from langchain_multigateway._retry import RetryPolicy
 from langchain_multigateway.chat_models._profiles import profile_for
 from langchain_multigateway.errors import (
@@ -165,20 +166,14 @@ class GatewayChatModel(BaseChatModel):
         return {"model": self.model, "provider": self.provider_name, "temperature": self.temperature}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider=self.provider_name,
-            ls_model_name=kwargs.get("model", self.model),
-            ls_model_type="chat",
+        return langsmith_params(
+            self.provider_name,
+            self.model,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            stop=stop or self.stop,
+            call_kwargs=kwargs,
         )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        if stop or self.stop:
-            params["ls_stop"] = stop or self.stop
-        return params
 
     # ------------------------------------------------------------------ retries
     @property

@@ -15,6 +15,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
+from langchain_multigateway._ls_params import langsmith_params
 from langchain_multigateway.routing._attempts import StreamRun
 from langchain_multigateway.routing._budget import BudgetGuard
 from langchain_multigateway.routing._calls import CallPaths
@@ -271,18 +272,14 @@ class RoutingChatModel(CallPaths, BaseChatModel):
         return {"model": self.model, "deployments": [d.name for d in self.deployments]}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="multigateway", ls_model_name=kwargs.get("model", self.model), ls_model_type="chat"
+        return langsmith_params(
+            "multigateway",
+            self.model,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            stop=stop or self.stop,
+            call_kwargs=kwargs,
         )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        if stop or self.stop:
-            params["ls_stop"] = stop or self.stop
-        return params
 
     def deployment(self, name: str) -> Deployment:
         """The deployment called ``name``."""

@@ -29,6 +29,7 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from langchain_multigateway._ls_params import langsmith_params
 from langchain_multigateway.routing.structured import (
     STRUCTURED_METHODS,
     StructuredMethod,
@@ -192,18 +193,14 @@ class ScriptedChatModel(BaseChatModel):
         return {"model": self.model, "provider": self.model_provider}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider=self.model_provider, ls_model_name=kwargs.get("model", self.model), ls_model_type="chat"
+        return langsmith_params(
+            self.model_provider,
+            self.model,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            stop=stop or self.stop,
+            call_kwargs=kwargs,
         )
-        temperature = kwargs.get("temperature", self.temperature)
-        if temperature is not None:
-            params["ls_temperature"] = temperature
-        max_tokens = kwargs.get("max_tokens", self.max_tokens)
-        if max_tokens is not None:
-            params["ls_max_tokens"] = max_tokens
-        if stop or self.stop:
-            params["ls_stop"] = stop or self.stop
-        return params
 
     # ------------------------------------------------------------------ script
     @property
