@@ -28,9 +28,11 @@ import os
 import queue
 import sqlite3
 import threading
+import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
@@ -38,7 +40,12 @@ from typing import IO, Any, Literal, TypeVar
 from langchain_multigateway.usage.pricing import PriceTable
 from langchain_multigateway.usage.records import CallRecord, CallRecorder
 
-__all__ = ["Ledger", "LedgerCallbackHandler"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Ledger", "LedgerCallbackHandler", "LedgerWriteError"]
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -105,6 +112,21 @@ _GROUPS: dict[str, str] = {
 }
 
 _STOP = object()
+_IMPORTED = "CREATE TABLE IF NOT EXISTS spill_imports (spill_id TEXT PRIMARY KEY)"
+
+
+class LedgerWriteError(RuntimeError):
+    """Records that the ledger could neither commit nor keep in its sidecar file.
+
+    Attributes:
+        lost: How many records are gone.
+        spill_path: The sidecar file (None for an in-memory ledger).
+    """
+
+    def __init__(self, message: str, *, lost: int, spill_path: str | None) -> None:
+        super().__init__(message)
+        self.lost = lost
+        self.spill_path = spill_path
 
 
 def _epoch(value: datetime | float | None) -> float | None:
@@ -115,81 +137,220 @@ def _epoch(value: datetime | float | None) -> float | None:
     return value.timestamp()
 
 
-def _worker(path: str, jobs: queue.Queue[Any], ready: Future[None]) -> None:
-    try:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-    except BaseException as exc:
-        ready.set_exception(exc)
+@contextmanager
+def _locked(handle: IO[str]) -> Iterator[None]:
+    """Hold an exclusive lock on the sidecar (other processes append to it too)."""
+    if fcntl is None:  # pragma: no cover - Windows: one process per ledger file
+        yield
         return
-    ready.set_result(None)
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
     try:
-        while True:
-            job = jobs.get()
-            if job is _STOP:
-                break
-            kind, payload, future = job
-            try:
-                if kind == "record":
-                    _insert(conn, payload)
-                else:
-                    result = payload(conn)
-                    if future is not None:
-                        future.set_result(result)
-            except Exception as exc:
-                if future is not None:
-                    future.set_exception(exc)
-                else:
-                    logger.warning("ledger %s: could not write a record: %r", path, exc)
+        yield
     finally:
-        conn.close()
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _insert(conn: sqlite3.Connection, record: CallRecord) -> None:
-    day = datetime.fromtimestamp(record.ended_at, tz=timezone.utc).strftime("%Y-%m-%d")
-    conn.execute("BEGIN")
-    try:
-        cursor = conn.execute(
-            "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, provider, model, input_tokens,"
-            " output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms, outcome,"
-            " error_type, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.ended_at,
-                day,
-                record.run_id,
-                record.parent_run_id,
-                record.deployment,
-                record.provider,
-                record.model,
-                record.input_tokens,
-                record.output_tokens,
-                record.total_tokens,
-                record.cached_tokens,
-                record.reasoning_tokens,
-                record.cost_usd,
-                round(record.latency_ms, 3),
-                record.outcome,
-                record.error_type,
-                json.dumps(list(record.tags)),
-            ),
-        )
-        call_id = cursor.lastrowid
-        if record.tags:
-            conn.executemany(
-                "INSERT INTO call_tags (call_id, tag) VALUES (?, ?)", [(call_id, t) for t in set(record.tags)]
+class _Writer:
+    """The writer thread's side: the connection, the sidecar, and what could not be written.
+
+    A record waits for the database up to ``busy_timeout`` (SQLite's own busy
+    handler). If it still cannot be committed it goes to the sidecar, and so do the
+    records after it (keeping their order) until the sidecar can be imported, which
+    is tried, without waiting, before each later record and when the ledger opens.
+    """
+
+    def __init__(self, path: str, busy_timeout: float, spill_path: str | None) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self.spill_path = spill_path
+        self.spilled = 0
+        """Records this ledger put in the sidecar that are still there."""
+        self.lost = 0
+        self.conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.executescript(_SCHEMA + _IMPORTED + ";")
+        except BaseException:
+            self.conn.close()
+            raise
+        self.import_spill(wait=True)
+
+    def _spill_pending(self) -> bool:
+        return self.spill_path is not None and os.path.exists(self.spill_path)
+
+    def write(self, record: CallRecord) -> None:
+        if self._spill_pending() and not self.import_spill(wait=False):
+            self._spill(record)
+            return
+        try:
+            _insert(self.conn, record)
+        except sqlite3.Error as exc:
+            logger.warning("ledger %s: could not write a record: %s", self.path, exc)
+            self._spill(record)
+
+    def _spill(self, record: CallRecord) -> None:
+        if self.spill_path is None:
+            self.lost += 1
+            logger.error("ledger %s: a record was lost (an in-memory ledger has no sidecar file)", self.path)
+            return
+        line = json.dumps({"spill_id": uuid.uuid4().hex, "record": record.to_dict()}, default=str) + "\n"
+        try:
+            with open(self.spill_path, "a", encoding="utf-8") as handle, _locked(handle):
+                handle.write(line)
+        except OSError as exc:
+            self.lost += 1
+            logger.error(
+                "ledger %s: a record was lost: the sidecar %s cannot be written: %s", self.path, self.spill_path, exc
             )
+            return
+        self.spilled += 1
+
+    def import_spill(self, *, wait: bool) -> bool:
+        """Move the sidecar's records into the database; True when none is left."""
+        if not self._spill_pending():
+            return True
+        assert self.spill_path is not None
+        if not wait:
+            self.conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            with open(self.spill_path, "r+", encoding="utf-8") as handle, _locked(handle):
+                entries, bad = _read_spill(handle.read())
+                _insert_spilled(self.conn, entries)
+                if bad:
+                    with open(self.spill_path + ".rejected", "a", encoding="utf-8") as rejected:
+                        rejected.writelines(line + "\n" for line in bad)
+                    logger.error(
+                        "ledger %s: %d unreadable line(s) of %s moved to %s.rejected",
+                        self.path,
+                        len(bad),
+                        self.spill_path,
+                        self.spill_path,
+                    )
+                os.unlink(self.spill_path)
+        except FileNotFoundError:
+            return True
+        except (sqlite3.Error, OSError) as exc:
+            if wait:
+                logger.warning("ledger %s: the sidecar %s stays for later: %s", self.path, self.spill_path, exc)
+            return False
+        finally:
+            if not wait:
+                self.conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        logger.info("ledger %s: imported %d record(s) from %s", self.path, len(entries), self.spill_path)
+        self.spilled = 0
+        return True
+
+    def close(self) -> None:
+        self.import_spill(wait=False)
+        self.conn.close()
+
+
+def _read_spill(text: str) -> tuple[list[tuple[str, CallRecord]], list[str]]:
+    entries: list[tuple[str, CallRecord]] = []
+    bad: list[str] = []
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            fields = dict(data["record"])
+            fields["tags"] = tuple(fields.get("tags") or ())
+            entries.append((str(data["spill_id"]), CallRecord(**fields)))
+        except (ValueError, KeyError, TypeError):
+            bad.append(line)
+    return entries, bad
+
+
+def _insert_spilled(conn: sqlite3.Connection, entries: list[tuple[str, CallRecord]]) -> None:
+    """Insert spilled records once each: the ids imported are committed with the rows."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for spill_id, record in entries:
+            if conn.execute("SELECT 1 FROM spill_imports WHERE spill_id = ?", (spill_id,)).fetchone():
+                continue
+            _insert_row(conn, record)
+            conn.execute("INSERT INTO spill_imports (spill_id) VALUES (?)", (spill_id,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
-def _stop_worker(jobs: queue.Queue[Any], thread: threading.Thread) -> None:
+def _worker(
+    path: str, busy_timeout: float, spill_path: str | None, jobs: queue.Queue[Any], ready: Future[_Writer]
+) -> None:
+    try:
+        writer = _Writer(path, busy_timeout, spill_path)
+    except BaseException as exc:
+        ready.set_exception(exc)
+        return
+    ready.set_result(writer)
+    try:
+        while True:
+            job = jobs.get()
+            if job is _STOP:
+                break
+            kind, payload, future = job
+            if kind == "record":
+                writer.write(payload)
+                continue
+            try:
+                future.set_result(payload(writer.conn))
+            except Exception as exc:
+                future.set_exception(exc)
+    finally:
+        writer.close()
+
+
+def _insert(conn: sqlite3.Connection, record: CallRecord) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _insert_row(conn, record)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _insert_row(conn: sqlite3.Connection, record: CallRecord) -> None:
+    day = datetime.fromtimestamp(record.ended_at, tz=timezone.utc).strftime("%Y-%m-%d")
+    cursor = conn.execute(
+        "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, provider, model,"
+        " input_tokens, output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms,"
+        " outcome, error_type, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.ended_at,
+            day,
+            record.run_id,
+            record.parent_run_id,
+            record.deployment,
+            record.provider,
+            record.model,
+            record.input_tokens,
+            record.output_tokens,
+            record.total_tokens,
+            record.cached_tokens,
+            record.reasoning_tokens,
+            record.cost_usd,
+            round(record.latency_ms, 3),
+            record.outcome,
+            record.error_type,
+            json.dumps(list(record.tags)),
+        ),
+    )
+    if record.tags:
+        call_id = cursor.lastrowid
+        conn.executemany("INSERT INTO call_tags (call_id, tag) VALUES (?, ?)", [(call_id, t) for t in set(record.tags)])
+
+
+def _stop_worker(jobs: queue.Queue[Any], thread: threading.Thread, writer: _Writer, wait: float) -> None:
     if thread.is_alive():
         jobs.put(_STOP)
-        thread.join(timeout=10)
+        thread.join(timeout=wait)
+    unwritten = writer.lost + (jobs.qsize() if thread.is_alive() else 0)
+    if unwritten:
+        logger.error("ledger %s: %d record(s) could not be written and are lost", writer.path, unwritten)
 
 
 class Ledger:
@@ -198,24 +359,52 @@ class Ledger:
 
     Key init args:
         path: Database file (created if missing), or ``":memory:"``.
+        busy_timeout: Seconds a record waits for a database locked by another
+            connection (a backup, a long read, another process writing) before it
+            is kept in the sidecar file instead. Default 30: long enough to ride
+            out a backup or a ``VACUUM``, and callers never wait (records are queued).
+        spill_path: The sidecar file (default ``<path>.spill.jsonl``). Records
+            that cannot be committed go there, and are imported, once each, as
+            soon as the database takes writes again or when a ledger next opens.
 
     Use ``with Ledger(path) as ledger:`` or call :meth:`close`; a ledger left open
     is flushed and closed when it is garbage-collected or the interpreter exits.
+    Nothing is dropped silently: :meth:`close` warns about records left in the
+    sidecar and raises :class:`LedgerWriteError` for any it could not keep at all.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        busy_timeout: float = 30.0,
+        spill_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if busy_timeout < 0:
+            msg = f"busy_timeout must be >= 0 seconds, got {busy_timeout}"
+            raise ValueError(msg)
         self.path = str(path)
-        if self.path != ":memory:":
+        self.busy_timeout = float(busy_timeout)
+        memory = self.path == ":memory:" or self.path.startswith("file::memory:")
+        if not memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.spill_path: str | None = (
+            str(spill_path) if spill_path is not None else None if memory else self.path + ".spill.jsonl"
+        )
         self._jobs: queue.Queue[Any] = queue.Queue()
-        ready: Future[None] = Future()
+        ready: Future[_Writer] = Future()
         self._thread = threading.Thread(
-            target=_worker, args=(self.path, self._jobs, ready), name="multigateway-ledger", daemon=True
+            target=_worker,
+            args=(self.path, self.busy_timeout, self.spill_path, self._jobs, ready),
+            name="multigateway-ledger",
+            daemon=True,
         )
         self._thread.start()
-        ready.result()
+        self._writer = ready.result()
         self._closed = False
-        self._finalizer = weakref.finalize(self, _stop_worker, self._jobs, self._thread)
+        # The worker needs one busy_timeout for the record in hand, then spills the rest at once.
+        wait = 2 * self.busy_timeout + 30
+        self._finalizer = weakref.finalize(self, _stop_worker, self._jobs, self._thread, self._writer, wait)
 
     # ------------------------------------------------------------------ writing
     def add(self, record: CallRecord) -> None:
@@ -234,14 +423,41 @@ class Ledger:
         return future.result()
 
     def flush(self) -> None:
-        """Wait until every record queued so far is committed."""
+        """Wait until every record queued so far is committed (or kept in the sidecar)."""
         self._run(lambda conn: None)
 
+    @property
+    def spilled(self) -> int:
+        """Records this ledger kept in the sidecar file that are not imported yet."""
+        return self._writer.spilled
+
     def close(self) -> None:
-        """Write what is queued, then close the database."""
-        if not self._closed:
-            self._closed = True
-            self._finalizer()
+        """Write what is queued, then close the database.
+
+        Raises:
+            LedgerWriteError: Records could be neither committed nor kept in the
+                sidecar file (or were still queued when the writer gave up).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        self._jobs.put(_STOP)
+        self._thread.join(timeout=2 * self.busy_timeout + 30)
+        writer = self._writer
+        lost = writer.lost + (self._jobs.qsize() if self._thread.is_alive() else 0)
+        if writer.spilled:
+            logger.warning(
+                "ledger %s: %d record(s) could not be written to the database and are kept in %s;"
+                " the next Ledger opened on this file imports them",
+                self.path,
+                writer.spilled,
+                self.spill_path,
+            )
+        if lost:
+            where = f"nor kept in {self.spill_path}" if self.spill_path else "(an in-memory ledger keeps no sidecar)"
+            msg = f"ledger {self.path}: {lost} record(s) could not be written to the database {where}"
+            raise LedgerWriteError(msg, lost=lost, spill_path=self.spill_path)
 
     def __enter__(self) -> Ledger:
         return self

@@ -20,7 +20,7 @@ from langchain_multigateway.errors import ProviderError
 from langchain_multigateway.testing import ScriptedChatModel
 from langchain_multigateway.testing.scripted import Step
 from langchain_multigateway.usage import CallRecord, Ledger, LedgerCallbackHandler
-from langchain_multigateway.usage.ledger import csv_text, rows_by
+from langchain_multigateway.usage.ledger import LedgerWriteError, csv_text, rows_by
 
 USAGE = UsageMetadata(input_tokens=10, output_tokens=5, total_tokens=15)
 
@@ -202,9 +202,113 @@ def test_concurrent_threads_and_tasks_lose_nothing(tmp_path: Path) -> None:
     ledger.close()
 
 
-def test_a_record_that_cannot_be_written_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    with Ledger() as ledger:
+def test_a_record_sqlite_refuses_is_kept_in_the_sidecar_and_imported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "odd.sqlite3"
+    with Ledger(path) as ledger:
         ledger.add(record(model=object()))  # type: ignore[arg-type]
-        ledger.add(record())
-        assert ledger.count() == 1
+        ledger.flush()
+        assert ledger.spilled == 1
+        ledger.add(record())  # the database takes writes: the sidecar is imported first
+        models = [r["model"] for r in ledger.records()]
     assert "could not write a record" in caplog.text
+    assert len(models) == 2 and models[0].startswith("<object object")
+    assert not Path(str(path) + ".spill.jsonl").exists()
+
+
+def test_in_memory_ledger_reports_a_lost_record_at_close() -> None:
+    ledger = Ledger()
+    ledger.add(record(model=object()))  # type: ignore[arg-type]
+    ledger.add(record())
+    with pytest.raises(LedgerWriteError, match="1 record") as caught:
+        ledger.close()
+    assert caught.value.lost == 1
+
+
+def _hold_exclusive_lock(path: Path, seconds: float, held: threading.Event) -> threading.Thread:
+    """A second, real SQLite connection that holds the write lock for ``seconds``."""
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("INSERT INTO call_tags (call_id, tag) VALUES (0, 'locker')")
+        held.set()
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(5)
+    return thread
+
+
+def test_records_wait_out_an_8s_lock_with_default_settings(tmp_path: Path) -> None:
+    path = tmp_path / "locked.sqlite3"
+    Ledger(path).close()
+    held = threading.Event()
+    locker = _hold_exclusive_lock(path, 8.0, held)
+    ledger = Ledger(path)
+    for i in range(20):
+        ledger.add(record(ts=time.time() + i * 1e-6))
+    ledger.close()
+    locker.join()
+    assert not Path(str(path) + ".spill.jsonl").exists()
+    with Ledger(path) as reopened:
+        assert reopened.count() == 20
+
+
+def test_a_lock_held_past_busy_timeout_spills_and_the_next_open_imports_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "busy.sqlite3"
+    sidecar = Path(str(path) + ".spill.jsonl")
+    Ledger(path).close()
+    held = threading.Event()
+    locker = _hold_exclusive_lock(path, 2.0, held)
+    ledger = Ledger(path, busy_timeout=0.2)
+    for i in range(5):
+        ledger.add(record(model=f"m{i}", ts=time.time() + i * 1e-6))
+    ledger.flush()
+    assert ledger.spilled == 5
+    ledger.close()  # the lock is still held: nothing lost, the records wait in the sidecar
+    assert "5 record(s) could not be written to the database and are kept in" in caplog.text
+    assert len(sidecar.read_text().splitlines()) == 5
+    saved = sidecar.read_text()
+    locker.join()
+    with Ledger(path) as reopened:
+        assert [r["model"] for r in reopened.records()] == [f"m{i}" for i in range(5)]
+    assert not sidecar.exists()
+    sidecar.write_text(saved)  # a crash between the import's commit and the sidecar's removal
+    with Ledger(path) as again:
+        assert again.count() == 5
+
+
+def test_spilled_records_rejoin_in_order_once_the_lock_is_gone(tmp_path: Path) -> None:
+    path = tmp_path / "rejoin.sqlite3"
+    Ledger(path).close()
+    held = threading.Event()
+    locker = _hold_exclusive_lock(path, 1.0, held)
+    ledger = Ledger(path, busy_timeout=0.1)
+    ledger.add(record(model="first"))
+    ledger.add(record(model="second"))
+    ledger.flush()
+    assert ledger.spilled == 2
+    locker.join()
+    ledger.add(record(model="third"))
+    assert [r["model"] for r in ledger.records()] == ["first", "second", "third"]
+    assert ledger.spilled == 0
+    ledger.close()
+    assert not Path(str(path) + ".spill.jsonl").exists()
+
+
+def test_an_unreadable_sidecar_line_is_set_aside_not_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "torn.sqlite3"
+    Ledger(path).close()
+    sidecar = Path(str(path) + ".spill.jsonl")
+    sidecar.write_text('{"spill_id": "a", "record": {"run_id": "x"\n')  # a torn last line
+    with Ledger(path) as ledger:
+        assert ledger.count() == 0
+    assert Path(str(sidecar) + ".rejected").read_text().startswith('{"spill_id": "a"')
+    assert not sidecar.exists()
