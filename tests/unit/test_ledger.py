@@ -213,7 +213,8 @@ def test_a_record_sqlite_refuses_is_kept_in_the_sidecar_and_imported(
         ledger.add(record())  # the database takes writes: the sidecar is imported first
         models = [r["model"] for r in ledger.records()]
     assert "could not write a record" in caplog.text
-    assert len(models) == 2 and models[0].startswith("<object object")
+    assert len(models) == 2
+    assert models[0].startswith("<object object")
     assert not Path(str(path) + ".spill.jsonl").exists()
 
 
