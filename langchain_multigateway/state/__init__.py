@@ -1,6 +1,6 @@
 """Shared routing state: circuit breakers, rate windows, latency stats, in-flight counts."""
 
-from langchain_multigateway.state.base import Admission, BreakerState, DeploymentStats, RouterState
+from langchain_multigateway.state.base import Admission, BreakerState, DeploymentStats, RouterState, StateHealth
 from langchain_multigateway.state.memory import MemoryState
 
-__all__ = ["Admission", "BreakerState", "DeploymentStats", "MemoryState", "RouterState"]
+__all__ = ["Admission", "BreakerState", "DeploymentStats", "MemoryState", "RouterState", "StateHealth"]

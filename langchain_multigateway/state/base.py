@@ -1,7 +1,9 @@
-"""The interface routing state implements, whatever stores it (memory now, Redis later).
+"""The interface routing state implements, whatever stores it (process memory or Redis).
 
-Every method is short and never blocks on I/O in the memory implementation, so
-the router calls it from sync threads and from the event loop alike.
+Every method is short: the memory implementation never blocks on I/O, and the Redis
+one bounds each round trip (50 ms by default) and falls back to local state beyond it,
+so the router calls the sync methods from threads and the ``a``-prefixed twins from
+the event loop.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-__all__ = ["Admission", "BreakerListener", "BreakerState", "DeploymentStats", "RouterState"]
+__all__ = [
+    "Admission",
+    "BreakerListener",
+    "BreakerPolicy",
+    "BreakerState",
+    "DeploymentStats",
+    "RouterState",
+    "StateHealth",
+]
 
 BreakerListener = Callable[[str, str], Any]
 """Called as ``fn(deployment, state)`` with ``state`` one of ``"closed"``, ``"open"``, ``"half_open"``."""
@@ -71,6 +81,73 @@ class DeploymentStats:
     retry_after: float | None
     successes: int
     failures: int
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When a breaker opens, how long it stays open, and how that grows.
+
+    The defaults are chosen for a primary that flaps (down for a while, then back) under
+    a steady trickle of requests, with a fallback deployment serving meanwhile:
+
+    - ``failure_threshold=5`` consecutive counted failures open it: one call's retries
+      on the same deployment (up to 3 tries by default) cannot open it alone, two
+      failing calls in a row can.
+    - ``cooldown=1.0`` s is the first open period: a blip (a restart, a brief overload)
+      costs about a second of fallback traffic, not the 30 s a fixed cooldown costs.
+    - Each failed half-open probe multiplies the period by ``cooldown_growth=2.0``, up to
+      ``max_cooldown=8.0`` s (never below ``cooldown``): a deployment down for minutes
+      sees at most one probe every 8 s (one caller in eight seconds pays a failover),
+      and once it is back it is used again within ``max_cooldown`` seconds plus the gap
+      to the next request. A successful probe closes the breaker and resets the period.
+    - While open, exactly one request (the probe) is let through per period.
+      ``probe_timeout=120.0`` s frees the probe slot when a probe's outcome never
+      arrives (a worker that died mid-call), so a breaker cannot stay half-open forever.
+    """
+
+    failure_threshold: int = 5
+    cooldown: float = 1.0
+    max_cooldown: float = 8.0
+    cooldown_growth: float = 2.0
+    probe_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.failure_threshold < 1:
+            problems.append("failure_threshold must be at least 1")
+        if self.cooldown < 0 or self.max_cooldown < 0 or self.probe_timeout <= 0:
+            problems.append("cooldown and max_cooldown must be >= 0 and probe_timeout > 0 (seconds)")
+        if self.cooldown_growth < 1:
+            problems.append("cooldown_growth must be >= 1 (1 keeps the cooldown fixed)")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def cap(self) -> float:
+        """The longest open period (``max_cooldown``, never below ``cooldown``)."""
+        return max(self.cooldown, self.max_cooldown)
+
+    def after_failed_probe(self, current: float) -> float:
+        """The next open period after a probe failed during one of ``current`` seconds."""
+        return min(self.cap, max(current, self.cooldown) * self.cooldown_growth)
+
+
+@dataclass(frozen=True)
+class StateHealth:
+    """Where the state lives and whether it is shared right now.
+
+    Attributes:
+        backend: ``"memory"`` or ``"redis"``.
+        shared: Limits and breakers are shared with other processes at this moment
+            (False for memory, and for Redis while it is unreachable).
+        live: The backend answers (always True for memory).
+        detail: Why not live, or where it lives (a URL without its password).
+    """
+
+    backend: str
+    shared: bool
+    live: bool
+    detail: str | None = None
 
 
 class RouterState(ABC):
@@ -143,3 +220,39 @@ class RouterState(ABC):
     @abstractmethod
     def stats(self, name: str, *, rpm: int | None = None, tpm: int | None = None) -> DeploymentStats:
         """Everything known about ``name``, for health reports."""
+
+    # Async twins: the default runs the sync method (memory never blocks); a state
+    # doing network I/O overrides them with its async client.
+    async def aadmit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
+        """:meth:`admit` for the event loop."""
+        return self.admit(name, tokens=tokens, rpm=rpm, tpm=tpm)
+
+    async def arelease(
+        self,
+        name: str,
+        admission: Admission,
+        *,
+        ok: bool,
+        latency: float | None = None,
+        ttft: float | None = None,
+        tokens: int | None = None,
+        counts_against_breaker: bool = True,
+    ) -> None:
+        """:meth:`release` for the event loop."""
+        self.release(
+            name,
+            admission,
+            ok=ok,
+            latency=latency,
+            ttft=ttft,
+            tokens=tokens,
+            counts_against_breaker=counts_against_breaker,
+        )
+
+    async def acooldown(self, name: str, seconds: float) -> None:
+        """:meth:`cooldown` for the event loop."""
+        self.cooldown(name, seconds)
+
+    def health(self) -> StateHealth:
+        """Where the state lives and whether it is shared with other processes now."""
+        return StateHealth(backend="memory", shared=False, live=True)

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from langchain_multigateway.state.base import Admission, BreakerState, DeploymentStats, RouterState
+from langchain_multigateway.state.base import Admission, BreakerPolicy, BreakerState, DeploymentStats, RouterState
 
 __all__ = ["MemoryState"]
 
@@ -34,8 +34,9 @@ class _Record:
         "ewma_ttft",
         "failures",
         "in_flight",
+        "open_for",
         "opened_at",
-        "probing",
+        "probe_until",
         "streak",
         "successes",
         "window",
@@ -46,7 +47,8 @@ class _Record:
         self.breaker = BreakerState.CLOSED
         self.streak = 0  # consecutive failures counted against the breaker
         self.opened_at = 0.0
-        self.probing = False
+        self.open_for = 0.0  # this open period's length; grows while probes fail
+        self.probe_until = 0.0  # a half-open probe holds the slot until then (or its release)
         self.cooldown_until = 0.0
         self.ewma_latency: float | None = None
         self.ewma_ttft: float | None = None
@@ -64,9 +66,19 @@ class MemoryState(RouterState):
     Thread-safe and asyncio-safe: every method takes one ``threading.Lock`` for a
     few microseconds and never awaits or sleeps while holding it.
 
+    Breakers: ``failure_threshold`` consecutive counted failures open one for
+    ``cooldown`` seconds; then one probe goes through (half-open). A successful probe
+    closes it; a failed one reopens it for twice as long (``cooldown_growth``), up to
+    ``max_cooldown``. :class:`~langchain_multigateway.state.base.BreakerPolicy`
+    explains the defaults (5 failures, 1 s growing to 8 s): a flapping primary is
+    used again within seconds of recovering, and a dead one sees one probe per period.
+
     Args:
-        failure_threshold: Consecutive counted failures that open a breaker.
-        cooldown: Seconds an open breaker waits before letting one probe through.
+        failure_threshold: Consecutive counted failures that open a breaker (5).
+        cooldown: Seconds of the first open period before one probe is let through (1.0).
+        max_cooldown: Longest open period, reached while probes keep failing (8.0).
+        cooldown_growth: Factor applied to the open period after each failed probe (2.0).
+        probe_timeout: Seconds after which a probe that never reported frees its slot (120).
         alpha: Weight of the newest sample in the latency / error EWMAs.
         clock: Monotonic seconds; tests pass a controllable one.
     """
@@ -74,16 +86,16 @@ class MemoryState(RouterState):
     def __init__(
         self,
         *,
-        failure_threshold: int = 5,
-        cooldown: float = 30.0,
+        failure_threshold: int = BreakerPolicy.failure_threshold,
+        cooldown: float = BreakerPolicy.cooldown,
+        max_cooldown: float = BreakerPolicy.max_cooldown,
+        cooldown_growth: float = BreakerPolicy.cooldown_growth,
+        probe_timeout: float = BreakerPolicy.probe_timeout,
         alpha: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if failure_threshold < 1:
-            msg = "failure_threshold must be at least 1"
-            raise ValueError(msg)
+        self.breaker = BreakerPolicy(failure_threshold, cooldown, max_cooldown, cooldown_growth, probe_timeout)
         self.failure_threshold = failure_threshold
-        self.cooldown_seconds = cooldown
         self.alpha = alpha
         self.clock = clock
         self._lock = threading.Lock()
@@ -107,9 +119,9 @@ class MemoryState(RouterState):
     def _breaker_now(
         self, record: _Record, now: float, name: str, changes: list[tuple[str, BreakerState]]
     ) -> BreakerState:
-        if record.breaker is BreakerState.OPEN and now - record.opened_at >= self.cooldown_seconds:
+        if record.breaker is BreakerState.OPEN and now - record.opened_at >= record.open_for:
             record.breaker = BreakerState.HALF_OPEN
-            record.probing = False
+            record.probe_until = 0.0
             changes.append((name, BreakerState.HALF_OPEN))
         return record.breaker
 
@@ -130,9 +142,9 @@ class MemoryState(RouterState):
             record = self._record(name)
             breaker = self._breaker_now(record, now, name, changes)
             if breaker is BreakerState.OPEN:
-                wait = record.opened_at + self.cooldown_seconds - now
+                wait = record.opened_at + record.open_for - now
                 return Admission(ok=False, reason=f"circuit open (probe in {wait:.1f}s)", retry_after=wait)
-            if breaker is BreakerState.HALF_OPEN and record.probing:
+            if breaker is BreakerState.HALF_OPEN and record.probe_until > now:
                 return Admission(ok=False, reason="circuit half-open, its probe is in flight")
             if record.cooldown_until > now:
                 wait = record.cooldown_until - now
@@ -148,7 +160,7 @@ class MemoryState(RouterState):
             record.in_flight += 1
             probe = breaker is BreakerState.HALF_OPEN
             if probe:
-                record.probing = True
+                record.probe_until = now + self.breaker.probe_timeout
             return Admission(ok=True, probe=probe, reservation=entry)
 
     @staticmethod
@@ -223,25 +235,29 @@ class MemoryState(RouterState):
                 record.successes += 1
                 record.ewma_error -= alpha * record.ewma_error
                 record.streak = 0
-                if admission.probe:
-                    record.probing = False
-                    if record.breaker is not BreakerState.CLOSED:
-                        record.breaker = BreakerState.CLOSED
-                        return BreakerState.CLOSED
+                if admission.probe and record.breaker is not BreakerState.CLOSED:
+                    record.breaker = BreakerState.CLOSED  # recovered: the next outage starts short again
+                    record.probe_until = record.open_for = 0.0
+                    return BreakerState.CLOSED
                 return None
             record.failures += 1
             record.ewma_error += alpha * (1.0 - record.ewma_error)
             if admission.probe:
-                record.probing = False
+                record.probe_until = 0.0  # an uncounted failure (e.g. a bad request) lets the next probe go
             if not counts_against_breaker:
                 return None
             record.streak += 1
-            if admission.probe or (record.breaker is BreakerState.CLOSED and record.streak >= self.failure_threshold):
-                was = record.breaker
-                record.breaker = BreakerState.OPEN
-                record.opened_at = now
-                return None if was is BreakerState.OPEN else BreakerState.OPEN
-            return None
+            policy = self.breaker
+            if admission.probe and record.breaker is BreakerState.HALF_OPEN:
+                open_for = policy.after_failed_probe(record.open_for)
+            elif record.breaker is BreakerState.CLOSED and record.streak >= policy.failure_threshold:
+                open_for = policy.cooldown
+            else:
+                return None  # already open: a late failure of an earlier request changes nothing
+            record.breaker = BreakerState.OPEN
+            record.opened_at = now
+            record.open_for = open_for
+            return BreakerState.OPEN
 
     def cooldown(self, name: str, seconds: float) -> None:
         with self._lock:
@@ -280,7 +296,7 @@ class MemoryState(RouterState):
             requests = len(record.window)
             retry_after = None
             if breaker is BreakerState.OPEN:
-                retry_after = record.opened_at + self.cooldown_seconds - now
+                retry_after = record.opened_at + record.open_for - now
             elif record.cooldown_until > now:
                 retry_after = record.cooldown_until - now
             return DeploymentStats(

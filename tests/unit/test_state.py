@@ -56,7 +56,7 @@ def test_breaker_opens_after_threshold_and_half_opens_with_one_probe() -> None:
 
 def test_failed_probe_reopens_and_uncounted_errors_do_not_trip() -> None:
     clock = Clock()
-    state = MemoryState(failure_threshold=2, cooldown=5.0, clock=clock)
+    state = MemoryState(failure_threshold=2, cooldown=5.0, max_cooldown=20.0, clock=clock)
     for _ in range(5):
         fail(state, counts=False)
     assert state.stats("d").breaker is BreakerState.CLOSED
@@ -69,12 +69,76 @@ def test_failed_probe_reopens_and_uncounted_errors_do_not_trip() -> None:
     state.release("d", probe, ok=False)
     stats = state.stats("d")
     assert stats.breaker is BreakerState.OPEN
-    assert stats.retry_after == pytest.approx(5.0)
-    clock.advance(5.0)
+    assert stats.retry_after == pytest.approx(10.0)  # a failed probe doubles the open period
+    clock.advance(10.0)
     probe = state.admit("d")
     state.release("d", probe, ok=False, counts_against_breaker=False)
     assert state.stats("d").breaker is BreakerState.HALF_OPEN
     assert state.admit("d").probe  # a new probe may go
+
+
+def test_cooldown_grows_while_probes_fail_is_capped_and_resets_on_recovery() -> None:
+    clock = Clock()
+    state = MemoryState(failure_threshold=1, cooldown=1.0, max_cooldown=8.0, cooldown_growth=2.0, clock=clock)
+    fail(state)
+    periods = []
+    for _ in range(6):
+        periods.append(state.stats("d").retry_after)
+        clock.advance(periods[-1] or 0.0)
+        probe = state.admit("d")
+        assert probe.probe
+        state.release("d", probe, ok=False)
+    assert periods == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0, 8.0])
+    clock.advance(8.0)
+    probe = state.admit("d")
+    state.release("d", probe, ok=True)
+    assert state.stats("d").breaker is BreakerState.CLOSED
+    fail(state)  # the next outage starts short again
+    assert state.stats("d").retry_after == pytest.approx(1.0)
+
+
+def test_default_breaker_returns_to_a_flapping_primary_within_seconds() -> None:
+    """A primary down for a minute under one request a second: at most one probe per
+    open period while down, and back in use within max_cooldown (+1 s) of recovering."""
+    clock = Clock()
+    state = MemoryState(clock=clock)  # defaults under test
+    recovered_at = clock.now + 60.0
+    admitted_while_open: list[float] = []
+    back_at = None
+    for _ in range(120):
+        now = clock.now
+        admission = state.admit("primary")
+        if admission.ok:
+            state.release("primary", admission, ok=now >= recovered_at, latency=0.05)
+            if admission.probe:
+                admitted_while_open.append(now)
+            if now >= recovered_at and back_at is None:
+                back_at = now
+        clock.advance(1.0)
+    assert back_at is not None
+    assert back_at - recovered_at <= state.breaker.max_cooldown + 1.0
+    probes_while_down = [t - recovered_at for t in admitted_while_open if t < recovered_at]
+    # opened by the 5th failure (t=4), then probes after 1, 2, 4, then every 8 s: 9 probes while down
+    assert probes_while_down == [-55.0, -53.0, -49.0, -41.0, -33.0, -25.0, -17.0, -9.0, -1.0]
+    assert back_at - recovered_at == 7.0
+
+
+def test_a_lost_probe_frees_its_slot_after_probe_timeout() -> None:
+    clock = Clock()
+    state = MemoryState(failure_threshold=1, cooldown=1.0, probe_timeout=30.0, clock=clock)
+    fail(state)
+    clock.advance(1.0)
+    assert state.admit("d").probe  # never released: its worker died
+    clock.advance(29.0)
+    assert not state.admit("d").ok
+    clock.advance(1.0)
+    assert state.admit("d").probe
+
+
+def test_breaker_policy_rejects_nonsense() -> None:
+    for bad in ({"failure_threshold": 0}, {"cooldown": -1.0}, {"cooldown_growth": 0.5}, {"probe_timeout": 0}):
+        with pytest.raises(ValueError):
+            MemoryState(**bad)  # type: ignore[arg-type]
 
 
 def test_success_resets_the_failure_streak() -> None:
