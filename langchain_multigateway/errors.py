@@ -41,6 +41,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProviderError",
     "RateLimitError",
+    "StreamInterruptedError",
     "TimeoutError",
     "error_from_status",
     "parse_retry_after",
@@ -166,9 +167,23 @@ class RateLimitError(GatewayError, ModelRateLimitError):
 
 
 class GatewayTimeoutError(GatewayError, ModelTimeoutError):
-    """The request took longer than the configured timeout."""
+    """The request took longer than one of its time limits.
+
+    Attributes:
+        limit: Which limit fired: ``"connect_timeout"``, ``"first_token_timeout"``,
+            ``"stream_idle_timeout"`` or ``"timeout"`` (the whole request); None if unknown.
+        seconds: That limit's value in seconds, if known.
+    """
 
     default_retryable = True
+
+    def __init__(self, message: str, *, limit: str | None = None, seconds: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.limit = limit
+        self.seconds = seconds
+
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "limit": self.limit, "seconds": self.seconds}
 
 
 # The design names it TimeoutError; the longer name avoids shadowing the builtin.
@@ -399,3 +414,34 @@ class BudgetExceededError(GatewayError):
 
 
 __all__ += ["BudgetExceededError"]
+
+
+class StreamInterruptedError(GatewayError):
+    """A stream failed after part of the answer had reached the caller.
+
+    The caller never gets a truncated answer presented as success: the stream ends
+    in this error instead. Retrying the whole request would repeat the delivered text.
+
+    Attributes:
+        delivered: The text the caller had received before the failure.
+        deployment: The deployment (or model) that was streaming, if known.
+        cause: The failure that cut the stream (also chained as ``__cause__``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        delivered: str = "",
+        deployment: str | None = None,
+        cause: BaseException | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retryable", False)
+        super().__init__(message, **kwargs)
+        self.delivered = delivered
+        self.deployment = deployment
+        self.cause = cause
+
+    def _fields(self) -> dict[str, Any]:
+        return {**super()._fields(), "delivered": self.delivered, "deployment": self.deployment}
