@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.state.base import RouterState
 
 __all__ = ["DeploymentHealth", "adeployment_health", "deployment_health"]
@@ -33,6 +34,10 @@ class DeploymentHealth(BaseModel):
     retry_after: float | None
     successes: int
     failures: int
+    concurrency_in_use: int = 0
+    """Slots of ``max_concurrency`` taken now (0 when the deployment has no limit)."""
+    waiting: int = 0
+    """Calls queued for one of those slots."""
     provider_health: Any = None
     """The model's own ``health_check()`` result, when asked for and available."""
 
@@ -41,7 +46,9 @@ class DeploymentHealth(BaseModel):
         return self.breaker != "open" and self.retry_after is None
 
 
-def _report(dep: Deployment, state: RouterState, provider_health: Any) -> DeploymentHealth:
+def _report(
+    dep: Deployment, state: RouterState, provider_health: Any, gate: ConcurrencyGate | None
+) -> DeploymentHealth:
     stats = state.stats(dep.name, rpm=dep.rpm, tpm=dep.tpm)
     return DeploymentHealth(
         name=dep.name,
@@ -60,17 +67,23 @@ def _report(dep: Deployment, state: RouterState, provider_health: Any) -> Deploy
         retry_after=stats.retry_after,
         successes=stats.successes,
         failures=stats.failures,
+        concurrency_in_use=0 if gate is None else gate.active,
+        waiting=0 if gate is None else gate.waiting,
         provider_health=provider_health,
     )
 
 
-def deployment_health(dep: Deployment, state: RouterState, check_provider: bool = False) -> DeploymentHealth:
+def deployment_health(
+    dep: Deployment, state: RouterState, check_provider: bool = False, gate: ConcurrencyGate | None = None
+) -> DeploymentHealth:
     probe = getattr(dep.model, "health_check", None)
     provider_health = probe() if check_provider and callable(probe) else None
-    return _report(dep, state, provider_health)
+    return _report(dep, state, provider_health, gate)
 
 
-async def adeployment_health(dep: Deployment, state: RouterState, check_provider: bool = False) -> DeploymentHealth:
+async def adeployment_health(
+    dep: Deployment, state: RouterState, check_provider: bool = False, gate: ConcurrencyGate | None = None
+) -> DeploymentHealth:
     probe = getattr(dep.model, "ahealth_check", None)
     provider_health = await probe() if check_provider and callable(probe) else None
-    return _report(dep, state, provider_health)
+    return _report(dep, state, provider_health, gate)

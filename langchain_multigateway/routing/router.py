@@ -524,7 +524,8 @@ class RoutingChatModel(CallPaths, BaseChatModel):
     def health(self, *, check_providers: bool = False) -> dict[str, DeploymentHealth]:
         """Per deployment: breaker, latency, error rate, load, remaining budgets
         (and the provider's own ``health_check()`` when ``check_providers``)."""
-        return {d.name: deployment_health(d, self.state, check_providers) for d in self.deployments}
+        gates = self._rt.gates
+        return {d.name: deployment_health(d, self.state, check_providers, gates.get(d.name)) for d in self.deployments}
 
     def watch_breakers(self, listener: BreakerListener) -> None:
         """Call ``listener(deployment, state)`` now for every deployment, then on each breaker change.
@@ -541,7 +542,10 @@ class RoutingChatModel(CallPaths, BaseChatModel):
         """Async twin of :meth:`health` (provider checks run concurrently)."""
         from langchain_multigateway.routing.health import adeployment_health
 
-        found = await asyncio.gather(*(adeployment_health(d, self.state, check_providers) for d in self.deployments))
+        gates = self._rt.gates
+        found = await asyncio.gather(
+            *(adeployment_health(d, self.state, check_providers, gates.get(d.name)) for d in self.deployments)
+        )
         return {h.name: h for h in found}
 
     # ------------------------------------------------------------------ builders
