@@ -8,6 +8,7 @@ Each class also subclasses LangChain's standard ``ModelError`` family, so code
 from __future__ import annotations
 
 import email.utils
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from langchain_core.exceptions import (
     ModelRateLimitError,
     ModelTimeoutError,
 )
+
+from langchain_multigateway._redact import redact, redact_value, scrub_exception
 
 __all__ = [
     "AllDeploymentsFailedError",
@@ -88,6 +91,9 @@ class GatewayError(ModelError):
         retry_after: float | None = None,
         body: Any = None,
     ) -> None:
+        # Built while handling the SDK/transport error it will chain: scrub that one too,
+        # so a traceback or a span's exception.stacktrace quotes no credential.
+        scrub_exception(sys.exc_info()[1])
         super().__init__(message)
         self.message = message
         self.provider = provider
@@ -98,7 +104,17 @@ class GatewayError(ModelError):
         # LangChain's ModelError reads this name.
         self.is_retryable = self.retryable
         self.retry_after = retry_after
-        self.body = body
+        self.body = redact_value(body)
+
+    @property
+    def message(self) -> str:
+        """What went wrong; credentials the process knows are masked, however it was set."""
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = redact(value) if isinstance(value, str) else value
+        self.args = (self._message,)
 
     def __str__(self) -> str:
         where = ", ".join(
@@ -229,6 +245,8 @@ class AllDeploymentsFailedError(GatewayError):
 
     def __init__(self, message: str, attempts: Sequence[AttemptRecord], **kwargs: Any) -> None:
         self.attempts = list(attempts)
+        for attempt in self.attempts:
+            scrub_exception(attempt.error)  # a deployment's own model may raise anything
         lines = "\n".join(f"  - {a.describe()}" for a in self.attempts)
         super().__init__(f"{message}\n{lines}" if lines else message, **kwargs)
         # Retryable only if every cause was.
