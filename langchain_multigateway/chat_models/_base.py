@@ -16,10 +16,20 @@ from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 from typing_extensions import Self
 
 from langchain_multigateway._ls_params import langsmith_params
+from langchain_multigateway._redact import MASK, is_secret_header, is_secret_query, redact, register_model
 from langchain_multigateway._retry import RetryPolicy
 from langchain_multigateway.chat_models._profiles import profile_for
 from langchain_multigateway.errors import (
@@ -50,20 +60,16 @@ class HealthStatus(BaseModel):
 
 
 _LOCATED_ERRORS = (GatewayConnectionError, GatewayTimeoutError, ModelNotFoundGatewayError)
-_SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "api_key", "cookie", "token", "secret", "password")
 
 
-def is_secret_header(name: str) -> bool:
-    """Whether a header carries a credential (its value is never shown or serialized)."""
-    lowered = name.lower()
-    return any(word in lowered for word in _SECRET_HEADER_WORDS)
-
-
-def mask_secret_headers(headers: Any) -> Any:
-    """``headers`` with credential values replaced by asterisks, for display."""
-    if not isinstance(headers, dict):
-        return headers
-    return {k: "**********" if is_secret_header(k) else v for k, v in headers.items()}
+def _shown(name: str, value: Any) -> Any:
+    """A field's value as repr, model_dump and dumps show it: credentials masked."""
+    if isinstance(value, str):
+        return redact(value)  # URL userinfo, ?api-key=..., any registered key
+    if isinstance(value, dict) and name in ("default_headers", "default_query"):
+        secret = is_secret_header if name == "default_headers" else is_secret_query
+        return {k: MASK if secret(k) else v for k, v in value.items()}
+    return value
 
 
 class GatewayChatModel(BaseChatModel):
@@ -121,6 +127,7 @@ class GatewayChatModel(BaseChatModel):
                 "environment variable. (A local server that needs no key takes any placeholder string.)"
             )
             raise MissingAPIKeyError(msg, provider=self.provider_name, model=self.model)
+        register_model(self)  # from now on its credentials are masked in every output
         return self
 
     @property
@@ -138,15 +145,28 @@ class GatewayChatModel(BaseChatModel):
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            yield name, mask_secret_headers(value) if name == "default_headers" else value
+            yield name, _shown(str(name), value)
+
+    @model_serializer(mode="wrap")
+    def _masked_dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # model_dump / model_dump_json mask like repr (keys are SecretStr already).
+        data = handler(self)
+        if isinstance(data, dict):
+            return {name: _shown(name, value) for name, value in data.items()}
+        return data
 
     def to_json(self) -> Any:
-        """LangChain serialization, without credential headers (keys are never serialized)."""
+        """LangChain serialization, without credential headers or query values (keys are never
+        serialized) and with URL userinfo masked."""
         data = super().to_json()
         kwargs = data.get("kwargs") if isinstance(data, dict) else None
-        if isinstance(kwargs, dict) and isinstance(kwargs.get("default_headers"), dict):
-            kept = {k: v for k, v in kwargs["default_headers"].items() if not is_secret_header(k)}
-            kwargs["default_headers"] = kept
+        if isinstance(kwargs, dict):
+            for name, secret in (("default_headers", is_secret_header), ("default_query", is_secret_query)):
+                if isinstance(kwargs.get(name), dict):
+                    kwargs[name] = {k: v for k, v in kwargs[name].items() if not secret(k)}
+            for name, value in kwargs.items():
+                if isinstance(value, str):
+                    kwargs[name] = redact(value)
         return data
 
     def get_num_tokens(self, text: str) -> int:
