@@ -146,13 +146,15 @@ class UsageCallbackHandler(CallRecorder):
                 if record.hidden_failures:
                     self._totals.requests += record.hidden_failures
                     self._totals.errors += record.hidden_failures
-                if record.has_usage and record.model:
+                if record.has_usage and (record.served_model or record.model):
                     self._add_usage_metadata(record)
                 if self.keep_records:
                     self.records.append(record)
 
     def _add_usage_metadata(self, record: CallRecord) -> None:
-        current = self._usage_by_model.get(record.model or "")
+        # Keyed like LangChain's get_usage_metadata_callback: by the name the server answered with.
+        name = record.served_model or record.model or ""
+        current = self._usage_by_model.get(name)
         new = UsageMetadata(
             input_tokens=record.input_tokens, output_tokens=record.output_tokens, total_tokens=record.total_tokens
         )
@@ -162,7 +164,7 @@ class UsageCallbackHandler(CallRecorder):
                 output_tokens=current["output_tokens"] + new["output_tokens"],
                 total_tokens=current["total_tokens"] + new["total_tokens"],
             )
-        self._usage_by_model[record.model or ""] = new
+        self._usage_by_model[name] = new
 
     # ------------------------------------------------------------------ reading
     @property

@@ -60,6 +60,7 @@ COLUMNS = (
     "deployment",
     "provider",
     "model",
+    "served_model",
     "input_tokens",
     "output_tokens",
     "total_tokens",
@@ -82,6 +83,7 @@ CREATE TABLE IF NOT EXISTS calls (
     deployment TEXT,
     provider TEXT,
     model TEXT,
+    served_model TEXT,
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     total_tokens INTEGER NOT NULL DEFAULT 0,
@@ -171,6 +173,7 @@ class _Writer:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(_SCHEMA + _IMPORTED + ";")
+            _add_served_model_column(self.conn)
         except BaseException:
             self.conn.close()
             raise
@@ -246,6 +249,13 @@ class _Writer:
         self.conn.close()
 
 
+def _add_served_model_column(conn: sqlite3.Connection) -> None:
+    """Ledgers written before ``served_model`` existed get the column (empty for old rows)."""
+    names = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+    if "served_model" not in names:
+        conn.execute("ALTER TABLE calls ADD COLUMN served_model TEXT")
+
+
 def _read_spill(text: str) -> tuple[list[tuple[str, CallRecord]], list[str]]:
     entries: list[tuple[str, CallRecord]] = []
     bad: list[str] = []
@@ -316,9 +326,9 @@ def _insert(conn: sqlite3.Connection, record: CallRecord) -> None:
 def _insert_row(conn: sqlite3.Connection, record: CallRecord) -> None:
     day = datetime.fromtimestamp(record.ended_at, tz=timezone.utc).strftime("%Y-%m-%d")
     cursor = conn.execute(
-        "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, provider, model,"
+        "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, provider, model, served_model,"
         " input_tokens, output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms,"
-        " outcome, error_type, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " outcome, error_type, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.ended_at,
             day,
@@ -327,6 +337,7 @@ def _insert_row(conn: sqlite3.Connection, record: CallRecord) -> None:
             record.deployment,
             record.provider,
             record.model,
+            record.served_model,
             record.input_tokens,
             record.output_tokens,
             record.total_tokens,

@@ -249,10 +249,13 @@ class PriceTable:
         with self._lock:
             self._prices.pop(name.strip().lower(), None)
 
-    def lookup(self, model: str | None, *, deployment: str | None = None) -> ModelPrice | None:
-        """The price for a deployment name (first) or a model name; None when unknown."""
+    def lookup(
+        self, model: str | None, *, deployment: str | None = None, served: str | None = None
+    ) -> ModelPrice | None:
+        """The price for a deployment name (first), the model as configured, or the
+        model name the server answered with (last); None when unknown."""
         with self._lock:
-            for name in (deployment, model):
+            for name in (deployment, model, served):
                 if not name:
                     continue
                 for candidate in _candidates(name):
@@ -267,12 +270,13 @@ class PriceTable:
         model: str | None,
         *,
         deployment: str | None = None,
+        served: str | None = None,
         warn: bool = True,
     ) -> float | None:
         """USD for ``usage`` on ``model``; None (one warning per model) when the price is unknown."""
         if not usage:
             return 0.0
-        price = self.lookup(model, deployment=deployment)
+        price = self.lookup(model, deployment=deployment, served=served)
         if price is None:
             if warn:
                 self._warn_unknown(model or deployment or "<unnamed>")

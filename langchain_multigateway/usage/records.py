@@ -59,6 +59,7 @@ class CallRecord:
     latency_ms: float
     provider: str | None
     model: str | None
+    """The model as configured (what the caller asked for); usage and prices are keyed on it."""
     deployment: str | None
     outcome: Outcome
     error_type: str | None = None
@@ -80,6 +81,8 @@ class CallRecord:
     """Failed attempts that no callback reported (a router that does not propagate callbacks)."""
     ttft_ms: float | None = None
     """Time to the first streamed token, when streamed."""
+    served_model: str | None = None
+    """The model name the server answered with (a dated id, a file path), when it differs or is known."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict (tags as a list)."""
@@ -307,7 +310,7 @@ class CallRecorder(BaseCallbackHandler):
         first = own[0] if len(own) == 1 else None
         if first is None or not first.has_usage or run.children:
             return records
-        key = (message_id, first.model, first.total_tokens, run.where)
+        key = (message_id, first.served_model or first.model, first.total_tokens, run.where)
         with self._runs_lock:
             seen = self._recent.get(key)
             if seen is not None and seen >= run.started_mono:
@@ -324,13 +327,14 @@ class CallRecorder(BaseCallbackHandler):
         meta = dict(message.response_metadata) if message is not None else {}
         ls_provider = run.metadata.get("ls_provider")
         provider = meta.get("provider") or meta.get("model_provider") or ls_provider
-        model = (
-            meta.get("model_name")
-            or meta.get("model")
-            or run.metadata.get("ls_model_name")
-            or run.params.get("model")
-            or run.params.get("model_name")
-        )
+        served = meta.get("model_name") or meta.get("model")
+        configured = run.metadata.get("ls_model_name") or run.params.get("model") or run.params.get("model_name")
+        routed_to = meta.get("deployment")
+        if routed_to and routed_to != run.metadata.get("deployment"):
+            # A router's own run: its ls_model_name names the router, so the model as
+            # configured comes from the deployment's run (or, failing that, the server).
+            configured = _configured_model(run.children, routed_to)
+        model = configured or served
         deployment = meta.get("deployment") or run.metadata.get("deployment")
         latency_ms = (ended_mono - run.started_mono) * 1000
         ttft = None if run.first_token_mono is None else (run.first_token_mono - run.started_mono) * 1000
@@ -356,6 +360,7 @@ class CallRecorder(BaseCallbackHandler):
                 base,
                 provider=provider,
                 model=model,
+                served=served,
                 deployment=deployment,
                 usage=usage,
                 outcome="ok" if error is None else "error",
@@ -374,6 +379,7 @@ class CallRecorder(BaseCallbackHandler):
             fields,
             provider=getattr(inner, "provider", None) or provider,
             model=getattr(inner, "model", None) or model,
+            served=None,
             deployment=getattr(attempt, "deployment", None),
             usage=getattr(inner, "usage_metadata", None),
             outcome="error" if inner is not None else "ok",
@@ -387,6 +393,7 @@ class CallRecorder(BaseCallbackHandler):
         *,
         provider: Any,
         model: Any,
+        served: Any,
         deployment: Any,
         usage: Any,
         outcome: Outcome,
@@ -396,17 +403,19 @@ class CallRecorder(BaseCallbackHandler):
         usage = usage if isinstance(usage, Mapping) else None
         counts = usage_counts(usage)
         model_s = str(model) if model else None
+        served_s = str(served) if served else None
         deployment_s = str(deployment) if deployment else None
         if usage:
-            cost = self.prices.cost(usage, model_s, deployment=deployment_s)
+            cost = self.prices.cost(usage, model_s, deployment=deployment_s, served=served_s)
         else:
             # Nothing billed: free if the model has a price, unknown (not zero) if it has none.
-            known = self.prices.lookup(model_s, deployment=deployment_s) is not None
+            known = self.prices.lookup(model_s, deployment=deployment_s, served=served_s) is not None
             cost = 0.0 if known else None
         return CallRecord(
             **base,
             provider=str(provider) if provider else None,
             model=model_s,
+            served_model=served_s,
             deployment=deployment_s,
             outcome=outcome,
             error_type=error_type,
@@ -441,6 +450,14 @@ class CallRecorder(BaseCallbackHandler):
         """Runs started and not yet ended (for leak checks)."""
         with self._runs_lock:
             return len(self._runs)
+
+
+def _configured_model(children: list[CallRecord], deployment: str) -> str | None:
+    """The configured model of the deployment run that served a routed call."""
+    for record in reversed(children):
+        if record.deployment == deployment and record.outcome == "ok":
+            return record.model
+    return None
 
 
 def _where() -> tuple[int, int]:
