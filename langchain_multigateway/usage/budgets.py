@@ -21,7 +21,9 @@ Scopes:
 
 LangChain swallows exceptions from callback handlers unless the handler sets
 ``raise_error = True``; a ``Budget`` does, so its refusal reaches the caller, from
-sync and async runs alike.
+sync and async runs alike. LangChain also logs every handler exception as
+"Error in ... callback" before re-raising it; a refusal is an answer, not a fault,
+so that one line is filtered out (the refusal itself still reaches the caller).
 
 For routers: :meth:`Budget.check` raises and :meth:`Budget.allows` answers
 True/False for an estimate, so a router can skip a deployment that would pass
@@ -35,7 +37,9 @@ is counted twice).
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -51,6 +55,34 @@ from langchain_multigateway.usage.records import CallRecord, CallRecorder, _Run
 __all__ = ["Budget"]
 
 M = TypeVar("M", bound=BaseChatModel)
+
+
+class _RefusalLogFilter(logging.Filter):
+    """Drops LangChain's "Error in Budget.on_chat_model_start callback" line for a refusal
+    a Budget raises on purpose; any other handler error is still logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._pending: deque[str] = deque(maxlen=256)
+
+    def expect(self, error: BaseException) -> None:
+        with self._lock:
+            self._pending.append(repr(error))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.msg != "Error in %s.%s callback: %s" or not isinstance(args, tuple) or len(args) != 3:
+            return True
+        with self._lock:
+            if args[2] in self._pending:
+                self._pending.remove(args[2])
+                return False
+        return True
+
+
+_refusals = _RefusalLogFilter()
+logging.getLogger("langchain_core.callbacks.manager").addFilter(_refusals)
 _MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict")
 
 
@@ -278,6 +310,7 @@ class Budget(CallRecorder):
                 with self._lock:
                     self._reserved[run.run_id] = (tokens, cost or 0.0)
         if problem is not None:
+            _refusals.expect(problem)
             raise problem
 
     def _emit_run(self, run: _Run, records: list[CallRecord]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 import uuid
 import warnings
@@ -190,3 +191,27 @@ def test_refused_run_leaves_no_state() -> None:
         budget.on_chat_model_start({}, [[HumanMessage("hello")]], run_id=run_id)
     assert budget.active_runs() == 0
     assert budget.remaining_tokens == 1
+
+
+def test_a_refusal_logs_no_callback_error_line(caplog: pytest.LogCaptureFixture) -> None:
+    budget = Budget(max_tokens=5, name="tiny")
+    model = llm()
+    with caplog.at_level(logging.WARNING), pytest.raises(BudgetExceededError):
+        model.invoke("a prompt longer than five tokens, surely", config={"callbacks": [budget]})
+    with caplog.at_level(logging.WARNING), pytest.raises(BudgetExceededError):
+        asyncio.run(model.ainvoke("a prompt longer than five tokens, surely", config={"callbacks": [budget]}))
+    assert "Error in Budget" not in caplog.text
+    assert "callback" not in caplog.text
+
+
+def test_another_handler_error_is_still_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Broken(BaseCallbackHandler):
+        def on_chat_model_start(self, *args: object, **kwargs: object) -> None:
+            raise ValueError("broken handler")
+
+    budget = Budget(max_tokens=5)
+    with caplog.at_level(logging.WARNING), pytest.raises(BudgetExceededError):
+        llm().invoke("a prompt longer than five tokens, surely", config={"callbacks": [Broken(), budget]})
+    assert "Error in Broken.on_chat_model_start callback: ValueError('broken handler')" in caplog.text
