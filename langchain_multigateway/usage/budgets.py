@@ -74,9 +74,10 @@ class _RefusalLogFilter(logging.Filter):
         args = record.args
         if record.msg != "Error in %s.%s callback: %s" or not isinstance(args, tuple) or len(args) != 3:
             return True
+        shown = args[2]
         with self._lock:
-            if args[2] in self._pending:
-                self._pending.remove(args[2])
+            if isinstance(shown, str) and shown in self._pending:
+                self._pending.remove(shown)
                 return False
         return True
 
