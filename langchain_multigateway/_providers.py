@@ -21,6 +21,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ValidationError
 
+from langchain_multigateway._redact import add_credential_names, credential_header_names, credential_query_names
 from langchain_multigateway.errors import ConfigurationError, GatewayError, MissingAPIKeyError
 
 __all__ = [
@@ -65,6 +66,14 @@ class ProviderInfo:
         default_model: Model used when only the provider is named.
         prefixes: Bare model names starting with one of these resolve to this provider.
         origin: ``"builtin"``, ``"registered"`` or ``"entry point '<name>' (<dist>)"``.
+        credential_headers: Request headers that carry this provider's credentials
+            (``authorization``, ``x-api-key``, ``api-key``, ``x-goog-api-key``, ...).
+        credential_query: Query parameters that carry them (``key``, ``api-key``, ...).
+
+    The credential names join the process-wide redaction rule when the provider is
+    registered: they are masked in errors, logs and traces and scrubbed from cassettes.
+    Common names (``authorization``, ``x-api-key``, ``api-key``, ``key``, ...) are
+    always covered, so a provider only adds its unusual ones.
     """
 
     name: str
@@ -72,6 +81,8 @@ class ProviderInfo:
     default_model: str | None = None
     prefixes: tuple[str, ...] = ()
     origin: str = "registered"
+    credential_headers: tuple[str, ...] = ()
+    credential_query: tuple[str, ...] = ()
 
     @property
     def import_path(self) -> str | None:
@@ -86,6 +97,8 @@ _BUILTINS: tuple[ProviderInfo, ...] = (
         "gpt-4o-mini",
         ("gpt-", "o1", "o3", "o4", "chatgpt-"),
         "builtin",
+        ("authorization", "api-key"),  # api-key: Azure-style endpoints
+        ("api-key",),  # Azure-style gateways taking the key as ?api-key=
     ),
     ProviderInfo(
         "mistral",
@@ -102,6 +115,7 @@ _BUILTINS: tuple[ProviderInfo, ...] = (
             "devstral",
         ),
         "builtin",
+        ("authorization",),
     ),
     ProviderInfo(
         "ollama",
@@ -109,6 +123,7 @@ _BUILTINS: tuple[ProviderInfo, ...] = (
         "llama3.2",
         (),
         "builtin",
+        ("authorization",),  # a bearer token for ollama.com or an authenticating proxy
     ),
     ProviderInfo(
         "anthropic",
@@ -116,6 +131,7 @@ _BUILTINS: tuple[ProviderInfo, ...] = (
         "claude-haiku-4-5",
         ("claude-",),
         "builtin",
+        ("x-api-key", "authorization"),
     ),
     ProviderInfo(
         "scripted",
@@ -141,6 +157,10 @@ class ProviderRegistry:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _classes: dict[str, ModelFactory] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        for info in self.providers.values():
+            _declare_credentials(info)
+
     @classmethod
     def with_builtins(cls, *, entry_point_group: str | None = ENTRY_POINT_GROUP) -> ProviderRegistry:
         """A registry holding the built-in providers (and, on first use, the entry points)."""
@@ -155,6 +175,8 @@ class ProviderRegistry:
         default_model: str | None = None,
         prefixes: Iterable[str] = (),
         origin: str = "registered",
+        credential_headers: Iterable[str] = (),
+        credential_query: Iterable[str] = (),
     ) -> ProviderInfo:
         """Add or replace a provider; see :func:`register_provider`."""
         key = _normalize_provider(name)
@@ -178,7 +200,16 @@ class ProviderRegistry:
         if any(not p for p in clean_prefixes) or isinstance(prefixes, str):
             msg = f"prefixes of provider {key!r} must be non-empty strings, given as a list or tuple"
             raise ConfigurationError(msg, key_path="prefixes")
-        info = ProviderInfo(key, target, default_model, clean_prefixes, origin)
+        info = ProviderInfo(
+            key,
+            target,
+            default_model,
+            clean_prefixes,
+            origin,
+            tuple(h.lower() for h in credential_headers),
+            tuple(q.lower() for q in credential_query),
+        )
+        _declare_credentials(info)
         with self._lock:
             self.providers[key] = info
             self._classes.pop(key, None)
@@ -339,8 +370,17 @@ class ProviderRegistry:
             if cached is not None:
                 return cached
             factory = _import_target(info)
+            # A provider class may declare its own credential names (entry-point providers do so).
+            headers, query = getattr(factory, "credential_headers", ()), getattr(factory, "credential_query", ())
+            if isinstance(headers, tuple) and isinstance(query, tuple):
+                add_credential_names(headers=map(str, headers), query=map(str, query))
             self._classes[info.name] = factory
             return factory
+
+    def credential_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Every credential header and query name providers declared, with the common ones."""
+        self.load_entry_points()
+        return credential_header_names(), credential_query_names()
 
     # ------------------------------------------------------------------ building
     def build(self, provider: str, model: str, params: Mapping[str, Any]) -> BaseChatModel:
@@ -389,6 +429,10 @@ class _MissingKeyBuildError(_BuildError, MissingAPIKeyError):
 
 
 # ---------------------------------------------------------------------- helpers
+def _declare_credentials(info: ProviderInfo) -> None:
+    add_credential_names(headers=info.credential_headers, query=info.credential_query)
+
+
 def _normalize_provider(name: str) -> str:
     return name.strip().lower() if isinstance(name, str) else name
 

@@ -44,6 +44,7 @@ __all__ = [
     "ProviderInfo",
     "ProviderRegistry",
     "default_gateway_model",
+    "credential_names",
     "get_default_model",
     "get_provider",
     "init_gateway_model",
@@ -72,6 +73,8 @@ def register_provider(
     *,
     default_model: str | None = None,
     prefixes: Iterable[str] = (),
+    credential_headers: Iterable[str] = (),
+    credential_query: Iterable[str] = (),
 ) -> ProviderInfo:
     """Register (or replace) a provider.
 
@@ -81,6 +84,10 @@ def register_provider(
             returning one, or ``"package.module:ClassName"`` imported on first use.
         default_model: Model built when only the provider is named.
         prefixes: Bare model names starting with one of these resolve to this provider.
+        credential_headers: Request headers carrying the provider's credentials, beyond the
+            common ones (``authorization``, ``x-api-key``, ``api-key``, ``x-goog-api-key``).
+        credential_query: Query parameters carrying them, beyond ``key``, ``api_key``, ``api-key``.
+            Both are masked in errors, logs and traces, and scrubbed from cassettes.
 
     Example:
         .. code-block:: python
@@ -88,12 +95,27 @@ def register_provider(
             register_provider("acme", "acme_llm.chat:AcmeChat", default_model="acme-1", prefixes=("acme-",))
             init_gateway_model("acme-1-mini")
     """
-    return _registry().register(name, cls_or_import_path, default_model=default_model, prefixes=prefixes)
+    return _registry().register(
+        name,
+        cls_or_import_path,
+        default_model=default_model,
+        prefixes=prefixes,
+        credential_headers=credential_headers,
+        credential_query=credential_query,
+    )
 
 
 def unregister_provider(name: str) -> None:
     """Remove a provider from the shared registry (a no-op when absent)."""
     _registry().unregister(name)
+
+
+def credential_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(header names, query names)`` that carry credentials, over every registered provider.
+
+    The pytest plugin scrubs these from cassettes, so a new provider cannot be forgotten.
+    """
+    return _registry().credential_names()
 
 
 def list_providers() -> list[str]:

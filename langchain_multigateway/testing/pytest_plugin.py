@@ -15,9 +15,13 @@ the ``gateway_cassette_dir`` ini option (relative to the rootdir) or a
 ``cassettes`` folder beside the test module. Record modes come from
 ``--gateway-record-mode`` or ``MULTIGATEWAY_RECORD_MODE``; the default, ``none``,
 replays only and fails a test whose request has no recording, naming the
-request. Authorization, API-key and cookie headers, ``api_key``/``key`` query
-parameters and the values of ``*_API_KEY`` environment variables are scrubbed
-before anything is written. In replay mode, unset ``OPENAI_API_KEY``,
+request. Before anything is written, the credential headers and query parameters
+every registered provider declares (``authorization``, ``x-api-key``, ``api-key``,
+``x-goog-api-key``, ``?key=``, ``?api-key=``, ... see ``register_provider``) are
+replaced, cookies dropped, and bodies and URLs pass through the gateway's redaction
+rule: the keys of every model built in the test process (``api_key=`` as well as
+environment keys), URL userinfo and the values of ``*_API_KEY`` environment variables
+are masked. In replay mode, unset ``OPENAI_API_KEY``,
 ``MISTRAL_API_KEY`` and ``ANTHROPIC_API_KEY`` get a placeholder for the test, so
 recorded tests run with no key at all. Override ``gateway_vcr_config`` to pass more vcrpy
 options (they are merged over the defaults).
@@ -33,19 +37,19 @@ from typing import Any
 
 import pytest
 
+from langchain_multigateway._redact import redact
 from langchain_multigateway.cassettes import normalised_body
 
-__all__ = ["DEFAULT_FILTER_HEADERS", "RECORD_MODES", "REPLAY_PLACEHOLDER_KEYS"]
+__all__ = ["DEFAULT_FILTER_HEADERS", "RECORD_MODES", "REPLAY_PLACEHOLDER_KEYS", "filter_headers"]
 
 RECORD_MODES = ("none", "once", "new_episodes", "all", "rewrite")
 DEFAULT_FILTER_HEADERS: list[tuple[str, str | None]] = [
-    ("authorization", "PLACEHOLDER"),
-    ("x-api-key", "PLACEHOLDER"),
-    ("api-key", "PLACEHOLDER"),
     ("openai-organization", "PLACEHOLDER"),
     ("openai-project", "PLACEHOLDER"),
     ("cookie", None),
 ]
+"""Headers scrubbed besides the providers' credential headers (account ids, cookies)."""
+_DROPPED_RESPONSE_HEADERS = {"set-cookie", "openai-organization"}
 REPLAY_PLACEHOLDER_KEYS = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "ANTHROPIC_API_KEY")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-\[\]]+")
 
@@ -80,38 +84,53 @@ def _record_mode(config: pytest.Config) -> str:
     return mode
 
 
-def _secret_values() -> list[str]:
-    return [v for k, v in os.environ.items() if k.endswith("_API_KEY") and len(v) >= 8]
+def _credential_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # Imported here: the plugin loads with every pytest run, the registry only when a cassette is used.
+    from langchain_multigateway.registry import credential_names
+
+    return credential_names()
 
 
-def _scrub_text(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "SCRUBBED")
+def filter_headers() -> list[tuple[str, str | None]]:
+    """vcrpy ``filter_headers``: every provider's credential headers, then :data:`DEFAULT_FILTER_HEADERS`."""
+    headers, _ = _credential_names()
+    extra = {name for name, _ in DEFAULT_FILTER_HEADERS}
+    return [(name, "PLACEHOLDER") for name in headers if name not in extra] + list(DEFAULT_FILTER_HEADERS)
+
+
+def _scrub_text(text: str) -> str:
+    # The redaction rule knows every key a model was built with (api_key= included);
+    # environment keys are added for a test that sends one without building a model.
+    text = redact(text)
+    for name, value in os.environ.items():
+        if name.endswith("_API_KEY") and len(value) >= 8:
+            text = text.replace(value, "SCRUBBED")
     return text
 
 
+def _scrub_bytes(raw: str | bytes) -> str | bytes:
+    if isinstance(raw, bytes):
+        return _scrub_text(raw.decode("utf-8", "replace")).encode()
+    return _scrub_text(raw)
+
+
 def _scrub_request(request: Any) -> Any:
-    secrets = _secret_values()
-    body = request.body
-    if secrets and body:
-        if isinstance(body, bytes):
-            request.body = _scrub_text(body.decode("utf-8", "replace"), secrets).encode()
-        else:
-            request.body = _scrub_text(body, secrets)
+    if request.body:
+        request.body = _scrub_bytes(request.body)
+    clean_uri = _scrub_text(request.uri)  # userinfo, credential query values vcrpy's filter missed
+    if clean_uri != request.uri:
+        request.uri = clean_uri
     return request
 
 
 def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
     headers = response.get("headers") or {}
-    for name in [n for n in headers if n.lower() in ("set-cookie", "openai-organization")]:
+    credential_headers, _ = _credential_names()
+    for name in [n for n in headers if n.lower() in _DROPPED_RESPONSE_HEADERS or n.lower() in credential_headers]:
         del headers[name]
-    secrets = _secret_values()
     body = response.get("body") or {}
-    if secrets and isinstance(body.get("string"), (str, bytes)):
-        raw = body["string"]
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-        scrubbed = _scrub_text(text, secrets)
-        body["string"] = scrubbed.encode() if isinstance(raw, bytes) else scrubbed
+    if isinstance(body.get("string"), (str, bytes)):
+        body["string"] = _scrub_bytes(body["string"])
     return response
 
 
@@ -121,10 +140,11 @@ def _json_body_matcher(r1: Any, r2: Any) -> None:
 
 def default_vcr_options(record_mode: str) -> dict[str, Any]:
     """The options every gateway cassette gets (before ``gateway_vcr_config``)."""
+    _, query = _credential_names()
     return {
         "record_mode": record_mode,
-        "filter_headers": list(DEFAULT_FILTER_HEADERS),
-        "filter_query_parameters": ["api_key", "key"],
+        "filter_headers": filter_headers(),
+        "filter_query_parameters": list(query),
         "before_record_request": _scrub_request,
         "before_record_response": _scrub_response,
         "decode_compressed_response": True,

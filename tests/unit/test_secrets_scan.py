@@ -13,6 +13,7 @@ writes (its own test below).
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import traceback
@@ -239,3 +240,83 @@ def test_connection_error_hides_userinfo_and_query_key() -> None:
     assert "could not reach" in str(error) or "onnect" in str(error)
     assert not leaks(text)
     assert "127.0.0.1" in str(error)  # where it went is still said, minus the credentials
+
+
+# ---------------------------------------------------------------------- cassettes (the pytest plugin)
+CASSETTE_TEST = """
+import json
+import os
+
+import pytest
+
+from langchain_multigateway import OpenAIChatModel
+from langchain_multigateway.chat_models.anthropic import AnthropicChatModel
+from langchain_multigateway.chat_models.mistral import MistralChatModel
+from langchain_multigateway.chat_models.ollama import OllamaChatModel
+
+KEYS = json.loads(os.environ["PLANTED"])
+URLS = json.loads(os.environ["STUB_URLS"])
+
+
+def models():
+    userinfo_url = URLS["compatible"].replace("http://", "http://gateway:" + KEYS["compat_userinfo"] + "@")
+    return {
+        "openai": OpenAIChatModel(model="gpt-4o-mini", api_key=KEYS["openai"], base_url=URLS["openai"]),
+        "mistral": MistralChatModel(model="mistral-small-latest", api_key=KEYS["mistral"], server_url=URLS["mistral"]),
+        "anthropic": AnthropicChatModel(
+            model="claude-haiku-4-5", api_key=KEYS["anthropic"], base_url=URLS["anthropic"]
+        ),
+        "ollama": OllamaChatModel(model="llama3.2", api_key=KEYS["ollama"], base_url=URLS["ollama"][:-3]),
+        "compatible": OpenAIChatModel(
+            model="gemma",
+            api_key=KEYS["compat_api_key"],
+            base_url=userinfo_url,
+            default_headers={"api-key": KEYS["compat_header"]},
+            default_query={"api-key": KEYS["compat_query"]},
+        ),
+    }
+
+
+@pytest.mark.gateway_cassette
+@pytest.mark.parametrize("name", ["openai", "mistral", "anthropic", "ollama", "compatible"])
+def test_call(name):
+    model = models()[name].model_copy(update={"max_retries": 0})
+    with pytest.raises(Exception, match="401|Incorrect"):
+        model.invoke("hello")
+"""
+
+
+def test_cassettes_written_by_the_plugin_hold_no_key(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    # Fresh keys (not the module's): only the models built inside the recorded test know them,
+    # and they are passed as api_key= / default_query / userinfo, never as *_API_KEY variables.
+    planted = {name: key.replace("PLANTED-", "CASSETTE-") for name, key in KEYS.items()}
+    for var in ("OPENAI_API_KEY", "MISTRAL_API_KEY", "ANTHROPIC_API_KEY", "OLLAMA_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    pytester.makepyfile(test_user=CASSETTE_TEST)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    servers = []
+    urls: dict[str, str] = {}
+    try:
+        for name in ("openai", "mistral", "anthropic", "ollama", "compatible"):
+            keys = [k for n, k in planted.items() if n == name or (name == "compatible" and n.startswith("compat"))]
+            server = serve(echo_401(keys))
+            urls[name], _ = server.__enter__()
+            servers.append(server)
+        monkeypatch.setenv("PLANTED", json.dumps(planted))
+        monkeypatch.setenv("STUB_URLS", json.dumps(urls))
+        result = pytester.runpytest("--gateway-record-mode=all", "-p", "no:cacheprovider")
+    finally:
+        for server in servers:
+            server.__exit__(None, None, None)
+    result.assert_outcomes(passed=5)
+    cassettes = sorted((pytester.path / "cassettes" / "test_user").glob("*.yaml"))
+    assert len(cassettes) == 5
+    for path in cassettes:
+        text = path.read_text()
+        assert "Incorrect API key provided" in text  # the 401 body was recorded...
+        found = [name for name, key in planted.items() if key in text]
+        assert not found, f"{path.name} holds {found}"  # ...without the keys it echoed
+        assert "api-key=" not in text.replace("api-key=**********", "")
