@@ -88,19 +88,20 @@ class WeightedStrategy(Strategy):
         self._lock = threading.Lock()
 
     def order(self, candidates: Sequence[Deployment], request: RequestInfo, state: RouterState) -> list[Deployment]:
-        pool = [d for d in candidates if d.weight > 0]
-        rest = [d for d in candidates if d.weight <= 0]
-        ranked: list[Deployment] = []
+        # Drawing one by one by weight, without replacement, is the same as ranking by an
+        # exponential "arrival time" of rate ``weight`` each (Efraimidis-Spirakis): one draw
+        # per deployment and a sort, O(n log n), instead of a weighted draw per position.
+        weighted: list[tuple[float, int]] = []
+        rest: list[Deployment] = []
         with self._lock:
-            while pool:
-                total = sum(d.weight for d in pool)
-                pick = self._random.uniform(0, total)
-                for index, dep in enumerate(pool):
-                    pick -= dep.weight
-                    if pick <= 0 or index == len(pool) - 1:
-                        ranked.append(pool.pop(index))
-                        break
-        return ranked + rest
+            for index, dep in enumerate(candidates):
+                weight = dep.weight
+                if weight > 0:
+                    weighted.append((self._random.expovariate(weight), index))
+                else:
+                    rest.append(dep)
+        weighted.sort()
+        return [candidates[index] for _, index in weighted] + rest
 
 
 class LeastLatencyStrategy(Strategy):

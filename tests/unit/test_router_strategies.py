@@ -58,6 +58,48 @@ def test_weighted_splits_by_weight() -> None:
     assert names(strategy.order(candidates, REQUEST, MemoryState()))[-1] == "off"
 
 
+def test_weighted_draws_the_whole_order_by_weight() -> None:
+    # Every position, not only the first, follows a draw by weight without replacement:
+    # P(a, b, c) = w_a / W * w_b / (W - w_a).
+    strategy = get_strategy("weighted")
+    strategy.__init__(seed=11)  # type: ignore[misc]
+    weights = {"a": 1, "b": 2, "c": 7}
+    candidates = deps(**{n: {"weight": w} for n, w in weights.items()})
+    draws = 30000
+    seen = Counter(tuple(names(strategy.order(candidates, REQUEST, MemoryState()))) for _ in range(draws))
+    total = sum(weights.values())
+    for order, count in seen.items():
+        first, second, _ = order
+        expected = weights[first] / total * weights[second] / (total - weights[first])
+        assert abs(count / draws - expected) < 0.015, (order, count / draws, expected)
+    assert len(seen) == 6
+
+
+class _CountingWeight:
+    """A deployment stand-in that counts how often the strategy reads its weight."""
+
+    reads = 0
+
+    def __init__(self, name: str, weight: int) -> None:
+        self.name = name
+        self._weight = weight
+
+    @property
+    def weight(self) -> int:
+        _CountingWeight.reads += 1
+        return self._weight
+
+
+def test_weighted_reads_each_weight_a_bounded_number_of_times() -> None:
+    # The order is drawn in O(n log n): each weight is read a fixed number of times, not
+    # once per remaining position (which made 10,000 deployments take seconds per call).
+    candidates = [_CountingWeight(f"d{i}", 1 + i % 5) for i in range(2000)]
+    _CountingWeight.reads = 0
+    ranked = get_strategy("weighted").order(candidates, REQUEST, MemoryState())  # type: ignore[arg-type]
+    assert sorted(d.name for d in ranked) == sorted(d.name for d in candidates)
+    assert _CountingWeight.reads <= 2 * len(candidates)
+
+
 def test_least_latency_uses_ewma_and_ttft_for_streams() -> None:
     state = MemoryState()
     candidates = deps(a={}, b={}, c={})
