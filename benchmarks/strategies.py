@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from langchain_multigateway.routing.deployment import Deployment  # noqa: E402
-from langchain_multigateway.routing.strategies import RequestInfo, get_strategy  # noqa: E402
-from langchain_multigateway.state.memory import MemoryState  # noqa: E402
-from langchain_multigateway.testing import ScriptedChatModel  # noqa: E402
+from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.strategies import RequestInfo, get_strategy
+from langchain_multigateway.state.memory import MemoryState
+from langchain_multigateway.testing import ScriptedChatModel
 
 
 def main() -> None:
