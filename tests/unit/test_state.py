@@ -1,13 +1,21 @@
-"""MemoryState: breakers, rate windows with reconciliation, EWMA, thread and asyncio safety."""
+"""The state suite, run on MemoryState and on RedisState against a real redis-server:
+breakers (growing cooldown, one probe), rate windows with reconciliation, EWMA, thread and
+asyncio safety."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from langchain_multigateway.state import Admission, BreakerState, MemoryState
+from langchain_multigateway.state import Admission, BreakerState, MemoryState, RouterState
+from langchain_multigateway.state.redis import RedisState
+from tests.redis_server import RedisServer
+
+pytest_plugins = ["tests.redis_server"]  # redis_server, namespace
 
 
 class Clock:
@@ -21,16 +29,41 @@ class Clock:
         self.now += seconds
 
 
-def fail(state: MemoryState, name: str = "d", counts: bool = True) -> Admission:
+Make = Callable[..., Any]
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def make(request: pytest.FixtureRequest) -> Iterator[Make]:
+    """Builds the state under test with MemoryState's keyword arguments."""
+    made: list[RedisState] = []
+    if request.param == "memory":
+        yield MemoryState
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    ns: str = request.getfixturevalue("namespace")
+
+    def build(**kwargs: Any) -> RedisState:
+        # a generous bound: this suite tests semantics; the 50 ms default has its own tests
+        state = RedisState(server.url, namespace=ns, timeout=2.0, **kwargs)
+        made.append(state)
+        return state
+
+    yield build
+    for state in made:
+        assert state.shared, state.health()  # never fell back to local state during the test
+        state.close()
+
+
+def fail(state: RouterState, name: str = "d", counts: bool = True) -> Admission:
     admission = state.admit(name)
     assert admission.ok
     state.release(name, admission, ok=False, latency=0.01, counts_against_breaker=counts)
     return admission
 
 
-def test_breaker_opens_after_threshold_and_half_opens_with_one_probe() -> None:
+def test_breaker_opens_after_threshold_and_half_opens_with_one_probe(make: Make) -> None:
     clock = Clock()
-    state = MemoryState(failure_threshold=3, cooldown=10.0, clock=clock)
+    state = make(failure_threshold=3, cooldown=10.0, clock=clock)
     for _ in range(2):
         fail(state)
     assert state.stats("d").breaker is BreakerState.CLOSED
@@ -54,9 +87,9 @@ def test_breaker_opens_after_threshold_and_half_opens_with_one_probe() -> None:
     assert state.admit("d").ok
 
 
-def test_failed_probe_reopens_and_uncounted_errors_do_not_trip() -> None:
+def test_failed_probe_reopens_and_uncounted_errors_do_not_trip(make: Make) -> None:
     clock = Clock()
-    state = MemoryState(failure_threshold=2, cooldown=5.0, max_cooldown=20.0, clock=clock)
+    state = make(failure_threshold=2, cooldown=5.0, max_cooldown=20.0, clock=clock)
     for _ in range(5):
         fail(state, counts=False)
     assert state.stats("d").breaker is BreakerState.CLOSED
@@ -77,9 +110,9 @@ def test_failed_probe_reopens_and_uncounted_errors_do_not_trip() -> None:
     assert state.admit("d").probe  # a new probe may go
 
 
-def test_cooldown_grows_while_probes_fail_is_capped_and_resets_on_recovery() -> None:
+def test_cooldown_grows_while_probes_fail_is_capped_and_resets_on_recovery(make: Make) -> None:
     clock = Clock()
-    state = MemoryState(failure_threshold=1, cooldown=1.0, max_cooldown=8.0, cooldown_growth=2.0, clock=clock)
+    state = make(failure_threshold=1, cooldown=1.0, max_cooldown=8.0, cooldown_growth=2.0, clock=clock)
     fail(state)
     periods = []
     for _ in range(6):
@@ -97,11 +130,11 @@ def test_cooldown_grows_while_probes_fail_is_capped_and_resets_on_recovery() -> 
     assert state.stats("d").retry_after == pytest.approx(1.0)
 
 
-def test_default_breaker_returns_to_a_flapping_primary_within_seconds() -> None:
+def test_default_breaker_returns_to_a_flapping_primary_within_seconds(make: Make) -> None:
     """A primary down for a minute under one request a second: at most one probe per
     open period while down, and back in use within max_cooldown (+1 s) of recovering."""
     clock = Clock()
-    state = MemoryState(clock=clock)  # defaults under test
+    state = make(clock=clock)  # defaults under test
     recovered_at = clock.now + 60.0
     admitted_while_open: list[float] = []
     back_at = None
@@ -123,9 +156,9 @@ def test_default_breaker_returns_to_a_flapping_primary_within_seconds() -> None:
     assert back_at - recovered_at == 7.0
 
 
-def test_a_lost_probe_frees_its_slot_after_probe_timeout() -> None:
+def test_a_lost_probe_frees_its_slot_after_probe_timeout(make: Make) -> None:
     clock = Clock()
-    state = MemoryState(failure_threshold=1, cooldown=1.0, probe_timeout=30.0, clock=clock)
+    state = make(failure_threshold=1, cooldown=1.0, probe_timeout=30.0, clock=clock)
     fail(state)
     clock.advance(1.0)
     assert state.admit("d").probe  # never released: its worker died
@@ -135,14 +168,14 @@ def test_a_lost_probe_frees_its_slot_after_probe_timeout() -> None:
     assert state.admit("d").probe
 
 
-def test_breaker_policy_rejects_nonsense() -> None:
+def test_breaker_policy_rejects_nonsense(make: Make) -> None:
     for bad in ({"failure_threshold": 0}, {"cooldown": -1.0}, {"cooldown_growth": 0.5}, {"probe_timeout": 0}):
         with pytest.raises(ValueError):
-            MemoryState(**bad)  # type: ignore[arg-type]
+            make(**bad)  # type: ignore[arg-type]
 
 
-def test_success_resets_the_failure_streak() -> None:
-    state = MemoryState(failure_threshold=3)
+def test_success_resets_the_failure_streak(make: Make) -> None:
+    state = make(failure_threshold=3)
     fail(state)
     fail(state)
     ok = state.admit("d")
@@ -153,9 +186,9 @@ def test_success_resets_the_failure_streak() -> None:
     assert state.stats("d").consecutive_failures == 2
 
 
-def test_rpm_window_slides() -> None:
+def test_rpm_window_slides(make: Make) -> None:
     clock = Clock()
-    state = MemoryState(clock=clock)
+    state = make(clock=clock)
     for _ in range(3):
         assert state.admit("d", rpm=3).ok
         clock.advance(1.0)
@@ -170,9 +203,9 @@ def test_rpm_window_slides() -> None:
     assert not zero.ok
 
 
-def test_tpm_reserves_then_reconciles_with_real_usage() -> None:
+def test_tpm_reserves_then_reconciles_with_real_usage(make: Make) -> None:
     clock = Clock()
-    state = MemoryState(clock=clock)
+    state = make(clock=clock)
     first = state.admit("d", tokens=600, tpm=1000)
     assert first.ok
     refused = state.admit("d", tokens=500, tpm=1000)
@@ -193,9 +226,9 @@ def test_tpm_reserves_then_reconciles_with_real_usage() -> None:
     assert state.stats("d", tpm=1000).tokens_last_minute == 0
 
 
-def test_cooldown_and_ewma() -> None:
+def test_cooldown_and_ewma(make: Make) -> None:
     clock = Clock()
-    state = MemoryState(alpha=0.5, clock=clock)
+    state = make(alpha=0.5, clock=clock)
     state.cooldown("d", 2.0)
     refused = state.admit("d")
     assert refused.limited
@@ -216,11 +249,11 @@ def test_cooldown_and_ewma() -> None:
     assert state.stats("d").error_rate == pytest.approx(0.5)
     state.release("d", Admission(ok=False), ok=True)  # never admitted: ignored
     with pytest.raises(ValueError):
-        MemoryState(failure_threshold=0)
+        make(failure_threshold=0)
 
 
-def test_thread_safety_of_counts() -> None:
-    state = MemoryState(failure_threshold=10**9)
+def test_thread_safety_of_counts(make: Make) -> None:
+    state = make(failure_threshold=10**9)
 
     def worker() -> None:
         for i in range(500):
@@ -239,8 +272,8 @@ def test_thread_safety_of_counts() -> None:
     assert stats.tokens_last_minute == 8000
 
 
-async def test_asyncio_safety_of_counts() -> None:
-    state = MemoryState()
+async def test_asyncio_safety_of_counts(make: Make) -> None:
+    state = make()
 
     async def task() -> None:
         a = state.admit("d", tokens=3, tpm=10**6)

@@ -1,0 +1,519 @@
+"""Routing state in Redis, shared by every process and host that points at it, with a local fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from langchain_multigateway.state._redis_scripts import ADMIT, COOLDOWN, RELEASE, STATS, deployment_keys
+from langchain_multigateway.state.base import (
+    Admission,
+    BreakerPolicy,
+    BreakerState,
+    DeploymentStats,
+    RouterState,
+    StateHealth,
+)
+from langchain_multigateway.state.memory import MemoryState
+
+__all__ = ["RedisState"]
+
+_logger = logging.getLogger(__name__)
+_BREAKERS = (BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN)
+
+
+def _import_redis() -> Any:
+    try:
+        import redis  # the extra is optional
+        import redis.asyncio
+        import redis.backoff
+        import redis.retry
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        msg = "RedisState needs the redis extra: pip install 'langchain-multigateway[redis]'"
+        raise ImportError(msg) from exc
+    return redis
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for repr, logs and health)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+@dataclass(frozen=True)
+class _Ticket:
+    """A Redis admission's handle: its id in the deployment's window and in-flight set."""
+
+    id: int
+
+
+@dataclass(frozen=True)
+class _Local:
+    """An admission granted by the local fallback while Redis was unreachable."""
+
+    admission: Admission
+
+
+def _float(value: Any) -> float | None:
+    if value is None or value in (b"", ""):
+        return None
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisState(RouterState):
+    """Breakers, rate windows, latency stats and in-flight counts kept in Redis.
+
+    Every process (and host) whose router uses a ``RedisState`` with the same URL,
+    ``namespace`` and ``router`` shares one set of limits and breakers: four workers
+    with ``rpm=100`` send at most 100 requests a minute together, and a breaker opened
+    by failures one worker saw stops the others at their next admission.
+
+    Each admission and each release is one atomic Lua script (one round trip), on the
+    sync client from threads and on an async client from the event loop
+    (:meth:`aadmit`, :meth:`arelease`). Keys are hash-tagged per deployment
+    (``{namespace:router:deployment}``), so a Redis Cluster serves them, and every key
+    carries a TTL. Time comes from the Redis server (``TIME``), so hosts with skewed
+    clocks agree.
+
+    When Redis is unreachable or slower than ``timeout`` (50 ms by default), the call
+    goes on with this process's local :class:`MemoryState`, one warning is logged,
+    :meth:`health` reports ``shared=False``, and a background thread reconnects; shared
+    state resumes once Redis answers again. Admissions granted locally are released
+    locally.
+
+    What is approximate: :meth:`latency` and :meth:`in_flight` (read by strategies for
+    every candidate) return the values Redis reported at this process's last admission
+    or release of that deployment, without another round trip; while Redis is down, the
+    limits hold per process, not across processes.
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "langchain-multigateway[redis]"
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_multigateway import RoutingChatModel
+            from langchain_multigateway.state import RedisState
+
+            state = RedisState("redis://localhost:6379/0", namespace="shop", router="support")
+            router = RoutingChatModel(deployments=[...], state=state)
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``).
+        namespace: Prefix separating gateways that share one Redis.
+        router: The router's name, so two routers' deployments of the same name stay apart.
+        timeout: Longest wait for Redis per operation (connect and reply), in seconds.
+        reconnect_interval: Seconds between reconnection attempts while Redis is down.
+        ttl: Seconds an idle deployment's keys live (refreshed at each admission and release).
+        inflight_lease: Seconds after which an admission never released (a dead worker)
+            stops counting in flight.
+        failure_threshold, cooldown, max_cooldown, cooldown_growth, probe_timeout:
+            The breaker, as in :class:`MemoryState` (see
+            :class:`~langchain_multigateway.state.base.BreakerPolicy` for the defaults).
+        alpha: Weight of the newest sample in the latency / error EWMAs.
+        clock: Seconds for tests; by default the Redis server's clock.
+        client: An existing ``redis.Redis`` (or ``RedisCluster``) to use instead of ``url``
+            (its own timeouts then apply; the async methods use it through the sync path).
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://localhost:6379/0",
+        *,
+        namespace: str = "multigateway",
+        router: str = "default",
+        timeout: float = 0.05,
+        reconnect_interval: float = 1.0,
+        ttl: float = 86400.0,
+        inflight_lease: float = 600.0,
+        failure_threshold: int = BreakerPolicy.failure_threshold,
+        cooldown: float = BreakerPolicy.cooldown,
+        max_cooldown: float = BreakerPolicy.max_cooldown,
+        cooldown_growth: float = BreakerPolicy.cooldown_growth,
+        probe_timeout: float = BreakerPolicy.probe_timeout,
+        alpha: float = 0.2,
+        clock: Callable[[], float] | None = None,
+        client: Any = None,
+    ) -> None:
+        self.breaker = BreakerPolicy(failure_threshold, cooldown, max_cooldown, cooldown_growth, probe_timeout)
+        if timeout <= 0 or reconnect_interval <= 0:
+            raise ValueError("timeout and reconnect_interval must be positive (seconds)")
+        if ttl < max(60.0, self.breaker.cap, probe_timeout, inflight_lease):
+            msg = "ttl must outlast the rate window (60 s), the breaker's cap, probe_timeout and inflight_lease"
+            raise ValueError(msg)
+        redis = _import_redis()
+        self.url, self.namespace, self.router = url, namespace, router
+        self.timeout, self.reconnect_interval, self.alpha, self.clock = timeout, reconnect_interval, alpha, clock
+        self.ttl, self.inflight_lease = ttl, inflight_lease
+        self._ttl_ms = str(int(ttl * 1000))
+        self._redis = redis
+        self._client = client if client is not None else redis.Redis.from_url(url, **self._client_options())
+        self._own_client = client is None
+        self._scripts = {name: self._client.register_script(text) for name, text in _SCRIPTS.items()}
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, dict[str, Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.local = MemoryState(
+            failure_threshold=failure_threshold,
+            cooldown=cooldown,
+            max_cooldown=max_cooldown,
+            cooldown_growth=cooldown_growth,
+            probe_timeout=probe_timeout,
+            alpha=alpha,
+        )
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._down_reason: str | None = None
+        self._reconnector: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._keys: dict[str, list[str]] = {}
+        self._seen: dict[str, tuple[BreakerState, float | None, float | None, int, int]] = {}
+
+    def _client_options(self) -> dict[str, Any]:
+        """One bounded try per operation: redis-py's own retries would multiply the wait."""
+        retry = self._redis.retry.Retry(self._redis.backoff.NoBackoff(), 0)
+        return {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "retry": retry,
+            "health_check_interval": 0,
+        }
+
+    def __repr__(self) -> str:
+        return f"RedisState(url={_masked(self.url)!r}, namespace={self.namespace!r}, router={self.router!r})"
+
+    # ------------------------------------------------------------------ plumbing
+    def keys(self, name: str) -> list[str]:
+        """The Redis keys holding deployment ``name`` (state, window, tokens, in-flight)."""
+        found = self._keys.get(name)
+        if found is None:
+            found = self._keys[name] = deployment_keys(self.namespace, self.router, name)
+        return found
+
+    def _now(self) -> str:
+        return "" if self.clock is None else repr(self.clock())
+
+    @property
+    def shared(self) -> bool:
+        """Redis answered at the last try: limits and breakers are shared right now."""
+        return self._down_since is None
+
+    def _went_down(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._down_since is not None:
+                return
+            self._down_since = time.monotonic()
+            self._down_reason = f"{type(exc).__name__}: {exc}"
+            _logger.warning(
+                "Redis state at %s unreachable (%s); routing on this process's local state until it answers again",
+                _masked(self.url),
+                self._down_reason,
+            )
+            if self._reconnector is None or not self._reconnector.is_alive():
+                self._reconnector = threading.Thread(target=self._reconnect, name="multigateway-redis", daemon=True)
+                self._reconnector.start()
+
+    def _reconnect(self) -> None:
+        while not self._closed.wait(self.reconnect_interval):
+            try:
+                self._client.ping()
+            except (self._redis.RedisError, OSError):
+                continue
+            with self._lock:
+                down_for = time.monotonic() - (self._down_since or time.monotonic())
+                self._down_since = self._down_reason = None
+            _logger.warning("Redis state at %s back after %.1fs: limits shared again", _masked(self.url), down_for)
+            return
+
+    def _failures(self) -> tuple[type[BaseException], ...]:
+        return (self._redis.RedisError, OSError, asyncio.TimeoutError)
+
+    def _run(self, script: str, name: str, args: Sequence[Any]) -> Any:
+        """Run a script on the sync client; None when Redis is (or just went) unreachable."""
+        if self._down_since is not None:
+            return None
+        try:
+            return self._scripts[script](keys=self.keys(name), args=args)
+        except self._failures() as exc:
+            self._went_down(exc)
+            return None
+
+    async def _arun(self, script: str, name: str, args: Sequence[Any]) -> Any:
+        """:meth:`_run` on this event loop's async client, bounded by ``timeout``."""
+        if self._down_since is not None:
+            return None
+        if not self._own_client:
+            return self._run(script, name, args)
+        try:
+            scripts = self._async_scripts()
+            return await asyncio.wait_for(scripts[script](keys=self.keys(name), args=args), self.timeout)
+        except self._failures() as exc:
+            self._went_down(exc)
+            return None
+
+    def _async_scripts(self) -> dict[str, Any]:
+        # An asyncio client belongs to the loop it was made on: one per running loop.
+        loop = asyncio.get_running_loop()
+        found = self._aclients.get(loop)
+        if found is None:
+            client = self._redis.asyncio.Redis.from_url(self.url, **self._client_options())
+            found = (client, {name: client.register_script(text) for name, text in _SCRIPTS.items()})
+            self._aclients[loop] = found
+        return found[1]
+
+    def close(self) -> None:
+        """Stop reconnecting and close the sync client's connections (async ones close with their loop)."""
+        self._closed.set()
+        if self._own_client:
+            self._client.close()
+
+    def health(self) -> StateHealth:
+        if self._down_since is None:
+            return StateHealth(backend="redis", shared=True, live=True, detail=_masked(self.url))
+        return StateHealth(
+            backend="redis", shared=False, live=False, detail=f"{_masked(self.url)}: {self._down_reason}"
+        )
+
+    def ping(self) -> bool:
+        """Ask Redis now (one round trip); resumes shared state if it answers."""
+        try:
+            self._client.ping()
+        except self._failures() as exc:
+            self._went_down(exc)
+            return False
+        with self._lock:
+            self._down_since = self._down_reason = None
+        return True
+
+    def _observe(self, name: str, code: Any, lat: Any, ttft: Any, in_flight: Any, version: Any) -> None:
+        """Remember what Redis said of ``name``; tell listeners when its breaker changed."""
+        breaker = _BREAKERS[int(code)]
+        with self._lock:
+            seen = self._seen.get(name)
+            if seen is not None and int(version) < seen[4]:
+                return  # overtaken by a newer reply (concurrent calls): these figures are stale
+            self._seen[name] = (breaker, _float(lat), _float(ttft), int(in_flight), int(version))
+            was = BreakerState.CLOSED if seen is None else seen[0]
+        if breaker is not was and self._breaker_listeners:
+            self._notify_breaker([(name, breaker)])
+
+    def _observe_breaker(self, name: str, breaker: BreakerState) -> None:
+        """A refusal carries only the breaker state: note it, and tell listeners if it changed."""
+        with self._lock:
+            seen = self._seen.get(name)
+            was = BreakerState.CLOSED if seen is None else seen[0]
+            if breaker is was:
+                return
+            self._seen[name] = (breaker, None, None, 0, -1) if seen is None else (breaker, *seen[1:])
+        if self._breaker_listeners:
+            self._notify_breaker([(name, breaker)])
+
+    # ------------------------------------------------------------------ admission
+    def _admit_args(self, tokens: int, rpm: int | None, tpm: int | None) -> list[Any]:
+        return [
+            self._now(),
+            tokens,
+            "" if rpm is None else rpm,
+            "" if tpm is None else tpm,
+            self.breaker.probe_timeout,
+            self.inflight_lease,
+            self._ttl_ms,
+        ]
+
+    def _admission(self, name: str, reply: Any, tokens: int, rpm: int | None, tpm: int | None) -> Admission:
+        ok, code, wait, breaker, ident, probe, in_flight, lat, ttft, extra, *version = reply
+        if ok:
+            self._observe(name, breaker, lat, ttft, in_flight, version[0])
+            return Admission(ok=True, probe=bool(probe), reservation=_Ticket(int(ident)))
+        self._observe_breaker(name, _BREAKERS[int(breaker)])
+        return _refusal(_text(code), _float(wait), _text(extra), tokens, rpm, tpm)
+
+    def admit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
+        reply = self._run("admit", name, self._admit_args(tokens, rpm, tpm))
+        if reply is None:
+            return _local(self.local.admit(name, tokens=tokens, rpm=rpm, tpm=tpm))
+        return self._admission(name, reply, tokens, rpm, tpm)
+
+    async def aadmit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
+        reply = await self._arun("admit", name, self._admit_args(tokens, rpm, tpm))
+        if reply is None:
+            return _local(self.local.admit(name, tokens=tokens, rpm=rpm, tpm=tpm))
+        return self._admission(name, reply, tokens, rpm, tpm)
+
+    def _release_args(
+        self,
+        ticket: _Ticket,
+        probe: bool,
+        ok: bool,
+        latency: float | None,
+        ttft: float | None,
+        tokens: int | None,
+        counts: bool,
+    ) -> list[Any]:
+        policy = self.breaker
+        return [
+            self._now(),
+            ticket.id,
+            int(ok),
+            "" if latency is None else repr(latency),
+            "" if ttft is None else repr(ttft),
+            "" if tokens is None else int(tokens),
+            int(counts),
+            int(probe),
+            repr(self.alpha),
+            policy.failure_threshold,
+            repr(policy.cooldown),
+            repr(policy.cap),
+            repr(policy.cooldown_growth),
+            self._ttl_ms,
+        ]
+
+    def release(
+        self,
+        name: str,
+        admission: Admission,
+        *,
+        ok: bool,
+        latency: float | None = None,
+        ttft: float | None = None,
+        tokens: int | None = None,
+        counts_against_breaker: bool = True,
+    ) -> None:
+        ticket = admission.reservation
+        if isinstance(ticket, _Local):
+            self.local.release(
+                name,
+                ticket.admission,
+                ok=ok,
+                latency=latency,
+                ttft=ttft,
+                tokens=tokens,
+                counts_against_breaker=counts_against_breaker,
+            )
+        elif admission.ok and isinstance(ticket, _Ticket):
+            args = self._release_args(ticket, admission.probe, ok, latency, ttft, tokens, counts_against_breaker)
+            reply = self._run("release", name, args)
+            if reply is not None:
+                self._observe(name, *reply)
+
+    async def arelease(
+        self,
+        name: str,
+        admission: Admission,
+        *,
+        ok: bool,
+        latency: float | None = None,
+        ttft: float | None = None,
+        tokens: int | None = None,
+        counts_against_breaker: bool = True,
+    ) -> None:
+        ticket = admission.reservation
+        if isinstance(ticket, _Ticket) and admission.ok:
+            args = self._release_args(ticket, admission.probe, ok, latency, ttft, tokens, counts_against_breaker)
+            reply = await self._arun("release", name, args)
+            if reply is not None:
+                self._observe(name, *reply)
+            return
+        self.release(
+            name,
+            admission,
+            ok=ok,
+            latency=latency,
+            ttft=ttft,
+            tokens=tokens,
+            counts_against_breaker=counts_against_breaker,
+        )
+
+    def cooldown(self, name: str, seconds: float) -> None:
+        self.local.cooldown(name, seconds)  # also here, so a fallback to local honours it
+        self._run("cooldown", name, [self._now(), repr(float(seconds)), self._ttl_ms])
+
+    async def acooldown(self, name: str, seconds: float) -> None:
+        self.local.cooldown(name, seconds)
+        await self._arun("cooldown", name, [self._now(), repr(float(seconds)), self._ttl_ms])
+
+    # ------------------------------------------------------------------ reads
+    def latency(self, name: str, *, streaming: bool = False) -> float | None:
+        seen = self._seen.get(name)
+        if seen is None or self._down_since is not None:
+            return self.local.latency(name, streaming=streaming)
+        if streaming and seen[2] is not None:
+            return seen[2]
+        return seen[1]
+
+    def in_flight(self, name: str) -> int:
+        seen = self._seen.get(name)
+        if seen is None or self._down_since is not None:
+            return self.local.in_flight(name)
+        return seen[3]
+
+    def stats(self, name: str, *, rpm: int | None = None, tpm: int | None = None) -> DeploymentStats:
+        reply = self._run("stats", name, [self._now()])
+        if reply is None:
+            return self.local.stats(name, rpm=rpm, tpm=tpm)
+        code, streak, lat, ttft, err, in_flight, requests, window_tokens, retry, successes, failures, version = reply
+        self._observe(name, code, lat, ttft, in_flight, version)
+        latency, first_token = _float(lat), _float(ttft)
+        return DeploymentStats(
+            breaker=_BREAKERS[int(code)],
+            consecutive_failures=int(streak),
+            ewma_latency_ms=None if latency is None else latency * 1000,
+            ewma_ttft_ms=None if first_token is None else first_token * 1000,
+            error_rate=float(err),
+            in_flight=int(in_flight),
+            requests_last_minute=int(requests),
+            tokens_last_minute=int(window_tokens),
+            remaining_rpm=None if rpm is None else max(0, rpm - int(requests)),
+            remaining_tpm=None if tpm is None else max(0, tpm - int(window_tokens)),
+            retry_after=_float(retry),
+            successes=int(successes),
+            failures=int(failures),
+        )
+
+
+_SCRIPTS = {"admit": ADMIT, "release": RELEASE, "cooldown": COOLDOWN, "stats": STATS}
+
+
+def _local(admission: Admission) -> Admission:
+    if not admission.ok:
+        return admission
+    return Admission(ok=True, probe=admission.probe, reservation=_Local(admission))
+
+
+def _refusal(code: str, wait: float | None, used: str, tokens: int, rpm: int | None, tpm: int | None) -> Admission:
+    """The same refusals, in the same words, as MemoryState's."""
+    if code == "open":
+        return Admission(ok=False, reason=f"circuit open (probe in {wait or 0.0:.1f}s)", retry_after=wait)
+    if code == "probing":
+        return Admission(ok=False, reason="circuit half-open, its probe is in flight")
+    if code == "wait":
+        return Admission(ok=False, reason=f"provider asked to wait {wait or 0.0:.1f}s", retry_after=wait, limited=True)
+    if code == "rpm":
+        return Admission(ok=False, reason=f"rpm limit {rpm} reached", retry_after=wait, limited=True)
+    if code == "toobig":
+        return Admission(ok=False, reason=f"request needs ~{tokens} tokens, more than its tpm limit {tpm}")
+    return Admission(
+        ok=False,
+        reason=f"tpm limit {tpm} reached ({used} used, ~{tokens} needed)",
+        retry_after=wait,
+        limited=True,
+    )

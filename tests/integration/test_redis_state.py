@@ -1,0 +1,260 @@
+"""RedisState against a real redis-server on loopback: sharing across instances, key layout
+(Redis Cluster hash slots, checked by a cluster-mode server), TTLs, async clients, and the
+fallback to local state when Redis stops or hangs, then resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from langchain_multigateway.state import BreakerState
+from langchain_multigateway.state._redis_scripts import deployment_keys, hash_tag
+from langchain_multigateway.state.redis import RedisState
+from tests.redis_server import RedisServer, free_port, wait_until
+
+pytest_plugins = ["tests.redis_server"]  # redis_server, namespace
+
+pytestmark = pytest.mark.redis
+
+WEIRD_NAMES = ["gpt-4o", "a:b", "r:a", "{x}", "}{", "%3A", "名前", ""]
+
+
+def crc16_xmodem(data: bytes) -> int:
+    """CRC16-CCITT (XMODEM), the checksum the Redis Cluster specification uses for key slots."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def key_slot(key: str) -> int:
+    """The cluster rule: hash only what is between the first '{' and the next '}', if non-empty."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start != -1:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return crc16_xmodem(raw) % 16384
+
+
+@pytest.fixture
+def state(redis_server: RedisServer, namespace: str) -> Iterator[RedisState]:
+    made = RedisState(redis_server.url, namespace=namespace, timeout=2.0)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url)
+    yield client
+    client.close()
+
+
+def test_crc16_matches_the_cluster_specification_example() -> None:
+    assert crc16_xmodem(b"123456789") == 0x31C3  # the spec's reference value
+
+
+def test_every_key_of_a_deployment_shares_one_slot_and_names_cannot_collide() -> None:
+    seen: set[str] = set()
+    for router in ["default", "r", "r:a"]:
+        for name in WEIRD_NAMES:
+            keys = deployment_keys("ns", router, name)
+            assert len({key_slot(k) for k in keys}) == 1, keys
+            tag = hash_tag("ns", router, name)
+            assert tag.count("{") == 1
+            assert tag.count("}") == 1
+            assert tag not in seen
+            seen.add(tag)
+
+
+@pytest.fixture(scope="module")
+def cluster_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A one-node Redis Cluster owning every slot: it refuses scripts whose keys cross slots."""
+    workdir = tmp_path_factory.mktemp("cluster")
+    server = RedisServer(workdir, "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"))
+    server.start()
+    client = redis.Redis(port=server.port)
+    client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+    deadline = time.monotonic() + 10
+    while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close()
+    yield server
+    server.stop()
+
+
+def test_key_slots_agree_with_a_real_cluster_and_scripts_run_there(cluster_node: RedisServer) -> None:
+    node = redis.Redis(port=cluster_node.port)
+    for name in WEIRD_NAMES:
+        for key in deployment_keys("ns", "r", name):
+            assert node.execute_command("CLUSTER", "KEYSLOT", key) == key_slot(key)
+    node.close()
+    client = RedisCluster(host="127.0.0.1", port=cluster_node.port)
+    state = RedisState(namespace="cluster", client=client)
+    for name in WEIRD_NAMES:
+        admission = state.admit(name, tokens=10, rpm=5, tpm=100)
+        assert admission.ok, admission.reason
+        state.release(name, admission, ok=False, latency=0.1, tokens=20)
+        state.cooldown(name, 1.0)
+        assert state.stats(name).tokens_last_minute == 20
+    assert state.shared  # no CROSSSLOT error sent it to the local fallback
+    client.close()
+
+
+def test_every_key_gets_a_ttl(state: RedisState, raw: redis.Redis) -> None:
+    admission = state.admit("d", tokens=5, tpm=1000)
+    keys = state.keys("d")
+    assert all(0 < raw.pttl(k) <= 86_400_000 for k in keys), [raw.pttl(k) for k in keys]
+    state.release("d", admission, ok=True, latency=0.1, tokens=7)
+    assert all(raw.pttl(k) > 0 for k in keys[:3])  # the in-flight set is empty again, so gone
+    assert raw.exists(keys[3]) == 0
+    assert set(raw.scan_iter(f"{{{state.namespace}:*")) == {k.encode() for k in keys[:3]}
+
+
+def test_instances_share_limits_breakers_and_probe(redis_server: RedisServer, namespace: str) -> None:
+    """Two instances stand for two processes: one budget, one breaker, one probe."""
+    one = RedisState(redis_server.url, namespace=namespace, failure_threshold=2, timeout=2.0)
+    two = RedisState(redis_server.url, namespace=namespace, failure_threshold=2, timeout=2.0)
+    other = RedisState(redis_server.url, namespace=namespace + "-other", timeout=2.0)
+    seen: list[tuple[str, str]] = []
+    two.add_listener(lambda name, value: seen.append((name, value)))
+    assert one.admit("d", rpm=2).ok
+    assert two.admit("d", rpm=2).ok
+    refused = one.admit("d", rpm=2)
+    assert refused.limited
+    assert "rpm limit 2" in (refused.reason or "")
+    assert other.admit("d", rpm=2).ok  # another namespace: its own budget
+    for _ in range(2):
+        admission = one.admit("e")
+        one.release("e", admission, ok=False)
+    refused = two.admit("e")  # opened by the other instance: refused at the next admission
+    assert not refused.ok
+    assert "circuit open" in (refused.reason or "")
+    assert seen == [("e", "open")]
+    time.sleep(1.05)  # the default first cooldown, on the server's clock
+    probe = two.admit("e")
+    assert probe.probe
+    assert not one.admit("e").ok  # the single probe is shared
+    two.release("e", probe, ok=True, latency=0.2)
+    assert one.admit("e").ok
+    assert one.stats("e").breaker is BreakerState.CLOSED
+    assert seen == [("e", "open"), ("e", "half_open"), ("e", "closed")]
+    for made in (one, two, other):
+        made.close()
+
+
+def test_a_dead_workers_admission_stops_counting_after_its_lease(redis_server: RedisServer, namespace: str) -> None:
+    now = [100.0]
+    state = RedisState(redis_server.url, namespace=namespace, inflight_lease=30.0, clock=lambda: now[0])
+    state.admit("d")  # never released
+    assert state.stats("d").in_flight == 1
+    now[0] += 31
+    assert state.stats("d").in_flight == 0
+    state.close()
+
+
+def test_async_clients_per_event_loop(state: RedisState) -> None:
+    async def calls() -> int:
+        async def one() -> None:
+            admission = await state.aadmit("d", tokens=2, tpm=10_000)
+            assert admission.ok
+            await asyncio.sleep(0)
+            await state.arelease("d", admission, ok=True, latency=0.01, ttft=0.005, tokens=3)
+
+        await asyncio.gather(*(one() for _ in range(50)))
+        await state.acooldown("x", 0.5)
+        return state.in_flight("d")
+
+    assert asyncio.run(calls()) == 0
+    assert asyncio.run(calls()) == 0  # a second loop gets a client of its own
+    stats = state.stats("d")
+    assert (stats.successes, stats.tokens_last_minute) == (100, 300)
+    assert state.latency("d", streaming=True) == pytest.approx(0.005)
+    assert not state.admit("x").ok
+    assert state.shared
+
+
+def test_password_never_shown(redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"redis://user:s3cr3t-pa55@127.0.0.1:{free_port()}/0"  # nothing listens there
+    state = RedisState(url, reconnect_interval=60.0)
+    with caplog.at_level(logging.WARNING):
+        assert state.admit("d").ok  # served locally
+    assert "s3cr3t" not in repr(state)
+    assert "s3cr3t" not in str(state.health())
+    assert "s3cr3t" not in caplog.text
+    assert "***" in repr(state)
+    state.close()
+
+
+def _serve(state: RedisState, n: int) -> list[Any]:
+    out = []
+    for _ in range(n):
+        admission = state.admit("d", rpm=10_000)
+        assert admission.ok
+        state.release("d", admission, ok=True, latency=0.01)
+        out.append(admission.reservation)
+    return out
+
+
+def test_redis_stopped_mid_run_then_restarted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    state = RedisState(server.url, namespace="down", reconnect_interval=0.05)
+    watcher = redis.Redis.from_url(server.url)
+    try:
+        _serve(state, 5)
+        assert state.health().shared
+        server.stop()
+        with caplog.at_level(logging.WARNING, logger="langchain_multigateway.state.redis"):
+            _serve(state, 20)  # every call still served, from local state
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert "unreachable" in warnings[0].getMessage()
+        health = state.health()
+        assert (health.shared, health.live) == (False, False)
+        server.start()  # same port, empty memory
+        assert wait_until(lambda: state.health().shared)  # the background reconnect
+        _serve(state, 3)
+        assert int(watcher.hget(state.keys("d")[0], "ok") or 0) == 3  # shared state resumed
+    finally:
+        watcher.close()
+        state.close()
+        server.stop()
+
+
+async def test_redis_that_hangs_is_bounded_then_resumes(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    state = RedisState(server.url, namespace="slow", reconnect_interval=0.05)  # default 50 ms bound
+    try:
+        assert (await state.aadmit("d")).ok
+        assert state.admit("d").ok
+        server.pause()  # accepts connections, never answers
+        started = time.monotonic()
+        served = await state.aadmit("d")
+        served_sync = state.admit("d")
+        waited = time.monotonic() - started
+        assert served.ok
+        assert served_sync.ok
+        assert waited < 1.0  # bounded (50 ms by default); without a bound this would hang
+        assert "Timeout" in (state.health().detail or "")
+        server.resume()
+        assert wait_until(lambda: state.health().shared)  # the background reconnect
+        assert not isinstance((await state.aadmit("d")).reservation, type(served.reservation))
+    finally:
+        state.close()
+        server.resume()
+        server.stop()
