@@ -1,0 +1,324 @@
+"""The Starlette app: routes, authentication, body limit, and the request path of each endpoint.
+
+Each chat request goes down once and comes back up: authenticate (401) -> read the
+body within the limit (413) -> parse it in its wire format (400) -> find the router
+(404) -> check the key may use it (403) and is within its limits (429) -> run the
+call -> answer in the same wire format. Errors before a stream's first chunk are
+plain JSON errors with their status; after it, an error event ends the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from langchain_multigateway.server import anthropic_api, openai_api
+from langchain_multigateway.server.call import ChatCall
+from langchain_multigateway.server.errors import ApiError, anthropic_error_body, api_error_from, openai_error_body
+from langchain_multigateway.server.gateway import Gateway
+from langchain_multigateway.server.keys import KeyStore, VirtualKey
+
+__all__ = ["MASTER_KEY_ENV", "ServerSettings", "create_app"]
+
+logger = logging.getLogger("langchain_multigateway.server")
+MASTER_KEY_ENV = "MULTIGATEWAY_MASTER_KEY"
+_MASTER = VirtualKey(id="master", name="master", prefix="")
+
+
+@dataclass
+class ServerSettings:
+    """How the server treats requests (the CLI's flags set these).
+
+    Attributes:
+        max_body_bytes: Larger request bodies get 413 (default 4 MiB: room for a few
+            base64 images; send larger images as URLs).
+        require_key: Every API call needs a virtual key or the master key (default True;
+            ``--no-auth`` turns it off for a gateway only you can reach).
+        master_key: Administers keys over HTTP and may call every model; from
+            ``$MULTIGATEWAY_MASTER_KEY`` by default.
+    """
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    require_key: bool = True
+    master_key: SecretStr | None = field(default_factory=lambda: _env_secret(MASTER_KEY_ENV))
+
+
+def _env_secret(name: str) -> SecretStr | None:
+    value = os.environ.get(name, "").strip()
+    return SecretStr(value) if value else None
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers, media_type="application/json")
+
+
+class _Server:
+    """The handlers, with what they share."""
+
+    def __init__(self, gateway: Gateway, keys: KeyStore | None, settings: ServerSettings) -> None:
+        self.gateway = gateway
+        self.keys = keys
+        self.settings = settings
+        master = settings.master_key.get_secret_value() if settings.master_key else ""
+        self._master = master.encode()
+
+    # ------------------------------------------------------------------ the steps
+    def authenticate(self, request: Request) -> VirtualKey | None:
+        """The caller's key (``_MASTER`` for the master key); None when keys are not required."""
+        secret = _presented(request)
+        if not self.settings.require_key and not secret:
+            return None
+        if not secret:
+            msg = "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>' (multigateway keys create)"
+            raise ApiError(401, "authentication", msg, code="missing_api_key")
+        if self._master and hmac.compare_digest(secret.encode(), self._master):
+            return _MASTER
+        key = self.keys.authenticate(secret) if self.keys is not None else None
+        if key is None:
+            raise ApiError(
+                401, "authentication", "invalid API key: this gateway knows no such key", code="invalid_api_key"
+            )
+        state = key.state()
+        if state != "active":
+            msg = f"API key {key.prefix}… ({key.name}) is {state}; ask the gateway's admin for a new one"
+            raise ApiError(401, "authentication", msg, code=f"{state}_api_key")
+        return key
+
+    async def body(self, request: Request) -> Any:
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        too_large = ApiError(
+            413,
+            "too_large",
+            f"request body over the limit of {limit} bytes (send images as URLs)",
+            code="body_too_large",
+        )
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        data = bytearray()
+        async for piece in request.stream():
+            data += piece
+            if len(data) > limit:
+                raise too_large
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_request", f"the request body is not valid JSON: {exc}") from None
+
+    def admit(self, call: ChatCall, key: VirtualKey | None) -> None:
+        if call.model not in self.gateway.routers:
+            served = ", ".join(sorted(self.gateway.routers))
+            msg = f"the model {call.model!r} does not exist on this gateway; it serves: {served}"
+            raise ApiError(404, "not_found", msg, param="model", code="model_not_found")
+        if key is None or key is _MASTER:
+            return
+        if not key.allows(call.model):
+            allowed = ", ".join(key.models or ())
+            msg = f"key {key.name!r} may not use {call.model!r}; it may use: {allowed}"
+            raise ApiError(403, "permission", msg, param="model", code="model_not_allowed")
+        if self.gateway.limits is not None:
+            self.gateway.limits.admit(key)
+
+    def _key_of(self, key: VirtualKey | None) -> VirtualKey | None:
+        return None if key is _MASTER else key
+
+    # ------------------------------------------------------------------ chat endpoints
+    async def chat(
+        self,
+        request: Request,
+        parse: Callable[[Any], ChatCall],
+        render: Callable[[ChatCall, Any, Any], dict[str, Any]],
+        stream: Callable[[ChatCall, Any], AsyncIterator[bytes]],
+        error_body: Callable[[ApiError], dict[str, Any]],
+        route: str,
+    ) -> Response:
+        try:
+            key = self.authenticate(request)
+            call = parse(await self.body(request))
+            self.admit(call, key)
+            key = self._key_of(key)
+            if call.stream:
+                routed = self.gateway.stream(call, key)
+                try:
+                    await routed.start()
+                except BaseException:
+                    await routed.aclose()
+                    raise
+                return StreamingResponse(
+                    stream(call, routed), media_type="text/event-stream", headers={**routed.headers(), **_NO_CACHE}
+                )
+            message, outcome = await self.gateway.invoke(call, key)
+            self._count(route, 200)
+            return _json(render(call, message, outcome), headers=outcome.headers())
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except Exception as exc:
+            failure = api_error_from(exc)
+            self._count(route, failure.status)
+            headers = failure.headers()
+            if (failure.status < 500 and failure.status != 429) or failure.code == "budget_exceeded":
+                headers["x-should-retry"] = "false"  # the openai SDK would retry a 429 otherwise
+            return _json(error_body(failure), failure.status, headers)
+
+    def _count(self, route: str, status: int) -> None:
+        if self.gateway.metrics is not None:
+            self.gateway.metrics.response(route, status)
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self.chat(
+            request,
+            openai_api.parse_chat_request,
+            openai_api.completion_body,
+            self._openai_stream,
+            openai_error_body,
+            "chat_completions",
+        )
+
+    async def messages(self, request: Request) -> Response:
+        return await self.chat(
+            request,
+            anthropic_api.parse_messages_request,
+            anthropic_api.message_body,
+            self._anthropic_stream,
+            anthropic_error_body,
+            "messages",
+        )
+
+    async def _openai_stream(self, call: ChatCall, routed: Any) -> AsyncIterator[bytes]:
+        writer = openai_api.ChunkWriter(call)
+        try:
+            yield _sse(writer.first())
+            first = routed.first
+            for chunk in [first] if first is not None else []:
+                out = writer.feed(chunk)
+                if out is not None:
+                    yield _sse(out)
+            async for chunk in routed.rest():
+                out = writer.feed(chunk)
+                if out is not None:
+                    yield _sse(out)
+            for out in writer.end(routed.outcome()):
+                yield _sse(out)
+            yield b"data: [DONE]\n\n"
+            self._count("chat_completions", 200)
+        except Exception as exc:
+            self._count("chat_completions", api_error_from(exc).status)
+            yield _sse(openai_error_body(api_error_from(exc)))
+        finally:
+            await routed.aclose()
+
+    async def _anthropic_stream(self, call: ChatCall, routed: Any) -> AsyncIterator[bytes]:
+        writer = anthropic_api.EventWriter(call)
+        try:
+            for event, data in writer.start():
+                yield _event(event, data)
+            first = routed.first
+            for chunk in [first] if first is not None else []:
+                for event, data in writer.feed(chunk):
+                    yield _event(event, data)
+            async for chunk in routed.rest():
+                for event, data in writer.feed(chunk):
+                    yield _event(event, data)
+            for event, data in writer.end(routed.outcome()):
+                yield _event(event, data)
+            self._count("messages", 200)
+        except Exception as exc:
+            self._count("messages", api_error_from(exc).status)
+            yield _event("error", anthropic_error_body(api_error_from(exc)))
+        finally:
+            await routed.aclose()
+
+    # ------------------------------------------------------------------ the rest
+    async def models(self, request: Request) -> Response:
+        try:
+            key = self.authenticate(request)
+        except ApiError as failure:
+            return _json(openai_error_body(failure), failure.status)
+        names = sorted(n for n in self.gateway.routers if key is None or key is _MASTER or key.allows(n))
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "multigateway"} for n in names]
+        return _json({"object": "list", "data": data})
+
+    async def liveness(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def readiness(self, request: Request) -> Response:
+        """Ready when every router has at least one deployment whose breaker is not open."""
+        routers: dict[str, Any] = {}
+        ready = True
+        for name, router in self.gateway.routers.items():
+            health = router.health()
+            states = {dep: h.breaker for dep, h in health.items()}
+            usable = any(h.available for h in health.values())
+            ready = ready and usable
+            routers[name] = {"ready": usable, "deployments": states}
+        return _json({"status": "ready" if ready else "unavailable", "routers": routers}, 200 if ready else 503)
+
+    async def metrics(self, request: Request) -> Response:
+        if self.gateway.metrics is None:
+            return _json({"error": {"message": "metrics are off"}}, 404)
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+_NO_CACHE = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _presented(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth and auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+def _event(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def create_app(
+    gateway: Gateway,
+    *,
+    keys: KeyStore | None = None,
+    settings: ServerSettings | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> Starlette:
+    """The ASGI app serving ``gateway``'s routers (run it with uvicorn)."""
+    from langchain_multigateway.server.admin import admin_routes
+
+    server = _Server(gateway, keys, settings or ServerSettings())
+    routes = [
+        Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+        Route("/chat/completions", server.chat_completions, methods=["POST"]),
+        Route("/v1/messages", server.messages, methods=["POST"]),
+        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/health/liveness", server.liveness, methods=["GET"]),
+        Route("/health/readiness", server.readiness, methods=["GET"]),
+        Route("/metrics", server.metrics, methods=["GET"]),
+        *admin_routes(server),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            await on_shutdown()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.server = server
+    return app

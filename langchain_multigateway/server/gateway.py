@@ -1,0 +1,302 @@
+"""The routers a server serves, and one call through them (invoke or stream).
+
+Every configured router is served under its name; every configured model too, as a
+one-deployment router (so each target retries, records health and names its
+deployment the same way). A call binds the client's tools and structured-output
+request with the router's public API (``bind_tools``, the ``structured_output``
+binding ``with_structured_output`` uses), runs it with ``ainvoke`` / ``astream``,
+then records one ledger row tagged with the virtual key's id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from langchain_multigateway.routing import Deployment, RoutingChatModel, routers_from_config
+from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
+from langchain_multigateway.server.keys import VirtualKey
+from langchain_multigateway.usage.pricing import cost_of_usage
+from langchain_multigateway.usage.records import CallRecord
+
+if TYPE_CHECKING:
+    from langchain_multigateway.config import GatewayConfig
+    from langchain_multigateway.server.limits import KeyLimits
+    from langchain_multigateway.server.metrics import ServerMetrics
+    from langchain_multigateway.usage import Ledger
+
+__all__ = ["Gateway", "RoutedStream"]
+
+logger = logging.getLogger("langchain_multigateway.server")
+_OPENAI_COMPATIBLE = frozenset({"openai"})
+
+
+class _ServedBy(BaseCallbackHandler):
+    """Notes which deployment each attempt of a routed stream went to (its run metadata)."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.deployment = ""
+        self.attempt = 0
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if metadata and "deployment" in metadata and "attempt" in metadata:
+            self.deployment = str(metadata["deployment"])
+            self.attempt = int(metadata["attempt"])
+
+
+class Gateway:
+    """Routers by name, plus what every call records (ledger, metrics, per-key limits)."""
+
+    def __init__(
+        self,
+        routers: dict[str, RoutingChatModel],
+        *,
+        ledger: Ledger | None = None,
+        metrics: ServerMetrics | None = None,
+        limits: KeyLimits | None = None,
+    ) -> None:
+        self.routers = routers
+        self.ledger = ledger
+        self.metrics = metrics
+        self.limits = limits
+        self._callbacks: list[BaseCallbackHandler] = [metrics.handler] if metrics is not None else []
+        self._openai_only = {
+            name: all(d.provider in _OPENAI_COMPATIBLE for d in router.deployments) for name, router in routers.items()
+        }
+
+    @staticmethod
+    def routers_of(config: GatewayConfig) -> dict[str, RoutingChatModel]:
+        """Every router of ``config``, then every model not shadowed by a router of the same name."""
+        routers = routers_from_config(config)
+        for name in config.models:
+            if name in routers:
+                logger.warning("model %r is shadowed by the router of the same name", name)
+                continue
+            deployment = Deployment(model=config.build_model(name), name=name)
+            routers[name] = RoutingChatModel(deployments=[deployment], model=name)
+        return routers
+
+    # ------------------------------------------------------------------ one call
+    def _bind(self, call: ChatCall) -> tuple[Runnable[Any, Any], dict[str, Any], list[str]]:
+        router = self.routers[call.model]
+        runnable: Runnable[Any, Any] = router
+        if call.tools is not None:
+            runnable = router.bind_tools(call.tools, tool_choice=call.tool_choice, **call.tool_kwargs)
+        if call.structured is not None:
+            runnable = runnable.bind(structured_output=call.structured)
+        kwargs: dict[str, Any] = dict(call.params)
+        if call.stop:
+            kwargs["stop"] = call.stop
+        ignored: list[str] = []
+        if call.openai_params:
+            if self._openai_only[call.model]:
+                kwargs.update(call.openai_params)
+            else:
+                # seed, user and penalties would make other providers' APIs refuse the call.
+                ignored = sorted(call.openai_params)
+        return runnable, kwargs, ignored
+
+    def _config(self, key: VirtualKey | None, extra: list[BaseCallbackHandler] | None = None) -> RunnableConfig:
+        config: RunnableConfig = {}
+        callbacks = self._callbacks + (extra or [])
+        if callbacks:
+            config["callbacks"] = callbacks
+        if key is not None:
+            config["tags"] = [key.tag]
+            config["metadata"] = {"virtual_key": key.name}
+        return config
+
+    async def invoke(self, call: ChatCall, key: VirtualKey | None) -> tuple[AIMessage, Outcome]:
+        """Run a call to its end; raises the router's typed errors."""
+        runnable, kwargs, ignored = self._bind(call)
+        started = time.time()
+        try:
+            message = await runnable.ainvoke(call.messages, self._config(key), **kwargs)
+        except BaseException as exc:
+            self.settle(call, key, None, started, exc)
+            raise
+        meta = message.response_metadata
+        outcome = self._outcome(call, meta, message.usage_metadata)
+        outcome.ignored = ignored
+        self.settle(call, key, outcome, started, None)
+        return message, outcome
+
+    def stream(self, call: ChatCall, key: VirtualKey | None) -> RoutedStream:
+        """A routed stream; call :meth:`RoutedStream.start` for its first chunk (failover ends there)."""
+        runnable, kwargs, ignored = self._bind(call)
+        served_by = _ServedBy()
+        chunks = runnable.astream(call.messages, self._config(key, [served_by]), **kwargs)
+        return RoutedStream(self, call, key, chunks, served_by, ignored)
+
+    def _outcome(self, call: ChatCall, meta: dict[str, Any], usage: Any) -> Outcome:
+        router = self.routers[call.model]
+        deployment = str(meta.get("deployment") or "")
+        model_name = str(meta.get("model_name") or meta.get("model") or "")
+        outcome = Outcome(
+            deployment=deployment,
+            attempts=int(meta.get("attempts") or 1),
+            model_name=model_name,
+            provider=str(meta.get("model_provider") or meta.get("provider") or ""),
+            usage=dict(usage) if usage else None,
+        )
+        outcome.cost_usd = _cost(router, deployment, model_name, outcome.usage)
+        return outcome
+
+    def settle(
+        self,
+        call: ChatCall,
+        key: VirtualKey | None,
+        outcome: Outcome | None,
+        started: float,
+        error: BaseException | None,
+    ) -> None:
+        """Record a finished call once: ledger row, per-key limits and counters."""
+        ended = time.time()
+        counts = usage_dict(outcome.usage if outcome is not None else None)
+        cost = outcome.cost_usd if outcome is not None else 0.0
+        if self.limits is not None and key is not None:
+            self.limits.record(key, counts["total"], cost or 0.0)
+        if self.metrics is not None and key is not None:
+            self.metrics.key_call(key.name, "error" if error is not None else "ok", counts, cost)
+        if self.ledger is None:
+            return
+        record = CallRecord(
+            run_id=str(uuid.uuid4()),
+            started_at=started,
+            ended_at=ended,
+            latency_ms=(ended - started) * 1000,
+            provider=outcome.provider if outcome is not None else None,
+            model=outcome.model_name if outcome is not None else call.model,
+            deployment=outcome.deployment if outcome is not None else None,
+            outcome="error" if error is not None else "ok",
+            error_type=type(error).__name__ if error is not None else None,
+            input_tokens=counts["input"],
+            output_tokens=counts["output"],
+            total_tokens=counts["total"],
+            cached_tokens=counts["cached"],
+            reasoning_tokens=counts["reasoning"],
+            cost_usd=cost,
+            has_usage=bool(outcome is not None and outcome.usage),
+            tags=(key.tag, f"router:{call.model}") if key is not None else (f"router:{call.model}",),
+            attempts=outcome.attempts if outcome is not None else 1,
+        )
+        self.ledger.add(record)
+
+
+def _cost(router: RoutingChatModel, deployment: str, model: str, usage: dict[str, Any] | None) -> float | None:
+    """USD at the deployment's own prices when it states them, else from the price table."""
+    if not usage:
+        return 0.0
+    try:
+        dep = router.deployment(deployment)
+    except KeyError:
+        dep = None
+    if dep is not None and (dep.input_price or dep.output_price):
+        counts = usage_dict(usage)
+        return dep.estimated_cost(counts["input"], counts["output"])
+    return cost_of_usage(usage, model or None, deployment=deployment or None)
+
+
+class RoutedStream:
+    """A routed stream: the first chunk decides the deployment; the rest are passed on once.
+
+    Closing it (:meth:`aclose`, also on a client that went away) closes the router's
+    stream, which cancels the upstream request and releases what the call held.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        call: ChatCall,
+        key: VirtualKey | None,
+        chunks: AsyncIterator[AIMessageChunk],
+        served_by: _ServedBy,
+        ignored: list[str],
+    ) -> None:
+        self.gateway, self.call, self.key = gateway, call, key
+        self._chunks = chunks
+        self._served_by = served_by
+        self._ignored = ignored
+        self._started = time.time()
+        self._usage: UsageMetadata | None = None
+        self._meta: dict[str, Any] = {}
+        self._settled = False
+        self.first: AIMessageChunk | None = None
+
+    async def start(self) -> AIMessageChunk | None:
+        """Wait for the first chunk (errors before it raise here); None for an empty stream."""
+        try:
+            self.first = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._settle(None)
+            return None
+        except BaseException as exc:
+            self._settle(exc)
+            raise
+        self._note(self.first)
+        return self.first
+
+    def headers(self) -> dict[str, str]:
+        """Deployment and attempt headers, known once :meth:`start` returned."""
+        headers = {
+            "x-multigateway-deployment": self._served_by.deployment or self.call.model,
+            "x-multigateway-attempts": str(self._served_by.attempt or 1),
+        }
+        if self._ignored:
+            headers["x-multigateway-ignored-params"] = ",".join(self._ignored)
+        return headers
+
+    def _note(self, chunk: AIMessageChunk) -> None:
+        if chunk.usage_metadata:
+            self._usage = add_usage(self._usage, chunk.usage_metadata) if self._usage else chunk.usage_metadata
+        if chunk.response_metadata:
+            self._meta.update(chunk.response_metadata)
+
+    async def rest(self) -> AsyncIterator[AIMessageChunk]:
+        """The chunks after the first; settles the call when the stream ends or fails."""
+        try:
+            async for chunk in self._chunks:
+                self._note(chunk)
+                yield chunk
+        except BaseException as exc:
+            self._settle(exc)
+            raise
+        self._settle(None)
+
+    def outcome(self) -> Outcome:
+        outcome = self.gateway._outcome(self.call, self._meta, self._usage)
+        outcome.deployment = outcome.deployment or self._served_by.deployment
+        return outcome
+
+    def _settle(self, error: BaseException | None) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        self.gateway.settle(self.call, self.key, self.outcome() if error is None else None, self._started, error)
+
+    async def aclose(self) -> None:
+        """Close the router's stream (idempotent); a stream cut short is recorded as cancelled."""
+        if not self._settled:
+            self._settle(ConnectionAbortedError("the client went away before the stream ended"))
+        aclose = getattr(self._chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,109 @@
+"""Per-key limits, judged before the upstream is called: requests and tokens per minute, and spend.
+
+Windows are sliding 60-second windows held in this process (with ``--workers`` > 1
+each worker counts its own; the server warns). Spend starts from the ledger's total
+for the key's current budget period (read once per key and period) and grows with
+every call this process serves. A call is refused once the key's spend has reached
+its budget; the last call let in may pass the budget by its own cost, since what a
+call costs is known only when it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from langchain_multigateway.server.errors import ApiError
+from langchain_multigateway.server.keys import VirtualKey
+
+__all__ = ["KeyLimits"]
+
+_WINDOW = 60.0
+SpentSince = Callable[[VirtualKey, float], float]
+
+
+class KeyLimits:
+    """rpm, tpm and budget per virtual key.
+
+    Args:
+        spent_since: ``(key, since_epoch) -> USD`` already spent (the ledger's total);
+            None when there is no ledger (spend then counts from the server's start).
+    """
+
+    def __init__(self, spent_since: SpentSince | None = None) -> None:
+        self._spent_since = spent_since
+        self._requests: dict[str, deque[float]] = {}
+        self._tokens: dict[str, deque[tuple[float, int]]] = {}
+        self._token_sums: dict[str, int] = {}
+        self._spend: dict[str, tuple[float, float]] = {}  # key id -> (period start, USD)
+
+    def admit(self, key: VirtualKey, now: float | None = None) -> None:
+        """Count a request against ``key``, or raise a 429 :class:`ApiError` saying which limit it hit."""
+        now = time.time() if now is None else now
+        if key.budget_usd is not None:
+            self._check_budget(key, now)
+        if key.tpm is not None:
+            self._check_tpm(key, now)
+        if key.rpm is not None:
+            window = self._requests.setdefault(key.id, deque())
+            while window and window[0] <= now - _WINDOW:
+                window.popleft()
+            if len(window) >= key.rpm:
+                wait = window[0] + _WINDOW - now
+                msg = f"key {key.name!r} is over its limit of {key.rpm} requests per minute; retry in {wait:.0f} s"
+                raise ApiError(429, "rate_limit", msg, code="key_rpm_exceeded", retry_after=wait)
+            window.append(now)
+
+    def record(self, key: VirtualKey, tokens: int, cost_usd: float, now: float | None = None) -> None:
+        """Add a finished call's tokens and cost to ``key``'s windows and spend."""
+        now = time.time() if now is None else now
+        if key.tpm is not None and tokens:
+            self._tokens.setdefault(key.id, deque()).append((now, tokens))
+            self._token_sums[key.id] = self._token_sums.get(key.id, 0) + tokens
+        if key.budget_usd is not None and cost_usd:
+            start, spent = self._spent(key, now)
+            self._spend[key.id] = (start, spent + cost_usd)
+
+    def spent(self, key: VirtualKey, now: float | None = None) -> float:
+        """USD ``key`` has spent in its current budget period."""
+        return self._spent(key, time.time() if now is None else now)[1]
+
+    def _spent(self, key: VirtualKey, now: float) -> tuple[float, float]:
+        start = key.period_start(now)
+        held = self._spend.get(key.id)
+        if held is None or held[0] != start:
+            spent = self._spent_since(key, start) if self._spent_since is not None else 0.0
+            held = self._spend[key.id] = (start, spent)
+        return held
+
+    def _check_budget(self, key: VirtualKey, now: float) -> None:
+        assert key.budget_usd is not None
+        spent = self._spent(key, now)[1]
+        if spent < key.budget_usd:
+            return
+        if key.period_seconds:
+            resets = key.period_start(now) + key.period_seconds
+            when = datetime.fromtimestamp(resets, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            period = f"for this period (it resets at {when})"
+        else:
+            period = "(a lifetime budget)"
+        msg = (
+            f"key {key.name!r} has spent ${spent:.4f} of its ${key.budget_usd:.2f} budget {period}; "
+            "ask the gateway's admin for a key with a larger budget"
+        )
+        raise ApiError(429, "rate_limit", msg, code="budget_exceeded")
+
+    def _check_tpm(self, key: VirtualKey, now: float) -> None:
+        assert key.tpm is not None
+        window = self._tokens.get(key.id)
+        if not window:
+            return
+        while window and window[0][0] <= now - _WINDOW:
+            self._token_sums[key.id] -= window.popleft()[1]
+        used = self._token_sums.get(key.id, 0)
+        if used >= key.tpm:
+            wait = window[0][0] + _WINDOW - now if window else 1.0
+            msg = f"key {key.name!r} used {used} of its {key.tpm} tokens per minute; retry in {wait:.0f} s"
+            raise ApiError(429, "rate_limit", msg, code="key_tpm_exceeded", retry_after=wait)

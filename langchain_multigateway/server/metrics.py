@@ -1,0 +1,62 @@
+"""The server's Prometheus metrics: the package's handler for calls, plus per-key and HTTP counters.
+
+In the same registry as :class:`~langchain_multigateway.telemetry.PrometheusCallbackHandler`
+(``multigateway_requests_total`` and the rest, fed as a callback of every call):
+
+* ``multigateway_key_requests_total{key,outcome}`` — calls per virtual key (its name, never the key)
+* ``multigateway_key_tokens_total{key,type}`` — input / output tokens per key
+* ``multigateway_key_cost_usd_total{key}``
+* ``multigateway_http_responses_total{route,status}``
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+from langchain_multigateway.telemetry.prometheus import PrometheusCallbackHandler
+
+__all__ = ["ServerMetrics"]
+
+
+class ServerMetrics:
+    """Metrics of one server process, exposed at ``GET /metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.handler = PrometheusCallbackHandler(registry=self.registry)
+        ns = "multigateway"
+        self.key_requests = Counter(
+            "key_requests", "Calls per virtual key", ["key", "outcome"], namespace=ns, registry=self.registry
+        )
+        self.key_tokens = Counter(
+            "key_tokens", "Tokens per virtual key", ["key", "type"], namespace=ns, registry=self.registry
+        )
+        self.key_cost = Counter("key_cost_usd", "USD per virtual key", ["key"], namespace=ns, registry=self.registry)
+        self.responses = Counter(
+            "http_responses",
+            "HTTP responses by route and status",
+            ["route", "status"],
+            namespace=ns,
+            registry=self.registry,
+        )
+
+    def key_call(self, key: str, outcome: str, counts: dict[str, int], cost: float | None) -> None:
+        self.key_requests.labels(key=key, outcome=outcome).inc()
+        for kind in ("input", "output"):
+            if counts[kind]:
+                self.key_tokens.labels(key=key, type=kind).inc(counts[kind])
+        if cost:
+            self.key_cost.labels(key=key).inc(cost)
+
+    def response(self, route: str, status: int) -> None:
+        self.responses.labels(route=route, status=str(status)).inc()
+
+    def watch(self, routers: dict[str, Any]) -> None:
+        """Follow every router's breakers in ``multigateway_breaker_state``."""
+        for router in routers.values():
+            router.watch_breakers(self.handler.set_breaker_state)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
