@@ -1,4 +1,4 @@
-"""The ``multigateway`` command: demo, chat, batch, health, providers, usage.
+"""The ``multigateway`` command: demo, chat, batch, health, providers, usage, serve, keys.
 
 Each command lives in its own module here (``demo.py``, ``chat.py``, ...) with a
 ``register(commands, common)`` that adds its parser and a ``run(args)`` that does
@@ -24,12 +24,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from langchain_multigateway.cli import batch, chat, demo, health, providers, usage
+from langchain_multigateway.cli import batch, chat, demo, health, keys, providers, serve, usage
 from langchain_multigateway.cli._errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, report
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (demo, chat, batch, health, providers, usage)
+_COMMANDS = (demo, chat, batch, health, providers, usage, serve, keys)
 
 
 def build_parser() -> argparse.ArgumentParser:
