@@ -12,6 +12,13 @@ from tests.loopback import Reply, chat_completion, serve
 
 pytest_plugins = ["pytester"]
 
+# Imported here, before any in-process pytester run: modules first imported inside one are
+# dropped from sys.modules afterwards, and later tests would then mix two copies of the SDKs.
+import httpcore2  # noqa: E402, F401
+import httpx2  # noqa: E402, F401
+import mistralai.client  # noqa: E402, F401
+import openai  # noqa: E402, F401
+
 SECRET = "sk-plugin-test-secret-abcdefghijklmnop"
 
 TEST_FILE = """
