@@ -58,6 +58,11 @@ SUPPORTED_VERSIONS = (1,)
 KeyPath = tuple[str | int, ...]
 _Problem = tuple[KeyPath, str]
 
+MAX_ALIAS_NODES = 10_000
+"""Nodes that YAML aliases (``*name``) may add to a file when expanded: a real
+configuration reuses a few blocks, while a few hundred bytes of nested aliases
+("billion laughs") would expand to billions of nodes and exhaust memory."""
+
 _VAR_RE = re.compile(r"\$(\$)?\{([^{}]*)\}")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REDACTED = "**********"
@@ -248,8 +253,53 @@ def load_config(
     return _validate(data, name, environ, lines)
 
 
+def _check_aliases(text: str, name: str) -> None:
+    """Refuse a file whose aliases expand past :data:`MAX_ALIAS_NODES` (or refer to themselves).
+
+    Reads parser events only (linear in the file): the expanded size of every
+    anchored node is summed as its aliases are met, before anything is built.
+    """
+    sizes: dict[str, int] = {}
+    open_nodes: list[list[Any]] = []  # [anchor, nodes so far] of each collection being read
+    added = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            anchor = str(event.anchor)
+            size = sizes.get(anchor)
+            mark = event.start_mark
+            line = mark.line + 1 if mark is not None else None
+            where = f"{name}, line {line}, column {mark.column + 1}" if mark is not None else name
+            if size is None:
+                msg = f"{where}: the alias *{anchor} refers to a node that contains it (a configuration cannot loop)"
+                raise ConfigurationError(msg, source=name, line=line)
+            added += size
+            if added > MAX_ALIAS_NODES:
+                msg = (
+                    f"{where}: the alias *{anchor} takes the expanded file past {MAX_ALIAS_NODES:,} nodes added by "
+                    "aliases (nested aliases that multiply, as in a YAML alias bomb); write the repeated values "
+                    "out, or reuse fewer nested blocks"
+                )
+                raise ConfigurationError(msg, source=name, line=line)
+            if open_nodes:
+                open_nodes[-1][1] += size
+        elif isinstance(event, yaml.ScalarEvent):
+            if event.anchor is not None:
+                sizes[str(event.anchor)] = 1
+            if open_nodes:
+                open_nodes[-1][1] += 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            open_nodes.append([event.anchor, 1])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_nodes.pop()
+            if anchor is not None:
+                sizes[str(anchor)] = size
+            if open_nodes:
+                open_nodes[-1][1] += size
+
+
 def _parse_yaml(text: str, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     try:
+        _check_aliases(text, name)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, name, {}) from None

@@ -667,3 +667,55 @@ def test_describe_and_redact_corners() -> None:
     spec = ModelSpec(name="s", provider="openai", model="m", params={"creds": SecretStr(SECRET), "ok": (1, 2)})
     assert SECRET not in repr(spec)
     assert "'ok': [1, 2]" in repr(spec)
+
+
+# ---------------------------------------------------------------------- YAML aliases
+_BOMB = "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9) if prev else ', '.join(['lol'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+)
+
+
+def test_a_yaml_alias_bomb_is_refused_with_its_line_in_bounded_memory(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text("models: {}\nbomb:\n" + "".join("  " + line for line in _BOMB.splitlines(keepends=True)))
+    assert len(path.read_bytes()) < 600
+    # In a child process capped at 1 GiB of address space, so a regression fails instead of swapping.
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from langchain_multigateway.config import load_config\n"
+        "from langchain_multigateway.errors import ConfigurationError\n"
+        "try:\n"
+        "    load_config(sys.argv[1])\n"
+        "except ConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{path}, line 7, column" in done.stdout
+    assert "the alias *d takes the expanded file past 10,000 nodes" in done.stdout
+
+
+def test_modest_aliases_still_work_and_a_recursive_one_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        models:
+          base: &base {model: "openai:gpt-4o", temperature: 0, api_key: none}
+          again: *base
+        """,
+    )
+    config = load_config(path)
+    assert config.models["again"].model == "gpt-4o"
+    looped = write(tmp_path, "models: {}\nloop: &r [1, *r]\n", name="loop.yaml")
+    with pytest.raises(
+        ConfigurationError,
+        match=r"line 2, column 14: the alias \*r refers to a node that contains it \(a configuration cannot loop\)",
+    ):
+        load_config(looped)
