@@ -22,6 +22,8 @@ This module imports nothing of the package, so every floor may use it.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import re
 import threading
@@ -39,6 +41,8 @@ __all__ = [
     "is_secret_query",
     "mask_headers",
     "redact",
+    "redact_fields",
+    "redact_label",
     "redact_value",
     "register_headers",
     "register_model",
@@ -99,12 +103,15 @@ class _Vault:
         self.header_names: set[str] = set(DEFAULT_CREDENTIAL_HEADERS)
         self.query_names: set[str] = set(DEFAULT_CREDENTIAL_QUERY)
         self.pattern: re.Pattern[str] | None = None
+        self.version = 0
+        """Bumped whenever the pattern changes (keys the cache of :func:`redact_label`)."""
 
     def add_secret(self, value: str) -> None:
         with self.lock:
             if value not in self.secrets:
                 self.secrets.add(value)
                 self.pattern = None
+                self.version += 1
 
     def add_names(self, headers: Iterable[str], query: Iterable[str]) -> None:
         with self.lock:
@@ -113,6 +120,7 @@ class _Vault:
             self.query_names.update(q.lower() for q in query)
             if before != (len(self.header_names), len(self.query_names)):
                 self.pattern = None
+                self.version += 1
 
     def compiled(self) -> re.Pattern[str]:
         pattern = self.pattern
@@ -239,6 +247,36 @@ def redact(text: str) -> str:
     if not text:
         return text
     return _VAULT.compiled().sub(_replace, text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _redact_cached(text: str, version: int) -> str:
+    return redact(text)
+
+
+def redact_label(text: str) -> str:
+    """:func:`redact` for short values that repeat (metric labels, model and deployment names,
+    span attributes): cached, so a success path pays a dictionary lookup, not a regex pass."""
+    if len(text) > 256:
+        return redact(text)
+    return _redact_cached(text, _VAULT.version)
+
+
+def redact_fields(record: Any) -> Any:
+    """A dataclass instance with its text fields (str, and tuples or lists of str) redacted;
+    the same instance when nothing changed (ledger rows)."""
+    changes: dict[str, Any] = {}
+    for spec in dataclasses.fields(record):
+        value = getattr(record, spec.name)
+        if isinstance(value, str):
+            clean: Any = redact_label(value)
+        elif isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value):
+            clean = type(value)(redact_label(v) for v in value)
+        else:
+            continue
+        if clean != value:
+            changes[spec.name] = clean
+    return dataclasses.replace(record, **changes) if changes else record
 
 
 def redact_value(value: Any) -> Any:

@@ -16,17 +16,21 @@ Attributes (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/):
 
 Prompts and completions are recorded only with ``capture_content=True``
 (``gen_ai.input.messages`` / ``gen_ai.output.messages``, JSON). Invocation
-parameters are never copied wholesale, so no credential can reach a span.
+parameters are never copied wholesale, and every text attribute (and a recorded
+exception's message and stack trace) passes through the gateway's redaction rule, so
+no credential reaches a span.
 """
 
 from __future__ import annotations
 
 import json
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
 from langchain_core.messages import AIMessage, convert_to_openai_messages
 
+from langchain_multigateway._redact import redact, redact_label
 from langchain_multigateway.usage.pricing import PriceTable
 from langchain_multigateway.usage.records import CallRecord, CallRecorder, _Run
 
@@ -102,15 +106,17 @@ class OpenTelemetryCallbackHandler(CallRecorder):
         if self.capture_content and run.messages:
             attributes["gen_ai.input.messages"] = _json(convert_to_openai_messages(run.messages))
         run.messages = []
-        name = f"chat {model}" if model else "chat"
+        attributes = {k: _clean(v) for k, v in attributes.items()}
+        name = redact_label(f"chat {model}" if model else "chat")
         run.state["span"] = self.tracer.start_span(name, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
 
     def _on_finish(
         self, run: _Run, message: AIMessage | None, error: BaseException | None, own: list[CallRecord]
     ) -> None:
-        span = run.state.pop("span", None)
-        if span is None:
+        raw_span = run.state.pop("span", None)
+        if raw_span is None:
             return
+        span = _RedactingSpan(raw_span)
         try:
             if message is not None and error is None:
                 meta = message.response_metadata
@@ -144,8 +150,37 @@ class OpenTelemetryCallbackHandler(CallRecorder):
                 if self.capture_content:
                     span.record_exception(error)
         finally:
-            span.end()
+            raw_span.end()
 
 
 def _json(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_label(value)
+    if isinstance(value, list):
+        return [redact_label(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+class _RedactingSpan:
+    """The few span methods the handler uses, with text redacted on the way in."""
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.span.set_attribute(key, _clean(value))
+
+    def set_status(self, status: Status) -> None:
+        self.span.set_status(status)
+
+    def record_exception(self, error: BaseException) -> None:
+        # OpenTelemetry fills exception.message / exception.stacktrace from str() and the
+        # whole chain; the gateway's errors are clean, a foreign one may not be.
+        stack = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self.span.record_exception(
+            error, attributes={"exception.message": redact(str(error)), "exception.stacktrace": redact(stack)}
+        )

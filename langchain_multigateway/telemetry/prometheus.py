@@ -12,7 +12,8 @@ Metrics (``namespace`` defaults to ``multigateway``; labels ``deployment``,
 * ``{ns}_breaker_state{deployment}`` — 0 closed, 1 half-open, 2 open; fed by
   :meth:`PrometheusCallbackHandler.set_breaker_state`, which a router calls.
 
-Served calls are counted once even when a router and its deployment's model both
+Label values pass through the gateway's redaction rule (cached: repeated labels cost
+a lookup). Served calls are counted once even when a router and its deployment's model both
 report them (see :mod:`langchain_multigateway.usage.records`).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from langchain_multigateway._redact import redact_label
 from langchain_multigateway.usage.pricing import PriceTable
 from langchain_multigateway.usage.records import CallRecord, CallRecorder
 
@@ -131,18 +133,18 @@ class PrometheusCallbackHandler(CallRecorder):
             value = BREAKER_STATES[key]
         else:
             value = int(state)
-        self.breaker.labels(deployment=deployment).set(value)
+        self.breaker.labels(deployment=redact_label(deployment)).set(value)
 
     def _emit(self, records: list[CallRecord]) -> None:
         for record in records:
             labels = {
-                "deployment": record.deployment or "",
-                "provider": record.provider or "",
-                "model": record.model or "",
+                "deployment": redact_label(record.deployment or ""),
+                "provider": redact_label(record.provider or ""),
+                "model": redact_label(record.model or ""),
             }
             self.requests.labels(**labels, outcome=record.outcome).inc()
             if record.outcome == "error":
-                self.errors.labels(**labels, error_type=record.error_type or "").inc()
+                self.errors.labels(**labels, error_type=redact_label(record.error_type or "")).inc()
             if record.hidden_failures:
                 self.requests.labels(deployment="", provider="", model="", outcome="error").inc(record.hidden_failures)
             self.latency.labels(**labels).observe(record.latency_ms / 1000)

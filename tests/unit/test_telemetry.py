@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from langchain_multigateway.errors import ProviderError, RateLimitError
 from langchain_multigateway.telemetry import OpenTelemetryCallbackHandler, PrometheusCallbackHandler
@@ -199,3 +199,33 @@ def test_breaker_gauge_and_hidden_failures() -> None:
     message = AIMessage("ok", usage_metadata=USAGE, response_metadata={"model_name": "gpt-4o-mini", "attempts": 3})
     metrics.on_llm_end(LLMResult(generations=[[ChatGeneration(message=message)]]), run_id=run_id)
     assert sample(registry, "gw_requests_total", deployment="", provider="", model="", outcome="error") == 2
+
+
+# ---------------------------------------------------------------------- redaction
+def test_spans_and_labels_mask_every_known_credential() -> None:
+    from langchain_multigateway._redact import register_secret
+
+    key = "tk-telemetry-planted-9f8e7d6c5b4a"
+    register_secret(key)  # as a model built with this key would
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = OpenTelemetryCallbackHandler(tracer_provider=provider, capture_content=True)
+    metrics = PrometheusCallbackHandler()
+    # A model named by a URL with userinfo, failing with a foreign error that quotes the key:
+    # neither the span (name, attributes, exception event) nor a metric label may show it.
+    model_name = f"http://gw:{key}@127.0.0.1:9/v1#gemma"
+    failing = scripted(model_name, ValueError(f"upstream said: bad key {key}"))
+    with pytest.raises(ValueError):
+        failing.invoke("hi", config={"callbacks": [tracing, metrics]})
+    (span,) = finished(exporter)
+    text = span.to_json()
+    assert key not in text
+    (event,) = span.events
+    assert "upstream said: bad key **********" in str((event.attributes or {})["exception.message"])
+    assert key not in str((event.attributes or {})["exception.stacktrace"])
+    assert "127.0.0.1" in span.name
+    exposition = generate_latest(metrics.registry).decode()
+    assert key not in exposition
+    assert 'model="http://**********@127.0.0.1:9/v1#gemma"' in exposition
+    provider.shutdown()
