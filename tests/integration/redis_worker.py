@@ -1,0 +1,61 @@
+"""One worker process of the multi-process shared-state proof (run by test_redis_multiprocess.py).
+
+    python tests/integration/redis_worker.py '<json job>'
+
+Builds a router over OpenAI-compatible deployments on the loopback stub, with a RedisState
+shared through ``redis_url`` / ``namespace``, runs the job's calls, and prints one JSON line:
+how many calls each deployment answered and the tokens the responses reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from typing import Any
+
+from langchain_multigateway import Deployment, OpenAIChatModel, RetryPolicy, RoutingChatModel
+from langchain_multigateway.state.redis import RedisState
+
+ONCE = RetryPolicy(max_attempts=1)
+
+
+def deployment(job: dict[str, Any], model: str, **fields: Any) -> Deployment:
+    chat = OpenAIChatModel(model=model, base_url=job["base_url"], api_key="none", max_retries=0)
+    return Deployment(model=chat, name=model, retry_policy=ONCE, **fields)
+
+
+async def run(job: dict[str, Any]) -> dict[str, Any]:
+    state = RedisState(job["redis_url"], namespace=job["namespace"], timeout=1.0, **job.get("breaker", {}))
+    first, second = job["deployments"]
+    router = RoutingChatModel(
+        deployments=[deployment(job, first, priority=0, rpm=job.get("rpm")), deployment(job, second, priority=1)],
+        state=state,
+        max_wait=0,
+    )
+    served: Counter[str] = Counter()
+    tokens: Counter[str] = Counter()
+    semaphore = asyncio.Semaphore(job.get("concurrency", 8))
+
+    async def call(i: int) -> None:
+        async with semaphore:
+            message = await router.ainvoke(f"req-{job['worker']}-{i}")
+        name = message.response_metadata["deployment"]
+        served[name] += 1
+        tokens[name] += (message.usage_metadata or {}).get("total_tokens", 0)
+
+    if job.get("until_open"):  # open the first deployment's breaker, one call at a time
+        calls = 0
+        while router.health()[first].breaker != "open":
+            await call(calls)
+            calls += 1
+    else:
+        await asyncio.gather(*(call(i) for i in range(job["calls"])))
+    shared = state.health().shared
+    state.close()
+    return {"served": dict(served), "tokens": dict(tokens), "shared": shared}
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(run(json.loads(sys.argv[1])))), flush=True)
