@@ -397,7 +397,7 @@ class ProviderRegistry:
             raise
         except MissingAPIKeyError as exc:
             # Still a MissingAPIKeyError for callers that catch it, located like any build problem.
-            raise _MissingKeyBuildError(provider, model, [((), exc.message)]) from exc
+            raise MissingAPIKeyConfigError(provider, model, [((), exc.message)]) from exc
         except (TypeError, ValueError) as exc:
             raise _BuildError(provider, model, [((), f"{type(exc).__name__}: {exc}")]) from exc
         if not isinstance(instance, BaseChatModel):
@@ -424,8 +424,20 @@ class _BuildError(ConfigurationError):
         return (type(self), (self.provider_name, self.model_name, self.details))
 
 
-class _MissingKeyBuildError(_BuildError, MissingAPIKeyError):
-    """A build that failed for want of an API key (catchable as MissingAPIKeyError)."""
+class MissingAPIKeyConfigError(_BuildError, MissingAPIKeyError):
+    """No API key for a model being built: a MissingAPIKeyError and a ConfigurationError.
+
+    The message is the provider's own (it names the environment variable to set),
+    prefixed with the model: ``openai:gpt-4o-mini: No API key for openai: pass
+    api_key=... or set the OPENAI_API_KEY environment variable.``
+    """
+
+    def __init__(self, provider: str, model: str, details: list[Problem]) -> None:
+        super().__init__(provider, model, details)
+        self.message = f"{provider}:{model}: " + "; ".join(what for _, what in details)
+
+
+MissingAPIKeyConfigError.__module__ = "langchain_multigateway.registry"  # its public home
 
 
 # ---------------------------------------------------------------------- helpers

@@ -30,6 +30,7 @@ from langchain_multigateway._providers import (
     ProviderInfo,
     ProviderRegistry,
 )
+from langchain_multigateway._providers import MissingAPIKeyConfigError as MissingAPIKeyConfigError
 from langchain_multigateway._providers import Problem as Problem
 from langchain_multigateway._providers import _BuildError as _BuildError
 from langchain_multigateway._providers import format_key_path as format_key_path

@@ -719,3 +719,32 @@ def test_modest_aliases_still_work_and_a_recursive_one_is_refused(tmp_path: Path
         match=r"line 2, column 14: the alias \*r refers to a node that contains it \(a configuration cannot loop\)",
     ):
         load_config(looped)
+
+
+# ---------------------------------------------------------------------- missing keys
+def test_a_missing_key_is_a_clear_public_error_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+    import traceback
+
+    from langchain_multigateway.errors import MissingAPIKeyError
+    from langchain_multigateway.registry import MissingAPIKeyConfigError, init_gateway_model
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(MissingAPIKeyError) as info:
+        init_gateway_model("openai:gpt-4o-mini")
+    shown = traceback.format_exception_only(info.value)[-1]
+    assert shown.startswith(
+        "langchain_multigateway.registry.MissingAPIKeyConfigError: openai:gpt-4o-mini: No API key for openai:"
+    )
+    assert "set the OPENAI_API_KEY environment variable" in shown
+    assert "_providers" not in shown
+    assert "(model)" not in shown
+    assert "cannot build" not in shown
+    assert isinstance(info.value, MissingAPIKeyConfigError)
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+    path = write(tmp_path, "models:\n  fast: openai:gpt-4o-mini\n")
+    with pytest.raises(ConfigurationError) as located:
+        load_config(path).build_model("fast")
+    assert str(located.value).startswith(f"{path}, line 2, models.fast: No API key for openai:")

@@ -226,7 +226,7 @@ def test_typo_parameter_is_caught_with_a_suggestion() -> None:
 
 def test_missing_api_key_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(ConfigurationError, match=r"\(model\): No API key for openai.*OPENAI_API_KEY"):
+    with pytest.raises(ConfigurationError, match=r"^openai:gpt-4o: No API key for openai.*OPENAI_API_KEY"):
         init_gateway_model("gpt-4o")
 
 
