@@ -254,15 +254,15 @@ class _Server:
         return _json({"status": "ok"})
 
     async def readiness(self, request: Request) -> Response:
-        """Ready when every router has at least one deployment whose breaker is not open."""
+        """Ready when every router has a deployment whose breaker is not open; per deployment, its load."""
         routers: dict[str, Any] = {}
         ready = True
         for name, router in self.gateway.routers.items():
             health = router.health()
-            states = {dep: h.breaker for dep, h in health.items()}
-            usable = any(h.available for h in health.values())
+            usable = any(h.breaker != "open" for h in health.values())
             ready = ready and usable
-            routers[name] = {"ready": usable, "deployments": states}
+            deployments = {dep: {"breaker": h.breaker, "in_flight": h.in_flight} for dep, h in health.items()}
+            routers[name] = {"ready": usable, "deployments": deployments}
         return _json({"status": "ready" if ready else "unavailable", "routers": routers}, 200 if ready else 503)
 
     async def metrics(self, request: Request) -> Response:
