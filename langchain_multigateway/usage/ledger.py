@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
+from langchain_multigateway._redact import redact_fields
 from langchain_multigateway.usage.pricing import PriceTable
 from langchain_multigateway.usage.records import CallRecord, CallRecorder
 
@@ -183,6 +184,7 @@ class _Writer:
         return self.spill_path is not None and os.path.exists(self.spill_path)
 
     def write(self, record: CallRecord) -> None:
+        record = redact_fields(record)  # no credential in a row, on this thread, off the call path
         if self._spill_pending() and not self.import_spill(wait=False):
             self._spill(record)
             return
