@@ -332,18 +332,25 @@ def scrub_exception(error: BaseException | None) -> None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        try:
-            current.args = tuple(redact_value(a) for a in current.args)
-            state = getattr(current, "__dict__", {})
-            for name in _EXCEPTION_TEXT_ATTRIBUTES:
-                if name in state and isinstance(state[name], (str, Mapping, list)):
-                    object.__setattr__(current, name, redact_value(state[name]))
-            if isinstance(state.get("__notes__"), list):
-                current.__notes__ = [redact(n) if isinstance(n, str) else n for n in state["__notes__"]]
-        except Exception:  # an exotic exception that refuses: leave it, scrub the rest
-            continue
+        _scrub_one(current)
         pending.extend((current.__cause__, current.__context__))
         pending.extend(getattr(current, "exceptions", ()) or ())
+
+
+def _scrub_one(error: BaseException) -> None:
+    # object.__setattr__: some SDK errors are dataclasses or refuse plain assignment.
+    try:
+        object.__setattr__(error, "args", tuple(redact_value(a) for a in error.args))
+    except Exception:  # an exotic exception that refuses: its text stays, the chain goes on
+        return
+    state = getattr(error, "__dict__", {})
+    for name in (*_EXCEPTION_TEXT_ATTRIBUTES, "__notes__"):
+        value = state.get(name)
+        if isinstance(value, (str, Mapping, list)):
+            try:
+                object.__setattr__(error, name, redact_value(value))
+            except Exception:  # a read-only attribute: leave it
+                continue
 
 
 # ---------------------------------------------------------------------- logging
