@@ -58,26 +58,47 @@ def _row(data: Any, number: int, where: str) -> Row:
     return Row(row_id, number, prompt)
 
 
+def _lines(data: bytes, source: Path) -> Iterable[tuple[int, str]]:
+    """Numbered lines of a JSONL file, split at ``\\n`` only (JSON Lines' separator).
+
+    ``str.splitlines`` would also split at U+2028, U+0085 and friends, which are
+    valid unescaped inside JSON strings. Each line must be UTF-8 (a BOM is allowed
+    on the first); a line that is not is refused with its number and byte column.
+    """
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            msg = (
+                f"{source}, line {number}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                "batch reads UTF-8 JSON Lines: re-encode the file, e.g. iconv -f LATIN1 -t UTF-8"
+            )
+            raise UsageError(msg) from None
+        yield number, text.removesuffix("\r")
+
+
 def read_input(path: str | os.PathLike[str]) -> list[Row]:
     """Every row of a JSONL input; a bad row or a duplicate id is a UsageError naming its line."""
     source = Path(path)
     try:
-        text = source.read_text(encoding="utf-8")
+        data = source.read_bytes()
     except OSError as exc:
         msg = f"cannot read the input file {source}: {exc.strerror or exc}"
         raise UsageError(msg) from exc
     rows: list[Row] = []
     first_line: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in _lines(data, source):
         if not line.strip():
             continue
         where = f"{source}, line {number}"
         try:
-            data = json.loads(line)
+            data_row = json.loads(line)
         except ValueError as exc:
             msg = f"{where}: not valid JSON ({exc})"
             raise UsageError(msg) from None
-        row = _row(data, number, where)
+        row = _row(data_row, number, where)
         key = id_key(row.id)
         if key in first_line:
             msg = (
