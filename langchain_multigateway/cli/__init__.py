@@ -21,11 +21,12 @@ Errors are one line a user can act on; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from langchain_multigateway.cli import batch, chat, demo, health, keys, providers, serve, usage
-from langchain_multigateway.cli._errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, report
+from langchain_multigateway.cli._errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, report
 
 __all__ = ["build_parser", "main"]
 
@@ -51,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (not some other broken socket)."""
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows), or stdout is no file
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``multigateway`` with ``argv`` (``sys.argv[1:]`` when None); returns the exit code."""
     parser = build_parser()
@@ -60,6 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_gone():
+            if args.debug:
+                raise
+            return report(BrokenPipeError("broken pipe"))
+        # The reader left (`multigateway usage --csv | head -3`): it had what it wanted.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:
         if args.debug:
             raise

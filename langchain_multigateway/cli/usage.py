@@ -37,9 +37,10 @@ def since(value: str | None) -> datetime | None:
 
 
 def _cost(row: dict[str, Any]) -> str:
+    # As UsageCallbackHandler.summary() shows it: n/a when nothing was priced, never a made-up 0.
     cost = row.get("cost_usd")
     if cost is None:
-        return "n/a" if row.get("total_tokens") else "0"
+        return "n/a"
     return f"{cost:.6f}" + ("+?" if row.get("unpriced") else "")
 
 

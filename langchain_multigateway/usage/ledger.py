@@ -570,7 +570,7 @@ class Ledger:
         sql = (
             f"SELECT {key} AS key, COUNT(*), SUM(c.outcome = 'error'), SUM(c.input_tokens), SUM(c.output_tokens),"
             " SUM(c.total_tokens), SUM(c.cached_tokens), SUM(c.reasoning_tokens), SUM(c.cost_usd),"
-            f" SUM(c.cost_usd IS NULL AND c.total_tokens > 0), AVG(c.latency_ms) FROM calls c{join}{where}"
+            f" SUM(c.cost_usd IS NULL), AVG(c.latency_ms) FROM calls c{join}{where}"
             f" GROUP BY {key} ORDER BY {key}"
         )
         names = (

@@ -40,3 +40,52 @@ def test_batch_keeps_json_lines_holding_unicode_line_separators(tmp_path: Path) 
     rows = read_rows(out)
     assert sorted(r["id"] for r in rows) == [0, 1, 2]
     assert all(r.get("error") is None for r in rows)
+
+
+def _fill_ledger(path: Path, rows: int) -> None:
+    from tests.unit.test_ledger import record
+
+    from langchain_multigateway.usage import Ledger
+
+    with Ledger(path) as ledger:
+        for i in range(rows):
+            ledger.add(record(model=f"model-{i % 3}", ts=1_700_000_000 + i))
+
+
+def test_usage_csv_into_a_closed_pipe_ends_quietly_with_exit_0(tmp_path: Path) -> None:
+    ledger = tmp_path / "piped.sqlite3"
+    _fill_ledger(ledger, 3000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "langchain_multigateway", "usage", "--csv", "--ledger", str(ledger)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    head = [process.stdout.readline() for _ in range(3)]  # what `| head -3` reads before it exits
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 0, err
+    assert head[0].startswith(b"id,ts,day,")
+    assert "BrokenPipeError" not in err
+    assert "Exception ignored" not in err
+    assert err == ""
+
+
+def test_usage_shows_n_a_where_the_summary_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from langchain_multigateway.errors import ProviderError
+    from langchain_multigateway.testing import ScriptedChatModel
+    from langchain_multigateway.usage import Ledger, LedgerCallbackHandler, track_usage
+
+    ledger_path = tmp_path / "na.sqlite3"
+    failing = ScriptedChatModel(model="no-price-model", model_provider="openai", steps=[ProviderError("down")])
+    ledger = Ledger(ledger_path)
+    with track_usage() as usage, pytest.raises(ProviderError):
+        failing.invoke("hi", config={"callbacks": [LedgerCallbackHandler(ledger)]})
+    ledger.close()
+    summary_row = next(line for line in usage.summary().splitlines() if "no-price-model" in line)
+    assert summary_row.split()[-1] == "n/a"
+    assert main(["usage", "--ledger", str(ledger_path)]) == 0
+    usage_row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("no-price-model"))
+    assert usage_row.split()[6] == "n/a"
