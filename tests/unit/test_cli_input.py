@@ -43,9 +43,8 @@ def test_batch_keeps_json_lines_holding_unicode_line_separators(tmp_path: Path) 
 
 
 def _fill_ledger(path: Path, rows: int) -> None:
-    from tests.unit.test_ledger import record
-
     from langchain_multigateway.usage import Ledger
+    from tests.unit.test_ledger import record
 
     with Ledger(path) as ledger:
         for i in range(rows):
