@@ -23,41 +23,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
 from pydantic import ValidationError
 
-from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.deployment import Deployment, deployments_from, init_model
 from langchain_multigateway.routing.policy import FailoverPolicy
 from langchain_multigateway.routing.router import RoutingChatModel
 from langchain_multigateway.routing.strategies import STRATEGIES, BalancedStrategy, Strategy, get_strategy
-from langchain_multigateway.state.memory import MemoryState
+from langchain_multigateway.state.settings import StateSettingsError, state_from_settings
 
 if TYPE_CHECKING:
     from langchain_multigateway.config import GatewayConfig
 
 __all__ = ["deployments_from", "router_from_config", "routers_from_config"]
-
-
-def _init_model(spec: str, **params: Any) -> BaseChatModel:
-    from langchain_multigateway.registry import init_gateway_model
-
-    return init_gateway_model(spec, **params)
-
-
-def deployments_from(models: Sequence[str | BaseChatModel | Deployment]) -> list[Deployment]:
-    """Deployments from ``"provider:model"`` strings, chat models or deployments."""
-    out: list[Deployment] = []
-    for item in models:
-        if isinstance(item, Deployment):
-            out.append(item)
-        elif isinstance(item, BaseChatModel):
-            out.append(Deployment(model=item))
-        else:
-            out.append(Deployment(model=_init_model(item), name=item))
-    return out
 
 
 def _strategy(raw: Any) -> Strategy:
@@ -95,11 +75,17 @@ def router_from_config(config: GatewayConfig, name: str) -> RoutingChatModel:
     try:
         if "failover" in raw:
             kwargs["failover"] = FailoverPolicy.model_validate(raw["failover"])
-        if "breaker" in raw:
-            kwargs["state"] = MemoryState(**dict(raw["breaker"]))
     except (ValidationError, TypeError, ValueError) as exc:
-        key = "failover" if "failover" in str(exc).lower() or "breaker" not in raw else "breaker"
-        raise config.error(((*where, key), str(exc))) from None
+        raise config.error(((*where, "failover"), str(exc))) from None
+    if "breaker" in raw or config.state:
+        breaker = raw.get("breaker")
+        if breaker is not None and not isinstance(breaker, Mapping):
+            raise config.error(((*where, "breaker"), "expected a mapping such as {failure_threshold: 5, cooldown: 1}"))
+        try:
+            kwargs["state"] = state_from_settings(config.state, router=name, breaker=breaker)
+        except StateSettingsError as exc:
+            path = (*where, "breaker") if exc.key == "breaker" else ("state", exc.key)
+            raise config.error((path, str(exc))) from None
     for key in ("max_wait", "timeout", "max_retries"):
         if key in raw:
             kwargs[key] = raw[key]
@@ -120,7 +106,7 @@ def _deployment(config: GatewayConfig, entry: Any, where: tuple[str | int, ...])
     if ref in config.models:
         model = config.build_model(ref)
     elif ":" in ref:
-        model = _init_model(ref, **params)
+        model = init_model(ref, **params)
     else:
         declared = ", ".join(config.models) or "none"
         raise config.error(((*where, "model"), f"no model named {ref!r} (declared: {declared}); or use provider:model"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
@@ -12,7 +12,7 @@ from typing_extensions import Self
 
 from langchain_multigateway._retry import RetryPolicy
 
-__all__ = ["Capabilities", "Deployment", "DEFAULT_DEPLOYMENT_RETRY"]
+__all__ = ["DEFAULT_DEPLOYMENT_RETRY", "Capabilities", "Deployment", "deployments_from", "init_model"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,6 +156,12 @@ class Deployment(BaseModel):
         return self
 
     @property
+    def named(self) -> bool:
+        """Whether the name was chosen (not ``"<provider>:<model>"``, nor that with a ``#n`` suffix)."""
+        auto = f"{self._provider}:{self._model_name}"
+        return self.name != auto and not (self.name.startswith(auto + "#") and self.name[len(auto) + 1 :].isdigit())
+
+    @property
     def provider(self) -> str:
         """Provider id of the model (``openai``, ``scripted``, ...)."""
         return self._provider
@@ -168,3 +174,23 @@ class Deployment(BaseModel):
     def estimated_cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for a call of that size at this deployment's prices."""
         return (input_tokens * self.input_price + output_tokens * self.output_price) / 1_000_000
+
+
+def init_model(spec: str, **params: Any) -> BaseChatModel:
+    """A model from a ``"provider:model"`` string, through the registry (imported on first use)."""
+    from langchain_multigateway.registry import init_gateway_model
+
+    return init_gateway_model(spec, **params)
+
+
+def deployments_from(models: Sequence[str | BaseChatModel | Deployment]) -> list[Deployment]:
+    """Deployments from ``"provider:model"`` strings, chat models or deployments."""
+    out: list[Deployment] = []
+    for item in models:
+        if isinstance(item, Deployment):
+            out.append(item)
+        elif isinstance(item, BaseChatModel):
+            out.append(Deployment(model=item))
+        else:
+            out.append(Deployment(model=init_model(item), name=item))
+    return out

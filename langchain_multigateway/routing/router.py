@@ -10,31 +10,24 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatResult, Generation
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self
 
 from langchain_multigateway._ls_params import langsmith_params
-from langchain_multigateway.routing._attempts import StreamRun
-from langchain_multigateway.routing._budget import BudgetGuard
-from langchain_multigateway.routing._calls import CallPaths
-from langchain_multigateway.routing._request import (
-    ROUTER_KWARGS,
-    STREAM_RUN,
-    Prepared,
-    RoutedCall,
-    estimate_tokens,
-    from_configurable,
-    has_images,
-    prepare,
-    read_overrides,
-)
-from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing import attempt
+from langchain_multigateway.routing.attempt import Shared
+from langchain_multigateway.routing.deployment import Deployment, deployments_from
+from langchain_multigateway.routing.engine import Engine, drive_async, drive_sync
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.health import DeploymentHealth, deployment_health
-from langchain_multigateway.routing.policy import FailoverPolicy, RequestPreparationError
-from langchain_multigateway.routing.strategies import Strategy, get_strategy
+from langchain_multigateway.routing.policy import FailoverPolicy
+from langchain_multigateway.routing.request import STREAM_RUN, from_configurable, read_overrides
+from langchain_multigateway.routing.runs import AttemptRuns, StreamRun
+from langchain_multigateway.routing.selection import structured_exclusion
+from langchain_multigateway.routing.strategies import get_strategy
+from langchain_multigateway.routing.stream import relay_async, relay_sync
 from langchain_multigateway.routing.structured import (
     STRUCTURED_METHODS,
     StructuredMethod,
@@ -49,32 +42,10 @@ from langchain_multigateway.usage.budgets import Budget
 
 __all__ = ["RoutingChatModel"]
 
-_COST_AWARE = frozenset({"cheapest", "balanced"})
+RunManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun
 
 
-class _Runtime:
-    """What the router works out once at construction (one attribute: pydantic private reads are slow)."""
-
-    __slots__ = ("base_kwargs", "check_images", "count_always", "gates", "prepared", "strategy")
-
-    def __init__(
-        self,
-        *,
-        strategy: Strategy,
-        gates: dict[str, ConcurrencyGate],
-        base_kwargs: dict[str, Any],
-        count_always: bool,
-        check_images: bool,
-    ) -> None:
-        self.strategy = strategy
-        self.gates = gates
-        self.base_kwargs = base_kwargs
-        self.count_always = count_always
-        self.check_images = check_images
-        self.prepared: dict[tuple[str, int], tuple[Any, dict[str, Any], Prepared]] = {}
-
-
-class RoutingChatModel(CallPaths, BaseChatModel):
+class RoutingChatModel(BaseChatModel):
     """A chat model that routes each call to one of several deployments, with failover.
 
     Each call: **filter** the deployments able to serve it (tools, structured-output
@@ -219,7 +190,13 @@ class RoutingChatModel(CallPaths, BaseChatModel):
     """Sent to every deployment when set; also sizes token estimates."""
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     timeout: float | None = None
-    """Cap in seconds on retries and waits of one routed call (None: no cap)."""
+    """Seconds one routed call may take in all, across retries, waits and deployments (None: no cap).
+
+    When it expires the try in flight is cancelled (async) or was already bounded by
+    it (sync: the time left is each try's request timeout, for the gateway's own
+    providers), and the call raises ``GatewayTimeoutError`` (``limit="timeout"``)
+    naming the deployment that was running and how long each try took. Each model's
+    own ``timeout`` still bounds each of its requests."""
     max_retries: int | None = None
     """When set, caps tries per deployment at ``max_retries + 1``."""
     streaming: bool = False
@@ -228,7 +205,7 @@ class RoutingChatModel(CallPaths, BaseChatModel):
     on_budget_exceeded: Literal["raise", "cheaper"] = "raise"
     """``"raise"``: stop before sending; ``"cheaper"``: try deployments that fit, cheapest first."""
 
-    _rt: _Runtime = PrivateAttr()
+    _engine: Engine = PrivateAttr()
 
     @field_validator("deployments", mode="before")
     @classmethod
@@ -242,23 +219,25 @@ class RoutingChatModel(CallPaths, BaseChatModel):
         if not self.deployments:
             msg = "RoutingChatModel needs at least one deployment"
             raise ValueError(msg)
-        seen: dict[str, int] = {}
-        for dep in self.deployments:
-            count = seen[dep.name] = seen.get(dep.name, 0) + 1
-            if count > 1:
-                dep.name = f"{dep.name}#{count}"
+        _unique_names(self.deployments)
         self.deployments = sorted(self.deployments, key=lambda d: d.priority)
         base: dict[str, Any] = {}
         if self.temperature is not None:
             base["temperature"] = self.temperature
         if self.max_tokens is not None:
             base["max_tokens"] = self.max_tokens
-        self._rt = _Runtime(
+        gates = {d.name: ConcurrencyGate(d.max_concurrency) for d in self.deployments if d.max_concurrency}
+        self._engine = Engine(
+            self.deployments,
+            Shared(self.state, gates, self.failover),
             strategy=get_strategy(self.strategy),
-            gates={d.name: ConcurrencyGate(d.max_concurrency) for d in self.deployments if d.max_concurrency},
             base_kwargs=base,
-            count_always=any(d.tpm is not None or d.context_window is not None for d in self.deployments),
-            check_images=any(d.capabilities.images is False for d in self.deployments),
+            stop=self.stop,
+            max_wait=self.max_wait,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            budget=self.budget,
+            budget_mode=self.on_budget_exceeded,
         )
         return self
 
@@ -317,7 +296,7 @@ class RoutingChatModel(CallPaths, BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        config, kwargs = _with_stream_run(config, from_configurable(config, kwargs))
+        config, kwargs = _with_stream_run(config, from_configurable(config, kwargs), is_async=False)
         return super().stream(input, config, stop=stop, **kwargs)
 
     def astream(
@@ -328,7 +307,7 @@ class RoutingChatModel(CallPaths, BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        config, kwargs = _with_stream_run(config, from_configurable(config, kwargs))
+        config, kwargs = _with_stream_run(config, from_configurable(config, kwargs), is_async=True)
         return super().astream(input, config, stop=stop, **kwargs)
 
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -419,96 +398,79 @@ class RoutingChatModel(CallPaths, BaseChatModel):
             msg = f"schema is required for method={method!r}"
             raise ValueError(msg)
         spec = StructuredSpec(schema=schema, method=method, strict=strict)
-        probe = RoutedCall([], None, {}, self._rt.strategy, None, 0, False, structured=spec)
-        if all(probe.exclusion(d) for d in self.deployments):
+        if all(structured_exclusion(d, spec) for d in self.deployments):
             msg = f"No deployment supports structured output by {method!r}"
             raise ValueError(msg)
         fmt = output_format(schema, method, strict)
         llm = self.bind(structured_output=spec, ls_structured_output_format=fmt)
         return with_raw(llm, StructuredOutputParser(target_schema=schema), include_raw)
 
-    # ------------------------------------------------------------------ planning
-    def _call(
+    # ------------------------------------------------------------------ the call paths
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request, call = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        answer = drive_sync(self._engine, request, call, attempt.invoke_sync)
+        return answer.finish(call.attempts)  # type: ignore[no-any-return]
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        request, call = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        answer = await drive_async(self._engine, request, call, attempt.invoke_async)
+        return answer.finish(call.attempts)  # type: ignore[no-any-return]
+
+    # The streams are returned, not wrapped in another generator: LangChain closes what
+    # it was given when its consumer stops, and the relay's ``finally`` gives the slot back.
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        request, call = self._begin(messages, stop, run_manager, kwargs, streaming=True)
+        return relay_sync(self._engine, request, call)
+
+    def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        request, call = self._begin(messages, stop, run_manager, kwargs, streaming=True)
+        return relay_async(self._engine, request, call)
+
+    def _begin(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
-        metadata: dict[str, Any] | None,
+        run_manager: RunManager | None,
         kwargs: dict[str, Any],
+        *,
         streaming: bool,
-    ) -> RoutedCall:
-        strategy_name, tags, priority = read_overrides(kwargs, metadata)
-        rt = self._rt
-        strategy = rt.strategy if strategy_name is None else get_strategy(strategy_name)
-        tools = kwargs.pop("tools", None)
-        tool_kwargs = kwargs.pop("tool_kwargs", None) or {}
-        structured = kwargs.pop("structured_output", None)
-        if structured is not None and not isinstance(structured, StructuredSpec):
-            structured = StructuredSpec(structured)
-        for key in ROUTER_KWARGS:
-            kwargs.pop(key, None)
-        call_kwargs = {**rt.base_kwargs, **kwargs} if rt.base_kwargs else kwargs
-        if rt.count_always or strategy.name in _COST_AWARE:
-            approx, upper = estimate_tokens(messages)
+    ) -> Any:
+        """The call's request and state; child runs for its attempts when its run has handlers."""
+        marker = kwargs.pop(STREAM_RUN, None)
+        if run_manager is None and isinstance(marker, (CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun)):
+            run_manager = marker  # handed over by _generate_with_cache (invoke streaming underneath)
+        if run_manager is None and isinstance(marker, StreamRun):
+            metadata = marker.config.get("metadata")
+            runs = AttemptRuns.of_stream(marker, self, is_async=marker.is_async)
         else:
-            approx = upper = 0
-        max_out = call_kwargs.get("max_tokens")
-        output = max_out if isinstance(max_out, int) else 0
-        call = RoutedCall(
-            messages=messages,
-            stop=stop or self.stop or None,
-            kwargs=call_kwargs,
-            strategy=strategy,
-            tags=tags,
-            priority=priority,
-            streaming=streaming,
-            tools=tools,
-            tool_kwargs=tool_kwargs,
-            structured=structured,
-            input_tokens=approx,
-            upper_tokens=upper,
-            output_tokens=output,
-            reserve_output=output or min(approx, 1024),
-            images=rt.check_images and has_images(messages),
-        )
-        if self.budget is not None:
-            call.guard = BudgetGuard(self.budget, self.on_budget_exceeded, call)
-        return call
-
-    def _plan(self, call: RoutedCall) -> tuple[list[Deployment], dict[str, str]]:
-        excluded: dict[str, str] = {}
-        able: list[Deployment] = []
-        for dep in self.deployments:
-            why = call.exclusion(dep)
-            if why is None:
-                able.append(dep)
-            else:
-                excluded[dep.name] = why
-        if len(able) > 1:
-            able = call.strategy.order(able, call.info, self.state)
-        if call.guard is not None:
-            able = call.guard.order(able, excluded)
-        return able, excluded
-
-    def _prepare(self, dep: Deployment, call: RoutedCall) -> Prepared:
-        if call.tools is None and call.structured is None:
-            return Prepared(dep.model, call.kwargs)
-        anchor: Any = call.structured if call.structured is not None else call.tools
-        key = (dep.name, id(anchor))
-        cache = self._rt.prepared
-        hit = cache.get(key)
-        if hit is None or hit[0] is not anchor or hit[1] != call.tool_kwargs:
-            if len(cache) > 256:
-                cache.clear()
-            try:
-                built = prepare(dep, call, {})
-            except (ValueError, TypeError) as exc:
-                # The input cannot be expressed (bad schema, tool_choice, tool): every
-                # deployment would fail alike, and it says nothing of this one's health.
-                msg = f"could not build the request for deployment {dep.name!r}: {exc}"
-                raise RequestPreparationError(msg, provider=dep.provider, model=dep.model_name) from exc
-            hit = cache[key] = (anchor, dict(call.tool_kwargs), built)
-        prepared = hit[2]
-        return Prepared(prepared.model, {**prepared.kwargs, **call.kwargs}, prepared.runnable, prepared.raw_key)
+            metadata = run_manager.metadata if run_manager is not None else None
+            runs = AttemptRuns.of(run_manager)
+        overrides = read_overrides(kwargs, metadata)
+        return self._engine.begin(messages, stop, kwargs, overrides, streaming=streaming, runs=runs)
 
     # ------------------------------------------------------------------ cache & health
     def _convert_cached_generations(self, cache_val: list[Generation]) -> list[ChatGeneration]:
@@ -524,7 +486,7 @@ class RoutingChatModel(CallPaths, BaseChatModel):
     def health(self, *, check_providers: bool = False) -> dict[str, DeploymentHealth]:
         """Per deployment: breaker, latency, error rate, load, remaining budgets
         (and the provider's own ``health_check()`` when ``check_providers``)."""
-        gates = self._rt.gates
+        gates = self._engine.shared.gates
         return {d.name: deployment_health(d, self.state, check_providers, gates.get(d.name)) for d in self.deployments}
 
     def watch_breakers(self, listener: BreakerListener) -> None:
@@ -542,7 +504,7 @@ class RoutingChatModel(CallPaths, BaseChatModel):
         """Async twin of :meth:`health` (provider checks run concurrently)."""
         from langchain_multigateway.routing.health import adeployment_health
 
-        gates = self._rt.gates
+        gates = self._engine.shared.gates
         found = await asyncio.gather(
             *(adeployment_health(d, self.state, check_providers, gates.get(d.name)) for d in self.deployments)
         )
@@ -552,19 +514,39 @@ class RoutingChatModel(CallPaths, BaseChatModel):
     @classmethod
     def from_models(cls, models: Sequence[str | BaseChatModel | Deployment], **kwargs: Any) -> RoutingChatModel:
         """A router over ``"provider:model"`` strings (via the registry), models or deployments."""
-        from langchain_multigateway.routing.build import deployments_from
-
         return cls(deployments=deployments_from(models), **kwargs)
 
 
-def _with_stream_run(config: RunnableConfig | None, kwargs: dict[str, Any]) -> tuple[RunnableConfig, dict[str, Any]]:
+def _with_stream_run(
+    config: RunnableConfig | None, kwargs: dict[str, Any], *, is_async: bool
+) -> tuple[RunnableConfig, dict[str, Any]]:
     """Fix the stream run's id and hand ``_stream`` its config (``stream()`` gives it no run manager)."""
     config = ensure_config(config)
     run_id = config.get("run_id")
     if run_id is None:
         run_id = config["run_id"] = uuid.uuid4()
-    kwargs[STREAM_RUN] = StreamRun(config, run_id)
+    kwargs[STREAM_RUN] = StreamRun(config, run_id, is_async=is_async)
     return config, kwargs
+
+
+def _unique_names(deployments: Sequence[Deployment]) -> None:
+    """Refuse a name given twice (two deployments would share one breaker, gate and stats);
+    number the unnamed twins (``openai:gpt-4o-mini#2``) around every name already taken."""
+    given = [d.name for d in deployments if d.named]
+    for name in given:
+        if given.count(name) > 1:
+            msg = f"deployment name {name!r} is used twice; give each deployment its own name="
+            raise ValueError(msg)
+    taken = set(given)
+    for dep in deployments:
+        if dep.named:
+            continue
+        base, number, name = dep.name, 1, dep.name
+        while name in taken:
+            number += 1
+            name = f"{base}#{number}"
+        dep.name = name
+        taken.add(name)
 
 
 _TOOL_CHOICE_WORDS = ("auto", "none", "required", "any")

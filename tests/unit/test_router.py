@@ -22,6 +22,7 @@ from langchain_multigateway.errors import (
     PermissionDeniedError,
     ProviderError,
     RateLimitError,
+    StreamInterruptedError,
 )
 from langchain_multigateway.routing import (
     Capabilities,
@@ -372,9 +373,12 @@ def test_stream_never_fails_over_after_first_chunk() -> None:
         for chunk in router.stream("x"):
             got.append(str(chunk.content))
 
-    with pytest.raises(GatewayConnectionError):
+    with pytest.raises(StreamInterruptedError) as info:
         consume()
     assert "".join(got) == "one two "
+    assert info.value.delivered == "one two "  # a truncated answer is never presented as success
+    assert info.value.deployment == "a"
+    assert isinstance(info.value.cause, GatewayConnectionError)
     assert scripted(router, "b").call_count == 0
     assert router.health()["a"].failures == 1
     assert router.health()["a"].in_flight == 0
@@ -402,10 +406,12 @@ async def test_astream_failover_and_no_repeat() -> None:
     text = "".join([str(c.content) async for c in router.astream("x")])
     assert text == "from b"
     got: list[str] = []
-    with pytest.raises(ProviderError):
+    with pytest.raises(StreamInterruptedError) as info:
         async for chunk in router.astream("x"):
             got.append(str(chunk.content))
     assert got == ["p "]
+    assert info.value.delivered == "p "
+    assert isinstance(info.value.cause, ProviderError)
 
 
 def test_stream_from_model_without_stream_support() -> None:

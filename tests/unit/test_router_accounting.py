@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from langchain_multigateway._retry import RetryPolicy
-from langchain_multigateway.errors import BudgetExceededError, ProviderError, RateLimitError
+from langchain_multigateway.errors import BudgetExceededError, ProviderError, RateLimitError, StreamInterruptedError
 from langchain_multigateway.routing import Deployment, RoutingChatModel
 from langchain_multigateway.state import MemoryState
 from langchain_multigateway.telemetry import OpenTelemetryCallbackHandler, PrometheusCallbackHandler
@@ -174,7 +174,7 @@ async def test_attempt_runs_are_children_with_deployment_metadata(path: str) -> 
 def test_stream_failure_after_the_first_chunk_counts_once_under_its_deployment() -> None:
     broken = Step(reply="a b c", chunks=["a ", "b ", "c"], error=ProviderError("cut"), fail_after=2, usage=USAGE)
     router = RoutingChatModel(deployments=[Deployment(model=model("gpt-4o-mini", broken), name="B")])
-    with track_usage() as usage, pytest.raises(ProviderError):
+    with track_usage() as usage, pytest.raises(StreamInterruptedError):
         list(router.stream("hi"))
     b = usage.by_deployment()["B"]
     assert (b.requests, b.errors) == (1, 1)

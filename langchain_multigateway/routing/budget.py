@@ -1,7 +1,8 @@
 """A router's budget: each deployment's worst-case cost judged before it is sent a request.
 
 Per call, per deployment: prompt tokens counted offline for that deployment's model,
-plus ``max_tokens`` (the budget's ``default_output_tokens`` when the call sets none),
+plus ``max_tokens`` (the call's, else the deployment model's own ``max_tokens``, else the
+budget's ``default_output_tokens``),
 priced at the deployment's ``input_price`` / ``output_price`` when it states one,
 else from the budget's price table (by deployment name, then model name). The
 estimate is held as in flight while the attempt runs, then replaced by the real
@@ -28,7 +29,7 @@ from langchain_multigateway.errors import BudgetExceededError
 from langchain_multigateway.routing.deployment import Deployment
 
 if TYPE_CHECKING:
-    from langchain_multigateway.routing._request import RoutedCall
+    from langchain_multigateway.routing.request import Request
     from langchain_multigateway.usage.budgets import Budget
 
 __all__ = ["BudgetGuard", "spend_of"]
@@ -56,7 +57,7 @@ class BudgetGuard:
 
     __slots__ = ("budget", "call", "estimates", "mode", "refused")
 
-    def __init__(self, budget: Budget, mode: str, call: RoutedCall) -> None:
+    def __init__(self, budget: Budget, mode: str, call: Request) -> None:
         self.budget = budget
         self.mode = mode
         self.call = call
@@ -68,7 +69,7 @@ class BudgetGuard:
         found = self.estimates.get(dep.name)
         if found is None:
             prompt = self.call.counted(dep)
-            output = self.call.output_tokens or self.budget.default_output_tokens
+            output = self.output_tokens(dep)
             if _priced(dep):
                 cost: float | None = dep.estimated_cost(prompt, output)
             else:
@@ -76,6 +77,15 @@ class BudgetGuard:
                 cost = None if price is None else price.cost({"input_tokens": prompt, "output_tokens": output})
             found = self.estimates[dep.name] = (prompt + output, cost)
         return found
+
+    def output_tokens(self, dep: Deployment) -> int:
+        """The most ``dep`` may write for this call: the call's max_tokens, else its model's own."""
+        if self.call.output_tokens:
+            return self.call.output_tokens
+        own = getattr(dep.model, "max_tokens", None)
+        if isinstance(own, int) and own > 0:
+            return own
+        return self.budget.default_output_tokens
 
     def order(self, deps: list[Deployment], excluded: dict[str, str]) -> list[Deployment]:
         """``cheaper`` mode: drop the deployments the budget refuses; after a refusal, cheapest first."""
@@ -93,7 +103,7 @@ class BudgetGuard:
     def hold(self, dep: Deployment) -> object | None:
         """Reserve ``dep``'s estimate; None (``cheaper``) or raise (``raise``) when it does not fit."""
         tokens, cost = self.estimate(dep)
-        detail = f"; deployment {dep.name!r}: prompt + max_tokens={self.call.output_tokens}"
+        detail = f"; deployment {dep.name!r}: prompt + max_tokens={self.output_tokens(dep)}"
         try:
             return self.budget.reserve(tokens, cost, detail=detail)
         except BudgetExceededError as exc:

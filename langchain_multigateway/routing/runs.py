@@ -1,4 +1,4 @@
-"""Child runs for the router's attempts, so callbacks see each try at a deployment.
+"""Child runs for the router's attempts, so callback handlers see each try at a deployment.
 
 The router calls a deployment's ``_generate`` / ``_stream`` (and async twins)
 directly, without LangChain's callback plumbing. When the router's own run has
@@ -13,13 +13,13 @@ spans. With no handlers nothing of this runs.
 
 ``stream()`` / ``astream()`` give ``_stream`` no run manager, so the router's
 ``stream`` override fixes the run id in the config and passes the config along
-under :data:`STREAM_RUN`; ``_stream`` rebuilds the run's callback manager from it.
+under ``STREAM_RUN``; ``_stream`` rebuilds the run's callback manager from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from langchain_core.callbacks import (
@@ -35,20 +35,34 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from langchain_core.runnables import RunnableConfig
 
-from langchain_multigateway.routing._request import STREAM_RUN, Prepared
 from langchain_multigateway.routing.deployment import Deployment
 
-__all__ = ["STREAM_RUN", "AsyncAttempt", "Attempt", "AttemptRuns", "StreamRun"]
+__all__ = ["STREAM_RUN", "AsyncChildRun", "AttemptRuns", "ChildRun", "StreamRun"]
+
+STREAM_RUN = "_multigateway_stream_run"
+"""The kwarg under which the router's ``stream()`` hands ``_stream`` its run."""
+
+
+class Prepared(Protocol):
+    """What a child run needs of a prepared deployment call (see ``prepare.Prepared``)."""
+
+    @property
+    def model(self) -> Any: ...
+    @property
+    def kwargs(self) -> dict[str, Any]: ...
+    @property
+    def runnable(self) -> Any: ...
 
 
 class StreamRun:
     """The router's stream run, as ``_stream`` can know it: its config, with the run id fixed."""
 
-    __slots__ = ("config", "run_id")
+    __slots__ = ("config", "is_async", "run_id")
 
-    def __init__(self, config: RunnableConfig, run_id: UUID) -> None:
+    def __init__(self, config: RunnableConfig, run_id: UUID, *, is_async: bool) -> None:
         self.config = config
         self.run_id = run_id
+        self.is_async = is_async
 
     def __repr__(self) -> str:  # never the config (it may hold handlers with secrets)
         return f"StreamRun({self.run_id})"
@@ -159,23 +173,23 @@ class AttemptRuns:
 
     def start(
         self, dep: Deployment, p: Prepared, messages: list[BaseMessage], stop: list[str] | None, number: int
-    ) -> Attempt:
+    ) -> ChildRun:
         """Open the child run of a sync attempt."""
         manager: CallbackManager = self.manager(dep, number, stop, p.kwargs)
         if p.runnable is not None:  # the runnable opens its own runs under this manager
-            return Attempt(None, manager)
+            return ChildRun(None, manager)
         (run,) = manager.on_chat_model_start(p.model._serialized, [messages], **self._start_args(p, messages, stop))
-        return Attempt(run, manager)
+        return ChildRun(run, manager)
 
     async def astart(
         self, dep: Deployment, p: Prepared, messages: list[BaseMessage], stop: list[str] | None, number: int
-    ) -> AsyncAttempt:
+    ) -> AsyncChildRun:
         """Open the child run of an async attempt."""
         manager: AsyncCallbackManager = self.manager(dep, number, stop, p.kwargs)
         if p.runnable is not None:
-            return AsyncAttempt(None, manager)
+            return AsyncChildRun(None, manager)
         runs = await manager.on_chat_model_start(p.model._serialized, [messages], **self._start_args(p, messages, stop))
-        return AsyncAttempt(runs[0], manager)
+        return AsyncChildRun(runs[0], manager)
 
 
 def _without_usage(generation: Any) -> Any:
@@ -199,7 +213,7 @@ def _merged(chunks: list[ChatGenerationChunk]) -> LLMResult:
     return LLMResult(generations=[[_without_usage(merged)]] if merged is not None else [])
 
 
-class Attempt:
+class ChildRun:
     """One attempt's child run (sync); ``run`` is None when a runnable reports its own runs."""
 
     __slots__ = ("callbacks", "chunks", "run")
@@ -209,16 +223,17 @@ class Attempt:
         self.callbacks = callbacks
         self.chunks: list[ChatGenerationChunk] = []
 
-    def end(self, result: ChatResult | None = None) -> None:
-        if self.run is not None:
+    def report(self, error: BaseException | None, result: ChatResult | None) -> None:
+        """End the child run: ``on_llm_end``, or ``on_llm_error`` when the try failed."""
+        if self.run is None:
+            return
+        if error is None or isinstance(error, GeneratorExit):
             self.run.on_llm_end(_result(result) if result is not None else _merged(self.chunks))
-
-    def error(self, error: BaseException) -> None:
-        if self.run is not None:
+        else:
             self.run.on_llm_error(error, response=_merged(self.chunks))
 
 
-class AsyncAttempt:
+class AsyncChildRun:
     """One attempt's child run (async)."""
 
     __slots__ = ("callbacks", "chunks", "run")
@@ -228,10 +243,11 @@ class AsyncAttempt:
         self.callbacks = callbacks
         self.chunks: list[ChatGenerationChunk] = []
 
-    async def end(self, result: ChatResult | None = None) -> None:
-        if self.run is not None:
+    async def report(self, error: BaseException | None, result: ChatResult | None) -> None:
+        """End the child run (async twin of ``ChildRun.report``)."""
+        if self.run is None:
+            return
+        if error is None or isinstance(error, GeneratorExit):
             await self.run.on_llm_end(_result(result) if result is not None else _merged(self.chunks))
-
-    async def error(self, error: BaseException) -> None:
-        if self.run is not None:
+        else:
             await self.run.on_llm_error(error, response=_merged(self.chunks))

@@ -1,0 +1,539 @@
+"""One try at one deployment: take what it needs, call the provider, give everything back exactly once.
+
+What a try takes is a :class:`Slot`: the deployment's concurrency-gate slot, the
+budget reservation, and the state's admission (in-flight count, rpm/tpm
+reservation, a half-open breaker's probe). Each attempt function runs the provider
+inside one ``try/finally`` whose ``finally`` is the slot's only release, so the
+slot is given back on success, on error, on cancellation, on KeyboardInterrupt, and
+(for streams, whose chunks are one generator holding the slot) when the consumer
+stops reading or abandons the stream. Callback handlers hear of the outcome only
+after that release, so no handler can stand between taking and giving back.
+
+The four attempt functions (invoke/stream, sync/async) differ only in I/O; every
+decision lives in :class:`Slot` and in the failover policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.errors import AttemptRecord
+from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.gate import ConcurrencyGate
+from langchain_multigateway.routing.policy import Decision, FailoverPolicy
+from langchain_multigateway.routing.prepare import Prepared, input_error
+from langchain_multigateway.routing.request import Request
+from langchain_multigateway.state.base import Admission, RouterState
+
+if TYPE_CHECKING:
+    from langchain_multigateway.routing.budget import BudgetGuard
+    from langchain_multigateway.routing.runs import AsyncChildRun, ChildRun
+
+__all__ = [
+    "BUSY",
+    "Answer",
+    "Failed",
+    "Opened",
+    "Shared",
+    "Slot",
+    "Try",
+    "invoke_async",
+    "invoke_sync",
+    "stream_async",
+    "stream_sync",
+]
+
+BUSY = "at max_concurrency"
+_now = time.perf_counter
+
+
+class Shared:
+    """What every attempt of a router shares: its state, its gates and its failover policy."""
+
+    __slots__ = ("gates", "policy", "state")
+
+    def __init__(self, state: RouterState, gates: dict[str, ConcurrencyGate], policy: FailoverPolicy) -> None:
+        self.state = state
+        self.gates = gates
+        self.policy = policy
+
+
+class Try:
+    """A step of the failover loop: try ``dep`` once (``number`` counts tries at it in this call)."""
+
+    __slots__ = ("dep", "gate_held", "guard", "index", "number", "prepared", "timeout")
+
+    def __init__(
+        self,
+        dep: Deployment,
+        prepared: Prepared,
+        number: int,
+        index: int,
+        *,
+        gate_held: bool,
+        guard: BudgetGuard | None,
+        timeout: float | None,
+    ) -> None:
+        self.dep = dep
+        self.prepared = prepared
+        self.number = number
+        self.index = index
+        """The attempt's number in the whole call (child runs' ``attempt`` metadata)."""
+        self.gate_held = gate_held
+        """The call already holds ``dep``'s gate slot (won by waiting); the attempt owns it now."""
+        self.guard = guard
+        self.timeout = timeout
+        """Seconds left of the call's ``timeout`` (None: no limit)."""
+
+
+class Failed:
+    """A try that failed; its slot was already given back."""
+
+    __slots__ = ("decision", "elapsed", "error")
+
+    def __init__(self, error: BaseException, decision: Decision, elapsed: float) -> None:
+        self.error = error
+        self.decision = decision
+        self.elapsed = elapsed
+
+    def record(self, dep: Deployment) -> AttemptRecord:
+        return AttemptRecord(dep.name, self.error, self.elapsed * 1000)
+
+
+class Slot:
+    """What one try holds, and the outcome it will be released with."""
+
+    __slots__ = (
+        "admission",
+        "child",
+        "cooldown",
+        "counts",
+        "dep",
+        "error",
+        "failure",
+        "first_at",
+        "gate",
+        "guard",
+        "hold",
+        "ok",
+        "parts",
+        "released",
+        "shared",
+        "started",
+        "usage",
+    )
+
+    def __init__(self, shared: Shared, dep: Deployment, gate: ConcurrencyGate | None, guard: BudgetGuard | None):
+        self.shared = shared
+        self.dep = dep
+        self.gate = gate
+        self.guard = guard
+        self.hold: object | None = None
+        self.admission: Admission | None = None
+        self.started = _now()
+        self.first_at: float | None = None
+        self.usage: Mapping[str, Any] | None = None
+        self.parts: list[str] = []
+        self.child: Any = None
+        self.ok = False
+        self.counts = False
+        self.cooldown: float | None = None
+        self.error: BaseException | None = None
+        self.failure: Failed | None = None
+        self.released = False
+
+    # ------------------------------------------------------------------ noting the outcome
+    def saw(self, chunk: ChatGenerationChunk) -> None:
+        """A chunk passed through: its usage, the first one's time, the text delivered."""
+        if self.first_at is None:
+            self.first_at = _now()
+        usage = getattr(chunk.message, "usage_metadata", None)
+        if usage:
+            self.usage = usage
+        if chunk.text:
+            self.parts.append(chunk.text)
+        if self.child is not None:
+            self.child.chunks.append(chunk)
+
+    def succeeded(self, message: BaseMessage | None) -> None:
+        self.ok = True
+        if message is not None:
+            self.usage = getattr(message, "usage_metadata", None)
+
+    def failed(self, exc: Exception) -> Failed:
+        """The provider failed: decide what it means (an input error counts against nothing)."""
+        error = input_error(self.dep, exc) or exc
+        decision = self.shared.policy.decide(error)
+        self.error = error
+        self.counts = decision.counts_against_breaker
+        self.cooldown = decision.cooldown
+        self.usage = getattr(exc, "usage_metadata", None) or self.usage
+        self.failure = Failed(error, decision, _now() - self.started)
+        return self.failure
+
+    def ended(self, exc: BaseException) -> BaseException:
+        """Note how the try ended early; the exception to raise (an input error re-typed as one)."""
+        if isinstance(exc, Exception):
+            return self.failed(exc).error
+        self.interrupted(exc)
+        return exc
+
+    def interrupted(self, exc: BaseException) -> None:
+        """Cancelled, interrupted, or (``GeneratorExit``) the consumer stopped reading: not the deployment's fault."""
+        self.error = exc
+        self.ok = isinstance(exc, GeneratorExit)
+        self.counts = False
+
+    @property
+    def delivered(self) -> str:
+        """The text that passed through so far."""
+        return "".join(self.parts)
+
+    # ------------------------------------------------------------------ the one release
+    def release(self) -> None:
+        """Give back everything taken, once, with the noted outcome."""
+        if self.released:
+            return
+        self.released = True
+        state, name = self.shared.state, self.dep.name
+        try:
+            if self.admission is not None:
+                usage = self.usage if self.ok else None
+                state.release(
+                    name,
+                    self.admission,
+                    ok=self.ok,
+                    latency=_now() - self.started,
+                    ttft=None if self.first_at is None else self.first_at - self.started,
+                    tokens=usage.get("total_tokens") if usage else None,
+                    counts_against_breaker=self.counts,
+                )
+                if self.cooldown:
+                    state.cooldown(name, self.cooldown)
+        finally:
+            try:
+                if self.gate is not None:
+                    self.gate.leave()
+            finally:
+                if self.hold is not None and self.guard is not None:
+                    self.guard.settle(self.hold, self.dep, self.usage)
+
+    def finish(self, stream: Any, result: ChatResult | None) -> None:
+        """End of the try: close the provider's stream, release, then tell the handlers (sync)."""
+        try:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # hand the provider's connection back now, not at garbage collection
+        finally:
+            self.release()
+            if self.child is not None:
+                self.child.report(self.error, result)
+
+    async def afinish(self, stream: Any, result: ChatResult | None) -> None:
+        """End of the try (async): the same order as :meth:`finish`."""
+        try:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        finally:
+            self.release()
+            if self.child is not None:
+                await self.child.report(self.error, result)
+
+    # ------------------------------------------------------------------ the answer's metadata
+    def metadata(self, attempts: list[AttemptRecord]) -> dict[str, Any]:
+        """The router's ``response_metadata`` keys for the answer this slot served."""
+        dep = self.dep
+        meta: dict[str, Any] = {
+            "deployment": dep.name,
+            "provider": dep.provider,
+            "model": dep.model_name,
+            "attempts": len(attempts) + 1,
+            "latency_ms": round((_now() - self.started) * 1000, 3),
+            "cached": False,
+        }
+        if self.first_at is not None:
+            meta["ttft_ms"] = round((self.first_at - self.started) * 1000, 3)
+        if attempts:
+            meta["failed_attempts"] = [a.as_metadata() for a in attempts]
+        return meta
+
+
+def take(shared: Shared, request: Request, step: Try) -> Slot | Admission:
+    """Take a slot at ``step.dep`` (never waits), or say why not; on refusal nothing is held."""
+    dep = step.dep
+    gate = shared.gates.get(dep.name)
+    if gate is not None and not step.gate_held and not gate.try_enter():
+        return Admission(ok=False, reason=BUSY, limited=True)
+    slot = Slot(shared, dep, gate, step.guard)  # from here the gate slot (if any) is the slot's
+    refusal: Admission
+    try:
+        if step.guard is not None:
+            slot.hold = step.guard.hold(dep)  # raises when on_budget_exceeded="raise"
+            if slot.hold is None:
+                refusal = Admission(ok=False, reason=step.guard.reason(dep))
+                return refusal
+        tokens = request.tpm_tokens(dep) if dep.tpm is not None else 0
+        admission = shared.state.admit(dep.name, tokens=tokens, rpm=dep.rpm, tpm=dep.tpm)
+        if admission.ok:
+            slot.admission = admission
+            return slot
+        refusal = admission
+        return refusal
+    finally:
+        if slot.admission is None:
+            slot.release()
+
+
+class Answer:
+    """A served, non-streamed try: its slot (released) and the result."""
+
+    __slots__ = ("result", "slot")
+
+    def __init__(self, slot: Slot, result: ChatResult) -> None:
+        self.slot = slot
+        self.result = result
+
+    def finish(self, attempts: list[AttemptRecord]) -> ChatResult:
+        """The result, its message carrying the served model and the router's metadata."""
+        message = self.result.generations[0].message
+        meta = message.response_metadata
+        dep = self.slot.dep
+        if not meta.get("model_name"):
+            meta["model_name"] = dep.model_name
+            meta.setdefault("model_provider", dep.provider)
+        meta.update(self.slot.metadata(attempts))
+        meta["provider"] = meta.get("model_provider") or dep.provider
+        meta["model"] = meta["model_name"]
+        meta.pop("ttft_ms", None)
+        return self.result
+
+
+class Opened:
+    """A stream whose first chunk arrived: the rest is ``chunks``, a generator holding ``slot``."""
+
+    __slots__ = ("chunks", "head", "slot")
+
+    def __init__(self, slot: Slot, head: ChatGenerationChunk | None, chunks: Any) -> None:
+        self.slot = slot
+        self.head = head
+        self.chunks = chunks
+
+
+# ---------------------------------------------------------------------- calling the provider (I/O only)
+def _kwargs(p: Prepared, timeout: float | None) -> dict[str, Any]:
+    """The call kwargs, with the call's time left as the request's ``timeout`` where the model takes one."""
+    if timeout is None or not isinstance(p.model, GatewayChatModel):
+        return p.kwargs
+    return {**p.kwargs, "timeout": max(timeout, 0.001)}
+
+
+def _config(child: ChildRun | AsyncChildRun | None) -> Any:
+    return None if child is None else {"callbacks": child.callbacks}
+
+
+def _generates_only(model: BaseChatModel, *, is_async: bool) -> bool:
+    cls = type(model)
+    if cls._stream is not BaseChatModel._stream:
+        return False
+    return not is_async or cls._astream is BaseChatModel._astream
+
+
+def _generate_sync(p: Prepared, request: Request, child: ChildRun | None, timeout: float | None) -> ChatResult:
+    kwargs = _kwargs(p, timeout)
+    if p.runnable is not None:
+        output = p.runnable.invoke(request.messages, _config(child), stop=request.stop, **kwargs)
+        return raw_result(output, p.raw_key)
+    return p.model._generate(request.messages, request.stop, None if child is None else child.run, **kwargs)
+
+
+async def _generate_async(
+    p: Prepared, request: Request, child: AsyncChildRun | None, timeout: float | None
+) -> ChatResult:
+    kwargs = _kwargs(p, timeout)
+    if p.runnable is not None:
+        output = await p.runnable.ainvoke(request.messages, _config(child), stop=request.stop, **kwargs)
+        return raw_result(output, p.raw_key)
+    return await p.model._agenerate(request.messages, request.stop, None if child is None else child.run, **kwargs)
+
+
+def _provider_stream_sync(
+    p: Prepared, request: Request, child: ChildRun | None, timeout: float | None
+) -> Iterator[ChatGenerationChunk]:
+    if p.runnable is not None or _generates_only(p.model, is_async=False):
+        return iter((as_last_chunk(_generate_sync(p, request, child, timeout)),))
+    return p.model._stream(request.messages, request.stop, None if child is None else child.run, **_kwargs(p, timeout))
+
+
+async def _provider_stream_async(
+    p: Prepared, request: Request, child: AsyncChildRun | None, timeout: float | None
+) -> AsyncIterator[ChatGenerationChunk]:
+    if p.runnable is not None or _generates_only(p.model, is_async=True):
+        return _one(as_last_chunk(await _generate_async(p, request, child, timeout)))
+    run = None if child is None else child.run
+    return p.model._astream(request.messages, request.stop, run, **_kwargs(p, timeout))
+
+
+async def _one(chunk: ChatGenerationChunk) -> AsyncIterator[ChatGenerationChunk]:
+    yield chunk
+
+
+# ---------------------------------------------------------------------- the attempts
+def invoke_sync(shared: Shared, request: Request, step: Try) -> Answer | Failed | Admission:
+    """One non-streamed try."""
+    slot = take(shared, request, step)
+    if not isinstance(slot, Slot):
+        return slot
+    result: ChatResult | None = None
+    try:
+        if request.runs is not None:
+            slot.child = request.runs.start(step.dep, step.prepared, request.messages, request.stop, step.index)
+        result = _generate_sync(step.prepared, request, slot.child, step.timeout)
+        slot.succeeded(result.generations[0].message)
+    except BaseException as exc:
+        slot.ended(exc)
+        if slot.failure is None:
+            raise  # cancelled or interrupted: no outcome of the provider's
+    finally:
+        slot.finish(None, result)
+    if slot.failure is not None or result is None:
+        return _failure(slot)
+    return Answer(slot, result)
+
+
+async def invoke_async(shared: Shared, request: Request, step: Try) -> Answer | Failed | Admission:
+    """One non-streamed try (async)."""
+    slot = take(shared, request, step)
+    if not isinstance(slot, Slot):
+        return slot
+    result: ChatResult | None = None
+    try:
+        if request.runs is not None:
+            slot.child = await request.runs.astart(step.dep, step.prepared, request.messages, request.stop, step.index)
+        result = await _generate_async(step.prepared, request, slot.child, step.timeout)
+        slot.succeeded(result.generations[0].message)
+    except BaseException as exc:
+        slot.ended(exc)
+        if slot.failure is None:
+            raise
+    finally:
+        await slot.afinish(None, result)
+    if slot.failure is not None or result is None:
+        return _failure(slot)
+    return Answer(slot, result)
+
+
+def _failure(slot: Slot) -> Failed:
+    assert slot.failure is not None
+    return slot.failure
+
+
+def stream_sync(shared: Shared, request: Request, step: Try) -> Opened | Failed | Admission:
+    """One streamed try, up to its first chunk (the failover boundary)."""
+    slot = take(shared, request, step)
+    if not isinstance(slot, Slot):
+        return slot
+    chunks = _chunks_sync(slot, request, step)
+    try:
+        head = next(chunks)
+    except StopIteration:
+        return Opened(slot, None, chunks)  # a valid, empty answer (already released as a success)
+    except Exception:
+        return _failure(slot)
+    return Opened(slot, head, chunks)
+
+
+async def stream_async(shared: Shared, request: Request, step: Try) -> Opened | Failed | Admission:
+    """One streamed try, up to its first chunk (async)."""
+    slot = take(shared, request, step)
+    if not isinstance(slot, Slot):
+        return slot
+    chunks = _chunks_async(slot, request, step)
+    try:
+        head = await chunks.__anext__()
+    except StopAsyncIteration:
+        return Opened(slot, None, chunks)
+    except Exception:
+        return _failure(slot)
+    return Opened(slot, head, chunks)
+
+
+def _chunks_sync(slot: Slot, request: Request, step: Try) -> Iterator[ChatGenerationChunk]:
+    """The provider's chunks; the slot is released when this generator ends, however it ends."""
+    stream: Iterator[ChatGenerationChunk] | None = None
+    try:
+        if request.runs is not None:
+            slot.child = request.runs.start(step.dep, step.prepared, request.messages, request.stop, step.index)
+        stream = _provider_stream_sync(step.prepared, request, slot.child, step.timeout)
+        for chunk in stream:
+            slot.saw(chunk)
+            yield chunk
+        slot.succeeded(None)
+    except BaseException as exc:
+        error = slot.ended(exc)
+        if error is exc:
+            raise
+        raise error from exc
+    finally:
+        slot.finish(stream, None)
+
+
+async def _chunks_async(slot: Slot, request: Request, step: Try) -> AsyncIterator[ChatGenerationChunk]:
+    """The provider's chunks (async); the slot is released when this generator ends, however it ends."""
+    stream: AsyncIterator[ChatGenerationChunk] | None = None
+    try:
+        if request.runs is not None:
+            slot.child = await request.runs.astart(step.dep, step.prepared, request.messages, request.stop, step.index)
+        stream = await _provider_stream_async(step.prepared, request, slot.child, step.timeout)
+        async for chunk in stream:
+            slot.saw(chunk)
+            yield chunk
+        slot.succeeded(None)
+    except BaseException as exc:
+        error = slot.ended(exc)
+        if error is exc:
+            raise
+        raise error from exc
+    finally:
+        await slot.afinish(stream, None)
+
+
+# ---------------------------------------------------------------------- shaping answers
+def as_last_chunk(result: ChatResult) -> ChatGenerationChunk:
+    """A whole answer as one final stream chunk."""
+    import json
+
+    message = result.generations[0].message
+    assert isinstance(message, AIMessage)
+    calls = [
+        tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c.get("id"), index=i)
+        for i, c in enumerate(message.tool_calls)
+    ]
+    return ChatGenerationChunk(
+        message=AIMessageChunk(
+            content=message.content,
+            tool_call_chunks=calls,
+            additional_kwargs=message.additional_kwargs,
+            usage_metadata=message.usage_metadata,
+            response_metadata=dict(message.response_metadata),
+            id=message.id,
+            chunk_position="last",
+        )
+    )
+
+
+def raw_result(output: Any, raw_key: str | None) -> ChatResult:
+    """A structured-output runnable's raw message as a chat result."""
+    message = output[raw_key] if raw_key is not None and isinstance(output, dict) else output
+    if not isinstance(message, BaseMessage):
+        msg = f"Expected a message from the deployment, got {type(message).__name__}"
+        raise TypeError(msg)
+    return ChatResult(generations=[ChatGeneration(message=message)])

@@ -1,0 +1,116 @@
+"""The request in one deployment's terms: its tools and structured output bound the deployment's own way.
+
+Anything that goes wrong here is the input's fault (a schema no provider can
+describe, a tool_choice naming no tool, a message type it cannot send): a
+:class:`RequestPreparationError`, raised before the deployment is admitted, so it
+never counts against a breaker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable, RunnableBinding
+
+from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.policy import RequestPreparationError
+from langchain_multigateway.routing.request import Request
+from langchain_multigateway.routing.structured import json_schema_of, schema_name
+
+__all__ = ["PreparedCache", "Prepared", "input_error", "prepare"]
+
+PreparedCache = dict[tuple[str, int], tuple[Any, dict[str, Any], "Prepared"]]
+"""Bindings kept per (deployment, tools or schema object): binding tools is slow, calls repeat them."""
+
+_CACHE_LIMIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """How to call one deployment for a request: its model and call kwargs,
+    or a runnable when the model's binding is not a plain ``RunnableBinding``."""
+
+    model: BaseChatModel
+    kwargs: dict[str, Any]
+    runnable: Runnable[Any, Any] | None = None
+    raw_key: str | None = None
+
+
+def _refuse(dep: Deployment, exc: BaseException | str) -> RequestPreparationError:
+    msg = f"could not build the request for deployment {dep.name!r}: {exc}"
+    return RequestPreparationError(msg, provider=dep.provider, model=dep.model_name)
+
+
+def input_error(dep: Deployment, exc: BaseException) -> RequestPreparationError | None:
+    """``exc`` as the input error it is, when one of our providers raised it building the request.
+
+    Our providers turn every failure of the provider (HTTP, malformed answers) into a
+    ``GatewayError``; a plain ValueError/TypeError/UnicodeError escaping them comes from
+    encoding the input. Another model's plain exception may be its transport failing,
+    so it is left to the failover policy.
+    """
+    if isinstance(dep.model, GatewayChatModel) and type(exc) in (ValueError, TypeError, UnicodeEncodeError):
+        error = _refuse(dep, exc)
+        error.__cause__ = exc
+        return error
+    return None
+
+
+def prepare(cache: PreparedCache, dep: Deployment, request: Request) -> Prepared:
+    """``dep``'s model and kwargs for ``request`` (raises :class:`RequestPreparationError`)."""
+    if request.unsendable is not None and isinstance(dep.model, GatewayChatModel):
+        raise _refuse(dep, request.unsendable)
+    if request.tools is None and request.structured is None:
+        return Prepared(dep.model, request.kwargs)
+    anchor: Any = request.structured if request.structured is not None else request.tools
+    key = (dep.name, id(anchor))
+    hit = cache.get(key)
+    if hit is None or hit[0] is not anchor or hit[1] != request.tool_kwargs:
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        try:
+            built = _bind(dep, request)
+        except (ValueError, TypeError) as exc:
+            # The input cannot be expressed: every deployment would fail alike.
+            raise _refuse(dep, exc) from exc
+        hit = cache[key] = (anchor, dict(request.tool_kwargs), built)
+    bound = hit[2]
+    return Prepared(bound.model, {**bound.kwargs, **request.kwargs}, bound.runnable, bound.raw_key)
+
+
+def _bind(dep: Deployment, request: Request) -> Prepared:
+    """Bind the request's tools / structured output the deployment's own way."""
+    model = dep.model
+    kwargs: dict[str, Any] = {}
+    spec = request.structured
+    if spec is not None:
+        schema, method, strict = spec.schema, spec.method, spec.strict
+        if method == "function_calling":
+            name = schema_name(schema)
+            forced = getattr(model, "_forced_tool_choice", None)
+            extra: dict[str, Any] = {"tool_choice": forced(name) if callable(forced) else name}
+            if strict is not None:
+                extra["strict"] = strict
+            return _from_binding(model, model.bind_tools([schema], **extra), kwargs)
+        json_request = getattr(model, "_json_schema_request", None)
+        mode_request = getattr(model, "_json_mode_request", None)
+        if method == "json_schema" and callable(json_request):
+            kwargs.update(json_request(json_schema_of(schema), schema_name(schema), strict))
+            return Prepared(model, kwargs)
+        if method == "json_mode" and callable(mode_request):
+            kwargs.update(mode_request())
+            return Prepared(model, kwargs)
+        runnable = model.with_structured_output(schema, method=method, include_raw=True, strict=strict)
+        return Prepared(model, kwargs, runnable=runnable, raw_key="raw")
+    if request.tools:
+        return _from_binding(model, model.bind_tools(request.tools, **request.tool_kwargs), kwargs)
+    return Prepared(model, kwargs)
+
+
+def _from_binding(model: BaseChatModel, bound: Runnable[Any, Any], kwargs: dict[str, Any]) -> Prepared:
+    if isinstance(bound, RunnableBinding) and bound.bound is model:
+        return Prepared(model, {**bound.kwargs, **kwargs})
+    return Prepared(model, kwargs, runnable=bound)

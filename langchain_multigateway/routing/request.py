@@ -1,0 +1,258 @@
+"""What one routed call asks for, worked out once and never changed: the immutable :class:`Request`.
+
+Built by :func:`describe` from the router's settings and the call's kwargs. Input the
+caller got wrong (text that is not valid Unicode, a message type no provider can
+send) is refused here, before any deployment is admitted or sent anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.policy import RequestPreparationError
+from langchain_multigateway.routing.runs import STREAM_RUN, AttemptRuns
+from langchain_multigateway.routing.strategies import RequestInfo, Strategy
+from langchain_multigateway.routing.structured import StructuredSpec
+
+__all__ = [
+    "ROUTER_KWARGS",
+    "STREAM_RUN",
+    "Request",
+    "describe",
+    "estimate_tokens",
+    "exact_tokens",
+    "from_configurable",
+    "read_overrides",
+]
+
+ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority", STREAM_RUN)
+OUTPUT_RESERVE_CAP = 1024
+"""Output tokens a tpm reservation assumes when the call sets no ``max_tokens`` (reconciled after)."""
+
+_SENDABLE = (SystemMessage, HumanMessage, AIMessage, ToolMessage, FunctionMessage, ChatMessage)
+
+
+def estimate_tokens(messages: Sequence[BaseMessage]) -> tuple[int, int]:
+    """A quick token estimate (chars / 4) and a safe upper bound (chars), framing included."""
+    chars = 0
+    for message in messages:
+        content = message.content
+        if isinstance(content, str):
+            chars += len(content)
+        else:
+            for block in content:
+                if isinstance(block, str):
+                    chars += len(block)
+                elif isinstance(block, dict) and isinstance(block.get("text"), str):
+                    chars += len(block["text"])
+        if message.type != "ai":
+            continue
+        for call in getattr(message, "tool_calls", None) or ():
+            chars += len(str(call.get("args"))) + len(call.get("name") or "")
+    framing = 4 * len(messages) + 3
+    return math.ceil(chars / 4) + framing, chars + framing
+
+
+def exact_tokens(deployment: Deployment, messages: Sequence[BaseMessage]) -> int:
+    """Prompt tokens counted offline (tiktoken where the encoding is on disk)."""
+    from langchain_multigateway.chat_models._openai_format import messages_to_openai
+    from langchain_multigateway.tokens import count_message_tokens
+
+    try:
+        return count_message_tokens(messages_to_openai(messages), deployment.model_name)
+    except Exception:
+        return estimate_tokens(messages)[1]
+
+
+def _has_images(messages: Sequence[BaseMessage]) -> bool:
+    for message in messages:
+        if isinstance(message.content, list):
+            for block in message.content:
+                if isinstance(block, dict) and block.get("type") in ("image", "image_url", "input_image"):
+                    return True
+    return False
+
+
+def _texts(message: BaseMessage) -> list[str]:
+    content = message.content
+    if isinstance(content, str):
+        return [content]
+    found = []
+    for block in content:
+        if isinstance(block, str):
+            found.append(block)
+        elif isinstance(block, dict) and isinstance(block.get("text"), str):
+            found.append(block["text"])
+    return found
+
+
+def check_input(messages: Sequence[BaseMessage]) -> str | None:
+    """Refuse text no provider can encode; name a message type not every provider can send.
+
+    Returns the unsendable message type's description (refused only for deployments
+    known to send standard messages only, see ``prepare``), or None.
+    """
+    unsendable = None
+    for index, message in enumerate(messages):
+        for text in _texts(message):
+            if text.isascii():
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                char = text[exc.start]
+                msg = (
+                    f"message {index} ({message.type}) contains a lone surrogate U+{ord(char):04X} at position "
+                    f"{exc.start}: text sent to a model must be valid Unicode. Decode bytes with "
+                    "errors='replace' (or drop the stray character) before sending."
+                )
+                raise RequestPreparationError(msg) from exc
+        if unsendable is None and not isinstance(message, _SENDABLE):
+            unsendable = (
+                f"Cannot send a {type(message).__name__} (message {index}) to a chat model; "
+                "use System/Human/AI/Tool messages."
+            )
+    return unsendable
+
+
+def _parse_tags(value: Any) -> frozenset[str] | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return frozenset(t.strip() for t in value.split(",") if t.strip())
+    return frozenset(str(t) for t in value)
+
+
+def from_configurable(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Routing keys of ``config["configurable"]`` moved into call kwargs (explicit kwargs win)."""
+    configurable = config.get("configurable") if isinstance(config, Mapping) else None
+    if not configurable:
+        return kwargs
+    for key in ROUTER_KWARGS:
+        if key in configurable and key not in kwargs:
+            kwargs[key] = configurable[key]
+    return kwargs
+
+
+def read_overrides(
+    kwargs: dict[str, Any], metadata: Mapping[str, Any] | None
+) -> tuple[Any, frozenset[str] | None, int]:
+    """Pop the router's own kwargs; fall back to run metadata (``configurable`` lands there too)."""
+    meta = metadata or {}
+    strategy = kwargs.pop("routing_strategy", None) or meta.get("routing_strategy")
+    tags = _parse_tags(kwargs.pop("routing_tags", None) or meta.get("routing_tags"))
+    priority = kwargs.pop("routing_priority", None)
+    if priority is None:
+        priority = meta.get("routing_priority", meta.get("priority", 0))
+    try:
+        priority = int(priority)
+    except (TypeError, ValueError):
+        priority = 0
+    return strategy, tags, priority
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One routed call's description: what was asked, and what that costs in tokens.
+
+    Immutable; ``counts`` only memoises :meth:`counted` (a pure function of the messages).
+    """
+
+    messages: list[BaseMessage]
+    stop: list[str] | None
+    kwargs: dict[str, Any]
+    """Call kwargs every deployment is sent (the router's base kwargs merged in)."""
+    strategy: Strategy
+    tags: frozenset[str] | None
+    priority: int
+    info: RequestInfo
+    """What a strategy may know: estimated input tokens, max output tokens, streaming."""
+    upper_tokens: int
+    """A safe upper bound on prompt tokens (characters), to skip counting far below a window."""
+    output_tokens: int
+    """The call's ``max_tokens`` (0 when unset)."""
+    tools: Sequence[Any] | None = None
+    tool_kwargs: dict[str, Any] = field(default_factory=dict)
+    structured: StructuredSpec | None = None
+    images: bool = False
+    unsendable: str | None = None
+    """Why a message cannot be sent by a provider that speaks standard messages only."""
+    runs: AttemptRuns | None = None
+    """Child runs per attempt, when the router's run has callback handlers."""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def streaming(self) -> bool:
+        return self.info.streaming
+
+    def counted(self, deployment: Deployment) -> int:
+        """Prompt tokens as ``deployment``'s model counts them (the context-window filter's counter)."""
+        found = self.counts.get(deployment.model_name)
+        if found is None:
+            found = self.counts[deployment.model_name] = exact_tokens(deployment, self.messages)
+        return found
+
+    def tpm_tokens(self, deployment: Deployment) -> int:
+        """Tokens a tpm window reserves for this call on ``deployment``: counted prompt + output."""
+        prompt = self.counted(deployment)
+        return prompt + (self.output_tokens or min(prompt, OUTPUT_RESERVE_CAP))
+
+
+def describe(
+    messages: list[BaseMessage],
+    stop: list[str] | None,
+    kwargs: dict[str, Any],
+    *,
+    strategy: Strategy,
+    tags: frozenset[str] | None,
+    priority: int,
+    streaming: bool,
+    base_kwargs: Mapping[str, Any],
+    estimate: bool,
+    check_images: bool,
+    runs: AttemptRuns | None,
+) -> Request:
+    """The :class:`Request` for a call; ``kwargs`` hold the call's own (router keys already popped)."""
+    unsendable = check_input(messages)
+    tools = kwargs.pop("tools", None)
+    tool_kwargs = kwargs.pop("tool_kwargs", None) or {}
+    structured = kwargs.pop("structured_output", None)
+    if structured is not None and not isinstance(structured, StructuredSpec):
+        structured = StructuredSpec(structured)
+    for key in ROUTER_KWARGS:
+        kwargs.pop(key, None)
+    call_kwargs = {**base_kwargs, **kwargs} if base_kwargs else kwargs
+    approx, upper = estimate_tokens(messages) if estimate else (0, 0)
+    max_out = call_kwargs.get("max_tokens")
+    output = max_out if isinstance(max_out, int) else 0
+    return Request(
+        messages=messages,
+        stop=stop,
+        kwargs=call_kwargs,
+        strategy=strategy,
+        tags=tags,
+        priority=priority,
+        info=RequestInfo(approx, output, streaming),
+        upper_tokens=upper,
+        output_tokens=output,
+        tools=tools,
+        tool_kwargs=tool_kwargs,
+        structured=structured,
+        images=check_images and _has_images(messages),
+        unsendable=unsendable,
+        runs=runs,
+    )

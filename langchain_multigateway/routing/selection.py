@@ -1,0 +1,79 @@
+"""Which deployments may serve a request (the filter), and in what order (the strategy, then the budget)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.request import Request
+from langchain_multigateway.routing.structured import StructuredSpec
+from langchain_multigateway.state.base import RouterState
+
+if TYPE_CHECKING:
+    from langchain_multigateway.routing.budget import BudgetGuard
+
+__all__ = ["exclusion", "plan", "structured_exclusion"]
+
+
+def structured_exclusion(dep: Deployment, spec: StructuredSpec) -> str | None:
+    """Why ``dep`` cannot give structured output the way ``spec`` asks, or None."""
+    method = spec.method
+    caps = dep.capabilities
+    methods = getattr(dep.model, "structured_output_methods", None)
+    if isinstance(methods, (tuple, list)) and method not in methods:
+        return f"does not support structured output by {method}"
+    if method == "function_calling" and caps.tools is False:
+        return "does not support tool calling (structured output by function_calling)"
+    if method == "json_schema" and caps.json_schema is False:
+        return "does not support JSON-schema structured output"
+    if method == "json_mode" and caps.json_mode is False:
+        return "does not support JSON mode"
+    return None
+
+
+def exclusion(request: Request, dep: Deployment, min_window: int | None = None) -> str | None:
+    """Why ``dep`` cannot serve ``request``, or None.
+
+    ``min_window``: a context window that already overflowed during this call; only
+    larger ones are tried after that.
+    """
+    caps = dep.capabilities
+    if request.tools and caps.tools is False:
+        return "does not support tool calling"
+    if request.structured is not None:
+        why = structured_exclusion(dep, request.structured)
+        if why is not None:
+            return why
+    if request.images and caps.images is False:
+        return "does not accept image inputs"
+    window = dep.context_window
+    if window is not None:
+        if min_window is not None and window <= min_window:
+            return f"context window {window} not larger than one that already overflowed ({min_window})"
+        if request.upper_tokens + request.output_tokens > window:
+            needed = request.counted(dep) + request.output_tokens
+            if needed > window:
+                return f"context window {window} < {needed} tokens needed (prompt counted + max output)"
+    if request.tags and not request.tags.issubset(dep.tags):
+        return f"tags {sorted(request.tags)} not all in {sorted(dep.tags)}"
+    return None
+
+
+def plan(
+    deployments: Sequence[Deployment], request: Request, state: RouterState, guard: BudgetGuard | None
+) -> tuple[list[Deployment], dict[str, str]]:
+    """The deployments able to serve ``request``, best first, and why each other one is out."""
+    excluded: dict[str, str] = {}
+    able: list[Deployment] = []
+    for dep in deployments:
+        why = exclusion(request, dep)
+        if why is None:
+            able.append(dep)
+        else:
+            excluded[dep.name] = why
+    if len(able) > 1:
+        able = request.strategy.order(able, request.info, state)
+    if guard is not None:
+        able = guard.order(able, excluded)
+    return able, excluded
