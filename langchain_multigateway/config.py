@@ -16,6 +16,7 @@
       cheap: mistral:mistral-small-latest    # a bare string works too
     routers:                                 # kept raw; see langchain_multigateway.routing
       main: {...}
+    state: {backend: redis, url: ${REDIS_URL}}   # shared limits; see langchain_multigateway.state.settings
 
 .. code-block:: python
 
@@ -50,7 +51,7 @@ from langchain_multigateway.errors import ConfigurationError
 
 __all__ = ["ALLOWED_TOP_LEVEL_KEYS", "GatewayConfig", "ModelSpec", "interpolate_env", "load_config"]
 
-ALLOWED_TOP_LEVEL_KEYS = ("models", "routers", "version")
+ALLOWED_TOP_LEVEL_KEYS = ("models", "routers", "state", "version")
 """Keys a configuration may have at its top level."""
 
 SUPPORTED_VERSIONS = (1,)
@@ -151,6 +152,8 @@ class GatewayConfig(BaseModel):
         models: Model name → :class:`ModelSpec`.
         routers: The ``routers:`` section as written (after ``${VAR}`` interpolation),
             for ``langchain_multigateway.routing`` to build from.
+        state: The ``state:`` section (``backend``, ``url`` kept as a SecretStr, ``namespace``...),
+            built by ``langchain_multigateway.state.settings``.
         version: The format version (1).
     """
 
@@ -159,6 +162,7 @@ class GatewayConfig(BaseModel):
     source: str = "<dict>"
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     routers: dict[str, Any] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(default_factory=dict)
     version: int = 1
     _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
 
@@ -439,6 +443,12 @@ def _validate(data: Any, name: str, env: Mapping[str, str], lines: dict[tuple[st
         problems.append((("routers",), f"expected a mapping of router name → router spec (got {_describe(routers)})"))
         routers = {}
 
+    state = data.get("state") or {}
+    if not isinstance(state, Mapping):
+        problems.append((("state",), f"expected a mapping like {{backend: redis, url: ...}} (got {_describe(state)})"))
+        state = {}
+    state = {k: SecretStr(v) if k == "url" and isinstance(v, str) else v for k, v in state.items()}
+
     raw_models = data.get("models")
     models: dict[str, ModelSpec] = {}
     if raw_models is None:
@@ -453,7 +463,7 @@ def _validate(data: Any, name: str, env: Mapping[str, str], lines: dict[tuple[st
 
     if problems:
         raise _error(name, problems, lines)
-    config = GatewayConfig(source=name, models=models, routers=dict(routers), version=version)
+    config = GatewayConfig(source=name, models=models, routers=dict(routers), state=state, version=version)
     config._lines.update(lines)
     return config
 

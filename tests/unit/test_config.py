@@ -319,7 +319,7 @@ BAD_CONFIGS = [
         - routers
         """,
         "(top level)",
-        ["the top level must be a mapping with keys: models, routers, version", "(got a list)"],
+        ["the top level must be a mapping with keys: models, routers, state, version", "(got a list)"],
         id="not-a-mapping",
     ),
     pytest.param(
@@ -366,7 +366,11 @@ BAD_CONFIGS = [
         modles: {}
         """,
         "modles",
-        ["line 1", "unknown top-level key 'modles' (did you mean 'models'?)", "allowed keys: models, routers, version"],
+        [
+            "line 1",
+            "unknown top-level key 'modles' (did you mean 'models'?)",
+            "allowed keys: models, routers, state, version",
+        ],
         id="unknown-top-level-key",
     ),
     pytest.param(
@@ -492,7 +496,7 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
     error = info.value
     assert str(error).startswith(f"{path}: 4 problems:\n")
     assert error.problems == [
-        "line 8, extra: unknown top-level key 'extra'; allowed keys: models, routers, version",
+        "line 8, extra: unknown top-level key 'extra'; allowed keys: models, routers, state, version",
         "line 4, models.a.temperature: expected a valid number, unable to parse string as a number (got 'hot')",
         "line 5, models.a.max_tokens: expected a valid integer, unable to parse string as an integer (got 'many')",
         "line 7, models.b.provider: " + error.problems[3].split("models.b.provider: ", 1)[1],
@@ -517,7 +521,7 @@ def test_dict_errors_say_dict() -> None:
 
 
 def test_allowed_top_level_keys() -> None:
-    assert ALLOWED_TOP_LEVEL_KEYS == ("models", "routers", "version")
+    assert ALLOWED_TOP_LEVEL_KEYS == ("models", "routers", "state", "version")
 
 
 # ---------------------------------------------------------------------- build-time errors
