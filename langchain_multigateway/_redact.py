@@ -90,27 +90,29 @@ WATCHED_LOGGERS = {
     "vcr",
 }
 
-_USERINFO = r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#'\"<>]+@"
-_BEARER = r"(?P<scheme_word>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}"
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@?#'\"<>]+@")
+_BEARER = re.compile(r"\b((?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
 
 
 class _Vault:
-    """The credentials and credential names the process knows, and the pattern built from them."""
+    """The credentials and credential names the process knows."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.secrets: set[str] = set()
+        self.ordered: tuple[str, ...] = ()
+        """The secrets, longest first, so a key containing another is masked whole."""
         self.header_names: set[str] = set(DEFAULT_CREDENTIAL_HEADERS)
         self.query_names: set[str] = set(DEFAULT_CREDENTIAL_QUERY)
-        self.pattern: re.Pattern[str] | None = None
+        self.query: re.Pattern[str] | None = None
         self.version = 0
-        """Bumped whenever the pattern changes (keys the cache of :func:`redact_label`)."""
+        """Bumped whenever what is masked changes (keys the cache of :func:`redact_label`)."""
 
     def add_secret(self, value: str) -> None:
         with self.lock:
             if value not in self.secrets:
                 self.secrets.add(value)
-                self.pattern = None
+                self.ordered = tuple(sorted(self.secrets, key=len, reverse=True))
                 self.version += 1
 
     def add_names(self, headers: Iterable[str], query: Iterable[str]) -> None:
@@ -119,32 +121,19 @@ class _Vault:
             self.header_names.update(h.lower() for h in headers)
             self.query_names.update(q.lower() for q in query)
             if before != (len(self.header_names), len(self.query_names)):
-                self.pattern = None
+                self.query = None
                 self.version += 1
 
-    def compiled(self) -> re.Pattern[str]:
-        pattern = self.pattern
-        if pattern is not None:
-            return pattern
-        with self.lock:
-            # Longest first, so a key containing another is masked whole.
-            literals = "|".join(re.escape(s) for s in sorted(self.secrets, key=len, reverse=True))
-            names = "|".join(re.escape(n) for n in sorted(self.query_names, key=len, reverse=True))
-            query = rf"(?P<query>[?&;](?:{names})=)[^&#\s'\"<>]+"
-            parts = [p for p in (literals, query, _USERINFO, _BEARER) if p]
-            self.pattern = re.compile("|".join(f"(?:{p})" for p in parts), re.IGNORECASE)
-            return self.pattern
+    def query_pattern(self) -> re.Pattern[str]:
+        pattern = self.query
+        if pattern is None:
+            with self.lock:
+                names = "|".join(re.escape(n) for n in sorted(self.query_names, key=len, reverse=True))
+                pattern = self.query = re.compile(rf"([?&;](?:{names})=)[^&#\s'\"<>]+", re.IGNORECASE)
+        return pattern
 
 
 _VAULT = _Vault()
-
-
-def _replace(match: re.Match[str]) -> str:
-    groups = match.groupdict()
-    for name in ("query", "scheme", "scheme_word"):
-        if groups.get(name):
-            return f"{groups[name]}{MASK}{'@' if name == 'scheme' else ''}"
-    return MASK
 
 
 # ---------------------------------------------------------------------- registering
@@ -246,7 +235,17 @@ def redact(text: str) -> str:
     """``text`` with every known credential, credential query value, URL userinfo and bearer token masked."""
     if not text:
         return text
-    return _VAULT.compiled().sub(_replace, text)
+    # Substring checks first: each regex runs only on text that could hold what it masks.
+    for secret in _VAULT.ordered:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "=" in text:
+        text = _VAULT.query_pattern().sub(rf"\g<1>{MASK}", text)
+    if "@" in text and "://" in text:
+        text = _USERINFO.sub(rf"\g<1>{MASK}@", text)
+    if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text:
+        text = _BEARER.sub(rf"\g<1>{MASK}", text)
+    return text
 
 
 @functools.lru_cache(maxsize=4096)

@@ -5,7 +5,7 @@ Azure-style ``?api-key=`` query value, ``user:key@`` userinfo in the base URL) a
 pointed at a real loopback HTTP server that answers 401 with a body echoing every key,
 the way OpenAI's "Incorrect API key provided: sk-..." does. Every channel a key could
 leak through is then scanned: the model's repr/str/model_dump/dumps/dumpd, the raised
-error's str/repr/traceback/pickle (invoke and stream), log records of every logger at
+error's str/repr/traceback/pickle (invoke, stream, astream and ainvoke), log records of every logger at
 DEBUG (httpx's request line carries the query string), OpenTelemetry spans (with the
 exception event), the Prometheus registry, ledger rows, and cassettes the pytest plugin
 writes (its own test below).
@@ -13,6 +13,7 @@ writes (its own test below).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import pickle
@@ -71,6 +72,7 @@ CALL_CHANNELS = (
     "error_traceback",
     "error_pickle",
     "stream_error_traceback",
+    "async_error_traceback",
     "logs",
     "otel_spans",
     "prometheus",
@@ -156,6 +158,21 @@ def _error_of(fn: Any) -> BaseException:
     raise AssertionError(msg)
 
 
+async def _async_errors(model: BaseChatModel, callbacks: list[Any]) -> list[BaseException]:
+    async def stream() -> None:
+        async for _ in model.astream("hello", config={"callbacks": callbacks}):
+            pass
+
+    errors = []
+    for call in (stream(), model.ainvoke("hello", config={"callbacks": callbacks})):
+        try:
+            await call
+        except Exception as exc:
+            errors.append(exc)
+    assert len(errors) == 2, "both async calls were expected to fail with 401"
+    return errors
+
+
 def collect(model: BaseChatModel) -> Outputs:
     out = Outputs()
     out.texts["repr"] = repr(model)
@@ -183,6 +200,7 @@ def collect(model: BaseChatModel) -> Outputs:
     try:
         error = _error_of(lambda: model.invoke("hello", config={"callbacks": callbacks}))
         stream_error = _error_of(lambda: list(model.stream("hello", config={"callbacks": callbacks})))
+        async_errors = asyncio.run(_async_errors(model, callbacks))
         logging.getLogger("scan").error("call failed", exc_info=error)
     finally:
         root.removeHandler(capture)
@@ -192,6 +210,7 @@ def collect(model: BaseChatModel) -> Outputs:
     out.texts["error_traceback"] = "".join(traceback.format_exception(error))
     out.texts["error_pickle"] = pickle.dumps(error)
     out.texts["stream_error_traceback"] = "".join(traceback.format_exception(stream_error))
+    out.texts["async_error_traceback"] = "".join("".join(traceback.format_exception(e)) for e in async_errors)
     out.texts["logs"] = "\n".join(capture.lines)
     out.texts["otel_spans"] = "\n".join(span.to_json() for span in exporter.get_finished_spans())
     out.texts["prometheus"] = generate_latest(registry)
