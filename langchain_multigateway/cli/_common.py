@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from langchain_multigateway.usage import Ledger, UsageCallbackHandler
 
 __all__ = [
+    "API_KEY_ENV",
     "LEDGER_ENV",
     "add_generation_options",
     "add_ledger_option",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 LEDGER_ENV = "MULTIGATEWAY_LEDGER"
+API_KEY_ENV = "MULTIGATEWAY_API_KEY"
 MODEL_HELP = "a 'provider:model' (e.g. openai:gpt-4o-mini), or a model name from --config; repeat to route"
 
 
@@ -46,6 +48,18 @@ def add_model_options(parser: argparse.ArgumentParser, *, strategy: bool = True)
     group.add_argument("--config", metavar="FILE", help="a gateway YAML file (models: and routers:)")
     group.add_argument("--model", action="append", default=[], metavar="SPEC", help=MODEL_HELP)
     group.add_argument("--router", metavar="NAME", help="the router of --config to use (default: its first one)")
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="server for the --model specs, e.g. http://127.0.0.1:8088/v1 for a local OpenAI-compatible server",
+    )
+    group.add_argument(
+        "--api-key",
+        metavar="KEY",
+        default=argparse.SUPPRESS,
+        help=f"API key for the --model specs (default: ${API_KEY_ENV}, else the provider's own variable such as "
+        "OPENAI_API_KEY); prefer the variable: a key on the command line shows in the process list",
+    )
     if strategy:
         group.add_argument(
             "--strategy",
@@ -124,40 +138,149 @@ def _load(args: argparse.Namespace) -> GatewayConfig | None:
     return load_config(args.config)
 
 
-def _model(config: GatewayConfig | None, spec: str) -> BaseChatModel:
+def _endpoint(args: argparse.Namespace) -> dict[str, Any]:
+    """``base_url`` / ``api_key`` for ``provider:model`` specs (the key as a SecretStr, never echoed)."""
+    from pydantic import SecretStr
+
+    found: dict[str, Any] = {}
+    if getattr(args, "base_url", None):
+        found["base_url"] = args.base_url
+    key = getattr(args, "api_key", None) or os.environ.get(API_KEY_ENV, "").strip()
+    if key:
+        found["api_key"] = SecretStr(key)
+    if hasattr(args, "api_key"):
+        found["explicit_key"] = True
+    return found
+
+
+def _sent(endpoint: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in endpoint.items() if k != "explicit_key"}
+
+
+def _model(config: GatewayConfig | None, spec: str, endpoint: dict[str, Any]) -> BaseChatModel:
     if config is not None and spec in config.models:
+        if endpoint.get("base_url") or endpoint.get("explicit_key"):
+            msg = (
+                f"--base-url and --api-key apply to 'provider:model' specs; {spec!r} is a model of "
+                f"{config.source}: set its base_url / api_key there"
+            )
+            raise UsageError(msg)
         return config.build_model(spec)
+    endpoint = _sent(endpoint)
     from langchain_multigateway.registry import init_gateway_model
 
-    return init_gateway_model(spec)
+    return init_gateway_model(spec, **endpoint)
 
 
 def _listed(args: argparse.Namespace, config: GatewayConfig | None) -> list[tuple[str, BaseChatModel]]:
+    endpoint = _endpoint(args)
     if args.model:
-        return [(spec, _model(config, spec)) for spec in args.model]
+        return [(spec, _model(config, spec, endpoint)) for spec in args.model]
     if config is None:
         from langchain_multigateway.registry import DEFAULT_MODEL_ENV, default_gateway_model
 
-        return [(os.environ.get(DEFAULT_MODEL_ENV, "default"), default_gateway_model())]
+        return [(os.environ.get(DEFAULT_MODEL_ENV, "default"), default_gateway_model(**_sent(endpoint)))]
+    if endpoint.get("base_url") or endpoint.get("explicit_key"):
+        msg = f"--base-url and --api-key apply to --model specs; the models of {config.source} set their own"
+        raise UsageError(msg)
     return list(config.build_models().items())
 
 
-def named_models(args: argparse.Namespace) -> list[tuple[str, BaseChatModel]]:
-    """Every model the options name, by name (a config's routers add their deployments)."""
+class Unbuilt:
+    """A model that cannot be built for want of an API key: ``health`` lists it as down."""
+
+    def __init__(self, provider: str, model: str, error: BaseException) -> None:
+        self.provider_name = provider
+        self.model = model
+        self._llm_type = provider
+        self.error = error
+
+    async def ahealth_check(self) -> Any:
+        from langchain_multigateway.chat_models._base import HealthStatus
+
+        return HealthStatus(
+            ok=False, latency_ms=0.0, error=str(self.error), provider=self.provider_name, model=self.model
+        )
+
+
+def _or_unbuilt(build: Any, provider: str, model: str) -> Any:
+    from langchain_multigateway.errors import MissingAPIKeyError
+
+    try:
+        return build()
+    except MissingAPIKeyError as exc:
+        return Unbuilt(getattr(exc, "provider_name", None) or provider, getattr(exc, "model_name", None) or model, exc)
+
+
+def named_models(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """Every model the options name, once each, by name (for ``health``).
+
+    A config's routers add their deployments; a deployment that is a model of the
+    config is that model's row (named ``model (router: deployment)`` when the names
+    differ). A model with no API key is an :class:`Unbuilt` (health shows it down).
+    """
     config = _load(args)
-    if config is not None and args.router and not args.model:
-        return [(d.name, d.model) for d in _config_router(config, args.router).deployments]
-    found = _listed(args, config)
-    if config is not None and not args.model:
-        names = {name for name, _ in found}
-        for router in config.routers:
-            for dep in _config_router(config, router).deployments:
-                if dep.name not in names:
-                    names.add(dep.name)
-                    found.append((dep.name, dep.model))
+    endpoint = _endpoint(args)
+    if args.model:
+        seen: dict[str, Any] = {}
+        for spec in args.model:
+            if spec not in seen:
+                provider, _, name = spec.partition(":")
+                seen[spec] = _or_unbuilt(lambda spec=spec: _model(config, spec, endpoint), provider, name)
+        return list(seen.items())
+    if config is None:
+        from langchain_multigateway.registry import DEFAULT_MODEL_ENV, default_gateway_model
+
+        spec = os.environ.get(DEFAULT_MODEL_ENV, "default")
+        return [(spec, _or_unbuilt(lambda: default_gateway_model(**_sent(endpoint)), *spec.partition(":")[::2]))]
+    routers = [args.router] if args.router else list(config.routers)
+    for name in routers:
+        if name not in config.routers:
+            declared = ", ".join(config.routers) or "none"
+            msg = f"{config.source}: no router named {name!r}; declared routers: {declared}"
+            raise UsageError(msg)
+    uses: dict[str, list[str]] = {}
+    others: dict[str, Any] = {}
+    for router in routers:
+        for ref, dep_name, params in _deployment_refs(config, router):
+            if ref in config.models:
+                uses.setdefault(ref, [])
+                if dep_name != ref:
+                    uses[ref].append(f"{router}: {dep_name}")
+            elif dep_name not in others:
+                from langchain_multigateway.registry import init_gateway_model
+
+                provider, _, model = ref.partition(":")
+                others[dep_name] = _or_unbuilt(
+                    lambda ref=ref, params=params: init_gateway_model(ref, **params), provider, model
+                )
+    names = list(uses) if args.router else list(config.models)
+    found: list[tuple[str, Any]] = []
+    for name in names:
+        spec = config.models[name]
+        model = _or_unbuilt(lambda name=name: config.build_model(name), spec.provider, spec.model)
+        also = uses.get(name)
+        found.append((f"{name} ({', '.join(also)})" if also else name, model))
+    found.extend(others.items())
     if not found:
         msg = f"{args.config} declares no models and no routers"
         raise UsageError(msg)
+    return found
+
+
+def _deployment_refs(config: GatewayConfig, router: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(model reference, deployment name, params)`` of each deployment of ``routers.<router>``."""
+    raw = config.routers.get(router)
+    entries = raw.get("deployments") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        raise config.error((("routers", router, "deployments"), "expected a non-empty list of deployments"))
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for index, entry in enumerate(entries):
+        item = {"model": entry} if isinstance(entry, str) else entry
+        if not isinstance(item, dict) or not isinstance(item.get("model"), str):
+            where = ("routers", router, "deployments", index)
+            raise config.error((where, "expected a model reference string or a mapping with 'model'"))
+        found.append((item["model"], str(item.get("name") or item["model"]), dict(item.get("params") or {})))
     return found
 
 
