@@ -1,0 +1,733 @@
+"""Issue 12's sixteen fault scenarios, each run through a client against the fake provider.
+
+Shared by ``test_failover_scenarios.py`` (which asserts) and
+``benchmarks/failover_scenarios.py`` (which prints the comparison table). A scenario
+names the fake's models (primary first), how the caller calls (stream or invoke), and a
+check that says what a correct gateway does: what the caller got, how many attempts the
+fake saw and when. After every scenario a healthy call through the same client must
+succeed and (for the router) ``health()`` must show nothing in flight.
+
+Clients:
+
+* ``router``: ``RoutingChatModel`` over ``OpenAIChatModel`` deployments (real openai SDK,
+  real HTTP to the fake), with DEFAULT settings. In the ``fast`` profile the time limits
+  are the defaults scaled by ``FAST_SCALE`` (``scaled_defaults`` reads them from the
+  classes, so they follow the defaults wherever they move); nothing else is changed.
+* ``with_fallbacks``: LangChain's ``ChatOpenAI(...).with_fallbacks([...])`` with its
+  defaults, for comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.integration.fault_provider import (
+    ANSWER,
+    ANSWER_TOKENS,
+    CUT_AFTER,
+    FAULTS,
+    HEALTHY_MARKER,
+    PROFILES,
+    Waits,
+)
+
+__all__ = [
+    "CASES",
+    "FAST_SCALE",
+    "Case",
+    "FakeProvider",
+    "Run",
+    "judge",
+    "run_case",
+    "start_fake",
+]
+
+FAST_SCALE = 1 / 20
+"""The fast profile divides every wait by 20: the fake's (20 s first token -> 1 s, 30 s stall ->
+1.5 s, 60 s outage -> 3 s) and the router's default time limits and breaker cooldowns alike."""
+API_KEY = "sk-fake-provider-placeholder"
+PROMPT = "Count from w01 to w60."
+DELIVERED_BEFORE_CUT = "".join(ANSWER_TOKENS[:CUT_AFTER])
+MODEL_TIME_LIMITS = ("timeout", "connect_timeout", "first_token_timeout", "stream_idle_timeout")
+"""OpenAIChatModel fields the fast profile scales (those that exist and have a default)."""
+ROUTER_TIME_LIMITS = ("timeout",)
+BREAKER_TIME_LIMITS = ("cooldown", "max_cooldown")
+FREE = {name: {"input": 0.0, "output": 0.0} for name in FAULTS}
+"""The fake's prices, for the usage tracker (it warns about models it has no price for)."""
+MIN_RETRY_GAP = 0.025
+"""Two tries of one deployment closer than this are a tight loop (the default backoff starts at 50 ms +-25 %)."""
+
+
+# ---------------------------------------------------------------------------- the fake provider process
+class FakeProvider:
+    """A running ``fault_provider`` process and its control endpoints."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int, profile: str) -> None:
+        self.process, self.port, self.profile = process, port, profile
+        self.root = f"http://127.0.0.1:{port}"
+        self.base_url = f"{self.root}/v1"
+        self.waits: Waits = PROFILES[profile]
+
+    def _call(self, method: str, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(self.root + path, method=method, data=b"{}" if method == "POST" else None)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+
+    def reset(self) -> None:
+        self._call("POST", "/_reset")
+
+    def drop_held(self) -> None:
+        self._call("POST", "/_drop")
+
+    def seen(self) -> Seen:
+        return Seen(self._call("GET", "/_counts")["requests"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a wedged fake
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@contextmanager
+def start_fake(profile: str) -> Iterator[FakeProvider]:
+    """Start ``python -m tests.integration.fault_provider`` on a free loopback port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.fault_provider", "--port", "0", "--profile", profile],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("PORT "):
+        process.kill()
+        raise RuntimeError(f"fault provider did not start: {line!r}")
+    fake = FakeProvider(process, int(line.split()[1]), profile)
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+class Seen:
+    """What the fake saw, per model (healthy follow-up calls left out)."""
+
+    def __init__(self, requests: dict[str, list[dict[str, Any]]]) -> None:
+        self.requests = {m: [r for r in rs if not r.get("healthy")] for m, rs in requests.items()}
+
+    def of(self, model: str) -> list[dict[str, Any]]:
+        return self.requests.get(model, [])
+
+    def count(self, model: str) -> int:
+        return len(self.of(model))
+
+    def times(self, model: str) -> list[float]:
+        return [r["t"] for r in self.of(model)]
+
+    def summary(self, models: tuple[str, ...]) -> str:
+        return " + ".join(f"{self.count(m)}" for m in models)
+
+
+# ---------------------------------------------------------------------------- clients
+def scaled_defaults(fields: dict[str, Any], names: tuple[str, ...], scale: float) -> dict[str, float]:
+    """``{name: default * scale}`` for each named field that exists with a positive numeric default."""
+    out: dict[str, float] = {}
+    for name in names:
+        info = fields.get(name)
+        default = getattr(info, "default", info)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and default > 0:
+            out[name] = default * scale
+    return out
+
+
+def fast_limits() -> dict[str, dict[str, float]]:
+    """The router's default time limits scaled for the fast profile, by where they are set."""
+    from langchain_multigateway.chat_models.openai import OpenAIChatModel
+    from langchain_multigateway.routing import RoutingChatModel
+    from langchain_multigateway.state.base import BreakerPolicy
+
+    model_limits = scaled_defaults(OpenAIChatModel.model_fields, MODEL_TIME_LIMITS, FAST_SCALE)
+    if "first_token_timeout" in OpenAIChatModel.model_fields and "first_token_timeout" not in model_limits:
+        # None picks a limit per call (a stream's first token: 15 s); one number serves both kinds of call
+        from langchain_multigateway.chat_models import _base
+
+        model_limits["first_token_timeout"] = getattr(_base, "_FIRST_TOKEN_STREAM", 15.0) * FAST_SCALE
+    return {
+        "OpenAIChatModel": model_limits,
+        "RoutingChatModel": scaled_defaults(RoutingChatModel.model_fields, ROUTER_TIME_LIMITS, FAST_SCALE),
+        "MemoryState": scaled_defaults(vars(BreakerPolicy), BREAKER_TIME_LIMITS, FAST_SCALE),
+    }
+
+
+def _continuation_capability() -> dict[str, Any]:
+    """Deployment kwargs declaring that a model can continue an assistant prefix."""
+    from langchain_multigateway.routing.deployment import Capabilities
+
+    for name in ("continue_prefix", "prefix_continuation", "assistant_prefix", "continuation"):
+        if name in Capabilities.model_fields:
+            return {"capabilities": Capabilities(**{name: True})}
+    return {}
+
+
+def build_router(
+    fake: FakeProvider, models: tuple[str, ...], *, recovery: str | None = None, continuable: tuple[str, ...] = ()
+) -> Any:
+    """A default ``RoutingChatModel``: one ``OpenAIChatModel`` deployment per model, in that order."""
+    from langchain_multigateway.chat_models.openai import OpenAIChatModel
+    from langchain_multigateway.routing import Deployment, RoutingChatModel
+    from langchain_multigateway.state import MemoryState
+
+    limits = fast_limits() if fake.profile == "fast" else {}
+    deployments = [
+        Deployment(
+            model=OpenAIChatModel(
+                model=name, base_url=fake.base_url, api_key=API_KEY, **limits.get("OpenAIChatModel", {})
+            ),
+            name=f"dep-{name}",
+            **(_continuation_capability() if name in continuable else {}),
+        )
+        for name in models
+    ]
+    kwargs: dict[str, Any] = dict(limits.get("RoutingChatModel", {}))
+    if limits:
+        kwargs["state"] = MemoryState(**limits["MemoryState"])
+    if recovery is not None and "stream_recovery" in RoutingChatModel.model_fields:
+        kwargs["stream_recovery"] = recovery
+    return RoutingChatModel(deployments=deployments, **kwargs)
+
+
+def build_with_fallbacks(fake: FakeProvider, models: tuple[str, ...]) -> Any:
+    """``ChatOpenAI(primary).with_fallbacks([ChatOpenAI(other), ...])``, all LangChain defaults."""
+    from langchain_openai import ChatOpenAI
+
+    llms = [ChatOpenAI(model=name, base_url=fake.base_url, api_key=API_KEY) for name in models]  # type: ignore[call-arg]
+    return llms[0].with_fallbacks(llms[1:])
+
+
+# ---------------------------------------------------------------------------- one call, bounded
+@dataclass
+class Outcome:
+    """What the caller got from one call."""
+
+    text: str = ""
+    message: Any = None
+    error: BaseException | None = None
+    started: float = 0.0
+    elapsed: float = 0.0
+    hung: bool = False
+    usage: Any = None
+    """The call's ``track_usage()`` handler."""
+    lc_usage: dict[str, Any] = field(default_factory=dict)
+    """LangChain's ``get_usage_metadata_callback()`` totals by model."""
+
+    @property
+    def served_by(self) -> str | None:
+        meta = getattr(self.message, "response_metadata", None) or {}
+        return meta.get("model_name")
+
+    def describe_error(self) -> str:
+        if self.hung:
+            return f"no answer within {self.elapsed:.1f} s"
+        if self.error is None:
+            return "no error"
+        return f"{type(self.error).__name__}: {str(self.error).splitlines()[0][:90]}"
+
+
+def _call(client: Any, mode: str, prompt: str) -> Outcome:
+    from langchain_core.callbacks import get_usage_metadata_callback
+
+    from langchain_multigateway.usage import track_usage
+
+    out = Outcome(started=time.time())
+    with track_usage(prices=FREE) as usage, get_usage_metadata_callback() as lc_usage:
+        out.usage = usage
+        try:
+            if mode == "invoke":
+                out.message = client.invoke(prompt)
+                out.text = out.message.text
+            elif mode == "stream":
+                for chunk in client.stream(prompt):
+                    out.text += chunk.text
+                    out.message = chunk if out.message is None else out.message + chunk
+            else:  # astream
+
+                async def consume() -> None:
+                    async for chunk in client.astream(prompt):
+                        out.text += chunk.text
+                        out.message = chunk if out.message is None else out.message + chunk
+
+                asyncio.run(consume())
+        except Exception as exc:
+            out.error = exc
+        out.lc_usage = dict(lc_usage.usage_metadata)
+    out.elapsed = time.time() - out.started
+    return out
+
+
+def call_bounded(fake: FakeProvider, client: Any, mode: str, prompt: str, cap: float) -> Outcome:
+    """``_call`` in a worker thread; past ``cap`` seconds the caller is reported hung and freed."""
+    box: list[Outcome] = []
+    worker = threading.Thread(target=lambda: box.append(_call(client, mode, prompt)), daemon=True)
+    started = time.time()
+    worker.start()
+    worker.join(cap)
+    if box:
+        return box[0]
+    for _ in range(60):  # reset what the abandoned client waits on (again, if it retries) until it ends
+        fake.drop_held()
+        worker.join(0.5)
+        if not worker.is_alive():
+            break
+    return Outcome(hung=True, started=started, elapsed=time.time() - started)
+
+
+# ---------------------------------------------------------------------------- scenarios
+@dataclass
+class Run:
+    """One scenario run: the case, the client, what the caller got and what the fake saw."""
+
+    case: Case
+    client_kind: str
+    client: Any
+    fake: FakeProvider
+    out: Outcome
+    seen: Seen
+    outs: list[Outcome] = field(default_factory=list)
+    """Every call, for scenarios made of several (the flapping primary)."""
+
+    @property
+    def waits(self) -> Waits:
+        return self.fake.waits
+
+    @property
+    def primary(self) -> str:
+        return self.case.models[0]
+
+    @property
+    def is_router(self) -> bool:
+        return self.client_kind == "router"
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    fault: str
+    """The row label in the README table."""
+    models: tuple[str, ...]
+    check: Callable[[Run], str]
+    mode: str = "stream"
+    recovery: str | None = None
+    """The router's ``stream_recovery`` (None: its default)."""
+    continuable: tuple[str, ...] = ()
+    """Models declared able to continue an assistant prefix."""
+    runner: Callable[[Case, str, Any, FakeProvider], Run] | None = None
+
+
+def cap_for(fake: FakeProvider) -> float:
+    """Longest a single call may take before it is reported hung (150 s realistic, 7.5 s fast)."""
+    return 150.0 * (FAST_SCALE if fake.profile == "fast" else 1.0)
+
+
+def make_client(case: Case, client_kind: str, fake: FakeProvider) -> Any:
+    if client_kind == "router":
+        return build_router(fake, case.models, recovery=case.recovery, continuable=case.continuable)
+    return build_with_fallbacks(fake, case.models)
+
+
+def run_case(case: Case, client_kind: str, fake: FakeProvider) -> Run:
+    """Reset the fake, build a fresh client, run the scenario."""
+    fake.reset()
+    client = make_client(case, client_kind, fake)
+    if case.runner is not None:
+        return case.runner(case, client_kind, client, fake)
+    out = call_bounded(fake, client, case.mode, PROMPT, cap_for(fake))
+    return Run(case, client_kind, client, fake, out, fake.seen())
+
+
+def judge(run: Run) -> str:
+    """The scenario's check, then the healthy call afterwards; a note, or AssertionError saying what was wrong."""
+    note = run.case.check(run)
+    after = call_bounded(run.fake, run.client, "stream", f"{PROMPT} {HEALTHY_MARKER}", cap_for(run.fake))
+    assert after.error is None, f"healthy call afterwards failed: {after.describe_error()}"
+    assert not after.hung, f"healthy call afterwards: {after.describe_error()}"
+    assert after.text == ANSWER, "healthy call afterwards: answer incomplete"
+    if run.is_router:
+        busy = {n: (h.in_flight, h.waiting) for n, h in run.client.health().items() if h.in_flight or h.waiting}
+        assert not busy, f"router health() not idle afterwards (in flight, waiting): {busy}"
+    return note
+
+
+# ---------------------------------------------------------------------------- checks
+def _complete(run: Run, out: Outcome | None = None) -> str:
+    """The whole answer, as a success; the model that served it."""
+    out = out or run.out
+    assert not out.hung, f"caller got {out.describe_error()}"
+    assert out.error is None, f"caller got {out.describe_error()}"
+    assert out.text == ANSWER, f"answer is not the whole text ({len(out.text)} of {len(ANSWER)} chars)"
+    served = out.served_by
+    assert served, "response names no model"
+    return served
+
+
+def _tries(run: Run, model: str, low: int, high: int) -> int:
+    n = run.seen.count(model)
+    assert low <= n <= high, f"{model} saw {n} requests (expected {low}..{high})"
+    return n
+
+
+def _gaps(run: Run, model: str) -> list[float]:
+    times = run.seen.times(model)
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def _no_tight_loop(run: Run, model: str) -> None:
+    gaps = _gaps(run, model)
+    if gaps:
+        assert min(gaps) >= MIN_RETRY_GAP, f"{model} retried after {min(gaps) * 1000:.0f} ms (a tight loop)"
+
+
+def _typed(run: Run, name: str) -> BaseException:
+    """The caller's error is the gateway class ``name`` (by class name along its MRO)."""
+    error = run.out.error
+    assert error is not None, f"expected {name}, caller got {run.out.describe_error()}"
+    names = [k.__name__ for k in type(error).__mro__]
+    assert name in names, f"expected {name}, caller got {run.out.describe_error()}"
+    return error
+
+
+def _seen_note(run: Run) -> str:
+    return f"requests seen {run.seen.summary(run.case.models)} ({' / '.join(run.case.models)})"
+
+
+def check_retry_after_once(run: Run) -> str:
+    served = _complete(run)
+    tries = _tries(run, run.primary, 1, 2)
+    if tries == 2:
+        gap = _gaps(run, run.primary)[0]
+        assert gap >= run.waits.retry_after - 0.1, f"retried after {gap:.2f} s, before Retry-After"
+        assert served == run.primary, f"retried the primary, yet {served} answered"
+        _tries(run, "ok", 0, 0)
+        return f"waited Retry-After ({gap:.1f} s), primary answered"
+    assert served == "ok", f"failed over, yet {served} answered"
+    _tries(run, "ok", 1, 1)
+    return "failed over at once (primary cooling down)"
+
+
+def check_persistent_retryable(run: Run) -> str:
+    served = _complete(run)
+    assert served == "ok", f"{served} answered, not the fallback"
+    tries = _tries(run, run.primary, 1, 3)
+    _no_tight_loop(run, run.primary)
+    _tries(run, "ok", 1, 1)
+    return f"fallback answered after {tries} tr{'y' if tries == 1 else 'ies'} on the primary"
+
+
+def check_once_retryable(run: Run) -> str:
+    served = _complete(run)
+    tries = _tries(run, run.primary, 1, 2)
+    _no_tight_loop(run, run.primary)
+    if tries == 2:
+        assert served == run.primary, f"retried the primary, yet {served} answered"
+        _tries(run, "ok", 0, 0)
+        return "retried the primary once, it answered"
+    assert served == "ok", f"{served} answered"
+    return "failed over at once"
+
+
+def check_silent(run: Run) -> str:
+    served = _complete(run)
+    _tries(run, run.primary, 1, 1)  # a silent route stays silent: never retried
+    assert served == "ok", f"{served} answered, not the fallback"
+    _tries(run, "ok", 1, 1)
+    return f"timed out once, fallback answered ({run.out.elapsed:.1f} s)"
+
+
+def check_slow_first_token(run: Run) -> str:
+    served = _complete(run)
+    _tries(run, run.primary, 1, 1)
+    if served == "ok":
+        _tries(run, "ok", 1, 1)
+        return f"first-token limit, fallback answered ({run.out.elapsed:.1f} s)"
+    _tries(run, "ok", 0, 0)
+    return f"waited for the primary ({run.out.elapsed:.1f} s)"
+
+
+def _continued(run: Run, primary: str, continuer: str) -> str:
+    served = _complete(run)
+    _tries(run, primary, 1, 1)
+    _tries(run, continuer, 1, 1)
+    prefix = run.seen.of(continuer)[0]["prefix"]
+    assert prefix == DELIVERED_BEFORE_CUT, "the fallback was not sent exactly the delivered text as prefix"
+    assert served == continuer, f"final chunk names {served}, not the continuing model"
+    usage = getattr(run.out.message, "usage_metadata", None) or {}
+    fallback_usage = run.seen.of(continuer)[0].get("usage") or {}
+    assert usage.get("output_tokens", 0) >= fallback_usage.get("completion_tokens", 1), "usage misses the continuation"
+    return "continued on the fallback from the delivered text"
+
+
+def _interrupted(run: Run, cause: str) -> str:
+    error = _typed(run, "StreamInterruptedError")
+    assert run.out.text == DELIVERED_BEFORE_CUT, f"caller saw {len(run.out.text)} chars, not the 40 delivered tokens"
+    assert getattr(error, "delivered", None) == DELIVERED_BEFORE_CUT, "error does not carry the delivered text"
+    assert getattr(error, "deployment", None) in (f"dep-{run.primary}", run.primary), "error names no deployment"
+    for model in run.case.models[1:]:  # nothing re-sent: the caller already has part of the answer
+        assert not [r for r in run.seen.of(model) if r["prefix"] is not None], f"{model} was sent a prefix"
+    _tries(run, run.primary, 1, 1)
+    return f"StreamInterruptedError after 40 tokens ({cause}), text kept"
+
+
+def check_cut_continue(run: Run) -> str:
+    return _continued(run, run.primary, "continuable")
+
+
+def check_cut_error(run: Run) -> str:
+    return _interrupted(run, "cut")
+
+
+def check_stall_continue(run: Run) -> str:
+    return _continued(run, run.primary, "continuable")
+
+
+def check_stall_error(run: Run) -> str:
+    note = _interrupted(run, "idle limit")
+    cause = getattr(run.out.error, "cause", None)
+    assert "Timeout" in type(cause).__name__, f"cause is {type(cause).__name__}, not the idle time limit"
+    return note
+
+
+def check_not_partial(run: Run) -> str:
+    served = _complete(run)
+    _tries(run, run.primary, 1, 2)
+    return f"whole answer from {served} (never a partial one)"
+
+
+def check_malformed(run: Run) -> str:
+    served = _complete(run)
+    assert served == run.primary, f"{served} answered: the primary's good answer was dropped"
+    _tries(run, run.primary, 1, 1)
+    _tries(run, "ok", 0, 0)
+    return "malformed event skipped, primary's answer complete"
+
+
+def check_no_done(run: Run) -> str:
+    served = _complete(run)
+    assert served == run.primary, f"{served} answered"
+    _tries(run, run.primary, 1, 1)
+    record = run.seen.of(run.primary)[0]
+    if record["include_usage"]:
+        usage = getattr(run.out.message, "usage_metadata", None) or {}
+        expected = record["usage"]
+        got = (usage.get("input_tokens"), usage.get("output_tokens"))
+        assert got == (expected["prompt_tokens"], expected["completion_tokens"]), f"usage {got} != the server's"
+        return "complete, with the server's usage"
+    return "complete (client asked for no usage)"
+
+
+def check_context_length(run: Run) -> str:
+    served = _complete(run)
+    _tries(run, run.primary, 1, 1)  # the same request fails the same way: never retried
+    assert served == "ok", f"{served} answered"
+    _tries(run, "ok", 1, 1)
+    return "not retried; fallback answered"
+
+
+def check_content_policy(run: Run) -> str:
+    error = _typed(run, "ContentPolicyError") if run.is_router else run.out.error
+    assert error is not None, f"the refusal was routed around: {run.out.served_by} answered"
+    assert "content management policy" in str(error), "the provider's reason is not in the error"
+    _tries(run, run.primary, 1, 1)
+    _tries(run, "ok", 0, 0)
+    return "ContentPolicyError with the provider's reason; no retry, no failover"
+
+
+def check_prefill_skipped(run: Run) -> str:
+    served = _complete(run)
+    assert not run.seen.of("reject-prefill"), "a deployment that cannot continue was sent the request"
+    assert served == "continuable", f"{served} answered"
+    return _continued(run, run.primary, "continuable") + ", skipping the one that rejects prefill"
+
+
+def check_prefill_no_capable(run: Run) -> str:
+    note = _interrupted(run, "cut; no fallback can continue")
+    cause = getattr(run.out.error, "cause", None)
+    assert "prefill" not in str(cause).lower(), "the prefill rejection masks the cut"
+    assert not run.seen.of("reject-prefill"), "the prefill-rejecting deployment was sent a prefix"
+    return note
+
+
+def check_accounting(run: Run) -> str:
+    served = _complete(run)
+    assert served == "ok", f"{served} answered"
+    primary_tries = run.seen.count(run.primary)
+    answered = run.seen.of("ok")[0]
+    message = run.out.message
+    usage = message.usage_metadata or {}
+    if answered["include_usage"] or not answered["stream"]:
+        expected = answered["usage"]
+        got = (usage.get("input_tokens"), usage.get("output_tokens"))
+        assert got == (expected["prompt_tokens"], expected["completion_tokens"]), f"usage {got} is not the fallback's"
+        assert run.out.lc_usage.get("ok", {}).get("total_tokens") == expected["total_tokens"], "LangChain's usage"
+    else:
+        raise AssertionError("no usage reported for the answer (the client did not ask for it)")
+    billed = {k: v for k, v in run.out.lc_usage.items() if v.get("total_tokens")}
+    assert set(billed) == {"ok"}, f"billed models: {sorted(billed)}"
+    totals = run.out.usage.by_model()
+    failed = totals.get(run.primary)
+    assert failed is not None, "the failed attempts were not recorded"
+    assert (failed.requests, failed.errors, failed.total_tokens) == (primary_tries, primary_tries, 0), (
+        f"failed attempts recorded as {failed.requests} requests, {failed.errors} errors, {failed.total_tokens} tokens"
+    )
+    if run.is_router:
+        meta = message.response_metadata
+        assert meta.get("deployment") == "dep-ok", f"response names deployment {meta.get('deployment')}"
+        failed_meta = meta.get("failed_attempts") or []
+        assert [a.get("deployment") for a in failed_meta] == [f"dep-{run.primary}"] * primary_tries, failed_meta
+        assert run.out.usage.calls == 1, f"{run.out.usage.calls} calls counted for one routed call"
+    return f"names dep + model, fallback's usage; {primary_tries} failed attempt(s) recorded, not billed"
+
+
+# ---------------------------------------------------------------------------- the flapping primary
+def _flap_interval(fake: FakeProvider) -> float:
+    return 0.2 if fake.profile == "fast" else 1.0
+
+
+def _breaker_bounds(fake: FakeProvider) -> tuple[int, float, float]:
+    """(most primary requests an outage may see, first cooldown, longest cooldown) under the defaults."""
+    from langchain_multigateway.state.base import BreakerPolicy
+
+    scale = FAST_SCALE if fake.profile == "fast" else 1.0
+    policy = BreakerPolicy()
+    first, cap = policy.cooldown * scale, policy.cap * scale
+    probes, spent, period = 0, 0.0, first
+    while spent < fake.waits.outage:
+        spent += period
+        probes += 1
+        period = min(cap, period * policy.cooldown_growth)
+    # the calls that open the breaker (one may retry), then one probe per open period
+    return policy.failure_threshold + 1 + probes, first, cap
+
+
+def run_flapping(case: Case, client_kind: str, client: Any, fake: FakeProvider) -> Run:
+    """Requests every ``interval`` through an outage and until the primary is back (or a bound passes)."""
+    interval = _flap_interval(fake)
+    _, _, cap = _breaker_bounds(fake)
+    outs: list[Outcome] = []
+    start = time.time()
+    end = start + fake.waits.outage + 2 * (cap + interval) + 1.0
+    while time.time() < end:
+        tick = time.time()
+        outs.append(call_bounded(fake, client, "stream", PROMPT, cap_for(fake)))
+        time.sleep(max(0.0, tick + interval - time.time()))
+    seen = fake.seen()
+    return Run(case, client_kind, client, fake, outs[-1], seen, outs)
+
+
+def check_flapping(run: Run) -> str:
+    for out in run.outs:
+        _complete(run, out)
+    times = run.seen.times(run.primary)
+    recovered = times[0] + run.waits.outage
+    limit, _, cap = _breaker_bounds(run.fake)
+    during = [t for t in times if t < recovered]
+    assert len(during) <= limit, f"primary sent {len(during)} requests during the outage (at most {limit})"
+    back = [o for o in run.outs if o.started >= recovered and o.served_by == run.primary]
+    assert back, "never went back to the primary after it recovered"
+    delay = back[0].started - recovered
+    bound = cap + 2 * _flap_interval(run.fake) + 0.5
+    assert delay <= bound, f"back on the primary {delay:.1f} s after recovery (bound {bound:.1f} s)"
+    assert run.outs[-1].served_by == run.primary, "the last call was not served by the recovered primary"
+    in_outage = sorted(o.elapsed for o in run.outs if o.started < recovered)
+    median = in_outage[len(in_outage) // 2]
+    return (
+        f"{len(run.outs)} calls all served ({len(in_outage)} in the outage, median {median:.2f} s);"
+        f" primary saw {len(during)} requests in the outage; back on it {delay:.1f} s after recovery"
+    )
+
+
+# ---------------------------------------------------------------------------- the table
+CASES: tuple[Case, ...] = (
+    Case(
+        "429-retry-after", "429 with Retry-After, once", ("rate-limit-retry-after-once", "ok"), check_retry_after_once
+    ),
+    Case(
+        "429-no-retry-after", "429 without Retry-After", ("rate-limit-no-retry-after", "ok"), check_persistent_retryable
+    ),
+    Case("500-once", "500 once", ("error-500-once", "ok"), check_once_retryable),
+    Case("503-persistent", "503 persistent", ("error-503-persistent", "ok"), check_persistent_retryable),
+    Case("reset", "connection reset before headers", ("reset-before-headers", "ok"), check_persistent_retryable),
+    Case("no-response", "accepts, never answers", ("no-response", "ok"), check_silent),
+    # async: a sync stream's per-read limit is the larger of the first-token and idle limits (httpx fixes it
+    # when the body starts), and the fake's 20 s first token then races the 20 s idle default
+    Case("slow-first-token", "slow first token", ("slow-first-token", "ok"), check_slow_first_token, mode="astream"),
+    Case(
+        "stream-cut",
+        "stream cut after 40 of 60 tokens",
+        ("stream-cut", "continuable"),
+        check_cut_continue,
+        recovery="continue",
+        continuable=("continuable",),
+    ),
+    Case(
+        "stream-stall",
+        "stream stalls, connection open",
+        ("stream-stall", "continuable"),
+        check_stall_continue,
+        recovery="continue",
+        continuable=("continuable",),
+    ),
+    Case("malformed-chunk", "malformed chunk mid-stream", ("malformed-chunk", "ok"), check_malformed),
+    Case("no-done", "stream ends without [DONE]", ("no-done", "ok"), check_no_done),
+    Case("context-length", "context length exceeded (400)", ("context-length-exceeded", "ok"), check_context_length),
+    Case("content-policy", "content-policy rejection (400)", ("content-policy", "ok"), check_content_policy),
+    Case(
+        "cut-prefill-rejected",
+        "cut stream, fallback rejects prefill",
+        ("stream-cut", "reject-prefill", "continuable"),
+        check_prefill_skipped,
+        recovery="continue",
+        continuable=("continuable",),
+    ),
+    Case("flapping", "flapping primary (503, then back)", ("flapping", "ok"), check_flapping, runner=run_flapping),
+    Case("accounting", "failover accounting", ("error-500-persistent", "ok"), check_accounting),
+)
+"""The sixteen scenarios, as the README table lists them (stream faults with ``stream_recovery="continue"``)."""
+
+ERROR_MODE_CASES: tuple[Case, ...] = (
+    Case("stream-cut/error", 'stream cut, `stream_recovery="error"`', ("stream-cut", "ok"), check_cut_error),
+    Case("stream-stall/error", 'stream stall, `stream_recovery="error"`', ("stream-stall", "ok"), check_stall_error),
+    Case(
+        "cut-prefill-rejected/no-capable",
+        "cut stream, only a prefill-rejecting fallback",
+        ("stream-cut", "reject-prefill"),
+        check_prefill_no_capable,
+        recovery="continue",
+    ),
+)
+"""The stream faults with the default ``stream_recovery="error"`` (or nothing able to continue)."""
+
+INVOKE_CASES: tuple[Case, ...] = (
+    Case("stream-cut/invoke", "body cut, caller not streaming", ("stream-cut", "ok"), check_not_partial, mode="invoke"),
+    Case(
+        "stream-stall/invoke",
+        "body stalls, caller not streaming",
+        ("stream-stall", "ok"),
+        check_not_partial,
+        mode="invoke",
+    ),
+    Case("stream-cut/astream", "stream cut, async caller", ("stream-cut", "ok"), check_cut_error, mode="astream"),
+)
+"""A caller who is not streaming never sees a partial answer; the async stream path ends the same way."""
