@@ -64,6 +64,20 @@ _logger = logging.getLogger(__name__)
 REFUSED_UNKNOWN = Admission(ok=False, reason="refused")
 
 
+def _check_listener(fn: BreakerListener) -> None:
+    """Refuse a listener that cannot take ``(deployment, state)``, now rather than on every transition."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind("deployment", "closed")
+    except TypeError:
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        msg = f"breaker listener {name} must be callable as listener(deployment, state); it cannot take two arguments"
+        raise TypeError(msg) from None
+    except ValueError:  # no signature to read (some builtins): accept it
+        return
+
+
 @dataclass(frozen=True)
 class DeploymentStats:
     """A snapshot of what the state knows about one deployment."""
@@ -168,7 +182,11 @@ class RouterState(ABC):
         value). An open breaker is seen as half-open once its cooldown has passed and
         the state is next consulted (an admission or a health read). A listener that
         raises is logged and does not disturb routing.
+
+        Raises:
+            TypeError: ``fn`` cannot be called with two positional arguments.
         """
+        _check_listener(fn)
         if fn not in self._breaker_listeners:
             self._breaker_listeners = (*self._breaker_listeners, fn)
 
