@@ -496,9 +496,9 @@ class RoutingChatModel(BaseChatModel):
         ``router.watch_breakers(prometheus_handler.set_breaker_state)``. Registered on
         :attr:`state` (``state.add_listener``), so routers sharing a state share listeners.
         """
+        self.state.add_listener(listener)  # refuses a listener of the wrong shape first
         for dep in self.deployments:
             listener(dep.name, self.state.stats(dep.name).breaker.value)
-        self.state.add_listener(listener)
 
     async def ahealth(self, *, check_providers: bool = False) -> dict[str, DeploymentHealth]:
         """Async twin of :meth:`health` (provider checks run concurrently)."""
