@@ -212,6 +212,13 @@ class GatewayConfig(BaseModel):
             raise _error(self.source, problems, self._lines)
         return built
 
+    def try_build_model(self, name: str) -> tuple[BaseChatModel | None, list[_Problem]]:
+        """Build ``models.<name>``, or return ``(None, problems)`` for code that reports many at once.
+
+        Each problem is ``(key path, what was expected)``, for :meth:`error`.
+        """
+        return self._try_build(name)
+
     def _try_build(self, name: str) -> tuple[BaseChatModel | None, list[_Problem]]:
         spec = self.models.get(name)
         if spec is None:

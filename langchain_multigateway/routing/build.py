@@ -23,11 +23,13 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from langchain_multigateway.errors import ConfigurationError
 from langchain_multigateway.routing.deployment import Deployment, deployments_from, init_model
 from langchain_multigateway.routing.policy import FailoverPolicy
 from langchain_multigateway.routing.router import RoutingChatModel
@@ -52,71 +54,106 @@ def _strategy(raw: Any) -> Strategy:
     return get_strategy(str(raw))
 
 
+Where = tuple[str | int, ...]
+Problems = list[tuple[Where, str]]
+ROUTER_KEYS = ("strategy", "max_wait", "failover", "breaker", "deployments", "timeout", "max_retries", "name")
+DEPLOYMENT_KEYS = ("model", "params", *(k for k in Deployment.model_fields if k != "model"))
+
+
+def _unknown_key(key: object, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key; {hint}expected one of: {', '.join(sorted(known))}"
+
+
 def router_from_config(config: GatewayConfig, name: str) -> RoutingChatModel:
-    """The router declared as ``routers.<name>``; mistakes raise the config's ConfigurationError."""
+    """The router declared as ``routers.<name>``.
+
+    Every mistake found (unknown keys, with the closest known one; deployments;
+    strategy; failover; breaker) is reported together in one ConfigurationError.
+    """
     raw = config.routers.get(name)
-    where: tuple[str | int, ...] = ("routers", name)
+    where: Where = ("routers", name)
     if not isinstance(raw, Mapping):
         declared = ", ".join(config.routers) or "none"
         raise config.error((where, f"expected a mapping with deployments; declared routers: {declared}"))
-    known = {"strategy", "max_wait", "failover", "breaker", "deployments", "timeout", "max_retries", "name"}
-    for key in raw:
-        if key not in known:
-            raise config.error(((*where, key), f"unknown key; expected one of: {', '.join(sorted(known))}"))
+    problems: Problems = [((*where, key), _unknown_key(key, ROUTER_KEYS)) for key in raw if key not in ROUTER_KEYS]
     entries = raw.get("deployments")
+    deployments: list[Deployment] = []
     if not isinstance(entries, list) or not entries:
-        raise config.error(((*where, "deployments"), "expected a non-empty list of deployments"))
-    deployments = [_deployment(config, entry, (*where, "deployments", i)) for i, entry in enumerate(entries)]
+        problems.append(((*where, "deployments"), "expected a non-empty list of deployments"))
+    else:
+        for i, entry in enumerate(entries):
+            found = _deployment(config, entry, (*where, "deployments", i), problems)
+            if found is not None:
+                deployments.append(found)
     kwargs: dict[str, Any] = {"deployments": deployments, "model": str(raw.get("name", name))}
     try:
         kwargs["strategy"] = _strategy(raw.get("strategy", "ordered"))
     except (ValueError, TypeError) as exc:
-        raise config.error(((*where, "strategy"), str(exc))) from None
+        problems.append(((*where, "strategy"), str(exc)))
     try:
         if "failover" in raw:
             kwargs["failover"] = FailoverPolicy.model_validate(raw["failover"])
     except (ValidationError, TypeError, ValueError) as exc:
-        raise config.error(((*where, "failover"), str(exc))) from None
+        problems.append(((*where, "failover"), str(exc)))
     if "breaker" in raw or config.state:
         breaker = raw.get("breaker")
         if breaker is not None and not isinstance(breaker, Mapping):
-            raise config.error(((*where, "breaker"), "expected a mapping such as {failure_threshold: 5, cooldown: 1}"))
-        try:
-            kwargs["state"] = state_from_settings(config.state, router=name, breaker=breaker)
-        except StateSettingsError as exc:
-            path = (*where, "breaker") if exc.key == "breaker" else ("state", exc.key)
-            raise config.error((path, str(exc))) from None
+            problems.append(((*where, "breaker"), "expected a mapping such as {failure_threshold: 5, cooldown: 1}"))
+        else:
+            try:
+                kwargs["state"] = state_from_settings(config.state, router=name, breaker=breaker)
+            except StateSettingsError as exc:
+                path = (*where, "breaker") if exc.key == "breaker" else ("state", exc.key)
+                problems.append((path, str(exc)))
+    if problems:
+        raise config.error(*problems)
     for key in ("max_wait", "timeout", "max_retries"):
         if key in raw:
             kwargs[key] = raw[key]
     try:
         return RoutingChatModel(**kwargs)
     except ValidationError as exc:
-        raise config.error((where, str(exc))) from None
+        raise config.error(*(((*where, *map(str, e["loc"])), e["msg"]) for e in exc.errors())) from None
 
 
-def _deployment(config: GatewayConfig, entry: Any, where: tuple[str | int, ...]) -> Deployment:
+def _deployment(config: GatewayConfig, entry: Any, where: Where, problems: Problems) -> Deployment | None:
+    """One deployment, or None with what is wrong with it added to ``problems``."""
     if isinstance(entry, str):
         entry = {"model": entry}
     if not isinstance(entry, Mapping) or not isinstance(entry.get("model"), str):
-        raise config.error((where, "expected a model reference string or a mapping with 'model'"))
-    fields = dict(entry)
+        problems.append((where, "expected a model reference string or a mapping with 'model'"))
+        return None
+    before = len(problems)
+    problems.extend(((*where, key), _unknown_key(key, DEPLOYMENT_KEYS)) for key in entry if key not in DEPLOYMENT_KEYS)
+    fields = {k: v for k, v in entry.items() if k in DEPLOYMENT_KEYS}
     ref = fields.pop("model")
     params = fields.pop("params", {}) or {}
+    model = None
     if ref in config.models:
-        model = config.build_model(ref)
+        model, found = config.try_build_model(ref)
+        problems.extend(found)
     elif ":" in ref:
-        model = init_model(ref, **params)
+        try:
+            model = init_model(ref, **params)
+        except ConfigurationError as exc:
+            problems.append(((*where, "model"), exc.message))
     else:
         declared = ", ".join(config.models) or "none"
-        raise config.error(((*where, "model"), f"no model named {ref!r} (declared: {declared}); or use provider:model"))
+        close = difflib.get_close_matches(ref, list(config.models), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        problems.append(
+            ((*where, "model"), f"no model named {ref!r}; {hint}declared: {declared}; or use provider:model")
+        )
+    if model is None or len(problems) > before:
+        return None
     fields.setdefault("name", ref)
     try:
         return Deployment(model=model, **fields)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        key = problem["loc"][0] if problem["loc"] else "model"
-        raise config.error(((*where, str(key)), problem["msg"])) from None
+        problems.extend(((*where, *map(str, e["loc"])), e["msg"]) for e in exc.errors())
+        return None
 
 
 def routers_from_config(config: GatewayConfig) -> dict[str, RoutingChatModel]:

@@ -752,3 +752,42 @@ def test_a_missing_key_is_a_clear_public_error_naming_the_variable(
     with pytest.raises(ConfigurationError) as located:
         load_config(path).build_model("fast")
     assert str(located.value).startswith(f"{path}, line 2, models.fast: No API key for openai:")
+
+
+# ---------------------------------------------------------------------- router sections
+def test_router_mistakes_are_reported_together_with_did_you_mean(tmp_path: Path) -> None:
+    from langchain_multigateway.routing import router_from_config
+
+    path = write(
+        tmp_path,
+        """
+        models:
+          fast: {provider: scripted, model: s-fast}
+        routers:
+          main:
+            stratgy: ordered
+            deployments:
+              - {model: fast, weigth: 2}
+              - {model: fsat}
+              - {model: fast, name: again, rpm: lots}
+        """,
+    )
+    with pytest.raises(ConfigurationError) as info:
+        router_from_config(load_config(path), "main")
+    assert info.value.problems == [
+        "line 5, routers.main.stratgy: unknown key; did you mean 'strategy'? expected one of: breaker, deployments,"
+        " failover, max_retries, max_wait, name, strategy, timeout",
+        "line 7, routers.main.deployments[0].weigth: unknown key; did you mean 'weight'? expected one of: "
+        + ", ".join(sorted(("model", "params", *(k for k in _deployment_fields() if k != "model")))),
+        "line 8, routers.main.deployments[1].model: no model named 'fsat'; did you mean 'fast'? declared: fast;"
+        " or use provider:model",
+        "line 9, routers.main.deployments[2].rpm: Input should be a valid integer, unable to parse string as an"
+        " integer",
+    ]
+    assert str(info.value).startswith(f"{path}: 4 problems:")
+
+
+def _deployment_fields() -> list[str]:
+    from langchain_multigateway.routing.deployment import Deployment
+
+    return list(Deployment.model_fields)
