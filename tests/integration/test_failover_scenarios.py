@@ -34,6 +34,7 @@ _TIME_LIMIT = "needs: a deployment that hit a time limit is not retried, the rou
 _CONTINUE = "needs stream_recovery='continue' and a per-deployment prefix-continuation capability (issue 12)"
 NEEDS: dict[str, str] = {
     # scenario id -> the issue-12 router feature it waits for (remove the entry when it lands)
+    "429-retry-after": "needs a 429's Retry-After waited on the same deployment when the call has time (issue 12)",
     "no-response": _TIME_LIMIT,
     "slow-first-token": _TIME_LIMIT,
     "stream-cut": _CONTINUE,
