@@ -1,21 +1,26 @@
-"""Plumbing every provider chat model shares: identity, retries, health, structured output."""
+"""The base of every provider chat model: its fields, identity, and the one call template.
+
+``GatewayChatModel`` runs invoke / stream / ainvoke / astream once for all providers
+(time limits, retries, error translation, stream completion); a provider supplies a
+request builder, a transport, a response parser and a stream assembler.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from operator import itemgetter
-from typing import Any, ClassVar, Literal, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticOutputParser
-from langchain_core.output_parsers.base import OutputParserLike
-from langchain_core.output_parsers.openai_tools import PydanticToolsParser
-from langchain_core.outputs import ChatGenerationChunk
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
-from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
-from langchain_core.utils.pydantic import is_basemodel_subclass
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,20 +36,61 @@ from typing_extensions import Self
 from langchain_multigateway._ls_params import langsmith_params
 from langchain_multigateway._redact import MASK, is_secret_header, is_secret_query, redact, register_model
 from langchain_multigateway._retry import RetryPolicy
+from langchain_multigateway.chat_models._exchange import MALFORMED, Exchange, StreamAssembler, StreamRun, raise_as
+from langchain_multigateway.chat_models._limits import (
+    FIRST_TOKEN,
+    IDLE,
+    TOTAL,
+    CallClock,
+    TimeLimits,
+    is_transport_timeout,
+)
+from langchain_multigateway.chat_models._openai_format import messages_to_openai, tools_to_openai
 from langchain_multigateway.chat_models._profiles import profile_for
+from langchain_multigateway.chat_models._structured import StructuredOutputMethod, structured_runnable
 from langchain_multigateway.errors import (
     GatewayConnectionError,
     GatewayError,
     GatewayTimeoutError,
     MissingAPIKeyError,
     ModelNotFoundGatewayError,
+    ProviderError,
 )
-from langchain_multigateway.tokens import count_text_tokens
+from langchain_multigateway.tokens import count_message_tokens, count_text_tokens
 
-__all__ = ["GatewayChatModel", "HealthStatus", "StructuredOutputMethod"]
+__all__ = ["GatewayChatModel", "HealthStatus", "ProviderCapabilities", "StructuredOutputMethod"]
 
 T = TypeVar("T")
-StructuredOutputMethod = Literal["function_calling", "json_schema", "json_mode"]
+
+if sys.version_info >= (3, 11):
+    _read_within = asyncio.timeout
+else:  # pragma: no cover - Python 3.10
+    from anyio import fail_after as _read_within
+
+# Default first-token limits when first_token_timeout is None (see the field's docstring).
+_FIRST_TOKEN_STREAM = 15.0
+_FIRST_TOKEN_STREAM_REASONING = 120.0
+_FIRST_BYTE_NON_STREAMED = 120.0
+_FIRST_BYTE_NON_STREAMED_REASONING = 300.0
+
+
+def _auto_first_token(*, stream: bool, reasoning: bool) -> float:
+    if stream:
+        return _FIRST_TOKEN_STREAM_REASONING if reasoning else _FIRST_TOKEN_STREAM
+    return _FIRST_BYTE_NON_STREAMED_REASONING if reasoning else _FIRST_BYTE_NON_STREAMED
+
+
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    """What a provider model can be asked for, read by the router (and anyone else) without guessing.
+
+    Attributes:
+        structured_output_methods: The ``with_structured_output`` methods it serves natively.
+        tool_choice: Whether a call can force a tool (``"any"`` or a tool's name).
+    """
+
+    structured_output_methods: tuple[StructuredOutputMethod, ...]
+    tool_choice: bool
 
 
 class HealthStatus(BaseModel):
@@ -96,8 +142,40 @@ class GatewayChatModel(BaseChatModel):
     stop: list[str] | None = Field(default=None, alias="stop_sequences")
     """Default stop sequences."""
 
-    timeout: float | None = Field(default=60.0, alias="request_timeout")
-    """Seconds before one HTTP request times out."""
+    timeout: float | None = Field(default=600.0, alias="request_timeout")
+    """Seconds one request may take in all, streams included (alias ``request_timeout``).
+
+    600 s: the last resort behind the three limits below, long enough for the longest
+    legitimate generations. A call may pass ``timeout=`` (seconds) to cap its request
+    lower, as the router does with what is left of its own deadline.
+    """
+
+    connect_timeout: float | None = 10.0
+    """Seconds to open a connection (and to wait for a pooled one).
+
+    10 s: a reachable server connects in well under a second, even over TLS across
+    continents; a wrong or black-holed address is reported in 10 s instead of hanging.
+    """
+
+    first_token_timeout: float | None = None
+    """Seconds to the first content chunk of a stream, or to the first byte of a
+    non-streamed answer (which a server sends only once the whole answer is ready).
+
+    ``None`` (the default) picks by call: 15 s for a stream's first token (hosted APIs
+    start streaming within a few seconds, long prompts included, so 15 s catches a
+    server that accepted the request and went silent), 120 s for a non-streamed answer
+    (about 4,000 tokens at 35 tokens/s). Models whose profile says they reason before
+    answering get 120 s and 300 s. Set a number to use it for both.
+    """
+
+    stream_idle_timeout: float | None = 20.0
+    """Longest silence, in seconds, between two chunks of a stream once it has begun.
+
+    20 s: a healthy stream sends tokens many times a second; a pause of 20 s means the
+    server stalled with the connection open. (Sync streams fix the per-read limit when
+    the body starts, so there a server silent after its headers is cut at the larger of
+    this and the first-token limit; async streams apply each limit exactly.)
+    """
 
     max_retries: int = 2
     """Retries after the first try for retryable errors (rate limit, timeout, 5xx)."""
@@ -168,10 +246,6 @@ class GatewayChatModel(BaseChatModel):
                 if isinstance(value, str):
                     kwargs[name] = redact(value)
         return data
-
-    def get_num_tokens(self, text: str) -> int:
-        """Tokens in ``text`` by tiktoken, offline (an approximation for non-OpenAI models)."""
-        return count_text_tokens(text, self.model)
 
     def _resolve_model_profile(self) -> ModelProfile | None:
         return profile_for(self.provider_name, self.model)
@@ -251,8 +325,6 @@ class GatewayChatModel(BaseChatModel):
         if not where or not isinstance(error, _LOCATED_ERRORS) or where in error.message:
             return error
         extra = f"server {where}"
-        if isinstance(error, GatewayTimeoutError) and self.timeout:
-            extra += f", timeout {self.timeout:g} s"
         if isinstance(error, ModelNotFoundGatewayError):
             extra += "; check the model name and the base URL"
         error.message = f"{error.message} [{extra}]"
@@ -300,27 +372,50 @@ class GatewayChatModel(BaseChatModel):
         meta.update({k: v for k, v in extra.items() if v is not None})
         return meta
 
-    # ------------------------------------------------------------------ structured output
+    # ------------------------------------------------------------------ capabilities
     structured_output_methods: ClassVar[tuple[StructuredOutputMethod, ...]] = (
         "json_schema",
         "function_calling",
         "json_mode",
     )
+    """The ``with_structured_output`` methods this provider serves natively."""
 
-    def _json_schema_request(self, schema: dict[str, Any], name: str, strict: bool | None) -> dict[str, Any]:
-        """Call kwargs asking for JSON that follows ``schema``."""
-        spec: dict[str, Any] = {"name": name, "schema": schema}
+    supports_tool_choice: ClassVar[bool] = True
+    """Whether a call can force a tool (``tool_choice="any"`` or a tool's name)."""
+
+    @property
+    def capabilities(self) -> ProviderCapabilities:
+        """What this model can be asked for (structured-output methods, forced tool choice)."""
+        return ProviderCapabilities(self.structured_output_methods, self.supports_tool_choice)
+
+    def forced_tool_choice(self, tool_name: str) -> Any:
+        """The ``tool_choice`` that forces the one bound tool ``tool_name``."""
+        return tool_name
+
+    def structured_output_request(
+        self, method: StructuredOutputMethod, json_schema: dict[str, Any] | None = None, *, strict: bool | None = None
+    ) -> dict[str, Any]:
+        """Call kwargs asking for JSON that follows ``json_schema`` (``"json_schema"``) or any object."""
+        if method == "json_mode":
+            return {"response_format": {"type": "json_object"}}
+        if method != "json_schema" or json_schema is None:
+            msg = f"structured_output_request takes 'json_schema' (with a schema) or 'json_mode', not {method!r}"
+            raise ValueError(msg)
+        name = str(json_schema.get("title") or "response")
+        spec: dict[str, Any] = {"name": name, "schema": _strip_title(json_schema)}
         if strict is not None:
             spec["strict"] = strict
         return {"response_format": {"type": "json_schema", "json_schema": spec}}
 
-    def _json_mode_request(self) -> dict[str, Any]:
-        """Call kwargs asking for any JSON object."""
-        return {"response_format": {"type": "json_object"}}
-
+    # The router's former private spellings of the three above (kept while it moves to them).
     def _forced_tool_choice(self, tool_name: str) -> Any:
-        """tool_choice that forces the one bound tool."""
-        return tool_name
+        return self.forced_tool_choice(tool_name)
+
+    def _json_schema_request(self, schema: dict[str, Any], name: str, strict: bool | None) -> dict[str, Any]:
+        return self.structured_output_request("json_schema", {**schema, "title": name}, strict=strict)
+
+    def _json_mode_request(self) -> dict[str, Any]:
+        return self.structured_output_request("json_mode")
 
     def with_structured_output(
         self,
@@ -346,58 +441,211 @@ class GatewayChatModel(BaseChatModel):
         if kwargs:
             msg = f"Unexpected keyword arguments to with_structured_output: {sorted(kwargs)}"
             raise ValueError(msg)
-        if method not in self.structured_output_methods:
-            msg = (
-                f"{type(self).__name__} does not support method={method!r}; "
-                f"choose one of {list(self.structured_output_methods)}"
-            )
-            raise ValueError(msg)
-        if schema is None and method != "json_mode":
-            msg = f"schema is required for method={method!r} (only 'json_mode' works without one)"
-            raise ValueError(msg)
-        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
-        tool_schema: Any = schema
-        output_format = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
-        llm: Runnable[LanguageModelInput, BaseMessage]
-        parser: OutputParserLike[Any]
-        if method == "function_calling":
-            tool_name = convert_to_openai_tool(tool_schema)["function"]["name"]
-            llm = self.bind_tools(
-                [tool_schema],
-                tool_choice=self._forced_tool_choice(tool_name),
-                strict=strict,
-                ls_structured_output_format=output_format,
-            )
-            if is_pydantic:
-                parser = PydanticToolsParser(tools=[tool_schema], first_tool_only=True)
-            else:
-                parser = JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True)
+        return structured_runnable(self, schema, method=method, include_raw=include_raw, strict=strict)
+
+    # ------------------------------------------------------------------ tokens
+    token_encoding: ClassVar[str | None] = "cl100k_base"
+    """tiktoken encoding for counting; None counts by the model's name (OpenAI models)."""
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens in ``text`` by tiktoken, offline (an approximation for non-OpenAI models)."""
+        return count_text_tokens(text, self.token_encoding or self.model)
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
+        """Prompt tokens, counted offline with tiktoken (see ``langchain_multigateway.tokens``).
+
+        Exact for OpenAI models; for others an approximation (their tokenizers are not
+        bundled: ``cl100k_base`` plus OpenAI's chat framing, typically within 10-20 %
+        of the provider's count), good for budgeting. ``usage_metadata`` has the exact count.
+        """
+        encoding = self.token_encoding or self.model
+        total = count_message_tokens(messages_to_openai(messages), encoding)
+        if tools:
+            schema = json.dumps(tools_to_openai(tools))
+            total += count_message_tokens([{"role": "system", "content": schema}], encoding) - 6
+        return total
+
+    # ------------------------------------------------------------------ time limits
+    def _time_limits(self, *, stream: bool) -> TimeLimits:
+        """This model's limits for one request (``first_token_timeout=None`` resolved)."""
+        first = self.first_token_timeout
+        if first is None:
+            first = _auto_first_token(stream=stream, reasoning=bool((self.profile or {}).get("reasoning_output")))
+        return TimeLimits(self.connect_timeout, first, self.stream_idle_timeout if stream else None, self.timeout)
+
+    def _clock(self, payload: Mapping[str, Any], *, stream: bool, deadline: float | None) -> CallClock:
+        limits = self._time_limits(stream=stream)
+        if deadline is not None:
+            limits = limits.capped(deadline - time.monotonic())
+        model = str(payload.get("model") or self.model)
+        clock = CallClock(limits, stream=stream, server=self._endpoint(), provider=self.provider_name, model=model)
+        if limits.total is not None and limits.total <= 0:
+            raise clock.error(TOTAL)
+        return clock
+
+    # ------------------------------------------------------------------ the call template
+    # Every provider runs invoke / stream / ainvoke / astream through these four methods.
+    # A provider supplies the request builder, the transport (send and send_stream,
+    # sync and async), the response parser and a stream assembler; one signature each.
+    def _build_request(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The request body (with a ``"model"`` key) for ``messages`` and this call's kwargs."""
+        raise NotImplementedError
+
+    def _send(self, exchange: Exchange) -> Any:
+        """Send a non-streamed request; return the decoded answer (set ``exchange.request_id``)."""
+        raise NotImplementedError
+
+    async def _asend(self, exchange: Exchange) -> Any:
+        raise NotImplementedError
+
+    def _send_stream(self, exchange: Exchange) -> AbstractContextManager[Iterator[Any]]:
+        """Open a streamed request: a context whose value iterates the stream's events."""
+        raise NotImplementedError
+
+    def _asend_stream(self, exchange: Exchange) -> AbstractAsyncContextManager[AsyncIterator[Any]]:
+        raise NotImplementedError
+
+    def _parse_response(self, data: Any, exchange: Exchange) -> ChatResult:
+        """The decoded non-streamed answer as a ChatResult."""
+        raise NotImplementedError
+
+    def _stream_assembler(self, exchange: Exchange) -> StreamAssembler:
+        """A fresh assembler turning this stream's events into chunks."""
+        raise NotImplementedError
+
+    def _translate(self, exc: BaseException, model: str | None = None) -> GatewayError:
+        """Map a transport / SDK exception onto the gateway hierarchy (providers refine this)."""
+        return ProviderError(f"{type(exc).__name__}: {exc}", provider=self.provider_name, model=model, retryable=False)
+
+    def _failure(self, exc: BaseException, exchange: Exchange) -> GatewayError:
+        """The gateway error for ``exc`` raised during ``exchange``, located at its server."""
+        if isinstance(exc, GatewayError):
+            error = exc
+        elif isinstance(exc, TimeoutError):  # an asyncio.timeout scope of ours expired
+            error = exchange.clock.error(exchange.waiting_for)
+        elif is_transport_timeout(exc):
+            limit = exchange.waiting_for
+            if limit == IDLE and not exchange.clock.content_seen:
+                limit = FIRST_TOKEN  # a sync stream's body read timed out before any content
+            error = exchange.clock.classify(exc, limit)
+        elif exchange.answered and isinstance(exc, MALFORMED):
+            # The server answered, but not in the shape its API documents.
+            what = "malformed JSON" if isinstance(exc, json.JSONDecodeError) else "a malformed answer"
+            msg = f"{what} from the server: {type(exc).__name__}: {str(exc)[:300]}"
+            error = ProviderError(msg, provider=self.provider_name, model=exchange.model, retryable=True)
         else:
-            if method == "json_schema":
-                json_schema = convert_to_json_schema(tool_schema)
-                name = json_schema.get("title") or "response"
-                params = self._json_schema_request(_strip_title(json_schema), str(name), strict)
-            else:
-                params = self._json_mode_request()
-            llm = self.bind(ls_structured_output_format=output_format if schema is not None else None, **params)
-            parser = PydanticOutputParser(pydantic_object=tool_schema) if is_pydantic else JsonOutputParser()
-        if not include_raw:
-            return llm | parser
-        parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
-        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
-        with_fallback = parse.with_fallbacks([fallback], exception_key="parsing_error")
-        return RunnableMap(raw=llm) | with_fallback
+            error = self._translate(exc, exchange.model)
+        return self._locate(error)
+
+    def _deadline(self, kwargs: dict[str, Any]) -> float | None:
+        """The call's deadline from a ``timeout=`` call kwarg (seconds), popped from ``kwargs``."""
+        seconds = kwargs.pop("timeout", None)
+        return None if seconds is None else time.monotonic() + float(seconds)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        deadline = self._deadline(kwargs)
+        payload = self._build_request(messages, stop, stream=False, **kwargs)
+
+        def attempt() -> ChatResult:
+            exchange = Exchange(payload, self._clock(payload, stream=False, deadline=deadline))
+            try:
+                data = self._send(exchange)
+                exchange.answered = True
+                return self._parse_response(data, exchange)
+            except Exception as exc:
+                raise_as(self._failure(exc, exchange), exc)
+
+        return self._with_retry(attempt)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        deadline = self._deadline(kwargs)
+        payload = self._build_request(messages, stop, stream=False, **kwargs)
+
+        async def attempt() -> ChatResult:
+            exchange = Exchange(payload, self._clock(payload, stream=False, deadline=deadline))
+            try:
+                data = await self._asend(exchange)
+                exchange.answered = True
+                return self._parse_response(data, exchange)
+            except Exception as exc:
+                raise_as(self._failure(exc, exchange), exc)
+
+        return await self._awith_retry(attempt)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        deadline = self._deadline(kwargs)
+        payload = self._build_request(messages, stop, stream=True, **kwargs)
+
+        def open_stream() -> Iterator[ChatGenerationChunk]:
+            run = StreamRun(self, Exchange(payload, self._clock(payload, stream=True, deadline=deadline)))
+            try:
+                with self._send_stream(run.exchange) as events:
+                    for event in events:
+                        for chunk in run.feed(event):
+                            if run_manager and chunk.text:
+                                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                            yield chunk
+                        if run.complete:
+                            break
+                        run.check_overdue()  # sync reads cannot be cut mid-wait by the first-token deadline
+            except Exception as exc:
+                run.failed(self._failure(exc, run.exchange), exc)
+            yield run.finish()
+
+        yield from self._stream_with_retry(open_stream)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        deadline = self._deadline(kwargs)
+        payload = self._build_request(messages, stop, stream=True, **kwargs)
+
+        async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
+            run = StreamRun(self, Exchange(payload, self._clock(payload, stream=True, deadline=deadline)))
+            try:
+                async with self._asend_stream(run.exchange) as events:
+                    while not run.complete:
+                        wait, run.exchange.waiting_for = run.exchange.clock.next_wait()
+                        try:
+                            async with _read_within(wait):  # first token, stream silence, whole request
+                                event = await anext(events)
+                        except StopAsyncIteration:
+                            break
+                        for chunk in run.feed(event):
+                            if run_manager and chunk.text:
+                                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                            yield chunk
+            except Exception as exc:
+                run.failed(self._failure(exc, run.exchange), exc)
+            yield run.finish()
+
+        async for chunk in self._astream_with_retry(open_stream):
+            yield chunk
 
 
 def _strip_title(schema: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in schema.items() if k not in ("title",)}
-
-
-def ai_message_from_chunk(chunk: ChatGenerationChunk) -> AIMessage:
-    """Helper for tests and providers: the message a final chunk stands for."""
-    return AIMessage(**chunk.message.model_dump(exclude={"type"}))
-
-
-def first_tool_names(tools: Sequence[dict[str, Any]]) -> list[str]:
-    """Function names of OpenAI-format tools."""
-    return [t["function"]["name"] for t in tools if t.get("type") == "function"]

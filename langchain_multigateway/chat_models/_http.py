@@ -1,24 +1,25 @@
-"""Shared httpx plumbing for the providers that speak HTTP directly (Ollama, Anthropic).
+"""The httpx transport of the providers that speak HTTP directly (Ollama, Anthropic).
 
-One place that turns transport failures, HTTP statuses and malformed bodies
-into the gateway's error hierarchy, keeps one lazily created sync and one async
-``httpx`` client per model, and splits NDJSON and server-sent-event streams.
+One place that turns transport failures and HTTP statuses into the gateway's error
+hierarchy, keeps one lazily created sync client and one async client per event loop,
+applies each request's time limits, and splits NDJSON and server-sent-event streams.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
 import httpx
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.chat_models._exchange import Exchange
+from langchain_multigateway.chat_models._limits import CallClock
+from langchain_multigateway.chat_models._loops import LoopBound
 from langchain_multigateway.errors import (
     GatewayConnectionError,
     GatewayError,
@@ -28,7 +29,15 @@ from langchain_multigateway.errors import (
     error_from_status,
 )
 
-__all__ = ["HttpChatModel", "SSEEvent", "StreamAssembler", "aiter_sse", "iter_sse", "translate_httpx_error"]
+__all__ = [
+    "HttpChatModel",
+    "SSEEvent",
+    "aiter_sse",
+    "iter_sse",
+    "request_id_of",
+    "set_body_read_timeout",
+    "translate_httpx_error",
+]
 
 _REQUEST_ID_HEADERS = ("request-id", "x-request-id", "anthropic-request-id")
 
@@ -140,7 +149,7 @@ class HttpChatModel(GatewayChatModel):
     """An httpx.AsyncClient for the async methods."""
 
     _client: httpx.Client | None = PrivateAttr(default=None)
-    _async_client: httpx.AsyncClient | None = PrivateAttr(default=None)
+    _async_clients: LoopBound[httpx.AsyncClient] | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ hooks
     def _api_base(self) -> str:
@@ -168,17 +177,22 @@ class HttpChatModel(GatewayChatModel):
         if self.http_client is not None:
             return self.http_client
         if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout)
+            self._client = httpx.Client(timeout=self._default_timeout())
         return self._client
 
     @property
     def async_client(self) -> httpx.AsyncClient:
-        """The async httpx client: ``http_async_client`` if given, else one created on first use."""
+        """The async httpx client: ``http_async_client`` if given, else the running event loop's own
+        (made on first use there and closed when that loop shuts down)."""
         if self.http_async_client is not None:
             return self.http_async_client
-        if self._async_client is None:
-            self._async_client = httpx.AsyncClient(timeout=self.timeout)
-        return self._async_client
+        if self._async_clients is None:
+            self._async_clients = LoopBound(lambda: httpx.AsyncClient(timeout=self._default_timeout()), _aclose)
+        return self._async_clients.get()
+
+    def _default_timeout(self) -> httpx.Timeout:
+        # Requests carry their own limits; this bounds anything sent without them (probes).
+        return httpx.Timeout(self.timeout, connect=self.connect_timeout)
 
     def _url(self, path: str) -> str:
         return self._api_base().rstrip("/") + path
@@ -191,7 +205,7 @@ class HttpChatModel(GatewayChatModel):
 
     # ------------------------------------------------------------------ errors
     def _translate(self, exc: BaseException, model: str | None = None) -> GatewayError:
-        return self._locate(translate_httpx_error(exc, provider=self.provider_name, model=model or self.model))
+        return translate_httpx_error(exc, provider=self.provider_name, model=model or self.model)
 
     def _endpoint(self) -> str | None:
         return self._api_base()
@@ -213,154 +227,89 @@ class HttpChatModel(GatewayChatModel):
         )
         return self._locate(error)
 
-    # ------------------------------------------------------------------ requests
-    def _request_json(self, method: str, path: str, payload: Any = None, *, model: str | None = None) -> Any:
-        """Send one request and return its decoded JSON body; failures raise mapped errors."""
+    # ------------------------------------------------------------------ probes
+    def _request_json(self, method: str, path: str) -> Any:
+        """One plain request (health probes); failures raise mapped errors."""
         try:
-            response = self.client.request(
-                method, self._url(path), json=payload, headers=self._headers(), timeout=self.timeout
-            )
+            response = self.client.request(method, self._url(path), headers=self._headers())
         except Exception as exc:
-            raise self._translate(exc, model) from exc
+            raise self._locate(self._translate(exc)) from exc
         if response.status_code >= 400:
-            raise self._status_error(response, response.content, model)
-        return decode_json(response.content, provider=self.provider_name, model=model or self.model)
+            raise self._status_error(response, response.content, None)
+        return decode_json(response.content, provider=self.provider_name, model=self.model)
 
-    async def _arequest_json(self, method: str, path: str, payload: Any = None, *, model: str | None = None) -> Any:
+    async def _arequest_json(self, method: str, path: str) -> Any:
         try:
-            response = await self.async_client.request(
-                method, self._url(path), json=payload, headers=self._headers(), timeout=self.timeout
-            )
+            response = await self.async_client.request(method, self._url(path), headers=self._headers())
         except Exception as exc:
-            raise self._translate(exc, model) from exc
+            raise self._locate(self._translate(exc)) from exc
         if response.status_code >= 400:
-            raise self._status_error(response, response.content, model)
-        return decode_json(response.content, provider=self.provider_name, model=model or self.model)
+            raise self._status_error(response, response.content, None)
+        return decode_json(response.content, provider=self.provider_name, model=self.model)
 
-    def _stream_lines(self, path: str, payload: Any, *, model: str | None = None) -> Iterator[str]:
-        """POST ``payload`` and yield the response's lines as they arrive."""
-        try:
-            with self.client.stream(
-                "POST", self._url(path), json=payload, headers=self._headers(), timeout=self.timeout
-            ) as response:
-                if response.status_code >= 400:
-                    raise self._status_error(response, response.read(), model)
-                yield from response.iter_lines()
-        except GatewayError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, model) from exc
-
-    async def _astream_lines(self, path: str, payload: Any, *, model: str | None = None) -> AsyncIterator[str]:
-        try:
-            async with self.async_client.stream(
-                "POST", self._url(path), json=payload, headers=self._headers(), timeout=self.timeout
-            ) as response:
-                if response.status_code >= 400:
-                    raise self._status_error(response, await response.aread(), model)
-                async for line in response.aiter_lines():
-                    yield line
-        except GatewayError:
-            raise
-        except Exception as exc:
-            raise self._translate(exc, model) from exc
-
-    # ------------------------------------------------------------------ chat calls
+    # ------------------------------------------------------------------ transport
     # Subclasses name their endpoint and stream framing, and supply the request
-    # builder, the response parser and a stream assembler; the calls are shared.
+    # builder, the response parser and a stream assembler; the calls are the base's.
     chat_path: ClassVar[str] = ""
     """Path of the chat endpoint under the API base."""
 
     stream_framing: ClassVar[Literal["sse", "ndjson"]] = "sse"
     """How the streamed body is framed: server-sent events or one JSON object per line."""
 
-    def _request(self, messages: list[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any) -> Any:
-        raise NotImplementedError
+    def _post_args(self, exchange: Exchange) -> dict[str, Any]:
+        timeouts, exchange.waiting_for = exchange.clock.http_timeouts()
+        return {
+            "url": self._url(self.chat_path),
+            "json": exchange.payload,
+            "headers": self._headers(),
+            "timeout": httpx.Timeout(**timeouts),
+        }
 
-    def _result(self, data: Any, model: str) -> ChatResult:
-        raise NotImplementedError
+    def _answer(self, response: httpx.Response, exchange: Exchange) -> Any:
+        exchange.request_id = request_id_of(response.headers)
+        if response.status_code >= 400:
+            raise self._status_error(response, response.content, exchange.model)
+        exchange.answered = True
+        return json.loads(response.content)
 
-    def _assembler(self, model: str) -> StreamAssembler:
-        raise NotImplementedError
+    def _send(self, exchange: Exchange) -> Any:
+        return self._answer(self.client.post(**self._post_args(exchange)), exchange)
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        payload = self._request(messages, stop, stream=False, **kwargs)
-        model = payload["model"]
-        data = self._with_retry(lambda: self._request_json("POST", self.chat_path, payload, model=model))
-        return self._result(data, model)
+    async def _asend(self, exchange: Exchange) -> Any:
+        return self._answer(await self.async_client.post(**self._post_args(exchange)), exchange)
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        payload = self._request(messages, stop, stream=False, **kwargs)
-        model = payload["model"]
+    @contextmanager
+    def _send_stream(self, exchange: Exchange) -> Iterator[Iterator[Any]]:
+        with self.client.stream("POST", **self._post_args(exchange)) as response:
+            if response.status_code >= 400:
+                raise self._status_error(response, response.read(), exchange.model)
+            exchange.request_id = request_id_of(response.headers)
+            exchange.waiting_for = set_body_read_timeout(response.request, exchange.clock)
+            lines = response.iter_lines()
+            yield iter_sse(lines) if self.stream_framing == "sse" else lines
 
-        async def call() -> Any:
-            return await self._arequest_json("POST", self.chat_path, payload, model=model)
-
-        return self._result(await self._awith_retry(call), model)
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        payload = self._request(messages, stop, stream=True, **kwargs)
-        model = payload["model"]
-
-        def open_stream() -> Iterator[ChatGenerationChunk]:
-            assembler = self._assembler(model)
-            lines = self._stream_lines(self.chat_path, payload, model=model)
-            events: Iterator[Any] = iter_sse(lines) if self.stream_framing == "sse" else lines
-            for event in events:
-                for chunk in assembler.feed(event):
-                    if run_manager and chunk.text:
-                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-            yield assembler.finish()
-
-        yield from self._stream_with_retry(open_stream)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        payload = self._request(messages, stop, stream=True, **kwargs)
-        model = payload["model"]
-
-        async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
-            assembler = self._assembler(model)
-            lines = self._astream_lines(self.chat_path, payload, model=model)
-            events: AsyncIterator[Any] = aiter_sse(lines) if self.stream_framing == "sse" else lines
-            async for event in events:
-                for chunk in assembler.feed(event):
-                    if run_manager and chunk.text:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-            yield assembler.finish()
-
-        async for chunk in self._astream_with_retry(open_stream):
-            yield chunk
+    @asynccontextmanager
+    async def _asend_stream(self, exchange: Exchange) -> AsyncIterator[AsyncIterator[Any]]:
+        async with self.async_client.stream("POST", **self._post_args(exchange)) as response:
+            if response.status_code >= 400:
+                raise self._status_error(response, await response.aread(), exchange.model)
+            exchange.request_id = request_id_of(response.headers)
+            set_body_read_timeout(response.request, None)  # the template times each read itself
+            lines = response.aiter_lines()
+            yield aiter_sse(lines) if self.stream_framing == "sse" else lines
 
 
-class StreamAssembler(Protocol):
-    """Turns a provider's stream events into LangChain chunks."""
+def set_body_read_timeout(request: Any, clock: CallClock | None) -> str:
+    """Set the per-read limit of a streamed body before it starts (httpx and httpx2 read it then).
 
-    def feed(self, event: Any) -> Iterator[ChatGenerationChunk]: ...
+    ``clock=None`` lifts it (an async caller times each read itself). Returns the limit's name.
+    """
+    seconds, name = clock.body_read_timeout() if clock is not None else (None, "")
+    timeouts = request.extensions.get("timeout")
+    if isinstance(timeouts, dict):
+        timeouts["read"] = seconds
+    return name
 
-    def finish(self) -> ChatGenerationChunk: ...
+
+async def _aclose(client: httpx.AsyncClient) -> None:
+    await client.aclose()

@@ -1,23 +1,22 @@
 """Wire format of MistralChatModel: messages, responses, the raw stream, and errors.
 
-Conversion of LangChain messages to Mistral's chat format, of its responses (string or
-text / thinking chunk content, tool calls) and server-sent stream events to LangChain
-messages and chunks, and translation of mistralai SDK exceptions onto the gateway's
-error hierarchy. The SDK itself is imported only inside the functions that need it.
+Conversion of LangChain messages to Mistral's chat format and of its responses (string
+or text / thinking chunk content, tool calls, usage with cache hits), each request's time
+limits for the SDK's HTTP clients, and translation of mistralai SDK exceptions onto the
+gateway's error hierarchy. The SDK itself is imported only inside the functions that need it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGenerationChunk
 
-from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.chat_models._openai_format import messages_to_openai, usage_from_openai
 from langchain_multigateway.errors import (
     GatewayConnectionError,
@@ -27,16 +26,20 @@ from langchain_multigateway.errors import (
     ProviderError,
     error_from_status,
 )
-from langchain_multigateway.tokens import count_message_tokens, count_text_tokens
+
+if TYPE_CHECKING:
+    from langchain_multigateway.chat_models._exchange import Exchange
 
 __all__ = [
-    "StreamAssembler",
+    "aapply_call_timeouts",
     "answered_ok",
-    "decode_event",
+    "apply_call_timeouts",
+    "call_timeouts",
     "known_ids",
     "messages_to_mistral",
     "split_content",
     "translate_mistral_error",
+    "usage_from_mistral",
 ]
 
 _REQUEST_ID_HEADERS = ("x-request-id", "request-id", "mistral-correlation-id", "x-kong-request-id")
@@ -55,15 +58,6 @@ def messages_to_mistral(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]
     for message in out:
         message.pop("name", None)
     return out
-
-
-def decode_event(raw: str) -> dict[str, Any]:
-    """One server-sent event (the SDK's JSON envelope) to its ``data`` dict."""
-    data = json.loads(raw).get("data")
-    if not isinstance(data, dict):
-        msg = f"stream event is not a JSON object: {str(data)[:200]!r}"
-        raise ValueError(msg)
-    return data
 
 
 def split_content(content: Any) -> tuple[str, str]:
@@ -96,87 +90,51 @@ def known_ids(calls: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]
     return fixed
 
 
-class StreamAssembler:
-    """Turns Mistral (or OpenAI-style) stream events into LangChain chunks.
+def usage_from_mistral(usage: Mapping[str, Any] | None) -> UsageMetadata | None:
+    """Mistral usage as LangChain's; prompt-cache hits (``num_cached_tokens``, or newer
+    responses' ``prompt_tokens_details.cached_tokens``) become ``cache_read``."""
+    result = usage_from_openai(usage)
+    if result is None or usage is None:
+        return result
+    cached = usage.get("num_cached_tokens")
+    details = usage.get("prompt_tokens_details")
+    if cached is None and isinstance(details, Mapping):
+        cached = details.get("cached_tokens")
+    if cached is not None:
+        result["input_token_details"] = {**result.get("input_token_details", {}), "cache_read": int(cached)}
+    return result
 
-    Content and tool-call fragments go out as they arrive; one closing chunk
-    carries the usage (when the server sent any), the model name and the
-    finish reason, so that exactly one chunk holds each.
-    """
 
-    def __init__(self, owner: GatewayChatModel, prompt: Sequence[Mapping[str, Any]] | None = None) -> None:
-        self.owner = owner
-        self.prompt = prompt
-        self.model_name: str | None = None
-        self.finish_reason: str | None = None
-        self.response_id: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.generated: list[str] = []  # text and tool arguments, for an estimate when no usage comes
+# ---------------------------------------------------------------------- time limits
+# The SDK takes one timeout per call; its httpx2 clients read each request's phase
+# limits (connect, first byte, write, pool) from here instead, set around the SDK call.
+_CALL_TIMEOUTS: ContextVar[dict[str, float | None] | None] = ContextVar("mistral_call_timeouts", default=None)
 
-    def feed(self, event: Mapping[str, Any]) -> Iterator[ChatGenerationChunk]:
-        if event.get("error") or event.get("object") == "error":
-            detail = event.get("error") or event.get("message") or event
-            raise ProviderError(f"stream error: {detail}", provider=self.owner.provider_name, model=self.owner.model)
-        self.model_name = event.get("model") or self.model_name
-        self.response_id = event.get("id") or self.response_id
-        if event.get("usage"):
-            self.usage = dict(event["usage"])
-        for choice in event.get("choices") or []:
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            delta = choice.get("delta") or {}
-            text, reasoning = split_content(delta.get("content"))
-            chunks = []
-            for position, call in enumerate(known_ids(delta.get("tool_calls"))):
-                fn = call.get("function") or {}
-                args = fn.get("arguments")
-                chunks.append(
-                    tool_call_chunk(
-                        name=fn.get("name") or None,
-                        args=json.dumps(args) if isinstance(args, dict) else args,
-                        id=call.get("id"),
-                        index=call.get("index", position),
-                    )
-                )
-            additional = {"reasoning_content": reasoning} if reasoning else {}
-            self.generated.extend([text, *(c.get("args") or "" for c in chunks)])
-            if text or chunks or additional:
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(
-                        content=text, tool_call_chunks=chunks, additional_kwargs=additional, id=self.response_id
-                    )
-                )
 
-    def finish(self) -> ChatGenerationChunk:
-        meta = self.owner._response_metadata(self.model_name, finish_reason=self.finish_reason, id=self.response_id)
-        usage = usage_from_openai(self.usage)
-        if usage is None and self.prompt is not None:
-            # Mistral's SDK cannot ask an OpenAI-compatible server for stream usage: count
-            # it here (tiktoken, offline) and say it is an estimate, rather than report none.
-            usage = self._estimated_usage()
-            meta["usage_estimated"] = True
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=usage,
-                response_metadata=meta,
-                id=self.response_id,
-                chunk_position="last",
-            ),
-            generation_info={"finish_reason": self.finish_reason},
-        )
+@contextmanager
+def call_timeouts(exchange: Exchange) -> Iterator[None]:
+    """Make the requests sent inside this block carry ``exchange``'s time limits."""
+    timeouts, exchange.waiting_for = exchange.clock.http_timeouts()
+    token = _CALL_TIMEOUTS.set(timeouts)
+    try:
+        yield
+    finally:
+        _CALL_TIMEOUTS.reset(token)
 
-    def _estimated_usage(self) -> UsageMetadata:
-        model = self.owner.model
-        prompt_tokens = count_message_tokens([dict(m) for m in self.prompt or []], model)
-        output_tokens = count_text_tokens("".join(self.generated), model)
-        return UsageMetadata(
-            input_tokens=prompt_tokens, output_tokens=output_tokens, total_tokens=prompt_tokens + output_tokens
-        )
+
+def apply_call_timeouts(request: Any) -> None:
+    """httpx2 request hook: the current call's time limits onto the outgoing request."""
+    timeouts = _CALL_TIMEOUTS.get()
+    if timeouts is not None:
+        request.extensions["timeout"] = dict(timeouts)
+
+
+async def aapply_call_timeouts(request: Any) -> None:
+    apply_call_timeouts(request)
 
 
 # ---------------------------------------------------------------------- errors
-def translate_mistral_error(exc: Exception, *, provider: str = "mistral", model: str | None = None) -> GatewayError:
+def translate_mistral_error(exc: BaseException, *, provider: str = "mistral", model: str | None = None) -> GatewayError:
     """Map a mistralai SDK (or httpx2 transport) exception onto the gateway hierarchy.
 
     The caller chains the original (``raise translated from exc``).

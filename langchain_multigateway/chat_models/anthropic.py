@@ -24,10 +24,10 @@ from langchain_multigateway.chat_models._anthropic_format import (
     usage_from_anthropic,
 )
 from langchain_multigateway.chat_models._base import StructuredOutputMethod
-from langchain_multigateway.chat_models._http import HttpChatModel, SSEEvent, decode_json
-from langchain_multigateway.chat_models._openai_format import ToolChoice, messages_to_openai, tools_to_openai
+from langchain_multigateway.chat_models._exchange import Exchange
+from langchain_multigateway.chat_models._http import HttpChatModel, SSEEvent
+from langchain_multigateway.chat_models._openai_format import ToolChoice
 from langchain_multigateway.errors import GatewayError, ProviderError, error_from_status
-from langchain_multigateway.tokens import count_message_tokens
 
 __all__ = ["AnthropicChatModel"]
 
@@ -204,7 +204,7 @@ class AnthropicChatModel(HttpChatModel):
         return headers
 
     # ------------------------------------------------------------------ requests
-    def _request(
+    def _build_request(
         self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
     ) -> dict[str, Any]:
         system, turns = messages_to_anthropic(messages)
@@ -229,13 +229,14 @@ class AnthropicChatModel(HttpChatModel):
             payload["stream"] = True
         return {k: v for k, v in payload.items() if v is not None}
 
-    def _assembler(self, model: str) -> _SSEAssembler:
-        return _SSEAssembler(self, model)
+    def _stream_assembler(self, exchange: Exchange) -> _SSEAssembler:
+        return _SSEAssembler(self, exchange.model)
 
-    def _result(self, data: Any, model: str) -> ChatResult:
+    def _parse_response(self, data: Any, exchange: Exchange) -> ChatResult:
+        model = exchange.model
         if not isinstance(data, Mapping) or not isinstance(data.get("content"), list):
             msg = f"expected a message object with content blocks, got {str(data)[:200]!r}"
-            raise ProviderError(msg, provider=self.provider_name, model=model)
+            raise ProviderError(msg, provider=self.provider_name, model=model, request_id=exchange.request_id)
         if data.get("type") == "error":
             raise self._event_error(data, model)
         blocks = [b for b in data["content"] if isinstance(b, Mapping)]
@@ -279,7 +280,6 @@ class AnthropicChatModel(HttpChatModel):
             body=dict(data),
         )
 
-    # ------------------------------------------------------------------ streaming
     # ------------------------------------------------------------------ tools & structured output
     def bind_tools(
         self,
@@ -326,21 +326,7 @@ class AnthropicChatModel(HttpChatModel):
             method = "function_calling"
         return super().with_structured_output(schema, method=method, include_raw=include_raw, strict=strict, **kwargs)
 
-    # ------------------------------------------------------------------ tokens & health
-    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
-        """An offline approximation of the prompt's tokens.
-
-        Claude's tokenizer is not published; this counts with tiktoken's
-        ``cl100k_base`` (see ``langchain_multigateway.tokens``) plus chat framing,
-        and images not at all. Use it to budget; the exact count comes back in
-        ``usage_metadata`` (or from Anthropic's ``/v1/messages/count_tokens``).
-        """
-        total = count_message_tokens(messages_to_openai(messages), "cl100k")
-        if tools:
-            schema = json.dumps(tools_to_openai(tools))
-            total += count_message_tokens([{"role": "system", "content": schema}], "cl100k") - 6
-        return total
-
+    # ------------------------------------------------------------------ health
     def _probe(self) -> None:
         """GET /v1/models: the key is valid and the API serves."""
         self._request_json("GET", "/v1/models?limit=1")
@@ -357,6 +343,8 @@ class _SSEAssembler:
     ``message_delta``'s cumulative output), the model name and the stop reason.
     """
 
+    end_marker = "message_stop"
+
     def __init__(self, owner: AnthropicChatModel, model: str) -> None:
         self.owner = owner
         self.model = model
@@ -367,13 +355,22 @@ class _SSEAssembler:
         self.stop_sequence: str | None = None
         self.stopped = False
 
+    @property
+    def answered(self) -> bool:
+        # message_delta's stop_reason ends the answer; message_stop only closes the stream.
+        return self.stopped or self.stop_reason is not None
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped
+
     def feed(self, event: SSEEvent) -> Iterator[ChatGenerationChunk]:
         if not event.data:
             return
-        data = decode_json(event.data, provider=self.owner.provider_name, model=self.model)
+        data = json.loads(event.data)
         if not isinstance(data, Mapping):
             msg = f"expected a JSON object in the event, got {event.data[:100]!r}"
-            raise ProviderError(msg, provider=self.owner.provider_name, model=self.model)
+            raise TypeError(msg)
         kind = data.get("type") or event.event
         if kind == "error":
             raise self.owner._event_error(data, self.model)
@@ -419,9 +416,6 @@ class _SSEAssembler:
         return ChatGenerationChunk(message=AIMessageChunk(content=content, id=self.message_id, **kwargs))
 
     def finish(self) -> ChatGenerationChunk:
-        if not self.stopped:
-            msg = "the stream ended before message_stop"
-            raise ProviderError(msg, provider=self.owner.provider_name, model=self.model)
         meta = self.owner._response_metadata(
             self.model_name or self.model,
             id=self.message_id,

@@ -4,35 +4,40 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.chat_models._chat_stream import ChatCompletionsAssembler
+from langchain_multigateway.chat_models._exchange import Exchange
+from langchain_multigateway.chat_models._http import aiter_sse, iter_sse, request_id_of, set_body_read_timeout
+from langchain_multigateway.chat_models._loops import LoopBound
 from langchain_multigateway.chat_models._mistral_format import (
-    StreamAssembler,
+    aapply_call_timeouts,
     answered_ok,
-    decode_event,
+    apply_call_timeouts,
+    call_timeouts,
     known_ids,
     messages_to_mistral,
     split_content,
     translate_mistral_error,
+    usage_from_mistral,
 )
 from langchain_multigateway.chat_models._openai_format import (
     ToolChoice,
-    messages_to_openai,
     parse_tool_calls,
     tool_choice_to_openai,
     tools_to_openai,
-    usage_from_openai,
 )
 from langchain_multigateway.errors import GatewayError, ProviderError
-from langchain_multigateway.tokens import count_message_tokens
+from langchain_multigateway.tokens import count_message_tokens, count_text_tokens
 
 if TYPE_CHECKING:
     from mistralai.client import Mistral
@@ -185,6 +190,7 @@ class MistralChatModel(GatewayChatModel):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     _client: Mistral | None = PrivateAttr(default=None)
+    _async_clients: LoopBound[Mistral] | None = PrivateAttr(default=None)
 
     @field_validator("server_url")
     @classmethod
@@ -196,25 +202,58 @@ class MistralChatModel(GatewayChatModel):
         return value[: -len("/v1")] if value.endswith("/v1") else value
 
     # ------------------------------------------------------------------ client
+    def _sdk(self, **clients: Any) -> Mistral:
+        from mistralai.client import Mistral
+        from mistralai.client.utils.retries import BackoffStrategy, RetryConfig
+
+        assert self.api_key is not None  # checked at construction
+        return Mistral(
+            api_key=self.api_key.get_secret_value(),
+            server_url=self.server_url,
+            # One retry policy rules: ours. "none" switches the SDK's loop off.
+            retry_config=RetryConfig("none", BackoffStrategy(0, 0, 1.0, 0), retry_connection_errors=False),
+            **clients,
+        )
+
+    def _default_timeout(self) -> Any:
+        import httpx2
+
+        return httpx2.Timeout(self.timeout, connect=self.connect_timeout)
+
     @property
     def client(self) -> Mistral:
-        """The mistralai client (created on first use; it holds a sync and an async HTTP client)."""
+        """The mistralai client for sync calls (created on first use)."""
         if self._client is None:
-            from mistralai.client import Mistral
-            from mistralai.client.utils.retries import BackoffStrategy, RetryConfig
+            import httpx2
 
-            assert self.api_key is not None  # checked at construction
-            self._client = Mistral(
-                api_key=self.api_key.get_secret_value(),
-                server_url=self.server_url,
-                timeout_ms=None if self.timeout is None else int(self.timeout * 1000),
-                # One retry policy rules: ours. "none" switches the SDK's loop off.
-                retry_config=RetryConfig("none", BackoffStrategy(0, 0, 1.0, 0), retry_connection_errors=False),
+            http = httpx2.Client(
+                follow_redirects=True, timeout=self._default_timeout(), event_hooks={"request": [apply_call_timeouts]}
             )
+            self._client = self._sdk(client=http)
         return self._client
 
+    @property
+    def async_client(self) -> Mistral:
+        """The mistralai client for async calls on the running event loop (made on first use
+        there, its HTTP client closed when that loop shuts down)."""
+        if self._async_clients is None:
+            import httpx2
+
+            def make() -> Mistral:
+                http = httpx2.AsyncClient(
+                    follow_redirects=True,
+                    timeout=self._default_timeout(),
+                    event_hooks={"request": [aapply_call_timeouts]},
+                )
+                return self._sdk(async_client=http)
+
+            self._async_clients = LoopBound(make, _aclose_sdk)
+        return self._async_clients.get()
+
     # ------------------------------------------------------------------ requests
-    def _request(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> dict[str, Any]:
+    def _build_request(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model,
             "temperature": self.temperature,
@@ -237,52 +276,58 @@ class MistralChatModel(GatewayChatModel):
         params["messages"] = messages_to_mistral(messages)
         return params
 
-    def _translate(self, exc: Exception, model: str | None = None) -> GatewayError:
-        return self._locate(translate_mistral_error(exc, provider=self.provider_name, model=model or self.model))
+    def _translate(self, exc: BaseException, model: str | None = None) -> GatewayError:
+        return translate_mistral_error(exc, provider=self.provider_name, model=model or self.model)
 
     def _endpoint(self) -> str | None:
         return self.server_url or "https://api.mistral.ai"
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        params = self._request(messages, stop, **kwargs)
+    # ------------------------------------------------------------------ transport
+    # The SDK builds, authenticates and sends each request; its httpx2 clients take
+    # each request's time limits from a context variable (see apply_call_timeouts).
+    # Streams are read as raw server-sent events: the SDK's typed decoder rejects
+    # OpenAI-style tool-call fragments (no function name after the first).
+    def _send(self, exchange: Exchange) -> Any:
+        with call_timeouts(exchange):
+            response = self.client.chat.complete(**exchange.payload)
+        exchange.answered = True
+        return response.model_dump(by_alias=True)
 
-        def call() -> Any:
-            try:
-                return self.client.chat.complete(**params)
-            except Exception as exc:
-                raise self._translate(exc, params["model"]) from exc
+    async def _asend(self, exchange: Exchange) -> Any:
+        with call_timeouts(exchange):
+            response = await self.async_client.chat.complete_async(**exchange.payload)
+        exchange.answered = True
+        return response.model_dump(by_alias=True)
 
-        return self._result(self._with_retry(call))
+    @contextmanager
+    def _send_stream(self, exchange: Exchange) -> Iterator[Iterator[Any]]:
+        with call_timeouts(exchange):
+            sdk_stream = self.client.chat.stream(**exchange.payload)
+        response = sdk_stream.response
+        try:
+            exchange.request_id = request_id_of(response.headers)
+            exchange.waiting_for = set_body_read_timeout(response.request, exchange.clock)
+            yield iter_sse(response.iter_lines())
+        finally:
+            response.close()
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        params = self._request(messages, stop, **kwargs)
+    @asynccontextmanager
+    async def _asend_stream(self, exchange: Exchange) -> AsyncIterator[AsyncIterator[Any]]:
+        with call_timeouts(exchange):
+            sdk_stream = await self.async_client.chat.stream_async(**exchange.payload)
+        response = sdk_stream.response
+        try:
+            exchange.request_id = request_id_of(response.headers)
+            set_body_read_timeout(response.request, None)  # the template times each read itself
+            yield aiter_sse(response.aiter_lines())
+        finally:
+            await response.aclose()
 
-        async def call() -> Any:
-            try:
-                return await self.client.chat.complete_async(**params)
-            except Exception as exc:
-                raise self._translate(exc, params["model"]) from exc
-
-        return self._result(await self._awith_retry(call))
-
-    def _result(self, response: Any) -> ChatResult:
-        data: Mapping[str, Any] = response if isinstance(response, Mapping) else response.model_dump(by_alias=True)
+    def _parse_response(self, data: Any, exchange: Exchange) -> ChatResult:
         choices = data.get("choices") or []
         if not choices:
             msg = "The server answered with no choices"
-            raise ProviderError(msg, provider=self.provider_name, model=data.get("model") or self.model)
+            raise ProviderError(msg, provider=self.provider_name, model=data.get("model") or exchange.model)
         choice = choices[0]
         message = choice.get("message") or {}
         text, reasoning = split_content(message.get("content"))
@@ -295,7 +340,7 @@ class MistralChatModel(GatewayChatModel):
             tool_calls=tool_calls,
             invalid_tool_calls=invalid,
             additional_kwargs=additional,
-            usage_metadata=usage_from_openai(data.get("usage")),
+            usage_metadata=usage_from_mistral(data.get("usage")),
             response_metadata=self._response_metadata(
                 data.get("model"), finish_reason=choice.get("finish_reason"), id=data.get("id")
             ),
@@ -303,74 +348,24 @@ class MistralChatModel(GatewayChatModel):
         )
         return ChatResult(generations=[ChatGeneration(message=ai)], llm_output={"model_name": data.get("model")})
 
-    # ------------------------------------------------------------------ streaming
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        params = self._request(messages, stop, **kwargs)
+    def _stream_assembler(self, exchange: Exchange) -> ChatCompletionsAssembler:
+        return ChatCompletionsAssembler(
+            self,
+            exchange,
+            split_content=split_content,
+            usage_of=usage_from_mistral,
+            estimate_usage=lambda generated: self._estimated_usage(exchange.payload, generated),
+        )
 
-        def open_stream() -> Iterator[ChatGenerationChunk]:
-            from mistralai.client.utils.eventstreaming import EventStream
-
-            try:
-                sdk_stream = self.client.chat.stream(**params)
-                # The SDK's typed decoder rejects OpenAI-style tool-call fragments (no
-                # function name after the first); its own SSE parser with plain JSON
-                # decoding reads both those and Mistral's whole tool calls.
-                events = EventStream(
-                    sdk_stream.response, decode_event, sentinel="[DONE]", client_ref=sdk_stream.client_ref
-                )
-                assembler = StreamAssembler(self, params.get("messages"))
-                with events:
-                    for event in events:
-                        for chunk in assembler.feed(event):
-                            if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
-                                run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
-                            yield chunk
-                yield assembler.finish()
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise self._translate(exc, params["model"]) from exc
-
-        yield from self._stream_with_retry(open_stream)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        params = self._request(messages, stop, **kwargs)
-
-        async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
-            from mistralai.client.utils.eventstreaming import EventStreamAsync
-
-            try:
-                sdk_stream = await self.client.chat.stream_async(**params)
-                events = EventStreamAsync(
-                    sdk_stream.response, decode_event, sentinel="[DONE]", client_ref=sdk_stream.client_ref
-                )
-                assembler = StreamAssembler(self, params.get("messages"))
-                async with events:
-                    async for event in events:
-                        for chunk in assembler.feed(event):
-                            if run_manager and isinstance(chunk.message.content, str) and chunk.message.content:
-                                await run_manager.on_llm_new_token(chunk.message.content, chunk=chunk)
-                            yield chunk
-                yield assembler.finish()
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise self._translate(exc, params["model"]) from exc
-
-        async for chunk in self._astream_with_retry(open_stream):
-            yield chunk
+    def _estimated_usage(self, payload: Mapping[str, Any], generated: str) -> UsageMetadata:
+        """Usage counted offline (tiktoken) for a stream whose server sent none: Mistral's SDK
+        cannot ask an OpenAI-compatible server for stream usage. Marked ``usage_estimated``."""
+        prompt = count_message_tokens(list(payload.get("messages") or []), self.token_encoding or self.model)
+        if payload.get("tools"):
+            schema = [{"role": "system", "content": json.dumps(payload["tools"])}]
+            prompt += count_message_tokens(schema, self.token_encoding or self.model) - 6
+        output = count_text_tokens(generated, self.token_encoding or self.model) if generated else 0
+        return UsageMetadata(input_tokens=prompt, output_tokens=output, total_tokens=prompt + output)
 
     # ------------------------------------------------------------------ tools
     def bind_tools(
@@ -401,26 +396,12 @@ class MistralChatModel(GatewayChatModel):
             kwargs["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(tools=formatted, **kwargs)
 
-    def _forced_tool_choice(self, tool_name: str) -> Any:
+    def forced_tool_choice(self, tool_name: str) -> Any:
         # with_structured_output binds exactly one tool, so "some tool" forces it; unlike
         # a named choice, OpenAI-compatible servers (llama.cpp) honour it too.
         return "any"
 
-    # ------------------------------------------------------------------ tokens & health
-    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
-        """An approximate prompt token count, computed offline.
-
-        Mistral's tokenizers (Tekken, SentencePiece) are not bundled: this counts
-        with tiktoken's ``cl100k_base`` plus OpenAI's chat framing (see
-        ``langchain_multigateway.tokens``), typically within 10-20% of what
-        Mistral bills. The response's ``usage_metadata`` holds the exact count.
-        """
-        total = count_message_tokens(messages_to_openai(messages), "cl100k_base")
-        if tools:
-            schema = json.dumps(tools_to_openai(tools))
-            total += count_message_tokens([{"role": "system", "content": schema}], "cl100k_base") - 6
-        return total
-
+    # ------------------------------------------------------------------ health
     def _probe(self) -> None:
         try:
             self.client.models.list()
@@ -430,7 +411,13 @@ class MistralChatModel(GatewayChatModel):
 
     async def _aprobe(self) -> None:
         try:
-            await self.client.models.list_async()
+            await self.async_client.models.list_async()
         except Exception as exc:
             if not answered_ok(exc):
                 raise self._translate(exc) from exc
+
+
+async def _aclose_sdk(sdk: Mistral) -> None:
+    http = sdk.sdk_configuration.async_client
+    if http is not None:
+        await http.aclose()

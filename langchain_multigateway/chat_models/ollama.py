@@ -14,7 +14,9 @@ from langchain_core.runnables import Runnable
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import Field, SecretStr
 
-from langchain_multigateway.chat_models._http import HttpChatModel, decode_json
+from langchain_multigateway.chat_models._base import StructuredOutputMethod
+from langchain_multigateway.chat_models._exchange import Exchange
+from langchain_multigateway.chat_models._http import HttpChatModel
 from langchain_multigateway.chat_models._ollama_format import (
     messages_to_ollama,
     normalize_host,
@@ -22,9 +24,8 @@ from langchain_multigateway.chat_models._ollama_format import (
     parse_ollama_tool_calls,
     usage_from_ollama,
 )
-from langchain_multigateway.chat_models._openai_format import ToolChoice, messages_to_openai, tools_to_openai
+from langchain_multigateway.chat_models._openai_format import ToolChoice, tools_to_openai
 from langchain_multigateway.errors import ModelNotFoundGatewayError, ProviderError
-from langchain_multigateway.tokens import count_message_tokens
 
 __all__ = ["OllamaChatModel"]
 
@@ -172,6 +173,7 @@ class OllamaChatModel(HttpChatModel):
     chat_path = "/api/chat"
     stream_framing = "ndjson"
     api_key_env = None
+    supports_tool_choice = False  # Ollama cannot force a tool call
 
     base_url: str | None = Field(default_factory=from_env("OLLAMA_HOST", default=None))
     api_key: SecretStr | None = Field(default_factory=secret_from_env("OLLAMA_API_KEY", default=None))
@@ -223,7 +225,7 @@ class OllamaChatModel(HttpChatModel):
         return super()._error_message(body)
 
     # ------------------------------------------------------------------ requests
-    def _request(
+    def _build_request(
         self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
     ) -> dict[str, Any]:
         options: dict[str, Any] = {"temperature": self.temperature, "num_predict": self.max_tokens}
@@ -252,10 +254,11 @@ class OllamaChatModel(HttpChatModel):
             del payload["options"]
         return {k: v for k, v in payload.items() if v is not None}
 
-    def _assembler(self, model: str) -> _NDJSONAssembler:
-        return _NDJSONAssembler(self, model)
+    def _stream_assembler(self, exchange: Exchange) -> _NDJSONAssembler:
+        return _NDJSONAssembler(self, exchange.model)
 
-    def _result(self, data: Any, model: str) -> ChatResult:
+    def _parse_response(self, data: Any, exchange: Exchange) -> ChatResult:
+        model = exchange.model
         if not isinstance(data, Mapping):
             raise ProviderError(f"expected a JSON object, got {data!r:.100}", provider=self.provider_name, model=model)
         if data.get("error"):
@@ -280,7 +283,6 @@ class OllamaChatModel(HttpChatModel):
             generations=[ChatGeneration(message=ai)], llm_output={"model_name": data.get("model") or model}
         )
 
-    # ------------------------------------------------------------------ streaming
     # ------------------------------------------------------------------ tools & structured output
     def bind_tools(
         self,
@@ -315,28 +317,15 @@ class OllamaChatModel(HttpChatModel):
             formatted = [t for t in formatted if t["function"]["name"] == tool_choice]
         return super().bind(tools=formatted, **kwargs)
 
-    def _json_schema_request(self, schema: dict[str, Any], name: str, strict: bool | None) -> dict[str, Any]:
-        return {"format": schema}
+    def structured_output_request(
+        self, method: StructuredOutputMethod, json_schema: dict[str, Any] | None = None, *, strict: bool | None = None
+    ) -> dict[str, Any]:
+        """Ollama's ``format``: a JSON schema, or ``"json"`` for any object."""
+        if method == "json_schema" and json_schema is not None:
+            return {"format": {k: v for k, v in json_schema.items() if k != "title"}}
+        return {"format": "json"} if method == "json_mode" else super().structured_output_request(method, json_schema)
 
-    def _json_mode_request(self) -> dict[str, Any]:
-        return {"format": "json"}
-
-    # ------------------------------------------------------------------ tokens & health
-    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
-        """An approximation of the prompt's tokens.
-
-        Ollama models each have their own tokenizer, which is not available
-        without the server; this counts with tiktoken's ``cl100k_base`` (offline,
-        see ``langchain_multigateway.tokens``) plus OpenAI-style chat framing.
-        Expect it to differ from ``prompt_eval_count`` by some percent; the server's
-        count is exact and comes back in ``usage_metadata``.
-        """
-        total = count_message_tokens(messages_to_openai(messages), "cl100k")
-        if tools:
-            schema = json.dumps(tools_to_openai(tools))
-            total += count_message_tokens([{"role": "system", "content": schema}], "cl100k") - 6
-        return total
-
+    # ------------------------------------------------------------------ health
     def _check_tags(self, data: Any) -> None:
         models = data.get("models") if isinstance(data, Mapping) else None
         if not isinstance(models, list):
@@ -364,19 +353,29 @@ class _NDJSONAssembler:
     chunk with ``chunk_position="last"``.
     """
 
+    end_marker = "Ollama's final line (done: true)"
+
     def __init__(self, owner: OllamaChatModel, model: str) -> None:
         self.owner = owner
         self.model = model
         self.final: Mapping[str, Any] | None = None
         self.tool_index = 0
 
+    @property
+    def answered(self) -> bool:
+        return self.final is not None
+
+    @property
+    def complete(self) -> bool:
+        return self.final is not None
+
     def feed(self, line: str) -> Iterator[ChatGenerationChunk]:
         if not line.strip():
             return
-        data = decode_json(line, provider=self.owner.provider_name, model=self.model)
+        data = json.loads(line)
         if not isinstance(data, Mapping):
             msg = f"expected a JSON object per line, got {line[:100]!r}"
-            raise ProviderError(msg, provider=self.owner.provider_name, model=self.model)
+            raise TypeError(msg)
         if data.get("error"):
             raise ProviderError(f"stream error: {data['error']}", provider=self.owner.provider_name, model=self.model)
         message = data.get("message") or {}
@@ -402,10 +401,7 @@ class _NDJSONAssembler:
             self.final = data
 
     def finish(self) -> ChatGenerationChunk:
-        if self.final is None:
-            msg = "the stream ended before Ollama's final (done) line"
-            raise ProviderError(msg, provider=self.owner.provider_name, model=self.model)
-        final = self.final
+        final = self.final or {}
         meta = self.owner._response_metadata(final.get("model") or self.model, **ollama_metadata(final))
         return ChatGenerationChunk(
             message=AIMessageChunk(

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import Field, PrivateAttr, SecretStr
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.chat_models._chat_stream import ChatCompletionsAssembler
+from langchain_multigateway.chat_models._exchange import Exchange
+from langchain_multigateway.chat_models._http import aiter_sse, iter_sse, set_body_read_timeout
+from langchain_multigateway.chat_models._loops import LoopBound
 from langchain_multigateway.chat_models._openai_format import (
     ToolChoice,
     messages_to_openai,
@@ -30,17 +33,14 @@ from langchain_multigateway.errors import (
     ProviderError,
     error_from_status,
 )
-from langchain_multigateway.tokens import count_message_tokens
 
 if TYPE_CHECKING:
     import openai
 
 __all__ = ["OpenAIChatModel"]
 
-# Non-streamed calls go through the SDK client's own ``post`` (auth, base URL, headers,
-# timeouts and typed HTTP errors as usual) with the body we built and the raw response
-# back: the SDK's per-request TypedDict transform and typed response objects cost more
-# CPU than the rest of a call, and the gateway needs plain dicts anyway.
+# The SDK's per-request TypedDict transform and typed response objects cost more CPU
+# than the rest of a call, and the gateway needs plain dicts anyway: see _send.
 _CHAT_PATH = "/chat/completions"
 
 
@@ -189,10 +189,12 @@ class OpenAIChatModel(GatewayChatModel):
     """An ``httpx2.AsyncClient`` for the async SDK client."""
 
     _client: openai.OpenAI | None = PrivateAttr(default=None)
-    _async_client: openai.AsyncOpenAI | None = PrivateAttr(default=None)
+    _async_clients: LoopBound[openai.AsyncOpenAI] | None = PrivateAttr(default=None)
 
     # ------------------------------------------------------------------ clients
     def _client_kwargs(self) -> dict[str, Any]:
+        import httpx2
+
         assert self.api_key is not None  # checked at construction
         return {
             "api_key": self.api_key.get_secret_value(),
@@ -200,7 +202,8 @@ class OpenAIChatModel(GatewayChatModel):
             "organization": self.organization,
             "default_headers": self.default_headers,
             "default_query": self.default_query,
-            "timeout": self.timeout,
+            # Requests carry their own limits; this bounds anything sent without them (probes).
+            "timeout": httpx2.Timeout(self.timeout, connect=self.connect_timeout),
             "max_retries": 0,  # one retry policy rules: ours
         }
 
@@ -215,15 +218,19 @@ class OpenAIChatModel(GatewayChatModel):
 
     @property
     def async_client(self) -> openai.AsyncOpenAI:
-        """The async openai client (created on first use)."""
-        if self._async_client is None:
+        """The async openai client of the running event loop (made on first use there and
+        closed when that loop shuts down; ``http_async_client``, if given, is used as is)."""
+        if self._async_clients is None:
             import openai
 
-            self._async_client = openai.AsyncOpenAI(**self._client_kwargs(), http_client=self.http_async_client)
-        return self._async_client
+            def make() -> openai.AsyncOpenAI:
+                return openai.AsyncOpenAI(**self._client_kwargs(), http_client=self.http_async_client)
+
+            self._async_clients = LoopBound(make, _close_unless_shared(self.http_async_client))
+        return self._async_clients.get()
 
     # ------------------------------------------------------------------ requests
-    def _request(
+    def _build_request(
         self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
     ) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -248,62 +255,75 @@ class OpenAIChatModel(GatewayChatModel):
                 params["stream_options"] = {"include_usage": True}
         return params
 
-    def _translate(self, exc: Exception, model: str | None = None) -> GatewayError:
-        return self._locate(translate_openai_error(exc, provider=self.provider_name, model=model or self.model))
+    def _translate(self, exc: BaseException, model: str | None = None) -> GatewayError:
+        return translate_openai_error(exc, provider=self.provider_name, model=model or self.model)
 
     def _endpoint(self) -> str | None:
         return self.base_url or "https://api.openai.com/v1"
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        params = self._request(messages, stop, stream=False, **kwargs)
+    # ------------------------------------------------------------------ transport
+    # Both kinds of call go through the SDK client's own ``post`` (auth, base URL,
+    # headers and typed HTTP errors as usual) with the body we built and the raw
+    # response back: no per-request TypedDict transform, no typed response objects.
+    def _options(self, exchange: Exchange) -> Any:  # the SDK's RequestOptions
+        import httpx2
 
-        def call() -> ChatResult:
-            try:
-                raw = self.client.post(_CHAT_PATH, cast_to=_raw_response_type(), body=params)
-                return self._result(json.loads(raw.content), raw.headers.get("x-request-id"))
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise self._translate(exc, params["model"]) from exc
+        timeouts, exchange.waiting_for = exchange.clock.http_timeouts()
+        return {"timeout": httpx2.Timeout(**timeouts)}
 
-        return self._with_retry(call)
+    def _send(self, exchange: Exchange) -> Any:
+        raw = self.client.post(
+            _CHAT_PATH, cast_to=_raw_response_type(), body=exchange.payload, options=self._options(exchange)
+        )
+        exchange.request_id = raw.headers.get("x-request-id")
+        exchange.answered = True
+        return json.loads(raw.content)
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        params = self._request(messages, stop, stream=False, **kwargs)
+    async def _asend(self, exchange: Exchange) -> Any:
+        raw = await self.async_client.post(
+            _CHAT_PATH, cast_to=_raw_response_type(), body=exchange.payload, options=self._options(exchange)
+        )
+        exchange.request_id = raw.headers.get("x-request-id")
+        exchange.answered = True
+        return json.loads(raw.content)
 
-        async def call() -> ChatResult:
-            try:
-                raw = await self.async_client.post(_CHAT_PATH, cast_to=_raw_response_type(), body=params)
-                return self._result(json.loads(raw.content), raw.headers.get("x-request-id"))
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise self._translate(exc, params["model"]) from exc
+    @contextmanager
+    def _send_stream(self, exchange: Exchange) -> Iterator[Iterator[Any]]:
+        options = self._options(exchange)
+        response = self.client.post(
+            _CHAT_PATH, cast_to=_raw_response_type(), body=exchange.payload, options=options, stream=True
+        )
+        try:
+            exchange.request_id = response.headers.get("x-request-id")
+            exchange.waiting_for = set_body_read_timeout(response.request, exchange.clock)
+            yield iter_sse(response.iter_lines())
+        finally:
+            response.close()
 
-        return await self._awith_retry(call)
+    @asynccontextmanager
+    async def _asend_stream(self, exchange: Exchange) -> AsyncIterator[AsyncIterator[Any]]:
+        options = self._options(exchange)
+        response = await self.async_client.post(
+            _CHAT_PATH, cast_to=_raw_response_type(), body=exchange.payload, options=options, stream=True
+        )
+        try:
+            exchange.request_id = response.headers.get("x-request-id")
+            set_body_read_timeout(response.request, None)  # the template times each read itself
+            yield aiter_sse(response.aiter_lines())
+        finally:
+            await response.aclose()
 
-    def _result(self, data: Any, request_id: str | None = None) -> ChatResult:
+    def _parse_response(self, data: Any, exchange: Exchange) -> ChatResult:
+        request_id = exchange.request_id
         if not isinstance(data, Mapping):
             msg = f"expected a JSON object from the server, got {type(data).__name__}"
-            raise ProviderError(msg, provider=self.provider_name, model=self.model, request_id=request_id)
+            raise ProviderError(msg, provider=self.provider_name, model=exchange.model, request_id=request_id)
         if data.get("error"):
-            raise ProviderError(str(data["error"]), provider=self.provider_name, model=self.model)
+            raise ProviderError(str(data["error"]), provider=self.provider_name, model=exchange.model)
         choices = data.get("choices") or []
         if not choices:
             msg = "The server answered with no choices"
-            raise ProviderError(msg, provider=self.provider_name, model=data.get("model") or self.model)
+            raise ProviderError(msg, provider=self.provider_name, model=data.get("model") or exchange.model)
         choice = choices[0]
         message = choice.get("message") or {}
         tool_calls, invalid = parse_tool_calls(message.get("tool_calls"))
@@ -331,59 +351,8 @@ class OpenAIChatModel(GatewayChatModel):
         )
         return ChatResult(generations=[ChatGeneration(message=ai)], llm_output={"model_name": data.get("model")})
 
-    # ------------------------------------------------------------------ streaming
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        params = self._request(messages, stop, stream=True, **kwargs)
-
-        def open_stream() -> Iterator[ChatGenerationChunk]:
-            try:
-                with self.client.chat.completions.with_streaming_response.create(**params) as response:
-                    assembler = _StreamAssembler(self, response.request_id)
-                    for line in response.iter_lines():
-                        for chunk in assembler.feed_line(line):
-                            if run_manager and chunk.text:
-                                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                            yield chunk
-                yield assembler.finish()
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise self._translate(exc, params["model"]) from exc
-
-        yield from self._stream_with_retry(open_stream)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        params = self._request(messages, stop, stream=True, **kwargs)
-
-        async def open_stream() -> AsyncIterator[ChatGenerationChunk]:
-            try:
-                async with self.async_client.chat.completions.with_streaming_response.create(**params) as response:
-                    assembler = _StreamAssembler(self, response.request_id)
-                    async for line in response.iter_lines():
-                        for chunk in assembler.feed_line(line):
-                            if run_manager and chunk.text:
-                                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                            yield chunk
-                yield assembler.finish()
-            except GatewayError:
-                raise
-            except Exception as exc:
-                raise self._translate(exc, params["model"]) from exc
-
-        async for chunk in self._astream_with_retry(open_stream):
-            yield chunk
+    def _stream_assembler(self, exchange: Exchange) -> ChatCompletionsAssembler:
+        return ChatCompletionsAssembler(self, exchange)
 
     # ------------------------------------------------------------------ tools
     def bind_tools(
@@ -413,120 +382,43 @@ class OpenAIChatModel(GatewayChatModel):
             kwargs["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(tools=formatted, **kwargs)
 
-    # ------------------------------------------------------------------ tokens & health
-    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
-        """Prompt tokens by tiktoken (offline; see ``langchain_multigateway.tokens``)."""
-        total = count_message_tokens(messages_to_openai(messages), self.model)
-        if tools:
-            schema = json.dumps(tools_to_openai(tools))
-            total += count_message_tokens([{"role": "system", "content": schema}], self.model) - 6
-        return total
-
+    # ------------------------------------------------------------------ health
     def _probe(self) -> None:
         try:
             self.client.models.list()
         except Exception as exc:
-            raise self._translate(exc) from exc
+            raise self._locate(self._translate(exc)) from exc
 
     async def _aprobe(self) -> None:
         try:
             await self.async_client.models.list()
         except Exception as exc:
-            raise self._translate(exc) from exc
+            raise self._locate(self._translate(exc)) from exc
 
 
-class _StreamAssembler:
-    """Turns OpenAI stream events into LangChain chunks.
+def _close_unless_shared(shared: Any) -> Callable[[openai.AsyncOpenAI], Awaitable[None]]:
+    """How to close a per-loop client: not at all when it wraps the caller's own http client."""
 
-    Content and tool-call fragments go out as they arrive; one closing chunk
-    carries the usage, the model name and the finish reason, so that exactly
-    one chunk holds each (LangChain's streaming rules).
-    """
+    async def close(client: openai.AsyncOpenAI) -> None:
+        if shared is None:
+            await client.close()
 
-    def __init__(self, owner: GatewayChatModel, request_id: str | None = None) -> None:
-        self.owner = owner
-        self.request_id = request_id
-        self.done = False
-        self.model_name: str | None = None
-        self.finish_reason: str | None = None
-        self.response_id: str | None = None
-        self.system_fingerprint: str | None = None
-        self.usage: dict[str, Any] | None = None
-
-    def feed_line(self, line: str) -> Iterator[ChatGenerationChunk]:
-        """One line of the SSE body: ``data: {...}`` events, ``[DONE]``, comments and blanks."""
-        if self.done or not line.startswith("data:"):
-            return iter(())
-        data = line[5:].strip()
-        if data == "[DONE]":
-            self.done = True
-            return iter(())
-        return self.feed(json.loads(data))
-
-    def feed(self, event: Mapping[str, Any]) -> Iterator[ChatGenerationChunk]:
-        if event.get("error"):
-            raise ProviderError(
-                f"stream error: {event['error']}", provider=self.owner.provider_name, model=self.owner.model
-            )
-        self.model_name = event.get("model") or self.model_name
-        self.response_id = event.get("id") or self.response_id
-        self.system_fingerprint = event.get("system_fingerprint") or self.system_fingerprint
-        if event.get("usage"):
-            self.usage = dict(event["usage"])
-        for choice in event.get("choices") or []:
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-            delta = choice.get("delta") or {}
-            content = delta.get("content") or ""
-            chunks = [
-                tool_call_chunk(
-                    name=(call.get("function") or {}).get("name"),
-                    args=(call.get("function") or {}).get("arguments"),
-                    id=call.get("id"),
-                    index=call.get("index"),
-                )
-                for call in delta.get("tool_calls") or []
-            ]
-            additional = {}
-            if delta.get("reasoning_content"):
-                additional["reasoning_content"] = delta["reasoning_content"]
-            if content or chunks or additional:
-                yield ChatGenerationChunk(
-                    message=AIMessageChunk(
-                        content=content, tool_call_chunks=chunks, additional_kwargs=additional, id=self.response_id
-                    )
-                )
-
-    def finish(self) -> ChatGenerationChunk:
-        meta = self.owner._response_metadata(
-            self.model_name,
-            finish_reason=self.finish_reason,
-            id=self.response_id,
-            system_fingerprint=self.system_fingerprint,
-            request_id=self.request_id,
-        )
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=usage_from_openai(self.usage),
-                response_metadata=meta,
-                id=self.response_id,
-                chunk_position="last",
-            ),
-            generation_info={"finish_reason": self.finish_reason},
-        )
+    return close
 
 
-def translate_openai_error(exc: Exception, *, provider: str, model: str | None) -> GatewayError:
-    """Map an openai (or mistralai-like) SDK exception onto the gateway hierarchy."""
+def translate_openai_error(exc: BaseException, *, provider: str, model: str | None) -> GatewayError:
+    """Map an openai SDK (or its httpx2 transport) exception onto the gateway hierarchy."""
+    import httpx2
     import openai
 
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)):
         return GatewayTimeoutError(f"request timed out: {exc}", provider=provider, model=model)
-    if isinstance(exc, openai.APIConnectionError):
-        return GatewayConnectionError(f"could not reach the server: {exc}", provider=provider, model=model)
+    if isinstance(exc, (openai.APIConnectionError, httpx2.TransportError)):
+        # A reset mid-stream arrives as the transport's own ReadError / RemoteProtocolError.
+        what = "the connection failed" if isinstance(exc, httpx2.TransportError) else "could not reach the server"
+        return GatewayConnectionError(f"{what}: {type(exc).__name__}: {exc}", provider=provider, model=model)
     if isinstance(exc, openai.APIStatusError):
         return error_from_status(
             exc.status_code,

@@ -314,7 +314,8 @@ def test_errors_about_reaching_the_server_name_it() -> None:
     with serve(Reply(body=chat_completion(), delay=0.5)) as (url, _):
         with pytest.raises(GatewayTimeoutError) as slow:
             _model(url, timeout=0.1, max_retries=0, retry_policy=None).invoke("hi")
-    assert f"[server {url}, timeout 0.1 s]" in str(slow.value)
+    assert f"within 0.1 s (timeout) from {url}" in str(slow.value)
+    assert (slow.value.limit, slow.value.seconds) == ("timeout", 0.1)
     with serve(_error(404, "File Not Found")) as (url, _):
         with pytest.raises(ModelNotFoundGatewayError) as missing:
             _model(url.removesuffix("/v1") + "/wrong", max_retries=0, retry_policy=None).invoke("hi")

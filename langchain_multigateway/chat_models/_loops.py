@@ -1,0 +1,89 @@
+"""Async clients bound to the event loop they were made under.
+
+An async HTTP client's connections belong to one event loop: reused under another
+(``asyncio.run`` twice, pytest-asyncio's per-test loops) they fail with "Event loop
+is closed". ``LoopBound`` keeps one client per running loop, made on first use there,
+and closes it while that loop still runs: a parked async generator is registered with
+the loop, and ``asyncio.run`` (like any runner that calls ``shutdown_asyncgens``)
+closes it on the way out, which closes the client without a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Generic, TypeVar
+
+__all__ = ["LoopBound"]
+
+C = TypeVar("C")
+
+
+async def _close_on_loop_shutdown(close: Callable[[], Awaitable[object]]) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+def _park(closer: AsyncGenerator[None, None]) -> None:
+    """Start ``closer`` up to its ``yield``, registering it with the running loop.
+
+    The loop's first-iteration hook runs when ``__anext__`` is called; the generator then
+    reaches its ``yield`` without awaiting anything, so one ``send`` finishes the step.
+    """
+    step = closer.__anext__()
+    try:
+        step.send(None)
+    except StopIteration:
+        return
+    msg = "the closer generator awaited before parking"  # cannot happen: nothing is awaited
+    raise RuntimeError(msg)
+
+
+class LoopBound(Generic[C]):
+    """One client per running event loop, closed when that loop shuts down."""
+
+    def __init__(self, make: Callable[[], C], close: Callable[[C], Awaitable[object]]) -> None:
+        self._make = make
+        self._close = close
+        self._lock = threading.Lock()
+        # loop -> (client, parked closer); weak keys: a collected loop drops its entry.
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[C, AsyncGenerator[None, None]]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._detached: C | None = None
+
+    def get(self) -> C:
+        """The client for the running loop (made, and its closing arranged, on first use there).
+
+        Outside any event loop: one detached client, for code that only inspects it.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            with self._lock:
+                if self._detached is None:
+                    self._detached = self._make()
+                return self._detached
+        entry = self._by_loop.get(loop)
+        if entry is not None:
+            return entry[0]
+        client = self._make()
+        closer = _close_on_loop_shutdown(lambda: self._close(client))
+        _park(closer)
+        with self._lock:
+            self._by_loop[loop] = (client, closer)
+        return client
+
+    async def aclose(self) -> None:
+        """Close the running loop's client now (others close with their loops)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._by_loop.pop(loop, None)
+        if entry is not None:
+            await entry[1].aclose()

@@ -1,0 +1,74 @@
+"""Structured output for the gateway's provider models: the runnable ``with_structured_output`` returns.
+
+The provider decides how it is asked for (its ``structured_output_request`` and
+``forced_tool_choice``, read through ``GatewayChatModel.capabilities``); this module
+binds that request and picks the parser.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import BaseMessage
+from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.base import OutputParserLike
+from langchain_core.output_parsers.openai_tools import PydanticToolsParser
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from langchain_multigateway.chat_models._base import GatewayChatModel
+
+__all__ = ["StructuredOutputMethod", "structured_runnable"]
+
+StructuredOutputMethod = Literal["function_calling", "json_schema", "json_mode"]
+
+
+def structured_runnable(
+    model: GatewayChatModel,
+    schema: dict[str, Any] | type | None,
+    *,
+    method: StructuredOutputMethod,
+    include_raw: bool,
+    strict: bool | None,
+) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+    """``model`` bound to answer in ``schema``'s shape, with the matching parser."""
+    methods = model.capabilities.structured_output_methods
+    if method not in methods:
+        msg = f"{type(model).__name__} does not support method={method!r}; choose one of {list(methods)}"
+        raise ValueError(msg)
+    if schema is None and method != "json_mode":
+        msg = f"schema is required for method={method!r} (only 'json_mode' works without one)"
+        raise ValueError(msg)
+    is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+    tool_schema: Any = schema
+    output_format = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+    llm: Runnable[LanguageModelInput, BaseMessage]
+    parser: OutputParserLike[Any]
+    if method == "function_calling":
+        tool_name = convert_to_openai_tool(tool_schema)["function"]["name"]
+        llm = model.bind_tools(
+            [tool_schema],
+            tool_choice=model.forced_tool_choice(tool_name),
+            strict=strict,
+            ls_structured_output_format=output_format,
+        )
+        if is_pydantic:
+            parser = PydanticToolsParser(tools=[tool_schema], first_tool_only=True)
+        else:
+            parser = JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True)
+    else:
+        json_schema = convert_to_json_schema(tool_schema) if method == "json_schema" else None
+        params = model.structured_output_request(method, json_schema, strict=strict)
+        llm = model.bind(ls_structured_output_format=output_format if schema is not None else None, **params)
+        parser = PydanticOutputParser(pydantic_object=tool_schema) if is_pydantic else JsonOutputParser()
+    if not include_raw:
+        return llm | parser
+    parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+    fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+    with_fallback = parse.with_fallbacks([fallback], exception_key="parsing_error")
+    return RunnableMap(raw=llm) | with_fallback
