@@ -26,7 +26,7 @@ class Reply:
     body: Any = None  # bytes or str sent as is (malformed bodies), anything else JSON-encoded
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
-    sse: list[Any] | None = None  # events; a dict is JSON-encoded, a str sent as is
+    sse: list[Any] | None = None  # events; a dict is JSON-encoded, a str sent as is, a float is a pause (s)
     delay: float = 0.0
     reset: bool = False  # close the socket without answering
     cut_after: int | None = None  # SSE: drop the connection after this many events
@@ -151,6 +151,9 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                         self.connection.close()
                         self.close_connection = True
                         return
+                    if isinstance(event, float):
+                        time.sleep(event)  # a stall with the connection open
+                        continue
                     data = event if isinstance(event, str) else json.dumps(event)
                     self.wfile.write(f"data: {data}\n\n".encode())
                     self.wfile.flush()
