@@ -258,14 +258,14 @@ class RedisState(RouterState):
             return None
 
     async def _arun(self, script: str, name: str, args: Sequence[Any]) -> Any:
-        """:meth:`_run` on this event loop's async client, bounded by ``timeout``."""
+        """:meth:`_run` on this event loop's async client."""
         if self._down_since is not None:
             return None
         if not self._own_client:
             return self._run(script, name, args)
         try:
-            scripts = self._async_scripts()
-            return await asyncio.wait_for(scripts[script](keys=self.keys(name), args=args), self.timeout)
+            # the client's socket timeouts bound connect and reply (no wait_for: it costs a task per call)
+            return await self._async_scripts()[script](keys=self.keys(name), args=args)
         except self._failures() as exc:
             self._went_down(exc)
             return None
