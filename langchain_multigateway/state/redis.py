@@ -228,9 +228,7 @@ class RedisState(RouterState):
                 _masked(self.url),
                 self._down_reason,
             )
-            if self._reconnector is None or not self._reconnector.is_alive():
-                self._reconnector = threading.Thread(target=self._reconnect, name="multigateway-redis", daemon=True)
-                self._reconnector.start()
+        self._still_down()  # starts the background reconnection
 
     def _reconnect(self) -> None:
         while not self._closed.wait(self.reconnect_interval):
@@ -241,15 +239,26 @@ class RedisState(RouterState):
             with self._lock:
                 down_for = time.monotonic() - (self._down_since or time.monotonic())
                 self._down_since = self._down_reason = None
-            _logger.warning("Redis state at %s back after %.1fs: limits shared again", _masked(self.url), down_for)
+            _logger.info("Redis state at %s back after %.1fs: limits shared again", _masked(self.url), down_for)
             return
 
     def _failures(self) -> tuple[type[BaseException], ...]:
         return (self._redis.RedisError, OSError, asyncio.TimeoutError)
 
+    def _still_down(self) -> bool:
+        """Redis is known to be down (and a reconnection is under way: a forked child restarts it)."""
+        if self._down_since is None:
+            return False
+        if self._reconnector is None or not self._reconnector.is_alive():
+            with self._lock:
+                if not self._closed.is_set() and (self._reconnector is None or not self._reconnector.is_alive()):
+                    self._reconnector = threading.Thread(target=self._reconnect, name="multigateway-redis", daemon=True)
+                    self._reconnector.start()
+        return True
+
     def _run(self, script: str, name: str, args: Sequence[Any]) -> Any:
         """Run a script on the sync client; None when Redis is (or just went) unreachable."""
-        if self._down_since is not None:
+        if self._still_down():
             return None
         try:
             return self._scripts[script](keys=self.keys(name), args=args)
@@ -259,7 +268,7 @@ class RedisState(RouterState):
 
     async def _arun(self, script: str, name: str, args: Sequence[Any]) -> Any:
         """:meth:`_run` on this event loop's async client."""
-        if self._down_since is not None:
+        if self._still_down():
             return None
         if not self._own_client:
             return self._run(script, name, args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,4 +258,29 @@ async def test_redis_that_hangs_is_bounded_then_resumes(tmp_path: Path) -> None:
     finally:
         state.close()
         server.resume()
+        server.stop()
+
+
+def _child_resumes(state: RedisState, out: Any) -> None:
+    # forked while Redis was down: the parent's reconnection thread did not come along
+    out.put(wait_until(lambda: state.admit("d").ok and state.health().shared))
+
+
+def test_a_process_forked_while_redis_is_down_reconnects_on_its_own(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    state = RedisState(server.url, namespace="fork", reconnect_interval=0.05)
+    try:
+        server.stop()
+        assert state.admit("d").ok  # goes down, locally served; the parent's reconnection thread runs
+        assert not state.health().shared
+        context = multiprocessing.get_context("fork")
+        out = context.Queue()
+        child = context.Process(target=_child_resumes, args=(state, out))
+        child.start()
+        server.start()
+        assert out.get(timeout=30) is True
+        child.join(10)
+    finally:
+        state.close()
         server.stop()
