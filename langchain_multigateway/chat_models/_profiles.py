@@ -16,8 +16,16 @@ from langchain_core.language_models import ModelProfile
 __all__ = ["profile_for"]
 
 
-def _p(max_in: int, max_out: int, *, images: bool = True, tools: bool = True, schema: bool = True) -> dict[str, Any]:
-    return {
+def _p(
+    max_in: int,
+    max_out: int,
+    *,
+    images: bool = True,
+    tools: bool = True,
+    schema: bool = True,
+    reasoning: bool = False,
+) -> dict[str, Any]:
+    profile = {
         "max_input_tokens": max_in,
         "max_output_tokens": max_out,
         "text_inputs": True,
@@ -25,6 +33,9 @@ def _p(max_in: int, max_out: int, *, images: bool = True, tools: bool = True, sc
         "tool_calling": tools,
         "structured_output": schema,
     }
+    if reasoning:  # thinks before answering: longer default first-token limits
+        profile["reasoning_output"] = True
+    return profile
 
 
 _PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -34,10 +45,10 @@ _PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "gpt-4.1": _p(1_047_576, 32_768),
         "gpt-4-turbo": _p(128_000, 4_096),
         "gpt-3.5-turbo": _p(16_385, 4_096, images=False),
-        "o1": _p(200_000, 100_000),
-        "o3": _p(200_000, 100_000),
-        "o4-mini": _p(200_000, 100_000),
-        "gpt-5": _p(400_000, 128_000),
+        "o1": _p(200_000, 100_000, reasoning=True),
+        "o3": _p(200_000, 100_000, reasoning=True),
+        "o4-mini": _p(200_000, 100_000, reasoning=True),
+        "gpt-5": _p(400_000, 128_000, reasoning=True),
     },
     "mistral": {
         "mistral-large": _p(128_000, 128_000, images=False),
