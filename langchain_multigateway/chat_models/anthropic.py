@@ -239,7 +239,10 @@ class AnthropicChatModel(HttpChatModel):
             raise ProviderError(msg, provider=self.provider_name, model=model, request_id=exchange.request_id)
         if data.get("type") == "error":
             raise self._event_error(data, model)
-        blocks = [b for b in data["content"] if isinstance(b, Mapping)]
+        blocks = data["content"]
+        if not all(isinstance(b, Mapping) for b in blocks):
+            msg = f"a content block is not an object: {str(blocks)[:200]!r}"
+            raise TypeError(msg)
         tool_calls = [
             {"name": b.get("name"), "args": b.get("input") or {}, "id": b.get("id"), "type": "tool_call"}
             for b in blocks
