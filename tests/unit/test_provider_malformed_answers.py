@@ -104,7 +104,8 @@ def test_openai_stream_with_finish_reason_but_no_done_is_complete_with_usage() -
     assert "".join(str(c.content) for c in chunks) == "Hello world"
     last = chunks[-1]
     assert last.chunk_position == "last"
-    assert last.usage_metadata is not None and last.usage_metadata["output_tokens"] == 2
+    assert last.usage_metadata is not None
+    assert last.usage_metadata["output_tokens"] == 2
     assert last.response_metadata["finish_reason"] == "stop"
 
 
