@@ -285,3 +285,18 @@ async def test_asyncio_safety_of_counts(make: Make) -> None:
     stats = state.stats("d")
     assert stats.in_flight == 0
     assert stats.tokens_last_minute == 1500
+
+
+async def test_async_twins_keep_the_same_books(make: Make) -> None:
+    clock = Clock()
+    state = make(failure_threshold=1, clock=clock)
+    admission = await state.aadmit("d", tokens=4, tpm=100)
+    assert admission.ok
+    await state.arelease("d", admission, ok=False, latency=0.5, ttft=0.1, tokens=6)
+    assert state.stats("d", tpm=100).breaker is BreakerState.OPEN
+    assert state.stats("d", tpm=100).tokens_last_minute == 6
+    await state.acooldown("e", 3.0)
+    refused = await state.aadmit("e")
+    assert refused.limited
+    assert refused.retry_after == pytest.approx(3.0)
+    assert state.health().live
