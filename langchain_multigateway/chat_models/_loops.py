@@ -22,10 +22,13 @@ __all__ = ["LoopBound"]
 C = TypeVar("C")
 
 
-async def _close_on_loop_shutdown(close: Callable[[], Awaitable[object]]) -> AsyncGenerator[None, None]:
+async def _close_on_loop_shutdown(
+    close: Callable[[], Awaitable[object]], forget: Callable[[], object]
+) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
+        forget()  # the entry's closer refers to its loop: drop it, or the loop is never collected
         with contextlib.suppress(Exception):
             await close()
 
@@ -74,16 +77,12 @@ class LoopBound(Generic[C]):
         if entry is not None:
             return entry[0]
         client = self._make()
-        closer = _close_on_loop_shutdown(lambda: self._close(client))
+        closer = _close_on_loop_shutdown(lambda: self._close(client), lambda: self._forget(loop))
         _park(closer)
         with self._lock:
             self._by_loop[loop] = (client, closer)
         return client
 
-    async def aclose(self) -> None:
-        """Close the running loop's client now (others close with their loops)."""
-        loop = asyncio.get_running_loop()
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
-            entry = self._by_loop.pop(loop, None)
-        if entry is not None:
-            await entry[1].aclose()
+            self._by_loop.pop(loop, None)
