@@ -244,7 +244,7 @@ class Outcome:
             return f"no answer within {self.elapsed:.1f} s"
         if self.error is None:
             return "no error"
-        return f"{type(self.error).__name__}: {str(self.error).splitlines()[0][:90]}"
+        return f"{type(self.error).__name__}: {str(self.error).splitlines()[0][:60]}"
 
 
 def _call(client: Any, mode: str, prompt: str) -> Outcome:
