@@ -13,6 +13,13 @@ Scopes:
   of the model with the budget among its callbacks (still a ``BaseChatModel``);
 * a tag: ``Budget(max_cost_usd=5, scope="team-a")`` judges and counts only runs
   tagged ``team-a`` (``config={"tags": ["team-a"]}``);
+* a period, shared: ``Budget(max_cost_usd=5, period="1d")`` counts today's spend (UTC;
+  also ``"30d"``, ``"1mo"``) in a :class:`~langchain_multigateway.state.spend.SpendStore`:
+  the usage ledger's SQLite file by default (shared by a host's processes, kept across
+  restarts), or Redis (``store=RedisSpendStore(url)``, shared across hosts). Judging and
+  holding a call's estimate is one atomic step in the store, so processes cannot all pass
+  on the same remaining spend: spend never passes the limit by more than what calls in
+  flight reserved beyond their real cost.
 * a tracker: ``Budget(max_cost_usd=5, scope=usage_handler)`` reads spend from a
   :class:`~langchain_multigateway.usage.UsageCallbackHandler` (e.g. the one
   ``track_usage()`` yields) and only enforces. Its in-flight reservations are
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
@@ -47,6 +55,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, convert_to_openai_messages
 
 from langchain_multigateway.errors import BudgetExceededError
+from langchain_multigateway.state.spend import SpendStore, SpendTotals, check_period
 from langchain_multigateway.tokens import count_message_tokens
 from langchain_multigateway.usage.callbacks import UsageCallbackHandler
 from langchain_multigateway.usage.pricing import PriceTable
@@ -99,6 +108,10 @@ class Budget(CallRecorder):
         prices: Price table for estimates and spend (the default table when None).
         default_output_tokens: Output assumed for a call that sets no ``max_tokens``
             (default 0: then only the prompt is estimated).
+        period: ``None`` (spend since creation, in this process, unless ``store`` is given),
+            ``"1d"``, ``"<n>d"`` or ``"1mo"`` (UTC; kept in ``store``).
+        store: Where spend and reservations live, keyed by ``name``: a
+            ``SQLiteSpendStore`` (the default when ``period`` is set) or a ``RedisSpendStore``.
 
     Instantiate:
         .. code-block:: python
@@ -130,10 +143,21 @@ class Budget(CallRecorder):
         name: str = "budget",
         prices: PriceTable | Mapping[str, Any] | None = None,
         default_output_tokens: int = 0,
+        period: str | None = None,
+        store: SpendStore | None = None,
     ) -> None:
         if max_cost_usd is None and max_tokens is None:
             msg = "A Budget needs max_cost_usd, max_tokens, or both"
             raise ValueError(msg)
+        self.period = check_period(period)
+        if store is None and period is not None:
+            from langchain_multigateway.state.spend_sqlite import SQLiteSpendStore
+
+            store = SQLiteSpendStore()
+        if store is not None and isinstance(scope, UsageCallbackHandler):
+            msg = "A Budget reads spend from its store or from a tracker scope, not both"
+            raise ValueError(msg)
+        self.store = store
         super().__init__(prices=prices)
         self.max_cost_usd = max_cost_usd
         self.max_tokens = max_tokens
@@ -147,9 +171,16 @@ class Budget(CallRecorder):
         self._reserved: dict[Any, tuple[int, float]] = {}
 
     # ------------------------------------------------------------------ spend
+    def _shared(self) -> SpendTotals | None:
+        """The store's totals for this period, when spend lives in a store."""
+        return None if self.store is None else self.store.totals(self.name, self.period)
+
     @property
     def spent_cost_usd(self) -> float:
         """USD spent in this budget's scope (calls in flight not included)."""
+        shared = self._shared()
+        if shared is not None:
+            return shared.spent_cost_usd
         if isinstance(self.scope, UsageCallbackHandler):
             return self.scope.total_cost_usd
         with self._lock:
@@ -158,6 +189,9 @@ class Budget(CallRecorder):
     @property
     def spent_tokens(self) -> int:
         """Tokens spent in this budget's scope."""
+        shared = self._shared()
+        if shared is not None:
+            return shared.spent_tokens
         if isinstance(self.scope, UsageCallbackHandler):
             return self.scope.total_tokens
         with self._lock:
@@ -180,18 +214,27 @@ class Budget(CallRecorder):
         return self.max_tokens - self.spent_tokens - reserved
 
     def _reserved_sum(self) -> tuple[int, float]:
+        shared = self._shared()
+        if shared is not None:
+            return shared.reserved_tokens, shared.reserved_cost_usd
         with self._lock:
             values = list(self._reserved.values())
         return sum(t for t, _ in values), sum(c for _, c in values)
 
     def record_spend(self, tokens: int = 0, cost_usd: float = 0.0) -> None:
         """Add spend by hand (calls made outside callbacks)."""
+        if self.store is not None:
+            self.store.settle(self.name, self.period, uuid.uuid4().hex, tokens, cost_usd)
+            return
         with self._lock:
             self._spent_tokens += tokens
             self._spent_cost += cost_usd
 
     def reset(self) -> None:
-        """Spend back to zero (in-flight reservations are kept)."""
+        """Spend back to zero (in-flight reservations are kept); with a period, this period's."""
+        if self.store is not None:
+            self.store.reset(self.name, self.period)
+            return
         with self._lock:
             self._spent_tokens = 0
             self._spent_cost = 0.0
@@ -223,15 +266,32 @@ class Budget(CallRecorder):
         Judging and holding happen at once, so concurrent callers cannot all pass on
         the same spend. Raises :class:`BudgetExceededError` when the call does not fit.
         """
-        key = object()
-        with self._judge_lock:
-            problem = self._problem(estimated_tokens, estimated_cost, detail=detail)
-            if problem is None:
-                with self._lock:
-                    self._reserved[key] = (estimated_tokens, estimated_cost or 0.0)
+        key = uuid.uuid4().hex
+        problem = self._hold(key, estimated_tokens, estimated_cost, detail)
         if problem is not None:
             raise problem
         return key
+
+    def _hold(self, key: Any, tokens: int, cost: float | None, detail: str) -> BudgetExceededError | None:
+        """Judge a call and, if it fits, hold its estimate under ``key``; the refusal otherwise."""
+        if self.store is not None:  # judged and held by the store, atomically across processes
+            over, totals = self.store.reserve(
+                self.name, self.period, str(key), tokens, cost, self.max_tokens, self.max_cost_usd
+            )
+            if over == "tokens":
+                held = totals.spent_tokens + totals.reserved_tokens
+                return self._error("tokens", held, self.max_tokens or 0, tokens, detail)
+            if over == "cost":
+                held_cost = totals.spent_cost_usd + totals.reserved_cost_usd
+                return self._error("cost", held_cost, self.max_cost_usd or 0.0, cost, detail)
+            return None
+        with self._judge_lock:
+            # Judge and reserve at once, so concurrent calls cannot all pass on the same spend.
+            problem = self._problem(tokens, cost, detail=detail)
+            if problem is None:
+                with self._lock:
+                    self._reserved[key] = (tokens, cost or 0.0)
+        return problem
 
     def settle(self, key: object, tokens: int = 0, cost_usd: float = 0.0) -> None:
         """Drop the reservation ``key`` and record what the call really spent.
@@ -239,6 +299,9 @@ class Budget(CallRecorder):
         With a tracker scope (a ``UsageCallbackHandler``) spend is the tracker's, so
         only the reservation is dropped.
         """
+        if self.store is not None:
+            self.store.settle(self.name, self.period, str(key), tokens, cost_usd)
+            return
         own = not isinstance(self.scope, UsageCallbackHandler)
         with self._lock:
             self._reserved.pop(key, None)
@@ -304,17 +367,19 @@ class Budget(CallRecorder):
         tokens, cost = self.estimate(messages, str(model) if model else None, max_tokens=max_out)
         shown = max_out if max_out is not None else self.default_output_tokens
         detail = f"; prompt + max_tokens={shown}"
-        with self._judge_lock:
-            # Judge and reserve at once, so concurrent calls cannot all pass on the same spend.
-            problem = self._problem(tokens, cost, detail=detail)
-            if problem is None:
-                with self._lock:
-                    self._reserved[run.run_id] = (tokens, cost or 0.0)
+        problem = self._hold(run.run_id, tokens, cost, detail)
         if problem is not None:
             _refusals.expect(problem)
             raise problem
 
     def _emit_run(self, run: _Run, records: list[CallRecord]) -> None:
+        if self.store is not None:
+            mine = [r for r in records if self._in_scope(r.tags)]
+            if not mine and not self._in_scope(run.tags):
+                return  # nothing held, nothing spent: spare the store a write
+            cost = sum(r.cost_usd or 0.0 for r in mine)
+            self.store.settle(self.name, self.period, str(run.run_id), sum(r.total_tokens for r in mine), cost)
+            return
         own = not isinstance(self.scope, UsageCallbackHandler)
         with self._lock:
             self._reserved.pop(run.run_id, None)
