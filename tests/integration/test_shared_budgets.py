@@ -1,0 +1,188 @@
+"""Budgets with periods, kept in a SpendStore: SQLite (the ledger's file) and a real redis-server.
+
+Judge-and-hold is atomic in the store, so processes sharing it never pass the limit by more
+than what calls in flight reserved beyond their real cost; a restart keeps a daily budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from langchain_multigateway import Deployment, RoutingChatModel
+from langchain_multigateway.errors import BudgetExceededError
+from langchain_multigateway.state import spend_redis, spend_sqlite
+from langchain_multigateway.state.spend import SpendStore, buckets, check_period, period_seconds
+from langchain_multigateway.state.spend_redis import RedisSpendStore
+from langchain_multigateway.state.spend_sqlite import SQLiteSpendStore
+from langchain_multigateway.testing import ScriptedChatModel, Step
+from langchain_multigateway.usage import Budget
+from tests.redis_server import RedisServer
+
+pytest_plugins = ["tests.redis_server"]  # redis_server, namespace
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+NOON = datetime(2026, 11, 29, 12, tzinfo=timezone.utc).timestamp()
+
+
+def test_period_buckets_are_utc_days_and_months() -> None:
+    assert buckets(None, NOON) == ("all", ["all"])
+    assert buckets("1d", NOON) == ("d2026-11-29", ["d2026-11-29"])
+    now, summed = buckets("30d", NOON)
+    assert now == "d2026-11-29"
+    assert (len(summed), summed[-1]) == (30, "d2026-10-31")  # a window sliding by days
+    assert buckets("1mo", NOON) == ("m2026-11", ["m2026-11"])
+    assert buckets("1d", NOON + 12 * 3600) == ("d2026-11-30", ["d2026-11-30"])  # midnight UTC starts a new day
+    assert period_seconds("30d") > 30 * 86400
+    for bad in ("1w", "0d", "1y", "1000d", "d"):
+        with pytest.raises(ValueError, match="period must be"):
+            check_period(bad)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SpendStore]:
+    made: Any
+    if request.param == "sqlite":
+        made = SQLiteSpendStore(tmp_path / "ledger.sqlite3")
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        made = RedisSpendStore(server.url, namespace=request.getfixturevalue("namespace"))
+    yield made
+    made.close()
+
+
+def test_store_judges_holds_and_settles(store: SpendStore) -> None:
+    over, totals = store.reserve("b", "1d", "k1", 100, 0.30, 1000, 1.00)
+    assert over is None
+    assert (totals.spent_cost_usd, totals.reserved_cost_usd) == (0, 0)
+    assert store.reserve("b", "1d", "k2", 100, 0.80, 1000, 1.00)[0] == "cost"  # 0.30 held + 0.80 > 1.00
+    assert store.reserve("b", "1d", "k2", 950, 0.10, 1000, 1.00)[0] == "tokens"
+    assert store.reserve("b", "1d", "k3", 10, 0.70, 1000, 1.00)[0] is None  # exactly at the limit fits
+    assert store.reserve("b", "1d", "k4", 0, None, 1000, 1.00)[0] == "cost"  # unknown cost: only below the limit
+    store.settle("b", "1d", "k1", 40, 0.10)  # cheaper than reserved: the difference frees up
+    totals = store.totals("b", "1d")
+    assert (totals.spent_tokens, totals.reserved_tokens) == (40, 10)
+    assert totals.spent_cost_usd == pytest.approx(0.10)
+    assert totals.reserved_cost_usd == pytest.approx(0.70)
+    assert store.reserve("b", "1d", "k5", 0, 0.20, None, 1.00)[0] is None
+    assert store.totals("other", "1d").spent_tokens == 0  # budgets apart by name
+    assert store.totals("b", "1mo").spent_tokens == 0  # a month is counted in buckets of its own
+    store.reset("b", "1d")
+    assert store.totals("b", "1d").spent_tokens == 0
+    assert store.totals("b", "1d").reserved_tokens == 10  # reservations survive a reset
+
+
+def test_a_dead_processes_reservation_expires(store: SpendStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spend_sqlite, "RESERVATION_LEASE", 0.0)
+    monkeypatch.setattr(spend_redis, "RESERVATION_LEASE", 0.001)
+    store.reserve("b", None, "lost", 10, 0.5, None, 1.0)  # never settled
+    import time
+
+    time.sleep(0.01)
+    assert store.totals("b", None).reserved_tokens == 0
+    assert store.reserve("b", None, "next", 10, 0.9, None, 1.0)[0] is None
+
+
+def test_budget_with_a_period_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "usage.sqlite3"
+    budget = Budget(max_cost_usd=0.01, period="1d", name="daily", store=SQLiteSpendStore(path))
+    key = budget.reserve(100, 0.004)
+    budget.settle(key, 80, 0.003)
+    budget.record_spend(10, 0.002)
+    restarted = Budget(max_cost_usd=0.01, period="1d", name="daily", store=SQLiteSpendStore(path))
+    assert restarted.spent_cost_usd == pytest.approx(0.005)
+    assert restarted.spent_tokens == 90
+    assert restarted.remaining_cost_usd == pytest.approx(0.005)
+    with pytest.raises(BudgetExceededError) as info:
+        restarted.reserve(10, 0.006)
+    assert info.value.kind == "cost"
+    assert "$0.005000 spent or in flight" in str(info.value)
+    assert restarted.allows(10, 0.004)
+    restarted.reset()
+    assert budget.spent_cost_usd == 0
+
+
+def test_budget_period_defaults_to_the_ledger_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULTIGATEWAY_LEDGER", str(tmp_path / "ledger.sqlite3"))
+    budget = Budget(max_tokens=100, period="30d")
+    assert isinstance(budget.store, SQLiteSpendStore)
+    assert budget.store.path == str(tmp_path / "ledger.sqlite3")
+    assert Budget(max_tokens=100).store is None  # no period: in memory, as before
+    with pytest.raises(ValueError, match="period must be"):
+        Budget(max_tokens=100, period="weekly")
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_router_budget_with_a_period_refuses_once_spent(store: SpendStore, asynchronous: bool) -> None:
+    usage = {"input_tokens": 1000, "output_tokens": 1000, "total_tokens": 2000}
+    model = ScriptedChatModel(steps=[Step(reply="ok", usage=usage)], exhausted="cycle", model="m")
+    dep = Deployment(model=model, name="priced", input_price=1.0, output_price=1.0)  # $0.002 a call
+    name = f"router-{uuid.uuid4().hex[:6]}"
+    router = RoutingChatModel(deployments=[dep], budget=Budget(max_cost_usd=0.005, period="1d", name=name, store=store))
+    served = 0
+    with pytest.raises(BudgetExceededError):
+        for _ in range(10):
+            await router.ainvoke("hi", max_tokens=5) if asynchronous else router.invoke("hi", max_tokens=5)
+            served += 1
+    # the estimate (prompt + max_tokens=5) is tiny, the real spend $0.002 a call: the third call
+    # still fits at $0.004 spent, the fourth does not at $0.006
+    assert served == 3
+    totals = store.totals(name, "1d")
+    assert totals.spent_cost_usd == pytest.approx(0.006)
+    assert totals.reserved_cost_usd == 0
+
+
+_WORKER = """
+import json, sys, time
+from langchain_multigateway.state.spend_redis import RedisSpendStore
+from langchain_multigateway.state.spend_sqlite import SQLiteSpendStore
+job = json.loads(sys.argv[1])
+store = RedisSpendStore(job["url"], namespace=job["ns"]) if job["url"] else SQLiteSpendStore(job["path"])
+granted = spent = 0
+for i in range(job["tries"]):
+    key = f"{job['worker']}-{i}"
+    over, _ = store.reserve("shared", "1d", key, 10, 0.003, None, job["limit"])
+    if over is None:
+        granted += 1
+        time.sleep(0.001)
+        store.settle("shared", "1d", key, 7, 0.002)  # the real cost is below the estimate
+        spent += 2
+print(json.dumps({"granted": granted, "spent_millicents": spent}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_four_processes_never_pass_a_shared_daily_budget(backend: str, tmp_path: Path, request: Any) -> None:
+    url = request.getfixturevalue("redis_server").url if backend == "redis" else ""
+    job = {"url": url, "ns": f"mp-{uuid.uuid4().hex[:6]}", "path": str(tmp_path / "l.sqlite3"), "tries": 60}
+    job["limit"] = 0.25  # 25 cents: about 100 calls at 0.2 cents real cost, out of 240 asked
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, json.dumps({**job, "worker": w})],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(4)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        results.append(json.loads(out))
+    store: Any = RedisSpendStore(url, namespace=job["ns"]) if url else SQLiteSpendStore(job["path"])
+    totals = store.totals("shared", "1d")
+    store.close()
+    assert totals.reserved_cost_usd == 0
+    assert totals.spent_cost_usd == pytest.approx(sum(r["spent_millicents"] for r in results) / 1000)
+    assert totals.spent_cost_usd <= 0.25  # never over: every estimate covered its real cost
+    assert totals.spent_cost_usd >= 0.2  # and the budget was used, not refused wholesale
+    assert sum(r["granted"] for r in results) < 240
