@@ -164,12 +164,12 @@ class Deployment(BaseModel):
     @property
     def provider(self) -> str:
         """Provider id of the model (``openai``, ``scripted``, ...)."""
-        return self._provider
+        return self.__pydantic_private__["_provider"]  # type: ignore[index,no-any-return]  # hot path: no __getattr__
 
     @property
     def model_name(self) -> str:
         """The model's configured name."""
-        return self._model_name
+        return self.__pydantic_private__["_model_name"]  # type: ignore[index,no-any-return]  # hot path
 
     def estimated_cost(self, input_tokens: int, output_tokens: int) -> float:
         """USD for a call of that size at this deployment's prices."""

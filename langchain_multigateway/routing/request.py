@@ -68,14 +68,55 @@ def estimate_tokens(messages: Sequence[BaseMessage]) -> tuple[int, int]:
 
 
 def exact_tokens(deployment: Deployment, messages: Sequence[BaseMessage]) -> int:
-    """Prompt tokens counted offline (tiktoken where the encoding is on disk)."""
-    from langchain_multigateway.chat_models._openai_format import messages_to_openai
-    from langchain_multigateway.tokens import count_message_tokens
+    """Prompt tokens counted offline (tiktoken where the encoding is on disk), chat framing included.
 
+    The one counter behind the context-window filter, tpm reservations and budget
+    estimates. Each message's count is remembered (a system prompt or an earlier turn
+    is counted once, not on every call); a message is counted like the OpenAI format
+    sends it.
+    """
+    model = deployment.model_name
     try:
-        return count_message_tokens(messages_to_openai(messages), deployment.model_name)
+        return _reply_priming(model) + sum(_message_tokens(model, m) for m in messages)
     except Exception:
         return estimate_tokens(messages)[1]
+
+
+_MESSAGE_TOKENS: dict[tuple[Any, ...], int] = {}
+_MEMO_CHARS = [0]
+_MEMO_LIMIT = 2_000_000
+"""Characters of message text the memo may hold before it starts over."""
+
+
+def _reply_priming(model: str) -> int:
+    from langchain_multigateway.tokens import count_message_tokens
+
+    key = ("", model)
+    found = _MESSAGE_TOKENS.get(key)
+    if found is None:
+        found = _MESSAGE_TOKENS[key] = count_message_tokens([], model)
+    return found
+
+
+def _message_tokens(model: str, message: BaseMessage) -> int:
+    content = message.content
+    plain = isinstance(content, str) and not getattr(message, "tool_calls", None)
+    key = (model, message.type, message.name, content) if plain else None
+    if key is not None:
+        found = _MESSAGE_TOKENS.get(key)
+        if found is not None:
+            return found
+    from langchain_multigateway.chat_models._openai_format import message_to_openai
+    from langchain_multigateway.tokens import count_message_tokens
+
+    tokens = count_message_tokens([message_to_openai(message)], model) - _reply_priming(model)
+    if key is not None and isinstance(content, str):
+        if _MEMO_CHARS[0] + len(content) > _MEMO_LIMIT:
+            _MESSAGE_TOKENS.clear()
+            _MEMO_CHARS[0] = 0
+        _MESSAGE_TOKENS[key] = tokens
+        _MEMO_CHARS[0] += len(content)
+    return tokens
 
 
 def _has_images(messages: Sequence[BaseMessage]) -> bool:
