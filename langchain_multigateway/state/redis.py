@@ -289,6 +289,13 @@ class RedisState(RouterState):
             self._aclients[loop] = found
         return found[1]
 
+    def spend_store(self) -> Any:
+        """A budget spend store on the same Redis and namespace, for
+        ``Budget(max_cost_usd=..., period="1d", store=state.spend_store())``."""
+        from langchain_multigateway.state.spend_redis import RedisSpendStore
+
+        return RedisSpendStore(self.url, namespace=self.namespace)
+
     def close(self) -> None:
         """Stop reconnecting and close the sync client's connections (async ones close with their loop)."""
         self._closed.set()

@@ -19,6 +19,7 @@ import pytest
 from langchain_multigateway import Deployment, RoutingChatModel
 from langchain_multigateway.errors import BudgetExceededError
 from langchain_multigateway.state import spend_redis, spend_sqlite
+from langchain_multigateway.state.redis import RedisState
 from langchain_multigateway.state.spend import SpendStore, buckets, check_period, period_seconds
 from langchain_multigateway.state.spend_redis import RedisSpendStore
 from langchain_multigateway.state.spend_sqlite import SQLiteSpendStore
@@ -107,6 +108,18 @@ def test_budget_with_a_period_survives_a_restart(tmp_path: Path) -> None:
     assert restarted.allows(10, 0.004)
     restarted.reset()
     assert budget.spent_cost_usd == 0
+
+
+@pytest.mark.redis
+def test_a_redis_state_hands_out_a_spend_store_on_the_same_server(redis_server: RedisServer) -> None:
+    state = RedisState(redis_server.url, namespace="ns-spend")
+    store = state.spend_store()
+    budget = Budget(max_tokens=50, period="1d", name="team", store=store)
+    budget.settle(budget.reserve(30), 30)
+    assert RedisSpendStore(redis_server.url, namespace="ns-spend").totals("team", "1d").spent_tokens == 30
+    assert store.keys("team")[0].startswith("{ns-spend:budget:team}")
+    store.close()
+    state.close()
 
 
 def test_budget_period_defaults_to_the_ledger_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
