@@ -11,6 +11,9 @@ Metrics (``namespace`` defaults to ``multigateway``; labels ``deployment``,
 * ``{ns}_cost_usd_total{deployment,provider,model}``
 * ``{ns}_breaker_state{deployment}`` — 0 closed, 1 half-open, 2 open; fed by
   :meth:`PrometheusCallbackHandler.set_breaker_state`, which a router calls.
+* ``{ns}_shared_state_live{router}`` — 1 while a router's state is shared (Redis answering),
+  0 while it runs on this process's own; read at scrape time after
+  :meth:`PrometheusCallbackHandler.watch_state`.
 
 Label values pass through the gateway's redaction rule (cached: repeated labels cost
 a lookup). Served calls are counted once even when a router and its deployment's model both
@@ -122,6 +125,17 @@ class PrometheusCallbackHandler(CallRecorder):
             namespace=ns,
             registry=self.registry,
         )
+        self.shared_state = Gauge(
+            "shared_state_live",
+            "1 while the router's state is shared (e.g. Redis answering), 0 while local to this process",
+            ["router"],
+            namespace=ns,
+            registry=self.registry,
+        )
+
+    def watch_state(self, state: Any, router: str = "default") -> None:
+        """Export whether ``state`` (a ``RouterState``) is shared right now, read at each scrape."""
+        self.shared_state.labels(router=redact_label(router)).set_function(lambda: float(state.health().shared))
 
     def set_breaker_state(self, deployment: str, state: str | int) -> None:
         """Record a deployment's breaker state (``"closed"``, ``"half_open"``, ``"open"``, or 0/1/2)."""
