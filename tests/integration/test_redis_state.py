@@ -284,3 +284,29 @@ def test_a_process_forked_while_redis_is_down_reconnects_on_its_own(tmp_path: Pa
     finally:
         state.close()
         server.stop()
+
+
+def test_prometheus_flag_follows_redis_down_and_back(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from langchain_multigateway.telemetry import PrometheusCallbackHandler
+
+    server = RedisServer(tmp_path)
+    server.start()
+    state = RedisState(server.url, namespace="metrics", reconnect_interval=0.05)
+    registry = CollectorRegistry()
+    PrometheusCallbackHandler(registry=registry).watch_state(state, router="main")
+
+    def live() -> float | None:
+        return registry.get_sample_value("multigateway_shared_state_live", {"router": "main"})
+
+    try:
+        assert live() == 1.0
+        server.stop()
+        state.admit("d")
+        assert live() == 0.0
+        server.start()
+        assert wait_until(lambda: live() == 1.0)
+    finally:
+        state.close()
+        server.stop()
