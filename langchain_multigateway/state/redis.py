@@ -302,6 +302,12 @@ class RedisState(RouterState):
         if self._own_client:
             self._client.close()
 
+    async def aclose(self) -> None:
+        """Close this event loop's async client (the sync client closes with :meth:`close`)."""
+        found = self._aclients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found[0].aclose()
+
     def health(self) -> StateHealth:
         if self._down_since is None:
             return StateHealth(backend="redis", shared=True, live=True, detail=_masked(self.url))

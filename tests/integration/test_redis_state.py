@@ -310,3 +310,25 @@ def test_prometheus_flag_follows_redis_down_and_back(tmp_path: Path) -> None:
     finally:
         state.close()
         server.stop()
+
+
+async def test_a_cancelled_admission_leaves_the_client_usable(state: RedisState) -> None:
+    cancelled = 0
+    for _ in range(20):  # cancelled at different points of the round trip
+        task = asyncio.create_task(state.aadmit("d"))
+        await asyncio.sleep(0)
+        task.cancel()
+        try:
+            admission = await task
+        except asyncio.CancelledError:
+            cancelled += 1
+        else:
+            await state.arelease("d", admission, ok=True)
+    assert cancelled > 0
+    admission = await state.aadmit("d")
+    assert admission.ok
+    await state.arelease("d", admission, ok=True, latency=0.01)
+    assert state.shared
+    # a cancelled admission may have been granted with nobody to release it: its lease bounds that
+    assert state.stats("d").in_flight <= cancelled
+    await state.aclose()
