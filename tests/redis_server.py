@@ -37,6 +37,8 @@ class RedisServer:
         self.workdir = workdir
         self.extra = extra
         self.port = free_port()
+        while "--cluster-enabled" in extra and self.port + 10000 > 65535:
+            self.port = free_port()  # a cluster node also listens on port + 10000 (its bus)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
