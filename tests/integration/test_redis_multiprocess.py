@@ -131,8 +131,8 @@ def test_four_processes_share_one_rpm_limit_and_usage_adds_up(redis_server: Redi
     }
     results = run_workers([{**job, "worker": w} for w in range(4)])
     limited = stub.arrivals("limited")
-    assert max_in_any_window(limited) <= 100  # counted server-side, across all four processes
-    assert len(limited) == 100  # the run lasts well under a minute: the limit was used, not wasted
+    # counted server-side, across all four processes: the limit is reached, never passed
+    assert max_in_any_window(limited) == 100
     assert all(r["shared"] for r in results)
     served: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
