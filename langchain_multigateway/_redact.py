@@ -39,7 +39,6 @@ __all__ = [
     "install_log_redaction",
     "is_secret_header",
     "is_secret_query",
-    "mask_headers",
     "redact",
     "redact_fields",
     "redact_label",
@@ -305,13 +304,6 @@ def _credential_entry(key: Any) -> bool:
         or lowered.endswith("token")
         or any(word in lowered for word in ("authorization", "api-key", "apikey", "api_key", "secret", "password"))
     )
-
-
-def mask_headers(headers: Any) -> Any:
-    """``headers`` with credential values replaced by asterisks, for display."""
-    if not isinstance(headers, Mapping):
-        return headers
-    return {k: MASK if is_secret_header(k) else v for k, v in headers.items()}
 
 
 _EXCEPTION_TEXT_ATTRIBUTES = ("message", "msg", "body", "detail", "text", "reason")

@@ -86,6 +86,20 @@ def test_structural_credentials_are_masked_without_registration(text: str, expec
     assert redact(text) == expected
 
 
+def test_odd_inputs_register_nothing_and_long_labels_still_redact() -> None:
+    before = _redact._VAULT.version
+    for value in (None, 12345678, SecretStr(""), "   "):
+        register_secret(value)
+    register_url("not a url")
+    register_url("http://[::1")  # unparseable
+    assert _redact._VAULT.version == before
+    token = planted("git-token")
+    register_url(f"https://{token}@git.example.test/repo.git")  # a token as the whole userinfo
+    assert redact(f"clone failed for {token}") == f"clone failed for {MASK}"
+    long_label = "x" * 300 + token
+    assert redact_label(long_label) == "x" * 300 + MASK
+
+
 def test_url_and_query_registration() -> None:
     userinfo, query_key = planted("userinfo"), planted("query")
     register_url(f"https://gw:{userinfo}@example.test/v1?api-key={query_key}")
@@ -295,6 +309,10 @@ def test_clean_records_keep_their_template_and_other_loggers_are_left_alone() ->
     assert records[0].msg == "calling %s"
     assert records[0].args == ("gpt-4o-mini",)
     assert key in _capture("someone.elses.app", "their own %s", key)
+    # A broken format string is left for logging to report, not turned into our error.
+    broken = logging.LogRecord("httpx", logging.INFO, __file__, 1, "%d items", ("three",), None)
+    _redact._redact_record(broken)
+    assert (broken.msg, broken.args) == ("%d items", ("three",))
 
 
 # ---------------------------------------------------------------------- ledger rows
