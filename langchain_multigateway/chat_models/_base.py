@@ -36,6 +36,7 @@ from typing_extensions import Self
 from langchain_multigateway._ls_params import langsmith_params
 from langchain_multigateway._redact import MASK, is_secret_header, is_secret_query, redact, register_model
 from langchain_multigateway._retry import RetryPolicy
+from langchain_multigateway.chat_models._arguments import check_arguments
 from langchain_multigateway.chat_models._exchange import MALFORMED, Exchange, StreamAssembler, StreamRun, raise_as
 from langchain_multigateway.chat_models._limits import (
     FIRST_TOKEN,
@@ -49,6 +50,7 @@ from langchain_multigateway.chat_models._openai_format import messages_to_openai
 from langchain_multigateway.chat_models._profiles import profile_for
 from langchain_multigateway.chat_models._structured import StructuredOutputMethod, structured_runnable
 from langchain_multigateway.errors import (
+    ConfigurationError,
     GatewayConnectionError,
     GatewayError,
     GatewayTimeoutError,
@@ -177,6 +179,10 @@ class GatewayChatModel(BaseChatModel):
     this and the first-token limit; async streams apply each limit exactly.)
     """
 
+    streaming: bool = False
+    """Serve ``invoke`` by streaming underneath (LangChain's ``streaming``): the first-token
+    and idle limits then apply to it too, and a stalled answer fails in seconds."""
+
     max_retries: int = 2
     """Retries after the first try for retryable errors (rate limit, timeout, 5xx)."""
 
@@ -192,9 +198,14 @@ class GatewayChatModel(BaseChatModel):
             # Surface a missing key as itself, not wrapped in pydantic's report.
             for detail in exc.errors():
                 cause = (detail.get("ctx") or {}).get("error")
-                if isinstance(cause, MissingAPIKeyError):
+                if isinstance(cause, (MissingAPIKeyError, ConfigurationError)):
                     raise cause from None
             raise
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_arguments_only(cls, values: Any) -> Any:
+        return check_arguments(cls, values)
 
     @model_validator(mode="after")
     def _require_api_key(self) -> Self:

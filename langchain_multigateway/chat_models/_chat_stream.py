@@ -54,14 +54,17 @@ class ChatCompletionsAssembler:
         split_content: Callable[[Any], tuple[str, str]] = plain_content,
         usage_of: Callable[[Mapping[str, Any] | None], UsageMetadata | None] = usage_from_openai,
         estimate_usage: Callable[[str], UsageMetadata] | None = None,
+        usage_expected: bool | None = None,
     ) -> None:
         self.owner = owner
         self.exchange = exchange
         self.split_content = split_content
         self.usage_of = usage_of
         self.estimate_usage = estimate_usage
-        options = exchange.payload.get("stream_options")
-        self.usage_asked = isinstance(options, Mapping) and bool(options.get("include_usage"))
+        if usage_expected is None:  # OpenAI sends stream usage when asked to
+            options = exchange.payload.get("stream_options")
+            usage_expected = isinstance(options, Mapping) and bool(options.get("include_usage"))
+        self.usage_asked = usage_expected
         self.done = False
         self.model_name: str | None = None
         self.finish_reason: str | None = None

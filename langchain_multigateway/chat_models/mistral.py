@@ -117,9 +117,11 @@ class MistralChatModel(GatewayChatModel):
 
             for chunk in llm.stream("Tell me a joke"):
                 print(chunk.content, end="")
-            # the last chunk has chunk_position="last" and carries usage_metadata when the
-            # server sends usage in its stream (Mistral's API does; llama.cpp does not
-            # without stream_options, which the SDK cannot send: usage_metadata is None there)
+            # the last chunk has chunk_position="last" and carries usage_metadata: the
+            # server's own counts when it sends usage in its stream (Mistral's API does), else
+            # an offline tiktoken estimate (prompt, bound tools and generated text) marked
+            # response_metadata["usage_estimated"] = True (llama.cpp sends none: the SDK
+            # cannot ask for it with stream_options)
 
     Async:
         .. code-block:: python
@@ -163,6 +165,8 @@ class MistralChatModel(GatewayChatModel):
             msg = llm.invoke("Hello")
             msg.usage_metadata
             # {"input_tokens": 5, "output_tokens": 12, "total_tokens": 17}
+            # prompt-cache hits (usage.num_cached_tokens, or prompt_tokens_details.cached_tokens)
+            # appear as input_token_details["cache_read"]
             llm.get_num_tokens_from_messages([HumanMessage("Hello")])  # an approximation, see there
 
     Response metadata:
@@ -355,6 +359,7 @@ class MistralChatModel(GatewayChatModel):
             split_content=split_content,
             usage_of=usage_from_mistral,
             estimate_usage=lambda generated: self._estimated_usage(exchange.payload, generated),
+            usage_expected=True,  # Mistral's API sends it; where none comes, [DONE] ends the stream
         )
 
     def _estimated_usage(self, payload: Mapping[str, Any], generated: str) -> UsageMetadata:
