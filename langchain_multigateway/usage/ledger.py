@@ -28,6 +28,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -115,6 +116,7 @@ _GROUPS: dict[str, str] = {
 }
 
 _STOP = object()
+_IMPORT_RETRY_SECONDS = 1.0
 _IMPORTED = "CREATE TABLE IF NOT EXISTS spill_imports (spill_id TEXT PRIMARY KEY)"
 
 
@@ -169,6 +171,7 @@ class _Writer:
         self.spilled = 0
         """Records this ledger put in the sidecar that are still there."""
         self.lost = 0
+        self._next_import = 0.0
         self.conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -185,14 +188,25 @@ class _Writer:
 
     def write(self, record: CallRecord) -> None:
         record = redact_fields(record)  # no credential in a row, on this thread, off the call path
-        if self._spill_pending() and not self.import_spill(wait=False):
+        if self._spill_pending() and not self._try_import():
             self._spill(record)
             return
         try:
             _insert(self.conn, record)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # a locked or broken database, or a value SQLite cannot bind
             logger.warning("ledger %s: could not write a record: %s", self.path, exc)
             self._spill(record)
+
+    def _try_import(self) -> bool:
+        """Import the sidecar without waiting, at most once a second while the database stays locked
+        (each try reads the whole sidecar)."""
+        now = time.monotonic()
+        if now < self._next_import:
+            return False
+        if self.import_spill(wait=False):
+            return True
+        self._next_import = now + _IMPORT_RETRY_SECONDS
+        return False
 
     def _spill(self, record: CallRecord) -> None:
         if self.spill_path is None:
@@ -221,12 +235,12 @@ class _Writer:
         try:
             with open(self.spill_path, "r+", encoding="utf-8") as handle, _locked(handle):
                 entries, bad = _read_spill(handle.read())
-                _insert_spilled(self.conn, entries)
+                bad += _insert_spilled(self.conn, entries)
                 if bad:
                     with open(self.spill_path + ".rejected", "a", encoding="utf-8") as rejected:
                         rejected.writelines(line + "\n" for line in bad)
                     logger.error(
-                        "ledger %s: %d unreadable line(s) of %s moved to %s.rejected",
+                        "ledger %s: %d line(s) of %s that cannot be read or stored moved to %s.rejected",
                         self.path,
                         len(bad),
                         self.spill_path,
@@ -258,8 +272,8 @@ def _add_served_model_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE calls ADD COLUMN served_model TEXT")
 
 
-def _read_spill(text: str) -> tuple[list[tuple[str, CallRecord]], list[str]]:
-    entries: list[tuple[str, CallRecord]] = []
+def _read_spill(text: str) -> tuple[list[tuple[str, CallRecord, str]], list[str]]:
+    entries: list[tuple[str, CallRecord, str]] = []
     bad: list[str] = []
     for line in text.split("\n"):
         if not line.strip():
@@ -268,25 +282,41 @@ def _read_spill(text: str) -> tuple[list[tuple[str, CallRecord]], list[str]]:
             data = json.loads(line)
             fields = dict(data["record"])
             fields["tags"] = tuple(fields.get("tags") or ())
-            entries.append((str(data["spill_id"]), CallRecord(**fields)))
+            entries.append((str(data["spill_id"]), CallRecord(**fields), line))
         except (ValueError, KeyError, TypeError):
             bad.append(line)
     return entries, bad
 
 
-def _insert_spilled(conn: sqlite3.Connection, entries: list[tuple[str, CallRecord]]) -> None:
-    """Insert spilled records once each: the ids imported are committed with the rows."""
+def _insert_spilled(conn: sqlite3.Connection, entries: list[tuple[str, CallRecord, str]]) -> list[str]:
+    """Insert spilled records once each (the ids imported are committed with the rows).
+
+    A locked database aborts the import (it is tried again later); a record SQLite
+    refuses for its values is returned, to be set aside, so it cannot block the rest.
+    """
+    refused: list[str] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for spill_id, record in entries:
+        for spill_id, record, line in entries:
             if conn.execute("SELECT 1 FROM spill_imports WHERE spill_id = ?", (spill_id,)).fetchone():
                 continue
-            _insert_row(conn, record)
+            conn.execute("SAVEPOINT one")
+            try:
+                _insert_row(conn, record)
+            except sqlite3.OperationalError:
+                raise
+            except Exception:
+                conn.execute("ROLLBACK TO one")
+                refused.append(line)
+                continue
+            finally:
+                conn.execute("RELEASE one")
             conn.execute("INSERT INTO spill_imports (spill_id) VALUES (?)", (spill_id,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return refused
 
 
 def _worker(
@@ -305,7 +335,11 @@ def _worker(
                 break
             kind, payload, future = job
             if kind == "record":
-                writer.write(payload)
+                try:
+                    writer.write(payload)
+                except Exception:  # never let one record stop the writer (later flushes would hang)
+                    writer.lost += 1
+                    logger.exception("ledger %s: a record was lost", path)
                 continue
             try:
                 future.set_result(payload(writer.conn))
@@ -436,8 +470,12 @@ class Ledger:
         return future.result()
 
     def flush(self) -> None:
-        """Wait until every record queued so far is committed (or kept in the sidecar)."""
-        self._run(lambda conn: None)
+        """Wait until every record queued so far is committed (or kept in the sidecar).
+
+        Records waiting in the sidecar are imported first if the database takes writes.
+        """
+        writer = self._writer
+        self._run(lambda conn: writer.import_spill(wait=False))
 
     @property
     def spilled(self) -> int:

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -208,10 +209,8 @@ def test_a_record_sqlite_refuses_is_kept_in_the_sidecar_and_imported(
     path = tmp_path / "odd.sqlite3"
     with Ledger(path) as ledger:
         ledger.add(record(model=object()))  # type: ignore[arg-type]
-        ledger.flush()
-        assert ledger.spilled == 1
-        ledger.add(record())  # the database takes writes: the sidecar is imported first
-        models = [r["model"] for r in ledger.records()]
+        ledger.add(record())
+        models = [r["model"] for r in ledger.records()]  # the sidecar is imported, in order
     assert "could not write a record" in caplog.text
     assert len(models) == 2
     assert models[0].startswith("<object object")
@@ -313,3 +312,16 @@ def test_an_unreadable_sidecar_line_is_set_aside_not_dropped(tmp_path: Path) -> 
         assert ledger.count() == 0
     assert Path(str(sidecar) + ".rejected").read_text().startswith('{"spill_id": "a"')
     assert not sidecar.exists()
+
+
+def test_a_record_that_breaks_the_insert_is_set_aside_and_the_writer_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "poison.sqlite3"
+    sidecar = Path(str(path) + ".spill.jsonl")
+    with Ledger(path) as ledger:
+        ledger.add(replace(record(model="poison"), latency_ms=None))  # type: ignore[arg-type]
+        ledger.add(record(model="after"))
+        assert [r["model"] for r in ledger.records()] == ["after"]
+        assert ledger.spilled == 0
+    assert not sidecar.exists()
+    rejected = Path(str(sidecar) + ".rejected").read_text()
+    assert '"model": "poison"' in rejected
