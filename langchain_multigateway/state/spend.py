@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["SpendStore", "SpendTotals", "buckets", "check_period", "judge", "nano", "period_seconds"]
+__all__ = ["SpendStore", "SpendStoreError", "SpendTotals", "buckets", "check_period", "judge", "nano", "period_seconds"]
 
 _DAYS = re.compile(r"^([1-9][0-9]{0,2})d$")
 RESERVATION_LEASE = 600.0
@@ -69,6 +69,13 @@ def period_seconds(period: str | None) -> float:
 def nano(usd: float | None) -> int:
     """USD as integer nano-dollars."""
     return round((usd or 0.0) * 1e9)
+
+
+class SpendStoreError(RuntimeError):
+    """The budget's store could not be read or written, so the call was not sent.
+
+    A budget has no safe local fallback: each process would grant the whole budget again.
+    """
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_multigateway.state._redis_scripts import hash_tag
-from langchain_multigateway.state.spend import RESERVATION_LEASE, SpendStore, SpendTotals, buckets, nano, period_seconds
+from langchain_multigateway.state.redis import _masked
+from langchain_multigateway.state.spend import (
+    RESERVATION_LEASE,
+    SpendStore,
+    SpendStoreError,
+    SpendTotals,
+    buckets,
+    nano,
+    period_seconds,
+)
 
 __all__ = ["RedisSpendStore"]
 
@@ -78,7 +87,7 @@ class RedisSpendStore(SpendStore):
         namespace: Separates gateways sharing one Redis.
         timeout: Longest wait per Redis operation, seconds. Unlike routing state, a budget
             has no safe local fallback (each process would grant the whole budget again),
-            so an unreachable Redis raises ``redis.RedisError`` and the call is refused.
+            so an unreachable Redis raises :class:`SpendStoreError` and the call is refused.
         client: An existing ``redis.Redis`` (or ``RedisCluster``) instead of ``url``.
     """
 
@@ -95,6 +104,8 @@ class RedisSpendStore(SpendStore):
         import redis.retry
 
         self.namespace = namespace
+        self._errors = (redis.RedisError, OSError)
+        self._where = _masked(url) if client is None else repr(client)
         if client is None:
             retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
             client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry)
@@ -102,6 +113,13 @@ class RedisSpendStore(SpendStore):
         self._reserve = client.register_script(RESERVE)
         self._totals = client.register_script(TOTALS)
         self._settle = client.register_script(SETTLE)
+
+    def _call(self, script: Any, budget: str, args: list[Any]) -> Any:
+        try:
+            return script(keys=self.keys(budget), args=args)
+        except self._errors as exc:
+            msg = f"budget {budget!r}: its Redis store at {self._where} failed ({type(exc).__name__}: {exc})"
+            raise SpendStoreError(msg) from exc
 
     def keys(self, budget: str) -> list[str]:
         tag = hash_tag(self.namespace, "budget", budget)
@@ -128,15 +146,15 @@ class RedisSpendStore(SpendStore):
             RESERVATION_LEASE,
             *summed,
         ]
-        over, *numbers = self._reserve(keys=self.keys(budget), args=args)
+        over, *numbers = self._call(self._reserve, budget, args)
         return (over.decode() if isinstance(over, bytes) else over) or None, _totals(numbers)
 
     def settle(self, budget: str, period: str | None, key: str, tokens: int, cost: float) -> None:
         ttl_ms = int(period_seconds(period) * 1000)
-        self._settle(keys=self.keys(budget), args=[key, buckets(period)[0], int(tokens), nano(cost), ttl_ms])
+        self._call(self._settle, budget, [key, buckets(period)[0], int(tokens), nano(cost), ttl_ms])
 
     def totals(self, budget: str, period: str | None) -> SpendTotals:
-        _, *numbers = self._totals(keys=self.keys(budget), args=[2, *buckets(period)[1]])
+        _, *numbers = self._call(self._totals, budget, [2, *buckets(period)[1]])
         return _totals(numbers)
 
     def reset(self, budget: str, period: str | None) -> None:

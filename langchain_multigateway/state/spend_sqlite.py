@@ -11,9 +11,19 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from langchain_multigateway.state.spend import RESERVATION_LEASE, SpendStore, SpendTotals, buckets, judge, nano
+from langchain_multigateway.state.spend import (
+    RESERVATION_LEASE,
+    SpendStore,
+    SpendStoreError,
+    SpendTotals,
+    buckets,
+    judge,
+    nano,
+)
 
 __all__ = ["SQLiteSpendStore", "default_path"]
 
@@ -74,40 +84,44 @@ class SQLiteSpendStore(SpendStore):
         max_cost: float | None,
     ) -> tuple[str | None, SpendTotals]:
         now = time.time()
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                totals = self._read(budget, buckets(period, now)[1], now)
-                over = judge(totals, tokens, cost, max_tokens, max_cost)
-                if over is None:
-                    self._conn.execute(
-                        "INSERT OR REPLACE INTO budget_reservations VALUES (?, ?, ?, ?, ?)",
-                        (budget, key, int(tokens), nano(cost), now + RESERVATION_LEASE),
-                    )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction(budget):
+            totals = self._read(budget, buckets(period, now)[1], now)
+            over = judge(totals, tokens, cost, max_tokens, max_cost)
+            if over is None:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO budget_reservations VALUES (?, ?, ?, ?, ?)",
+                    (budget, key, int(tokens), nano(cost), now + RESERVATION_LEASE),
+                )
         return over, totals
 
-    def settle(self, budget: str, period: str | None, key: str, tokens: int, cost: float) -> None:
-        with self._lock:
+    @contextmanager
+    def _transaction(self, budget: str) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction; SQLite failures become :class:`SpendStoreError`."""
+        try:
             self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.execute("DELETE FROM budget_reservations WHERE budget = ? AND key = ?", (budget, key))
-                self._conn.execute(
-                    "INSERT INTO budget_spend VALUES (?, ?, ?, ?) ON CONFLICT (budget, bucket) DO UPDATE SET "
-                    "tokens = tokens + excluded.tokens, nano_usd = nano_usd + excluded.nano_usd",
-                    (budget, buckets(period)[0], int(tokens), nano(cost)),
-                )
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
+        except sqlite3.Error as exc:
+            raise SpendStoreError(f"budget {budget!r}: its SQLite store {self.path} failed ({exc})") from exc
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            self._conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise SpendStoreError(f"budget {budget!r}: its SQLite store {self.path} failed ({exc})") from exc
+            raise
+
+    def settle(self, budget: str, period: str | None, key: str, tokens: int, cost: float) -> None:
+        with self._lock, self._transaction(budget):
+            self._conn.execute("DELETE FROM budget_reservations WHERE budget = ? AND key = ?", (budget, key))
+            self._conn.execute(
+                "INSERT INTO budget_spend VALUES (?, ?, ?, ?) ON CONFLICT (budget, bucket) DO UPDATE SET "
+                "tokens = tokens + excluded.tokens, nano_usd = nano_usd + excluded.nano_usd",
+                (budget, buckets(period)[0], int(tokens), nano(cost)),
+            )
 
     def totals(self, budget: str, period: str | None) -> SpendTotals:
         now = time.time()
-        with self._lock:
+        with self._lock, self._transaction(budget):
             return self._read(budget, buckets(period, now)[1], now)
 
     def reset(self, budget: str, period: str | None) -> None:

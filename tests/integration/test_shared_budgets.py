@@ -20,12 +20,12 @@ from langchain_multigateway import Deployment, RoutingChatModel
 from langchain_multigateway.errors import BudgetExceededError
 from langchain_multigateway.state import spend_redis, spend_sqlite
 from langchain_multigateway.state.redis import RedisState
-from langchain_multigateway.state.spend import SpendStore, buckets, check_period, period_seconds
+from langchain_multigateway.state.spend import SpendStore, SpendStoreError, buckets, check_period, period_seconds
 from langchain_multigateway.state.spend_redis import RedisSpendStore
 from langchain_multigateway.state.spend_sqlite import SQLiteSpendStore
 from langchain_multigateway.testing import ScriptedChatModel, Step
 from langchain_multigateway.usage import Budget
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 pytest_plugins = ["tests.redis_server"]  # redis_server, namespace
 
@@ -120,6 +120,19 @@ def test_a_redis_state_hands_out_a_spend_store_on_the_same_server(redis_server: 
     assert store.keys("team")[0].startswith("{ns-spend:budget:team}")
     store.close()
     state.close()
+
+
+def test_an_unreachable_store_refuses_the_call_with_a_typed_error() -> None:
+    store = RedisSpendStore(f"redis://u:s3cret@127.0.0.1:{free_port()}/0", timeout=0.2)
+    budget = Budget(max_cost_usd=1.0, period="1d", name="team", store=store)
+    model = ScriptedChatModel(steps=["never sent"], model="m")
+    router = RoutingChatModel(deployments=[Deployment(model=model, name="d")], budget=budget)
+    with pytest.raises(SpendStoreError) as info:
+        router.invoke("hi")
+    assert "budget 'team': its Redis store at redis://u:***@127.0.0.1:" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    assert model.call_count == 0  # nothing sent without a budget decision
+    store.close()
 
 
 def test_budget_period_defaults_to_the_ledger_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
