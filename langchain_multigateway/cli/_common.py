@@ -157,14 +157,18 @@ def _sent(endpoint: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in endpoint.items() if k != "explicit_key"}
 
 
+def _refuse_endpoint(config: GatewayConfig, spec: str, endpoint: dict[str, Any]) -> None:
+    if endpoint.get("base_url") or endpoint.get("explicit_key"):
+        msg = (
+            f"--base-url and --api-key apply to 'provider:model' specs; {spec!r} is a model of "
+            f"{config.source}: set its base_url / api_key there"
+        )
+        raise UsageError(msg)
+
+
 def _model(config: GatewayConfig | None, spec: str, endpoint: dict[str, Any]) -> BaseChatModel:
     if config is not None and spec in config.models:
-        if endpoint.get("base_url") or endpoint.get("explicit_key"):
-            msg = (
-                f"--base-url and --api-key apply to 'provider:model' specs; {spec!r} is a model of "
-                f"{config.source}: set its base_url / api_key there"
-            )
-            raise UsageError(msg)
+        _refuse_endpoint(config, spec, endpoint)
         return config.build_model(spec)
     endpoint = _sent(endpoint)
     from langchain_multigateway.registry import init_gateway_model
@@ -212,6 +216,19 @@ def _or_unbuilt(build: Any, provider: str, model: str) -> Any:
         return Unbuilt(getattr(exc, "provider_name", None) or provider, getattr(exc, "model_name", None) or model, exc)
 
 
+def _config_model_or_unbuilt(config: GatewayConfig, name: str) -> Any:
+    """``models.<name>`` built; :class:`Unbuilt` when only its key is missing; else the located error."""
+    from langchain_multigateway.errors import MissingAPIKeyError
+
+    spec = config.models[name]
+    try:
+        return spec.build()
+    except MissingAPIKeyError as exc:
+        return Unbuilt(spec.provider, spec.model, exc)
+    except Exception:
+        return config.build_model(name)  # raises the error located at its file and line
+
+
 def named_models(args: argparse.Namespace) -> list[tuple[str, Any]]:
     """Every model the options name, once each, by name (for ``health``).
 
@@ -224,7 +241,12 @@ def named_models(args: argparse.Namespace) -> list[tuple[str, Any]]:
     if args.model:
         seen: dict[str, Any] = {}
         for spec in args.model:
-            if spec not in seen:
+            if spec in seen:
+                continue
+            if config is not None and spec in config.models:
+                _refuse_endpoint(config, spec, endpoint)
+                seen[spec] = _config_model_or_unbuilt(config, spec)
+            else:
                 provider, _, name = spec.partition(":")
                 seen[spec] = _or_unbuilt(lambda spec=spec: _model(config, spec, endpoint), provider, name)
         return list(seen.items())
@@ -257,8 +279,7 @@ def named_models(args: argparse.Namespace) -> list[tuple[str, Any]]:
     names = list(uses) if args.router else list(config.models)
     found: list[tuple[str, Any]] = []
     for name in names:
-        spec = config.models[name]
-        model = _or_unbuilt(lambda name=name: config.build_model(name), spec.provider, spec.model)
+        model = _config_model_or_unbuilt(config, name)
         also = uses.get(name)
         found.append((f"{name} ({', '.join(also)})" if also else name, model))
     found.extend(others.items())

@@ -86,3 +86,17 @@ def test_health_shows_a_model_and_its_deployment_once(tmp_path: Path, capsys: py
     assert main(["health", "--config", str(config), "--router", "other"]) == 0
     names = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines()[2:] if line.strip()]
     assert names == ["b (other: spare)"]
+
+
+def test_health_lists_a_config_model_without_a_key_as_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, "models:\n  hosted: openai:gpt-4o-mini\n  local: {provider: scripted, model: s}\n")
+    assert main(["health", "--config", str(config)]) == 3
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if line.strip()}
+    assert "DOWN" in rows["hosted"]
+    assert "OPENAI_API_KEY" in rows["hosted"]
+    assert "n/a" in rows["local"]
+    assert main(["health", "--config", str(config), "--model", "hosted"]) == 3
+    broken = write_config(tmp_path, "models:\n  bad: {provider: openai, model: m, api_key: x, temprature: 0}\n")
+    assert main(["health", "--config", str(broken)]) == 2
+    assert "line 2, models.bad.temprature" in capsys.readouterr().err
