@@ -2,7 +2,7 @@
 
 ``RedisServer`` starts the Debian ``redis-server`` binary (CI installs it), can be stopped,
 paused (SIGSTOP: a Redis that accepts connections and never answers) and restarted on the
-same port. ``redis_url`` is a session fixture; tests separate themselves by namespace.
+same port. The fixtures are in ``tests/redis_fixtures.py`` (``pytest_plugins``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -89,17 +88,3 @@ def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def namespace() -> str:
-    """A namespace of its own per test, so tests never see each other's keys."""
-    return f"test-{uuid.uuid4().hex[:12]}"

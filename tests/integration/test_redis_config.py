@@ -16,7 +16,7 @@ from langchain_multigateway.state.redis import RedisState
 from langchain_multigateway.state.settings import check_state
 from tests.redis_server import RedisServer, free_port
 
-pytest_plugins = ["tests.redis_server"]  # redis_server
+pytest_plugins = ["tests.redis_fixtures"]  # redis_server
 pytestmark = pytest.mark.redis
 
 MODELS = {"models": {"a": {"provider": "scripted", "default_reply": "from a"}}}

@@ -20,7 +20,7 @@ import pytest
 
 from tests.redis_server import RedisServer
 
-pytest_plugins = ["tests.redis_server"]  # redis_server
+pytest_plugins = ["tests.redis_fixtures"]  # redis_server
 pytestmark = pytest.mark.redis
 
 WORKER = Path(__file__).with_name("redis_worker.py")

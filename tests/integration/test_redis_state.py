@@ -21,7 +21,7 @@ from langchain_multigateway.state._redis_scripts import deployment_keys, hash_ta
 from langchain_multigateway.state.redis import RedisState
 from tests.redis_server import RedisServer, free_port, wait_until
 
-pytest_plugins = ["tests.redis_server"]  # redis_server, namespace
+pytest_plugins = ["tests.redis_fixtures"]  # redis_server, namespace
 
 pytestmark = pytest.mark.redis
 

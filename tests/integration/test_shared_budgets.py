@@ -27,7 +27,7 @@ from langchain_multigateway.testing import ScriptedChatModel, Step
 from langchain_multigateway.usage import Budget
 from tests.redis_server import RedisServer, free_port
 
-pytest_plugins = ["tests.redis_server"]  # redis_server, namespace
+pytest_plugins = ["tests.redis_fixtures"]  # redis_server, namespace
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 NOON = datetime(2026, 11, 29, 12, tzinfo=timezone.utc).timestamp()

@@ -15,7 +15,7 @@ from langchain_multigateway.state import Admission, BreakerState, MemoryState, R
 from langchain_multigateway.state.redis import RedisState
 from tests.redis_server import RedisServer
 
-pytest_plugins = ["tests.redis_server"]  # redis_server, namespace
+pytest_plugins = ["tests.redis_fixtures"]  # redis_server, namespace
 
 
 class Clock:
