@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.integration.fault_provider import (
@@ -53,6 +54,7 @@ __all__ = [
     "start_fake",
 ]
 
+ROOT = Path(__file__).resolve().parents[2]
 FAST_SCALE = 1 / 20
 """The fast profile divides every wait by 20: the fake's (20 s first token -> 1 s, 30 s stall ->
 1.5 s, 60 s outage -> 3 s) and the router's default time limits and breaker cooldowns alike."""
@@ -110,6 +112,7 @@ def start_fake(profile: str) -> Iterator[FakeProvider]:
         [sys.executable, "-m", "tests.integration.fault_provider", "--port", "0", "--profile", profile],
         stdout=subprocess.PIPE,
         text=True,
+        cwd=ROOT,
     )
     assert process.stdout is not None
     line = process.stdout.readline()
