@@ -224,9 +224,8 @@ def is_secret_header(name: str) -> bool:
 
 
 def is_secret_query(name: str) -> bool:
-    """Whether a query parameter carries a credential."""
-    lowered = name.lower()
-    return lowered in _VAULT.query_names or any(word in lowered for word in _SECRET_HEADER_WORDS)
+    """Whether a query parameter carries a credential (``api-key``, ``access_token``; not ``max_tokens``)."""
+    return _credential_entry(name)
 
 
 # ---------------------------------------------------------------------- masking

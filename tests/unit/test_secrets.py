@@ -109,6 +109,8 @@ def test_url_and_query_registration() -> None:
         f"bad credentials {MASK} / {MASK} / {MASK}"
     )
     assert "2024-10-21-preview" in redact("api-version 2024-10-21-preview")
+    assert _redact.is_secret_query("access_token")
+    assert not _redact.is_secret_query("max_tokens")
 
 
 def test_provider_declared_names_join_the_rule_and_the_cassette_filters() -> None:
