@@ -10,6 +10,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from typing_extensions import Self
 
+from langchain_multigateway._redact import register_model
 from langchain_multigateway._retry import RetryPolicy
 
 __all__ = ["DEFAULT_DEPLOYMENT_RETRY", "Capabilities", "Deployment", "deployments_from", "init_model"]
@@ -131,6 +132,7 @@ class Deployment(BaseModel):
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
+        register_model(self.model)  # any BaseChatModel (a user's, another package's): its keys are masked too
         try:
             params = self.model._get_ls_params()
         except Exception:  # pragma: no cover - a model with a broken _get_ls_params

@@ -43,6 +43,8 @@ __all__ = ["DEADLINE", "CallState", "Engine", "Sleep", "WaitGate", "drive_async"
 
 _now = time.perf_counter
 _COST_AWARE = frozenset({"cheapest", "balanced"})
+_COOLDOWN_MARGIN = 0.005
+"""Seconds slept past a cooldown, so the retry is not refused by the cooldown's last instant."""
 T = TypeVar("T")
 
 
@@ -308,9 +310,11 @@ def _after_failure(
         call.min_window = max(call.min_window or 0, window)
     if decision.action is Action.RAISE:
         raise error
-    if decision.cooldown:
-        return None  # cooling down: limited on the next pass, so it may serve after the wait
     delay = _retry_delay(engine, call, dep, error, number) if decision.action is Action.RETRY else None
+    if decision.cooldown:
+        # Cooling down for everyone: this call retries once the wait is over if that fits its
+        # time, else moves on (and sees the deployment as rate-limited on its next pass).
+        return None if delay is None else max(delay, decision.cooldown) + _COOLDOWN_MARGIN
     if delay is None:
         call.done.add(dep.name)
     return delay
@@ -323,8 +327,8 @@ def _retry_delay(engine: Engine, call: CallState, dep: Deployment, error: BaseEx
     if number >= tries:
         return None
     asked = getattr(error, "retry_after", None)
-    if isinstance(asked, (int, float)) and asked > policy.max_retry_after:
-        return None
+    if isinstance(asked, (int, float)) and asked > min(policy.max_retry_after, engine.max_wait):
+        return None  # a longer wait than the call may spend waiting: another deployment serves sooner
     delay = policy.backoff(number, error)
     if call.deadline is not None and _now() + delay >= call.deadline:
         return None

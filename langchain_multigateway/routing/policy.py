@@ -3,19 +3,34 @@
 =============================  ==========================  ===================
 error                          action                      counts on breaker
 =============================  ==========================  ===================
-rate limit, timeout,           retry the same deployment   yes
-connection, 5xx (retryable)    within its RetryPolicy,
+rate limit, connection,        retry the same deployment   yes
+5xx, timeout without a named   within its RetryPolicy
+limit (retryable)              (backoff with jitter),
                                then the next one
-rate limit with Retry-After    cool the deployment down,   yes
-                               next one now
+rate limit with Retry-After    cool the deployment down    yes
+                               for everyone; this call
+                               waits that long and retries
+                               it when the wait fits its
+                               time, else the next one
+a time limit that fired        next deployment at once     yes
+(connect, first token, stream  (a silent route stays
+idle, the request's timeout)   silent: no retry)
 authentication, permission,    next deployment             yes
 model not found
 context window exceeded        next one with a larger      no
                                window
-content policy                 next or raise (setting)     no
-invalid request                raise at once               no
+content policy                 raise (default) or next     no
+invalid request (and input     raise at once               no
+the router could not build)
 any other exception            next deployment             yes
 =============================  ==========================  ===================
+
+Why these defaults: a retry helps only where the failure is transient and cheap to
+repeat; a deployment that did not answer within a time limit will most likely not
+answer the next time either, so the call spends its remaining time elsewhere. A
+content-policy refusal is about the request, and routing around it would quietly
+send the same content to another provider: the provider's reason is raised instead
+(``content_policy="next"`` opts in to trying others).
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ from langchain_multigateway.errors import (
     AttemptRecord,
     ContentPolicyError,
     GatewayError,
+    GatewayTimeoutError,
     InvalidRequestError,
     RateLimitError,
 )
@@ -61,7 +77,7 @@ class Decision:
     action: Action
     counts_against_breaker: bool
     cooldown: float | None = None
-    """Seconds to keep the deployment out of rotation (a provider's Retry-After)."""
+    """Seconds to keep the deployment out of rotation for every call (a provider's Retry-After)."""
     needs_larger_window: bool = False
 
 
@@ -69,15 +85,16 @@ class FailoverPolicy(BaseModel):
     """Settings of the error → action table (see the module doc).
 
     Attributes:
-        content_policy: ``"next"`` tries another provider (their policies differ);
-            ``"raise"`` stops at the first refusal.
+        content_policy: ``"raise"`` (default) stops at the first refusal with the
+            provider's reason; ``"next"`` tries another provider (their policies differ).
         cooldown_on_retry_after: Take a deployment that answered 429 with a
-            Retry-After out of rotation for that long, instead of retrying it.
+            Retry-After out of rotation for that long, for every call; the call that
+            got the 429 waits and retries it if the wait fits its time, else moves on.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    content_policy: Literal["next", "raise"] = "next"
+    content_policy: Literal["next", "raise"] = "raise"
     cooldown_on_retry_after: bool = True
 
     def decide(self, error: BaseException) -> Decision:
@@ -90,6 +107,8 @@ class FailoverPolicy(BaseModel):
             return Decision(Action.RAISE, counts_against_breaker=False)
         if isinstance(error, (ModelAuthenticationError, ModelPermissionDeniedError, ModelNotFoundError)):
             return Decision(Action.NEXT, counts_against_breaker=True)
+        if isinstance(error, GatewayTimeoutError) and error.limit is not None:
+            return Decision(Action.NEXT, counts_against_breaker=True)  # a silent route stays silent
         retry_after = getattr(error, "retry_after", None)
         if (
             self.cooldown_on_retry_after
@@ -97,7 +116,7 @@ class FailoverPolicy(BaseModel):
             and isinstance(retry_after, (int, float))
             and retry_after > 0
         ):
-            return Decision(Action.NEXT, counts_against_breaker=True, cooldown=float(retry_after))
+            return Decision(Action.RETRY, counts_against_breaker=True, cooldown=float(retry_after))
         if isinstance(error, GatewayError):
             return Decision(Action.RETRY if error.retryable else Action.NEXT, counts_against_breaker=True)
         if isinstance(error, ModelError):

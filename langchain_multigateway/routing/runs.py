@@ -68,12 +68,29 @@ class StreamRun:
         return f"StreamRun({self.run_id})"
 
 
+_LS_METADATA: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
+
+
 def _ls_metadata(model: Any, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The model's LangSmith params for these call kwargs; remembered (LangChain's default is a pydantic dump)."""
+    try:
+        key: tuple[Any, ...] | None = (id(model), tuple(stop or ()), *sorted(kwargs.items()))
+        hash(key)
+    except TypeError:  # an unhashable kwarg value (a tools list, a schema): compute it
+        key = None
+    hit = _LS_METADATA.get(key) if key is not None else None
+    if hit is not None and hit[0] is model:
+        return hit[1]
     try:
         params = model._get_ls_params(stop=stop, **kwargs)
     except Exception:  # pragma: no cover - a model with a broken _get_ls_params
         return {}
-    return {k: v for k, v in params.items() if v is not None}
+    found = {k: v for k, v in params.items() if v is not None}
+    if key is not None:
+        if len(_LS_METADATA) > 512:
+            _LS_METADATA.clear()
+        _LS_METADATA[key] = (model, found)
+    return found
 
 
 _BASE_PARAMS: dict[int, tuple[Any, dict[str, Any]]] = {}

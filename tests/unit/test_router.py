@@ -84,6 +84,16 @@ def test_failover_moves_on(error: Exception, calls_to_a: int, counts: int) -> No
     assert router.health()["a"].consecutive_failures == counts
 
 
+@pytest.mark.parametrize("limit", ["connect_timeout", "first_token_timeout", "stream_idle_timeout", "timeout"])
+def test_a_time_limit_that_fired_fails_over_at_once(limit: str) -> None:
+    silent = GatewayTimeoutError("no first token", limit=limit, seconds=1.0)
+    router = RoutingChatModel(deployments=[dep("a", [silent, silent]), dep("b", priority=1)])
+    message = router.invoke("hi")
+    assert message.response_metadata["deployment"] == "b"
+    assert scripted(router, "a").call_count == 1  # a silent route stays silent: not retried
+    assert router.health()["a"].consecutive_failures == 1  # and counted against its breaker
+
+
 def test_a_first_try_success_carries_no_failed_attempts() -> None:
     router = RoutingChatModel(deployments=[dep("a"), dep("b", priority=1)])
     meta = router.invoke("hi").response_metadata
@@ -91,12 +101,31 @@ def test_a_first_try_success_carries_no_failed_attempts() -> None:
     assert "failed_attempts" not in meta
 
 
-def test_rate_limit_with_retry_after_cools_down_and_moves_on() -> None:
+def test_rate_limit_with_a_long_retry_after_cools_down_and_moves_on() -> None:
+    # 30 s is longer than the call may wait (max_wait, 5 s): the next deployment serves now.
     router = RoutingChatModel(deployments=[dep("a", [RateLimitError("429", retry_after=30)]), dep("b", priority=1)])
     assert router.invoke("1").response_metadata["deployment"] == "b"
     assert router.invoke("2").response_metadata["deployment"] == "b"
     assert scripted(router, "a").call_count == 1
     assert router.health()["a"].retry_after == pytest.approx(30, abs=1)
+
+
+def test_rate_limit_with_a_short_retry_after_waits_and_retries_the_same_deployment() -> None:
+    a = dep("a", [RateLimitError("429", retry_after=0.2), "from a, later"])
+    router = RoutingChatModel(deployments=[a, dep("b", priority=1)])
+    message = router.invoke("1")
+    assert message.content == "from a, later"
+    assert scripted(router, "b").call_count == 0
+    first, second = scripted(router, "a").calls
+    assert second.started_at - first.started_at >= 0.2  # Retry-After honoured: never a tight loop
+    assert message.response_metadata["attempts"] == 2
+
+
+def test_rate_limit_retry_after_past_the_call_timeout_fails_over() -> None:
+    a = dep("a", [RateLimitError("429", retry_after=2)])
+    router = RoutingChatModel(deployments=[a, dep("b", priority=1)], timeout=1)
+    assert router.invoke("1").response_metadata["deployment"] == "b"
+    assert scripted(router, "a").call_count == 1
 
 
 def test_invalid_request_raises_at_once() -> None:
@@ -108,14 +137,17 @@ def test_invalid_request_raises_at_once() -> None:
 
 
 def test_content_policy_setting() -> None:
-    moving = RoutingChatModel(deployments=[dep("a", [ContentPolicyError("no")]), dep("b", priority=1)])
-    assert moving.invoke("hi").content == "from b"
-    strict = RoutingChatModel(
-        deployments=[dep("a", [ContentPolicyError("no")]), dep("b", priority=1)],
-        failover=FailoverPolicy(content_policy="raise"),
-    )
-    with pytest.raises(ContentPolicyError):
+    # Default: the provider's refusal is raised, the content is not sent elsewhere.
+    strict = RoutingChatModel(deployments=[dep("a", [ContentPolicyError("no: safety")]), dep("b", priority=1)])
+    with pytest.raises(ContentPolicyError, match="safety"):
         strict.invoke("hi")
+    assert scripted(strict, "b").call_count == 0
+    assert strict.health()["a"].consecutive_failures == 0
+    moving = RoutingChatModel(
+        deployments=[dep("a", [ContentPolicyError("no")]), dep("b", priority=1)],
+        failover=FailoverPolicy(content_policy="next"),
+    )
+    assert moving.invoke("hi").content == "from b"
 
 
 def test_context_window_exceeded_moves_to_a_larger_window() -> None:
