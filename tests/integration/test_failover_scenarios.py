@@ -30,17 +30,12 @@ from tests.integration.fault_scenarios import (
     start_fake,
 )
 
-_TIME_LIMIT = "needs: a deployment that hit a time limit is not retried, the router fails over at once (issue 12)"
 _CONTINUE = "needs stream_recovery='continue' and a per-deployment prefix-continuation capability (issue 12)"
 NEEDS: dict[str, str] = {
     # scenario id -> the issue-12 router feature it waits for (remove the entry when it lands)
-    "429-retry-after": "needs a 429's Retry-After waited on the same deployment when the call has time (issue 12)",
-    "no-response": _TIME_LIMIT,
-    "slow-first-token": _TIME_LIMIT,
     "stream-cut": _CONTINUE,
     "stream-stall": _CONTINUE,
     "cut-prefill-rejected": _CONTINUE,
-    "content-policy": "needs FailoverPolicy content_policy='raise' by default (issue 12)",
 }
 
 
