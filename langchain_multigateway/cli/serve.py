@@ -67,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         timeout_graceful_shutdown=args.graceful_timeout,
+        # Longer than clients' idle-connection expiry (httpx and the openai SDK: 5 s), so the client
+        # closes an idle connection first; equal timeouts race and drop a request sent as the server closes.
+        timeout_keep_alive=args.keep_alive,
         access_log=args.access_log,
         log_level=args.log_level,
         server_header=False,
@@ -117,6 +120,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--access-log", action="store_true", help="log every request line (off by default: it costs throughput)"
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=float,
+        default=65.0,
+        metavar="SECONDS",
+        help="how long an idle client connection is kept open (default 65)",
     )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(handler=run)

@@ -315,6 +315,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gateway.warm_up()
         yield
         if on_shutdown is not None:
             await on_shutdown()

@@ -95,6 +95,19 @@ class Gateway:
             routers[name] = RoutingChatModel(deployments=[deployment], model=name)
         return routers
 
+    def warm_up(self) -> None:
+        """Create each deployment's async client now, in the serving event loop.
+
+        The first call would otherwise import the provider's SDK (about a second for
+        openai) inside the event loop, stalling every request in flight.
+        """
+        for router in self.routers.values():
+            for dep in router.deployments:
+                try:
+                    getattr(dep.model, "async_client", None)
+                except Exception:  # a model that cannot build its client fails on its first call instead
+                    logger.warning("could not prepare the client of deployment %r", dep.name, exc_info=True)
+
     # ------------------------------------------------------------------ one call
     def _bind(self, call: ChatCall) -> tuple[Runnable[Any, Any], dict[str, Any], list[str]]:
         router = self.routers[call.model]
