@@ -347,3 +347,41 @@ def test_ledger_rows_hold_no_credential() -> None:
     assert rows
     assert key not in repr(rows)
     assert rows[0]["deployment"] == f"dep-{MASK}"
+
+
+# ---------------------------------------------------------------------- a router over anyone's model
+def test_router_over_a_third_party_model_masks_its_key() -> None:
+    from langchain_core.callbacks import CallbackManagerForLLMRun
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import ChatResult
+
+    from langchain_multigateway.routing import Deployment, RoutingChatModel
+
+    key = planted("third-party")
+
+    class OtherPackageChat(BaseChatModel):
+        """Stands for a chat model from another package: it never heard of the gateway."""
+
+        secret: SecretStr
+
+        @property
+        def _llm_type(self) -> str:
+            return "other-package"
+
+        def _generate(
+            self,
+            messages: list[BaseMessage],
+            stop: list[str] | None = None,
+            run_manager: CallbackManagerForLLMRun | None = None,
+            **kwargs: object,
+        ) -> ChatResult:
+            raise PermissionError(f"401 Incorrect API key provided: {self.secret.get_secret_value()}")
+
+    router = RoutingChatModel(deployments=[Deployment(model=OtherPackageChat(secret=SecretStr(key)), name="other")])
+    with pytest.raises(Exception) as info:
+        router.invoke("hello")
+    text = "".join(traceback.format_exception(info.value)) + repr(info.value)
+    assert "Incorrect API key provided" in text
+    assert key not in text
+    assert key.encode() not in pickle.dumps(info.value)
