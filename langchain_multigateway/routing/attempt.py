@@ -126,6 +126,7 @@ class Slot:
         "ok",
         "parts",
         "released",
+        "released_at",
         "shared",
         "started",
         "usage",
@@ -149,6 +150,7 @@ class Slot:
         self.error: BaseException | None = None
         self.failure: Failed | None = None
         self.released = False
+        self.released_at = 0.0
 
     # ------------------------------------------------------------------ noting the outcome
     def saw(self, chunk: ChatGenerationChunk) -> None:
@@ -203,6 +205,7 @@ class Slot:
         if self.released:
             return
         self.released = True
+        self.released_at = _now()
         state, name = self.shared.state, self.dep.name
         try:
             if self.admission is not None:
@@ -318,11 +321,11 @@ class Answer:
 
 
 class Opened:
-    """A stream whose first chunk arrived: the rest is ``chunks``, a generator holding ``slot``."""
+    """A stream past its failover boundary: ``head`` read, the rest in ``chunks`` (a generator holding ``slot``)."""
 
     __slots__ = ("chunks", "head", "slot")
 
-    def __init__(self, slot: Slot, head: ChatGenerationChunk | None, chunks: Any) -> None:
+    def __init__(self, slot: Slot, head: list[ChatGenerationChunk], chunks: Any) -> None:
         self.slot = slot
         self.head = head
         self.chunks = chunks
@@ -437,15 +440,15 @@ def _failure(slot: Slot) -> Failed:
 
 
 def stream_sync(shared: Shared, request: Request, step: Try) -> Opened | Failed | Admission:
-    """One streamed try, up to its first chunk (the failover boundary)."""
+    """One streamed try, up to its first chunk (the failover boundary), or its end when the caller is not streaming."""
     slot = take(shared, request, step)
     if not isinstance(slot, Slot):
         return slot
     chunks = _chunks_sync(slot, request, step)
     try:
-        head = next(chunks)
+        head = list(chunks) if request.whole else [next(chunks)]
     except StopIteration:
-        return Opened(slot, None, chunks)  # a valid, empty answer (already released as a success)
+        return Opened(slot, [], chunks)  # a valid, empty answer (already released as a success)
     except Exception:
         return _failure(slot)
     return Opened(slot, head, chunks)
@@ -458,9 +461,9 @@ async def stream_async(shared: Shared, request: Request, step: Try) -> Opened | 
         return slot
     chunks = _chunks_async(slot, request, step)
     try:
-        head = await chunks.__anext__()
+        head = [c async for c in chunks] if request.whole else [await chunks.__anext__()]
     except StopAsyncIteration:
-        return Opened(slot, None, chunks)
+        return Opened(slot, [], chunks)
     except Exception:
         return _failure(slot)
     return Opened(slot, head, chunks)

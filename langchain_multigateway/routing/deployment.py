@@ -31,6 +31,10 @@ class Capabilities(BaseModel):
     json_schema: bool | None = None
     json_mode: bool | None = None
     images: bool | None = None
+    continue_prefix: bool | None = None
+    """Continues a trailing assistant message instead of answering anew (Mistral's ``prefix: true``,
+    llama.cpp, older Claude models). Only ``True`` counts: a stream cut mid-answer is resumed
+    only on a deployment that declares it (recent Claude models and OpenAI's API reject a prefill)."""
 
 
 def _profile(model: BaseChatModel) -> dict[str, Any]:

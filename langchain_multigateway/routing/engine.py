@@ -32,7 +32,7 @@ from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.policy import Action, NoDeploymentAvailableError
 from langchain_multigateway.routing.prepare import Prepared, PreparedCache, prepare
-from langchain_multigateway.routing.request import Request, describe
+from langchain_multigateway.routing.request import Overrides, Request, describe
 from langchain_multigateway.routing.runs import AttemptRuns
 from langchain_multigateway.routing.selection import exclusion, plan
 from langchain_multigateway.routing.strategies import Strategy, get_strategy
@@ -91,6 +91,7 @@ class Engine:
         "shared",
         "stop",
         "strategy",
+        "stream_recovery",
         "timeout",
     )
 
@@ -107,6 +108,7 @@ class Engine:
         max_retries: int | None,
         budget: Budget | None,
         budget_mode: str,
+        stream_recovery: str,
     ) -> None:
         self.deployments = list(deployments)
         self.by_name = {d.name: d for d in self.deployments}
@@ -119,6 +121,7 @@ class Engine:
         self.max_retries = max_retries
         self.budget = budget
         self.budget_mode = budget_mode
+        self.stream_recovery = stream_recovery
         self.count_always = any(d.tpm is not None or d.context_window is not None for d in self.deployments)
         self.check_images = any(d.capabilities.images is False for d in self.deployments)
         self.prepared: PreparedCache = {}
@@ -128,22 +131,24 @@ class Engine:
         messages: list[BaseMessage],
         stop: list[str] | None,
         kwargs: dict[str, Any],
-        overrides: tuple[Any, frozenset[str] | None, int],
+        overrides: Overrides,
         *,
         streaming: bool,
+        whole: bool,
         runs: AttemptRuns | None,
     ) -> tuple[Request, CallState]:
         """The call's immutable request and its fresh mutable state."""
-        strategy_name, tags, priority = overrides
-        strategy = self.strategy if strategy_name is None else get_strategy(strategy_name)
+        strategy = self.strategy if overrides.strategy is None else get_strategy(overrides.strategy)
         request = describe(
             messages,
             stop or self.stop or None,
             kwargs,
             strategy=strategy,
-            tags=tags,
-            priority=priority,
+            tags=overrides.tags,
+            priority=overrides.priority,
             streaming=streaming,
+            whole=whole,
+            stream_recovery=overrides.stream_recovery or self.stream_recovery,
             base_kwargs=self.base_kwargs,
             estimate=self.count_always or strategy.name in _COST_AWARE,
             check_images=self.check_images,

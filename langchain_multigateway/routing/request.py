@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.messages import (
@@ -31,7 +31,9 @@ from langchain_multigateway.routing.structured import StructuredSpec
 __all__ = [
     "ROUTER_KWARGS",
     "STREAM_RUN",
+    "Overrides",
     "Request",
+    "continuation",
     "describe",
     "estimate_tokens",
     "exact_tokens",
@@ -39,7 +41,8 @@ __all__ = [
     "read_overrides",
 ]
 
-ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority", STREAM_RUN)
+ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority", "stream_recovery", STREAM_RUN)
+STREAM_RECOVERIES = ("error", "continue")
 OUTPUT_RESERVE_CAP = 1024
 """Output tokens a tpm reservation assumes when the call sets no ``max_tokens`` (reconciled after)."""
 
@@ -189,11 +192,23 @@ def from_configurable(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def read_overrides(
-    kwargs: dict[str, Any], metadata: Mapping[str, Any] | None
-) -> tuple[Any, frozenset[str] | None, int]:
+@dataclass(frozen=True, slots=True)
+class Overrides:
+    """The router's own per-call settings, from call kwargs or run metadata."""
+
+    strategy: Any
+    tags: frozenset[str] | None
+    priority: int
+    stream_recovery: str | None
+
+
+def read_overrides(kwargs: dict[str, Any], metadata: Mapping[str, Any] | None) -> Overrides:
     """Pop the router's own kwargs; fall back to run metadata (``configurable`` lands there too)."""
     meta = metadata or {}
+    recovery = kwargs.pop("stream_recovery", None) or meta.get("stream_recovery")
+    if recovery is not None and recovery not in STREAM_RECOVERIES:
+        msg = f"stream_recovery must be one of {list(STREAM_RECOVERIES)}, not {recovery!r}"
+        raise RequestPreparationError(msg)
     strategy = kwargs.pop("routing_strategy", None) or meta.get("routing_strategy")
     tags = _parse_tags(kwargs.pop("routing_tags", None) or meta.get("routing_tags"))
     priority = kwargs.pop("routing_priority", None)
@@ -203,7 +218,7 @@ def read_overrides(
         priority = int(priority)
     except (TypeError, ValueError):
         priority = 0
-    return strategy, tags, priority
+    return Overrides(strategy, tags, priority, recovery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +247,13 @@ class Request:
     images: bool = False
     unsendable: str | None = None
     """Why a message cannot be sent by a provider that speaks standard messages only."""
+    stream_recovery: str = "error"
+    """After a stream failed mid-answer: ``"error"`` (StreamInterruptedError) or ``"continue"``."""
+    whole: bool = False
+    """The caller is not streaming (invoke that streams underneath): a stream is read to its end
+    before anything is passed on, so a failure anywhere in it fails over cleanly."""
+    continuing: bool = False
+    """The request resumes a cut answer: its last message is the assistant prefix delivered so far."""
     runs: AttemptRuns | None = None
     """Child runs per attempt, when the router's run has callback handlers."""
     counts: dict[str, int] = field(default_factory=dict)
@@ -253,6 +275,17 @@ class Request:
         return prompt + (self.output_tokens or min(prompt, OUTPUT_RESERVE_CAP))
 
 
+def continuation(request: Request, delivered: str) -> Request:
+    """``request`` resumed after ``delivered`` text: the conversation plus that text as an assistant prefix."""
+    return replace(
+        request,
+        messages=[*request.messages, AIMessage(content=delivered)],
+        upper_tokens=request.upper_tokens + len(delivered) + 4,
+        continuing=True,
+        counts={},
+    )
+
+
 def describe(
     messages: list[BaseMessage],
     stop: list[str] | None,
@@ -262,6 +295,8 @@ def describe(
     tags: frozenset[str] | None,
     priority: int,
     streaming: bool,
+    whole: bool,
+    stream_recovery: str,
     base_kwargs: Mapping[str, Any],
     estimate: bool,
     check_images: bool,
@@ -295,5 +330,7 @@ def describe(
         structured=structured,
         images=check_images and _has_images(messages),
         unsendable=unsendable,
+        stream_recovery=stream_recovery,
+        whole=whole,
         runs=runs,
     )

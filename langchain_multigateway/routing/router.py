@@ -204,6 +204,16 @@ class RoutingChatModel(BaseChatModel):
     """Spending limit judged per deployment before each attempt (see the class doc)."""
     on_budget_exceeded: Literal["raise", "cheaper"] = "raise"
     """``"raise"``: stop before sending; ``"cheaper"``: try deployments that fit, cheapest first."""
+    stream_recovery: Literal["error", "continue"] = "error"
+    """What a stream that fails after chunks reached the caller does (per call: ``stream_recovery=``).
+
+    ``"error"`` (default): it ends in ``StreamInterruptedError`` carrying the text delivered
+    so far, the deployment and the cause; never a truncated answer presented as a success.
+    ``"continue"``: the conversation plus the delivered text, as an assistant prefix, goes to
+    the next deployment whose ``capabilities.continue_prefix`` is True, and the stream goes
+    on with its continuation only (usage adds both attempts); with none able to, the
+    ``StreamInterruptedError`` stands. A caller that is not streaming never sees a partial
+    answer either way: a stream read underneath an ``invoke`` fails over until it is whole."""
 
     _engine: Engine = PrivateAttr()
 
@@ -238,6 +248,7 @@ class RoutingChatModel(BaseChatModel):
             max_retries=self.max_retries,
             budget=self.budget,
             budget_mode=self.on_budget_exceeded,
+            stream_recovery=self.stream_recovery,
         )
         return self
 
@@ -459,8 +470,13 @@ class RoutingChatModel(BaseChatModel):
         *,
         streaming: bool,
     ) -> Any:
-        """The call's request and state; child runs for its attempts when its run has handlers."""
+        """The call's request and state; child runs for its attempts when its run has handlers.
+
+        ``_stream`` called without a ``StreamRun`` comes from an ``invoke`` that streams
+        underneath: the caller is not streaming, so the stream is read whole before it is passed on.
+        """
         marker = kwargs.pop(STREAM_RUN, None)
+        whole = streaming and not isinstance(marker, StreamRun)
         if run_manager is None and isinstance(marker, (CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun)):
             run_manager = marker  # handed over by _generate_with_cache (invoke streaming underneath)
         if run_manager is None and isinstance(marker, StreamRun):
@@ -470,7 +486,7 @@ class RoutingChatModel(BaseChatModel):
             metadata = run_manager.metadata if run_manager is not None else None
             runs = AttemptRuns.of(run_manager)
         overrides = read_overrides(kwargs, metadata)
-        return self._engine.begin(messages, stop, kwargs, overrides, streaming=streaming, runs=runs)
+        return self._engine.begin(messages, stop, kwargs, overrides, streaming=streaming, whole=whole, runs=runs)
 
     # ------------------------------------------------------------------ cache & health
     def _convert_cached_generations(self, cache_val: list[Generation]) -> list[ChatGeneration]:

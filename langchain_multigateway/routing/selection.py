@@ -39,6 +39,8 @@ def exclusion(request: Request, dep: Deployment, min_window: int | None = None) 
     larger ones are tried after that.
     """
     caps = dep.capabilities
+    if request.continuing and caps.continue_prefix is not True:
+        return "cannot continue an assistant prefix (capabilities.continue_prefix is not set)"
     if request.tools and caps.tools is False:
         return "does not support tool calling"
     if request.structured is not None:

@@ -8,78 +8,95 @@ the deployment's slot: closing it (``finally``) gives the slot back on every exi
 
 A failure after chunks reached the caller is never presented as a success: it ends
 the stream with :class:`StreamInterruptedError` carrying the text delivered so far,
-the deployment and the cause (the seam where ``stream_recovery="continue"`` resumes).
+the deployment and the cause; or, with ``stream_recovery="continue"``, the failover
+loop runs again for a continuation (the conversation plus the delivered text as an
+assistant prefix, offered only to deployments that can continue one) and the relay
+goes on with the continuation's chunks, so the caller's concatenated stream is the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.messages import AIMessageChunk
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGenerationChunk
 
-from langchain_multigateway.errors import GatewayError, GatewayTimeoutError, StreamInterruptedError
+from langchain_multigateway.errors import AttemptRecord, GatewayError, GatewayTimeoutError, StreamInterruptedError
 from langchain_multigateway.routing import attempt
-from langchain_multigateway.routing.attempt import Opened
+from langchain_multigateway.routing.attempt import Opened, Slot
 from langchain_multigateway.routing.engine import CallState, Engine, drive_async, drive_sync
-from langchain_multigateway.routing.request import Request
+from langchain_multigateway.routing.request import Request, continuation
 
 __all__ = ["Relay", "relay_async", "relay_sync"]
 
 
 class Relay:
-    """Passes one served stream through, adding the router's metadata once, at the end."""
+    """Passes a routed stream through: the router's metadata once, at the end; the text delivered so far."""
 
-    __slots__ = ("call", "opened", "saw_last", "saw_model")
+    __slots__ = ("call", "carried_usage", "parts", "saw_last", "saw_model", "slot")
 
-    def __init__(self, opened: Opened, call: CallState) -> None:
-        self.opened = opened
+    def __init__(self, call: CallState) -> None:
         self.call = call
+        self.slot: Slot | None = None
         self.saw_model = False
         self.saw_last = False
+        self.parts: list[str] = []
+        self.carried_usage: UsageMetadata | None = None
+        """Usage of attempts cut mid-answer, added to the answer's (a continuation bills both)."""
+
+    @property
+    def delivered(self) -> str:
+        return "".join(self.parts)
+
+    def serving(self, opened: Opened) -> None:
+        self.slot = opened.slot
 
     def pass_on(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
         message = chunk.message
         meta = message.response_metadata
+        if chunk.text:
+            self.parts.append(chunk.text)
         if meta.get("model_name"):
             self.saw_model = True
         if isinstance(message, AIMessageChunk) and message.chunk_position == "last" and not self.saw_last:
             self.saw_last = True
-            dep = self.opened.slot.dep
-            extra = self.opened.slot.metadata(self.call.attempts)
-            extra["provider"] = meta.get("model_provider") or dep.provider
-            extra["model"] = meta.get("model_name") or dep.model_name
+            slot = self._slot()
+            extra = slot.metadata(self.call.attempts)
+            extra["provider"] = meta.get("model_provider") or slot.dep.provider
+            extra["model"] = meta.get("model_name") or slot.dep.model_name
             if not self.saw_model:
-                extra["model_name"] = dep.model_name
-                extra["model_provider"] = dep.provider
+                extra["model_name"] = slot.dep.model_name
+                extra["model_provider"] = slot.dep.provider
                 self.saw_model = True
             message.response_metadata = {**meta, **extra}
+            if self.carried_usage is not None and message.usage_metadata is not None:
+                message.usage_metadata = add_usage(self.carried_usage, message.usage_metadata)
         return chunk
 
     def closing(self) -> ChatGenerationChunk | None:
         """A last chunk carrying the metadata, when the provider marked none as last."""
         if self.saw_last:
             return None
-        dep = self.opened.slot.dep
-        meta = self.opened.slot.metadata(self.call.attempts)
+        slot = self._slot()
+        meta = slot.metadata(self.call.attempts)
         if not self.saw_model:
-            meta["model_name"] = dep.model_name
-            meta["model_provider"] = dep.provider
+            meta["model_name"] = slot.dep.model_name
+            meta["model_provider"] = slot.dep.provider
         return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=meta, chunk_position="last"))
 
     def interrupted(self, error: BaseException) -> StreamInterruptedError:
         """The typed error for a stream cut after chunks reached the caller."""
-        slot = self.opened.slot
-        dep = slot.dep
-        delivered = slot.delivered
+        dep = self._slot().dep
+        delivered = self.delivered
         msg = (
             f"The stream from deployment {dep.name!r} failed after {len(delivered)} characters had been "
             f"delivered: {type(error).__name__}: {error}"
         )
         status = error.status_code if isinstance(error, GatewayError) else None
-        return StreamInterruptedError(
+        interrupted = StreamInterruptedError(
             msg,
             delivered=delivered,
             deployment=dep.name,
@@ -88,22 +105,52 @@ class Relay:
             model=dep.model_name,
             status_code=status,
         )
+        interrupted.__cause__ = error
+        return interrupted
+
+    def resumable(self, request: Request, error: BaseException) -> Request | None:
+        """The request that resumes the answer after ``error``, when the call asked for it; the cut try recorded."""
+        slot = self._slot()
+        if request.stream_recovery != "continue" or not self.parts:
+            return None
+        self.call.attempts.append(AttemptRecord(slot.dep.name, error, (slot.released_at - slot.started) * 1000))
+        self.call.done.add(slot.dep.name)  # the next eligible deployment resumes, not the one that was cut
+        if slot.usage:
+            usage = cast(UsageMetadata, slot.usage)
+            self.carried_usage = usage if self.carried_usage is None else add_usage(self.carried_usage, usage)
+        self.saw_last = False
+        return continuation(request, self.delivered)
+
+    def _slot(self) -> Slot:
+        assert self.slot is not None
+        return self.slot
 
 
 def relay_sync(engine: Engine, request: Request, call: CallState) -> Iterator[ChatGenerationChunk]:
     """The routed stream (sync)."""
+    relay = Relay(call)
     opened: Opened = drive_sync(engine, request, call, attempt.stream_sync)
-    relay = Relay(opened, call)
-    chunks = opened.chunks
-    try:
-        if opened.head is not None:
-            yield relay.pass_on(opened.head)
-        for chunk in chunks:
-            yield relay.pass_on(chunk)
-    except Exception as exc:
-        raise relay.interrupted(exc) from exc
-    finally:
-        chunks.close()  # the attempt's generator: gives its slot back (a no-op once it has ended)
+    while True:
+        relay.serving(opened)
+        chunks = opened.chunks
+        try:
+            for chunk in opened.head:
+                yield relay.pass_on(chunk)
+            for chunk in chunks:
+                yield relay.pass_on(chunk)
+            break
+        except Exception as exc:
+            interrupted = relay.interrupted(exc)
+            follow = relay.resumable(request, exc)
+            if follow is None:
+                raise interrupted from exc
+            try:
+                opened = drive_sync(engine, follow, call, attempt.stream_sync)
+            except GatewayError:
+                raise interrupted from exc  # nothing could continue: the interruption stands
+            request = follow
+        finally:
+            chunks.close()  # the attempt's generator: gives its slot back (a no-op once it has ended)
     closing = relay.closing()
     if closing is not None:
         yield closing
@@ -111,22 +158,33 @@ def relay_sync(engine: Engine, request: Request, call: CallState) -> Iterator[Ch
 
 async def relay_async(engine: Engine, request: Request, call: CallState) -> AsyncIterator[ChatGenerationChunk]:
     """The routed stream (async); the call's ``timeout`` also bounds the wait for each chunk."""
+    relay = Relay(call)
     opened: Opened = await drive_async(engine, request, call, attempt.stream_async)
-    relay = Relay(opened, call)
-    chunks = opened.chunks
-    try:
-        if opened.head is not None:
-            yield relay.pass_on(opened.head)
-        while True:
+    while True:
+        relay.serving(opened)
+        chunks = opened.chunks
+        try:
+            for chunk in opened.head:
+                yield relay.pass_on(chunk)
+            while True:
+                try:
+                    chunk = await _next(chunks, call)
+                except StopAsyncIteration:
+                    break
+                yield relay.pass_on(chunk)
+            break
+        except Exception as exc:
+            interrupted = relay.interrupted(exc)
+            follow = relay.resumable(request, exc)
+            if follow is None:
+                raise interrupted from exc
             try:
-                chunk = await _next(chunks, call)
-            except StopAsyncIteration:
-                break
-            yield relay.pass_on(chunk)
-    except Exception as exc:
-        raise relay.interrupted(exc) from exc
-    finally:
-        await chunks.aclose()
+                opened = await drive_async(engine, follow, call, attempt.stream_async)
+            except GatewayError:
+                raise interrupted from exc
+            request = follow
+        finally:
+            await chunks.aclose()
     closing = relay.closing()
     if closing is not None:
         yield closing
