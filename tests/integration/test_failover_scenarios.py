@@ -30,12 +30,8 @@ from tests.integration.fault_scenarios import (
     start_fake,
 )
 
-_CONTINUE = "needs stream_recovery='continue' and a per-deployment prefix-continuation capability (issue 12)"
 NEEDS: dict[str, str] = {
     # scenario id -> the issue-12 router feature it waits for (remove the entry when it lands)
-    "stream-cut": _CONTINUE,
-    "stream-stall": _CONTINUE,
-    "cut-prefill-rejected": _CONTINUE,
 }
 
 
