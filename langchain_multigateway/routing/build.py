@@ -8,6 +8,8 @@
       main:
         strategy: least_latency            # or {name: balanced, quality: 1, cost: 2}
         max_wait: 5
+        timeout: 60                        # the whole call, across retries and deployments
+        stream_recovery: continue          # resume a cut stream on a deployment that can continue a prefix
         failover: {content_policy: raise}
         breaker: {failure_threshold: 5, cooldown: 30}
         deployments:
@@ -56,7 +58,17 @@ def _strategy(raw: Any) -> Strategy:
 
 Where = tuple[str | int, ...]
 Problems = list[tuple[Where, str]]
-ROUTER_KEYS = ("strategy", "max_wait", "failover", "breaker", "deployments", "timeout", "max_retries", "name")
+ROUTER_KEYS = (
+    "strategy",
+    "max_wait",
+    "failover",
+    "breaker",
+    "deployments",
+    "timeout",
+    "max_retries",
+    "name",
+    "stream_recovery",
+)
 DEPLOYMENT_KEYS = ("model", "params", *(k for k in Deployment.model_fields if k != "model"))
 
 
@@ -109,7 +121,7 @@ def router_from_config(config: GatewayConfig, name: str) -> RoutingChatModel:
                 problems.append((path, str(exc)))
     if problems:
         raise config.error(*problems)
-    for key in ("max_wait", "timeout", "max_retries"):
+    for key in ("max_wait", "timeout", "max_retries", "stream_recovery"):
         if key in raw:
             kwargs[key] = raw[key]
     try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from langchain_core.messages import AIMessageChunk
@@ -36,7 +37,7 @@ __all__ = ["Relay", "relay_async", "relay_sync"]
 class Relay:
     """Passes a routed stream through: the router's metadata once, at the end; the text delivered so far."""
 
-    __slots__ = ("call", "carried_usage", "parts", "saw_last", "saw_model", "slot")
+    __slots__ = ("call", "carried_usage", "parts", "pending", "saw_last", "saw_model", "slot")
 
     def __init__(self, call: CallState) -> None:
         self.call = call
@@ -46,6 +47,8 @@ class Relay:
         self.parts: list[str] = []
         self.carried_usage: UsageMetadata | None = None
         """Usage of attempts cut mid-answer, added to the answer's (a continuation bills both)."""
+        self.pending: StreamInterruptedError | None = None
+        """The interruption a continuation is trying to repair."""
 
     @property
     def delivered(self) -> str:
@@ -108,11 +111,14 @@ class Relay:
         interrupted.__cause__ = error
         return interrupted
 
-    def resumable(self, request: Request, error: BaseException) -> Request | None:
-        """The request that resumes the answer after ``error``, when the call asked for it; the cut try recorded."""
-        slot = self._slot()
+    def resume(self, request: Request, error: Exception) -> Request:
+        """The request that resumes the answer after ``error``; raise ``StreamInterruptedError`` when the call
+        did not ask for it (``stream_recovery="error"``) or nothing reached the caller yet."""
+        interrupted = self.interrupted(error)
         if request.stream_recovery != "continue" or not self.parts:
-            return None
+            raise interrupted
+        self.pending = interrupted
+        slot = self._slot()
         self.call.attempts.append(AttemptRecord(slot.dep.name, error, (slot.released_at - slot.started) * 1000))
         self.call.done.add(slot.dep.name)  # the next eligible deployment resumes, not the one that was cut
         if slot.usage:
@@ -120,6 +126,15 @@ class Relay:
             self.carried_usage = usage if self.carried_usage is None else add_usage(self.carried_usage, usage)
         self.saw_last = False
         return continuation(request, self.delivered)
+
+    @contextmanager
+    def resuming(self) -> Iterator[None]:
+        """Around the failover loop run for a continuation: if nothing can continue, the interruption stands."""
+        try:
+            yield
+        except GatewayError:
+            assert self.pending is not None
+            raise self.pending from self.pending.cause
 
     def _slot(self) -> Slot:
         assert self.slot is not None
@@ -140,15 +155,9 @@ def relay_sync(engine: Engine, request: Request, call: CallState) -> Iterator[Ch
                 yield relay.pass_on(chunk)
             break
         except Exception as exc:
-            interrupted = relay.interrupted(exc)
-            follow = relay.resumable(request, exc)
-            if follow is None:
-                raise interrupted from exc
-            try:
-                opened = drive_sync(engine, follow, call, attempt.stream_sync)
-            except GatewayError:
-                raise interrupted from exc  # nothing could continue: the interruption stands
-            request = follow
+            request = relay.resume(request, exc)  # or raise StreamInterruptedError
+            with relay.resuming():
+                opened = drive_sync(engine, request, call, attempt.stream_sync)
         finally:
             chunks.close()  # the attempt's generator: gives its slot back (a no-op once it has ended)
     closing = relay.closing()
@@ -174,15 +183,9 @@ async def relay_async(engine: Engine, request: Request, call: CallState) -> Asyn
                 yield relay.pass_on(chunk)
             break
         except Exception as exc:
-            interrupted = relay.interrupted(exc)
-            follow = relay.resumable(request, exc)
-            if follow is None:
-                raise interrupted from exc
-            try:
-                opened = await drive_async(engine, follow, call, attempt.stream_async)
-            except GatewayError:
-                raise interrupted from exc
-            request = follow
+            request = relay.resume(request, exc)
+            with relay.resuming():
+                opened = await drive_async(engine, request, call, attempt.stream_async)
         finally:
             await chunks.aclose()
     closing = relay.closing()
