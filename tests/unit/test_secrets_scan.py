@@ -5,7 +5,7 @@ Azure-style ``?api-key=`` query value, ``user:key@`` userinfo in the base URL) a
 pointed at a real loopback HTTP server that answers 401 with a body echoing every key,
 the way OpenAI's "Incorrect API key provided: sk-..." does. Every channel a key could
 leak through is then scanned: the model's repr/str/model_dump/dumps/dumpd, the raised
-error's str/repr/traceback/pickle (invoke, stream, astream and ainvoke), log records of every logger at
+error's str/repr/traceback/pickle (invoke, stream, astream and ainvoke), health probes, log records of every logger at
 DEBUG (httpx's request line carries the query string), OpenTelemetry spans (with the
 exception event), the Prometheus registry, ledger rows, and cassettes the pytest plugin
 writes (its own test below).
@@ -73,6 +73,7 @@ CALL_CHANNELS = (
     "error_pickle",
     "stream_error_traceback",
     "async_error_traceback",
+    "health",
     "logs",
     "otel_spans",
     "prometheus",
@@ -173,6 +174,14 @@ async def _async_errors(model: BaseChatModel, callbacks: list[Any]) -> list[Base
     return errors
 
 
+def _health(model: BaseChatModel) -> str:
+    """What a health probe reports (each provider's models endpoint answers the same 401)."""
+    router = isinstance(model, RoutingChatModel)
+    text = repr(model.health(check_providers=True) if router else model.health_check())  # type: ignore[attr-defined]
+    assert "401" in text or "uthenticat" in text, text
+    return text
+
+
 def collect(model: BaseChatModel) -> Outputs:
     out = Outputs()
     out.texts["repr"] = repr(model)
@@ -201,6 +210,7 @@ def collect(model: BaseChatModel) -> Outputs:
         error = _error_of(lambda: model.invoke("hello", config={"callbacks": callbacks}))
         stream_error = _error_of(lambda: list(model.stream("hello", config={"callbacks": callbacks})))
         async_errors = asyncio.run(_async_errors(model, callbacks))
+        health = _health(model)
         logging.getLogger("scan").error("call failed", exc_info=error)
     finally:
         root.removeHandler(capture)
@@ -211,6 +221,7 @@ def collect(model: BaseChatModel) -> Outputs:
     out.texts["error_pickle"] = pickle.dumps(error)
     out.texts["stream_error_traceback"] = "".join(traceback.format_exception(stream_error))
     out.texts["async_error_traceback"] = "".join("".join(traceback.format_exception(e)) for e in async_errors)
+    out.texts["health"] = health
     out.texts["logs"] = "\n".join(capture.lines)
     out.texts["otel_spans"] = "\n".join(span.to_json() for span in exporter.get_finished_spans())
     out.texts["prometheus"] = generate_latest(registry)
