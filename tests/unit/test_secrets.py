@@ -385,3 +385,29 @@ def test_router_over_a_third_party_model_masks_its_key() -> None:
     assert "Incorrect API key provided" in text
     assert key not in text
     assert key.encode() not in pickle.dumps(info.value)
+
+
+def test_models_built_on_threads_while_others_redact() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from langchain_multigateway import OpenAIChatModel
+
+    keys = [planted(f"thread-{i}") for i in range(64)]
+    text = " | ".join(keys)
+
+    def build(key: str) -> str:
+        OpenAIChatModel(model="gemma", api_key=key, base_url="http://127.0.0.1:9/v1")
+        return redact(f"401 for {key}")  # its own key is masked as soon as it is built
+
+    def churn(_: int) -> str:
+        return redact(text)  # redaction racing the registrations never fails
+
+    with ThreadPoolExecutor(8) as pool:
+        churning = [pool.submit(churn, i) for i in range(100)]
+        building = [pool.submit(build, key) for key in keys]
+        churning += [pool.submit(churn, i) for i in range(100)]
+        built = [future.result() for future in building]
+        churned = [future.result() for future in churning]
+    assert all(line == f"401 for {MASK}" for line in built)
+    assert all(isinstance(line, str) for line in churned)
+    assert redact(text) == " | ".join([MASK] * len(keys))
