@@ -44,7 +44,9 @@ from tests.integration.fault_provider import (
 )
 
 __all__ = [
+    "CALL_PATH_CASES",
     "CASES",
+    "ERROR_MODE_CASES",
     "FAST_SCALE",
     "Case",
     "FakeProvider",
@@ -176,22 +178,12 @@ def fast_limits() -> dict[str, dict[str, float]]:
     }
 
 
-def _continuation_capability() -> dict[str, Any]:
-    """Deployment kwargs declaring that a model can continue an assistant prefix."""
-    from langchain_multigateway.routing.deployment import Capabilities
-
-    for name in ("continue_prefix", "prefix_continuation", "assistant_prefix", "continuation"):
-        if name in Capabilities.model_fields:
-            return {"capabilities": Capabilities(**{name: True})}
-    return {}
-
-
 def build_router(
     fake: FakeProvider, models: tuple[str, ...], *, recovery: str | None = None, continuable: tuple[str, ...] = ()
 ) -> Any:
     """A default ``RoutingChatModel``: one ``OpenAIChatModel`` deployment per model, in that order."""
     from langchain_multigateway.chat_models.openai import OpenAIChatModel
-    from langchain_multigateway.routing import Deployment, RoutingChatModel
+    from langchain_multigateway.routing import Capabilities, Deployment, RoutingChatModel
     from langchain_multigateway.state import MemoryState
 
     limits = fast_limits() if fake.profile == "fast" else {}
@@ -201,14 +193,14 @@ def build_router(
                 model=name, base_url=fake.base_url, api_key=API_KEY, **limits.get("OpenAIChatModel", {})
             ),
             name=f"dep-{name}",
-            **(_continuation_capability() if name in continuable else {}),
+            capabilities=Capabilities(continue_prefix=True if name in continuable else None),
         )
         for name in models
     ]
     kwargs: dict[str, Any] = dict(limits.get("RoutingChatModel", {}))
     if limits:
         kwargs["state"] = MemoryState(**limits["MemoryState"])
-    if recovery is not None and "stream_recovery" in RoutingChatModel.model_fields:
+    if recovery is not None:
         kwargs["stream_recovery"] = recovery
     return RoutingChatModel(deployments=deployments, **kwargs)
 
@@ -719,7 +711,7 @@ ERROR_MODE_CASES: tuple[Case, ...] = (
 )
 """The stream faults with the default ``stream_recovery="error"`` (or nothing able to continue)."""
 
-INVOKE_CASES: tuple[Case, ...] = (
+CALL_PATH_CASES: tuple[Case, ...] = (
     Case("stream-cut/invoke", "body cut, caller not streaming", ("stream-cut", "ok"), check_not_partial, mode="invoke"),
     Case(
         "stream-stall/invoke",
@@ -729,5 +721,25 @@ INVOKE_CASES: tuple[Case, ...] = (
         mode="invoke",
     ),
     Case("stream-cut/astream", "stream cut, async caller", ("stream-cut", "ok"), check_cut_error, mode="astream"),
+    Case(
+        "stream-cut/astream-continue",
+        "stream cut, async caller, continued",
+        ("stream-cut", "continuable"),
+        check_cut_continue,
+        mode="astream",
+        recovery="continue",
+        continuable=("continuable",),
+    ),
+    # a sync stream may wait out the first token (its per-read limit is the idle one): either outcome, one try
+    Case(
+        "slow-first-token/stream", "slow first token, sync stream", ("slow-first-token", "ok"), check_slow_first_token
+    ),
+    Case(
+        "slow-first-token/invoke",
+        "slow first byte, caller not streaming",
+        ("slow-first-token", "ok"),
+        check_slow_first_token,
+        mode="invoke",
+    ),
 )
-"""A caller who is not streaming never sees a partial answer; the async stream path ends the same way."""
+"""Other call paths: a caller who is not streaming never sees a partial answer; async streams end the same way."""

@@ -20,19 +20,15 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.fault_scenarios import (
+    CALL_PATH_CASES,
     CASES,
     ERROR_MODE_CASES,
-    INVOKE_CASES,
     Case,
     FakeProvider,
     judge,
     run_case,
     start_fake,
 )
-
-NEEDS: dict[str, str] = {
-    # scenario id -> the issue-12 router feature it waits for (remove the entry when it lands)
-}
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +37,7 @@ def fake() -> Iterator[FakeProvider]:
         yield provider
 
 
-def _param(case: Case) -> object:
-    reason = NEEDS.get(case.id)
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-    return pytest.param(case, id=case.id, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in (*CASES, *ERROR_MODE_CASES, *INVOKE_CASES)])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in (*CASES, *ERROR_MODE_CASES, *CALL_PATH_CASES)])
 def test_router_defaults_handle_fault(case: Case, fake: FakeProvider) -> None:
     judge(run_case(case, "router", fake))
 
