@@ -9,7 +9,7 @@ never counts against a breaker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableBinding
@@ -20,12 +20,26 @@ from langchain_multigateway.routing.policy import RequestPreparationError
 from langchain_multigateway.routing.request import Request
 from langchain_multigateway.routing.structured import json_schema_of, schema_name
 
-__all__ = ["PreparedCache", "Prepared", "input_error", "prepare"]
+__all__ = ["Prepared", "PreparedCache", "StructuredHooks", "input_error", "prepare"]
 
 PreparedCache = dict[tuple[str, int], tuple[Any, dict[str, Any], "Prepared"]]
 """Bindings kept per (deployment, tools or schema object): binding tools is slow, calls repeat them."""
 
 _CACHE_LIMIT = 256
+
+
+@runtime_checkable
+class StructuredHooks(Protocol):
+    """The public hooks a model offers the router for structured output (``GatewayChatModel`` has them).
+
+    A model without them is asked through its own ``with_structured_output`` / ``bind_tools``.
+    """
+
+    def forced_tool_choice(self, tool_name: str) -> Any: ...
+
+    def structured_output_request(
+        self, method: Any, json_schema: dict[str, Any] | None = None, *, strict: bool | None = None
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,26 +102,29 @@ def _bind(dep: Deployment, request: Request) -> Prepared:
     spec = request.structured
     if spec is not None:
         schema, method, strict = spec.schema, spec.method, spec.strict
+        hooks = _hooks(model)
         if method == "function_calling":
             name = schema_name(schema)
-            forced = getattr(model, "_forced_tool_choice", None)
-            extra: dict[str, Any] = {"tool_choice": forced(name) if callable(forced) else name}
+            extra: dict[str, Any] = {"tool_choice": hooks.forced_tool_choice(name) if hooks else name}
             if strict is not None:
                 extra["strict"] = strict
             return _from_binding(model, model.bind_tools([schema], **extra), kwargs)
-        json_request = getattr(model, "_json_schema_request", None)
-        mode_request = getattr(model, "_json_mode_request", None)
-        if method == "json_schema" and callable(json_request):
-            kwargs.update(json_request(json_schema_of(schema), schema_name(schema), strict))
-            return Prepared(model, kwargs)
-        if method == "json_mode" and callable(mode_request):
-            kwargs.update(mode_request())
+        if hooks is not None:
+            described = {**json_schema_of(schema), "title": schema_name(schema)} if method == "json_schema" else None
+            kwargs.update(hooks.structured_output_request(method, described, strict=strict))
             return Prepared(model, kwargs)
         runnable = model.with_structured_output(schema, method=method, include_raw=True, strict=strict)
         return Prepared(model, kwargs, runnable=runnable, raw_key="raw")
     if request.tools:
         return _from_binding(model, model.bind_tools(request.tools, **request.tool_kwargs), kwargs)
     return Prepared(model, kwargs)
+
+
+def _hooks(model: BaseChatModel) -> StructuredHooks | None:
+    """``model``'s structured-output hooks, if it offers them (a subclass may switch them off with None)."""
+    if isinstance(model, StructuredHooks) and callable(model.structured_output_request):
+        return model
+    return None
 
 
 def _from_binding(model: BaseChatModel, bound: Runnable[Any, Any], kwargs: dict[str, Any]) -> Prepared:

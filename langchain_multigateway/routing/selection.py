@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.request import Request
 from langchain_multigateway.routing.structured import StructuredSpec
@@ -20,9 +21,17 @@ def structured_exclusion(dep: Deployment, spec: StructuredSpec) -> str | None:
     """Why ``dep`` cannot give structured output the way ``spec`` asks, or None."""
     method = spec.method
     caps = dep.capabilities
-    methods = getattr(dep.model, "structured_output_methods", None)
-    if isinstance(methods, (tuple, list)) and method not in methods:
-        return f"does not support structured output by {method}"
+    model = dep.model
+    if isinstance(model, GatewayChatModel):  # the provider's public capabilities hook
+        native = model.capabilities
+        if method not in native.structured_output_methods:
+            return f"does not support structured output by {method}"
+        if method == "function_calling" and not native.tool_choice:
+            return "cannot force a tool call (structured output by function_calling)"
+    else:
+        methods = getattr(model, "structured_output_methods", None)
+        if isinstance(methods, (tuple, list)) and method not in methods:
+            return f"does not support structured output by {method}"
     if method == "function_calling" and caps.tools is False:
         return "does not support tool calling (structured output by function_calling)"
     if method == "json_schema" and caps.json_schema is False:

@@ -388,6 +388,23 @@ class ScriptedChatModel(BaseChatModel):
     def _forced_tool_choice(self, tool_name: str) -> Any:
         return tool_name
 
+    # The public hooks a router reads (the same as GatewayChatModel's).
+    def forced_tool_choice(self, tool_name: str) -> Any:
+        """The ``tool_choice`` that forces the one bound tool ``tool_name``."""
+        return self._forced_tool_choice(tool_name)
+
+    def structured_output_request(
+        self, method: StructuredMethod, json_schema: dict[str, Any] | None = None, *, strict: bool | None = None
+    ) -> dict[str, Any]:
+        """Call kwargs asking for JSON that follows ``json_schema`` (``"json_schema"``) or any object."""
+        if method == "json_mode":
+            return self._json_mode_request()
+        if method != "json_schema" or json_schema is None:
+            msg = f"structured_output_request takes 'json_schema' (with a schema) or 'json_mode', not {method!r}"
+            raise ValueError(msg)
+        name = str(json_schema.get("title") or "response")
+        return self._json_schema_request({k: v for k, v in json_schema.items() if k != "title"}, name, strict)
+
     structured_output_methods: ClassVar[tuple[StructuredMethod, ...]] = STRUCTURED_METHODS
 
     def with_structured_output(

@@ -196,7 +196,7 @@ class _Joke(BaseModel):
 class _ChainStructured(ScriptedChatModel):
     """Structured output only through its own runnable (no request-level JSON schema)."""
 
-    _json_schema_request: ClassVar[Any] = None
+    structured_output_request: ClassVar[Any] = None
 
     def with_structured_output(self, schema: Any, **kwargs: Any) -> Any:
         def parse(message: Any) -> dict[str, Any]:
