@@ -90,6 +90,7 @@ models:
   clean: {{model: "openai:clean", base_url: "{base}", api_key: none}}
   down: {{model: "openai:down", base_url: "{base}", api_key: none}}
   slow: {{model: "openai:slow", base_url: "{base}", api_key: none}}
+  cut: {{model: "openai:cut", base_url: "{base}", api_key: none}}
 routers:
   main:
     deployments:

@@ -161,3 +161,21 @@ def test_client_leaving_mid_stream_cancels_the_upstream_and_releases_everything(
         return ready["routers"]["slow"]["deployments"]["slow"]["in_flight"] == 0
 
     assert wait_for(idle, 4)
+
+
+def test_upstream_failing_mid_stream_ends_the_stream_with_an_error_event(gateway: Gateway) -> None:
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=gateway.key, max_retries=0)
+    received = ""
+    with pytest.raises(openai.APIError) as failed:
+        for chunk in client.chat.completions.create(
+            model="cut", messages=[{"role": "user", "content": "x"}], stream=True
+        ):
+            received += chunk.choices[0].delta.content or "" if chunk.choices else ""
+    assert received == "0 1 2 "  # what was sent before the failure reached the client, once
+    assert "cut" in str(failed.value)  # the error names the upstream that failed
+
+    def idle() -> bool:
+        ready = httpx.get(gateway.url + "/health/readiness").json()
+        return ready["routers"]["cut"]["deployments"]["cut"]["in_flight"] == 0
+
+    assert wait_for(idle, 4)

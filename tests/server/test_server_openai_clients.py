@@ -181,7 +181,7 @@ def test_sampling_parameters_reach_the_upstream(gateway: Gateway) -> None:
 
 def test_models_lists_routers_and_models(gateway: Gateway) -> None:
     ids = [m.id for m in client(gateway).models.list()]
-    assert ids == ["clean", "down", "failover", "main", "slow"]
+    assert ids == ["clean", "cut", "down", "failover", "main", "slow"]
     limited = gateway.new_key("only-main", models=["main"])
     assert [m.id for m in client(gateway, limited).models.list()] == ["main"]
 
@@ -195,7 +195,7 @@ def test_errors_in_openai_shape(gateway: Gateway) -> None:
     assert wrong.value.code == "invalid_api_key"
     with pytest.raises(openai.NotFoundError) as unknown:
         client(gateway).chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
-    assert "serves: clean, down, failover, main, slow" in str(unknown.value)
+    assert "serves: clean, cut, down, failover, main, slow" in str(unknown.value)
     with pytest.raises(openai.BadRequestError) as n2:
         client(gateway).chat.completions.create(model="main", messages=[{"role": "user", "content": "x"}], n=2)
     assert n2.value.param == "n"

@@ -9,6 +9,7 @@ knows what the gateway must pass on. ``POST /v1/chat/completions``:
   json_object: ``{"ok": true}``
 * otherwise: ``echo: <last user text>``
 * model ``slow*``: streams 50 pieces 0.1 s apart (disconnect and shutdown tests)
+* model ``cut*``: streams three pieces, then drops the connection
 
 Streams send ``usage`` in a last chunk when ``stream_options.include_usage`` is set.
 ``GET /stats`` counts requests, completed and abandoned streams (a client that went
@@ -163,6 +164,10 @@ async def _stream(
             half = len(arguments) // 2
             for piece in (arguments[:half], arguments[half:]):
                 yield _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+        elif model.startswith("cut"):
+            for i in range(3):
+                yield _chunk(model, {"content": f"{i} "})
+            raise ConnectionResetError("the stub drops the stream")
         elif model.startswith("slow"):
             for i in range(50):
                 await asyncio.sleep(0.1)
