@@ -101,6 +101,9 @@ class _Vault:
         self.secrets: set[str] = set()
         self.ordered: tuple[str, ...] = ()
         """The secrets, longest first, so a key containing another is masked whole."""
+        self.by_prefix: dict[str, tuple[tuple[int, frozenset[str]], ...]] = {}
+        """The secrets by their first characters, then by length (longest first): one pass over
+        a text finds any of many keys, even keys sharing a prefix such as ``sk-proj-``."""
         self.header_names: set[str] = set(DEFAULT_CREDENTIAL_HEADERS)
         self.query_names: set[str] = set(DEFAULT_CREDENTIAL_QUERY)
         self.query: re.Pattern[str] | None = None
@@ -112,6 +115,14 @@ class _Vault:
             if value not in self.secrets:
                 self.secrets.add(value)
                 self.ordered = tuple(sorted(self.secrets, key=len, reverse=True))
+                grouped: dict[str, dict[int, set[str]]] = {}
+                for secret in self.ordered:
+                    by_length = grouped.setdefault(secret[:MIN_SECRET_LENGTH], {})
+                    by_length.setdefault(len(secret), set()).add(secret)
+                self.by_prefix = {
+                    prefix: tuple((n, frozenset(found)) for n, found in sorted(by_length.items(), reverse=True))
+                    for prefix, by_length in grouped.items()
+                }
                 self.version += 1
 
     def add_names(self, headers: Iterable[str], query: Iterable[str]) -> None:
@@ -233,10 +244,8 @@ def redact(text: str) -> str:
     """``text`` with every known credential, credential query value, URL userinfo and bearer token masked."""
     if not text:
         return text
+    text = _mask_known(text)
     # Substring checks first: each regex runs only on text that could hold what it masks.
-    for secret in _VAULT.ordered:
-        if secret in text:
-            text = text.replace(secret, MASK)
     if "=" in text:
         text = _VAULT.query_pattern().sub(rf"\g<1>{MASK}", text)
     if "@" in text and "://" in text:
@@ -244,6 +253,30 @@ def redact(text: str) -> str:
     if "earer" in text or "asic" in text or "EARER" in text or "ASIC" in text:
         text = _BEARER.sub(rf"\g<1>{MASK}", text)
     return text
+
+
+_FEW_SECRETS = 32
+
+
+def _mask_known(text: str) -> str:
+    secrets = _VAULT.ordered
+    if len(secrets) <= _FEW_SECRETS:
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+    index, width = _VAULT.by_prefix, MIN_SECRET_LENGTH
+    pieces: list[str] = []
+    start = position = 0
+    while position <= len(text) - width:
+        for length, found in index.get(text[position : position + width], ()):
+            if text[position : position + length] in found:
+                pieces += (text[start:position], MASK)
+                position = start = position + length
+                break
+        else:
+            position += 1
+    return "".join(pieces) + text[start:] if pieces else text
 
 
 @functools.lru_cache(maxsize=4096)

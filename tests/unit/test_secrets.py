@@ -48,6 +48,19 @@ def test_registered_key_is_masked_wherever_it_appears() -> None:
     assert redact(f"{key}{key}") == MASK * 2
 
 
+def test_many_keys_are_found_in_one_pass() -> None:
+    keys = [planted(f"many-{i:03d}") for i in range(_redact._FEW_SECRETS + 8)]
+    for key in keys:
+        register_secret(key)
+    assert len(_redact._VAULT.ordered) > _redact._FEW_SECRETS
+    longer = keys[5] + "-rotated"
+    register_secret(longer)
+    text = f"{keys[0]}{keys[1]} then {longer}, {keys[5]}; tail {keys[-1]}"
+    assert redact(text) == f"{MASK}{MASK} then {MASK}, {MASK}; tail {MASK}"
+    assert redact("short") == "short"
+    assert redact(f"no keys here, only {keys[3][:-1]}") == f"no keys here, only {keys[3][:-1]}"
+
+
 def test_short_values_are_placeholders_and_never_registered() -> None:
     register_secret("none")
     register_secret("x" * 7)
