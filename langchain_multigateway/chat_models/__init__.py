@@ -6,7 +6,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from langchain_multigateway.chat_models._base import GatewayChatModel, HealthStatus
+    from langchain_multigateway.chat_models._base import GatewayChatModel
+    from langchain_multigateway.chat_models._health import HealthStatus
     from langchain_multigateway.chat_models.anthropic import AnthropicChatModel
     from langchain_multigateway.chat_models.mistral import MistralChatModel
     from langchain_multigateway.chat_models.ollama import OllamaChatModel
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "GatewayChatModel": "_base",
-    "HealthStatus": "_base",
+    "HealthStatus": "_health",
     "AnthropicChatModel": "anthropic",
     "MistralChatModel": "mistral",
     "OllamaChatModel": "ollama",

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -38,17 +37,24 @@ from langchain_multigateway._redact import MASK, is_secret_header, is_secret_que
 from langchain_multigateway._retry import RetryPolicy
 from langchain_multigateway.chat_models._arguments import check_arguments
 from langchain_multigateway.chat_models._exchange import MALFORMED, Exchange, StreamAssembler, StreamRun, raise_as
+from langchain_multigateway.chat_models._health import HealthStatus, health_status
 from langchain_multigateway.chat_models._limits import (
     FIRST_TOKEN,
     IDLE,
     TOTAL,
     CallClock,
     TimeLimits,
+    default_first_token,
     is_transport_timeout,
 )
 from langchain_multigateway.chat_models._openai_format import messages_to_openai, tools_to_openai
 from langchain_multigateway.chat_models._profiles import profile_for
-from langchain_multigateway.chat_models._structured import StructuredOutputMethod, structured_runnable
+from langchain_multigateway.chat_models._structured import (
+    ProviderCapabilities,
+    StructuredOutputMethod,
+    response_format_request,
+    structured_runnable,
+)
 from langchain_multigateway.errors import (
     ConfigurationError,
     GatewayConnectionError,
@@ -68,43 +74,6 @@ if sys.version_info >= (3, 11):
     _read_within = asyncio.timeout
 else:  # pragma: no cover - Python 3.10
     from anyio import fail_after as _read_within
-
-# Default first-token limits when first_token_timeout is None (see the field's docstring).
-_FIRST_TOKEN_STREAM = 15.0
-_FIRST_TOKEN_STREAM_REASONING = 120.0
-_FIRST_BYTE_NON_STREAMED = 120.0
-_FIRST_BYTE_NON_STREAMED_REASONING = 300.0
-
-
-def _auto_first_token(*, stream: bool, reasoning: bool) -> float:
-    if stream:
-        return _FIRST_TOKEN_STREAM_REASONING if reasoning else _FIRST_TOKEN_STREAM
-    return _FIRST_BYTE_NON_STREAMED_REASONING if reasoning else _FIRST_BYTE_NON_STREAMED
-
-
-@dataclass(frozen=True)
-class ProviderCapabilities:
-    """What a provider model can be asked for, read by the router (and anyone else) without guessing.
-
-    Attributes:
-        structured_output_methods: The ``with_structured_output`` methods it serves natively.
-        tool_choice: Whether a call can force a tool (``"any"`` or a tool's name).
-    """
-
-    structured_output_methods: tuple[StructuredOutputMethod, ...]
-    tool_choice: bool
-
-
-class HealthStatus(BaseModel):
-    """What a health probe found: never raised, always returned."""
-
-    model_config = ConfigDict(frozen=True)
-
-    ok: bool
-    latency_ms: float
-    error: str | None = None
-    provider: str | None = None
-    model: str | None = None
 
 
 _LOCATED_ERRORS = (GatewayConnectionError, GatewayTimeoutError, ModelNotFoundGatewayError)
@@ -369,13 +338,7 @@ class GatewayChatModel(BaseChatModel):
         return self._health(start, None)
 
     def _health(self, start: float, error: BaseException | None) -> HealthStatus:
-        return HealthStatus(
-            ok=error is None,
-            latency_ms=(time.perf_counter() - start) * 1000,
-            error=None if error is None else f"{type(error).__name__}: {error}",
-            provider=self.provider_name,
-            model=self.model,
-        )
+        return health_status(self.provider_name, self.model, start, error)
 
     # ------------------------------------------------------------------ metadata
     def _response_metadata(self, model_name: str | None, **extra: Any) -> dict[str, Any]:
@@ -407,26 +370,7 @@ class GatewayChatModel(BaseChatModel):
         self, method: StructuredOutputMethod, json_schema: dict[str, Any] | None = None, *, strict: bool | None = None
     ) -> dict[str, Any]:
         """Call kwargs asking for JSON that follows ``json_schema`` (``"json_schema"``) or any object."""
-        if method == "json_mode":
-            return {"response_format": {"type": "json_object"}}
-        if method != "json_schema" or json_schema is None:
-            msg = f"structured_output_request takes 'json_schema' (with a schema) or 'json_mode', not {method!r}"
-            raise ValueError(msg)
-        name = str(json_schema.get("title") or "response")
-        spec: dict[str, Any] = {"name": name, "schema": _strip_title(json_schema)}
-        if strict is not None:
-            spec["strict"] = strict
-        return {"response_format": {"type": "json_schema", "json_schema": spec}}
-
-    # The router's former private spellings of the three above (kept while it moves to them).
-    def _forced_tool_choice(self, tool_name: str) -> Any:
-        return self.forced_tool_choice(tool_name)
-
-    def _json_schema_request(self, schema: dict[str, Any], name: str, strict: bool | None) -> dict[str, Any]:
-        return self.structured_output_request("json_schema", {**schema, "title": name}, strict=strict)
-
-    def _json_mode_request(self) -> dict[str, Any]:
-        return self.structured_output_request("json_mode")
+        return response_format_request(method, json_schema, strict=strict)
 
     def with_structured_output(
         self,
@@ -481,7 +425,7 @@ class GatewayChatModel(BaseChatModel):
         """This model's limits for one request (``first_token_timeout=None`` resolved)."""
         first = self.first_token_timeout
         if first is None:
-            first = _auto_first_token(stream=stream, reasoning=bool((self.profile or {}).get("reasoning_output")))
+            first = default_first_token(stream=stream, reasoning=bool((self.profile or {}).get("reasoning_output")))
         return TimeLimits(self.connect_timeout, first, self.stream_idle_timeout if stream else None, self.timeout)
 
     def _clock(self, payload: Mapping[str, Any], *, stream: bool, deadline: float | None) -> CallClock:
@@ -656,7 +600,3 @@ class GatewayChatModel(BaseChatModel):
 
         async for chunk in self._astream_with_retry(open_stream):
             yield chunk
-
-
-def _strip_title(schema: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in schema.items() if k not in ("title",)}

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 
 from langchain_multigateway.errors import GatewayTimeoutError
 
-__all__ = ["CONNECT", "FIRST_TOKEN", "IDLE", "TOTAL", "CallClock", "TimeLimits", "is_transport_timeout"]
+__all__ = [
+    "CONNECT",
+    "FIRST_TOKEN",
+    "IDLE",
+    "TOTAL",
+    "CallClock",
+    "TimeLimits",
+    "default_first_token",
+    "is_transport_timeout",
+]
 
 CONNECT = "connect_timeout"
 FIRST_TOKEN = "first_token_timeout"
@@ -36,6 +45,20 @@ _TIMEOUT_ERRORS = frozenset({*_CONNECT_PHASE_ERRORS, "ReadTimeout", "WriteTimeou
 def is_transport_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` is (or wraps) an httpx-family timeout."""
     return any(type(e).__name__ in _TIMEOUT_ERRORS for e in _chain(exc))
+
+
+# Default first-token limits when first_token_timeout is None (see the field's docstring).
+_FIRST_TOKEN_STREAM = 15.0
+_FIRST_TOKEN_STREAM_REASONING = 120.0
+_FIRST_BYTE_NON_STREAMED = 120.0
+_FIRST_BYTE_NON_STREAMED_REASONING = 300.0
+
+
+def default_first_token(*, stream: bool, reasoning: bool) -> float:
+    """The first-token limit used when ``first_token_timeout`` is None (see that field)."""
+    if stream:
+        return _FIRST_TOKEN_STREAM_REASONING if reasoning else _FIRST_TOKEN_STREAM
+    return _FIRST_BYTE_NON_STREAMED_REASONING if reasoning else _FIRST_BYTE_NON_STREAMED
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ binds that request and picks the parser.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,9 +24,22 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from langchain_multigateway.chat_models._base import GatewayChatModel
 
-__all__ = ["StructuredOutputMethod", "structured_runnable"]
+__all__ = ["ProviderCapabilities", "StructuredOutputMethod", "response_format_request", "structured_runnable"]
 
 StructuredOutputMethod = Literal["function_calling", "json_schema", "json_mode"]
+
+
+@dataclass(frozen=True)
+class ProviderCapabilities:
+    """What a provider model can be asked for, read by the router (and anyone else) without guessing.
+
+    Attributes:
+        structured_output_methods: The ``with_structured_output`` methods it serves natively.
+        tool_choice: Whether a call can force a tool (``"any"`` or a tool's name).
+    """
+
+    structured_output_methods: tuple[StructuredOutputMethod, ...]
+    tool_choice: bool
 
 
 def structured_runnable(
@@ -72,3 +86,19 @@ def structured_runnable(
     fallback = RunnablePassthrough.assign(parsed=lambda _: None)
     with_fallback = parse.with_fallbacks([fallback], exception_key="parsing_error")
     return RunnableMap(raw=llm) | with_fallback
+
+
+def response_format_request(
+    method: StructuredOutputMethod, json_schema: dict[str, Any] | None, *, strict: bool | None
+) -> dict[str, Any]:
+    """OpenAI-style ``response_format`` call kwargs: a JSON schema, or any JSON object."""
+    if method == "json_mode":
+        return {"response_format": {"type": "json_object"}}
+    if method != "json_schema" or json_schema is None:
+        msg = f"structured_output_request takes 'json_schema' (with a schema) or 'json_mode', not {method!r}"
+        raise ValueError(msg)
+    name = str(json_schema.get("title") or "response")
+    spec: dict[str, Any] = {"name": name, "schema": {k: v for k, v in json_schema.items() if k != "title"}}
+    if strict is not None:
+        spec["strict"] = strict
+    return {"response_format": {"type": "json_schema", "json_schema": spec}}
