@@ -204,10 +204,9 @@ def register_model(model: Any) -> None:
         elif isinstance(value, str):
             register_url(value)
         elif isinstance(value, Mapping):
-            if "header" in name:
-                register_headers(value)
-            elif "query" in name or "params" in name:
-                register_query(value)
+            # Headers by header names; any other mapping (default_query, model_kwargs) by
+            # credential-like keys such as api_key or access_token.
+            (register_headers if "header" in name else register_query)(value)
     install_log_redaction()
 
 

@@ -170,8 +170,10 @@ def test_register_model_reads_every_credential_field() -> None:
         base_url=f"http://u:{keys['userinfo']}@127.0.0.1:9/v1",
         default_headers={"x-custom-token": keys["header"]},
         default_query={"api-key": keys["query"]},
+        model_kwargs={"extra_body": {"user": "visible"}, "access_token": planted("model-kwargs")},
     )
     assert model.api_key is not None
+    assert redact(planted("model-kwargs")) == MASK
     text = " ".join(keys.values())
     assert redact(text) == " ".join([MASK] * 4)
     # and every display of the model masks them
