@@ -188,3 +188,38 @@ def test_defaults_are_documented_values() -> None:
     assert reasoning._time_limits(stream=False).first_token == 300.0
     pinned = _openai("http://127.0.0.1:9/v1", first_token_timeout=5.0)
     assert pinned._time_limits(stream=True).first_token == pinned._time_limits(stream=False).first_token == 5.0
+
+
+@pytest.fixture
+def unanswered_port() -> Any:
+    """A loopback port whose listen queue is full: a new connection's SYN goes unanswered."""
+    import socket
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.05)
+    yield port
+    for sock in [*fillers, server]:
+        sock.close()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_a_server_that_never_accepts_hits_connect_timeout(provider: str, use_async: bool, unanswered_port: int) -> None:
+    make, _, _ = PROVIDERS[provider]
+    model = make(f"http://127.0.0.1:{unanswered_port}/v1", connect_timeout=0.3)
+    with pytest.raises(GatewayTimeoutError) as caught:
+        asyncio.run(model.ainvoke("hi")) if use_async else model.invoke("hi")
+    assert (caught.value.limit, caught.value.seconds) == ("connect_timeout", 0.3)
+    assert f"could not connect within 0.3 s (connect_timeout) to http://127.0.0.1:{unanswered_port}" in str(
+        caught.value
+    )
