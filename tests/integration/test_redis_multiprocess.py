@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from langchain_multigateway.state.redis import RedisState
 from tests.redis_server import RedisServer
 
 pytest_plugins = ["tests.redis_fixtures"]  # redis_server
@@ -147,6 +148,12 @@ def test_four_processes_share_one_rpm_limit_and_usage_adds_up(redis_server: Redi
     assert served == server_requests  # no request lost, none sent twice
     assert tokens == server_tokens
     assert all(sum(r["served"].values()) == 250 for r in results)
+    state = RedisState(redis_server.url, namespace=namespace)
+    for name in ("limited", "overflow"):
+        stats = state.stats(name, rpm=100)
+        assert stats.in_flight == 0  # every admission, in every process, was released
+        assert stats.successes == served[name]
+    state.close()
 
 
 def test_a_breaker_opened_in_one_process_stops_the_others_at_once(redis_server: RedisServer, stub: Stub) -> None:
