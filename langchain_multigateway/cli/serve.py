@@ -46,10 +46,12 @@ def run(args: argparse.Namespace) -> int:
     }
     os.environ.update(env)
     if args.workers > 1:
+        shared = str((config.state or {}).get("backend", "memory")) == "redis"
+        what = "virtual keys' rpm, tpm and budgets" if shared else "breakers, rate windows and key limits"
         print(
-            f"warning: {args.workers} workers without a shared state backend (Redis): rate windows, breakers "
-            f"and key limits are kept per worker, so a key's --rpm 60 lets up to {60 * args.workers} requests "
-            "a minute through",
+            f"warning: {args.workers} workers: {what} are kept per worker"
+            + ("" if shared else " (no shared state backend: configure state: {backend: redis})")
+            + f", so a key's --rpm 60 lets up to {60 * args.workers} requests a minute through",
             file=sys.stderr,
         )
     if args.no_auth:

@@ -188,8 +188,8 @@ def test_workers_warn_that_limits_are_per_worker(upstream: Upstream, tmp_path: P
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
-    assert "2 workers without a shared state backend (Redis)" in stderr
-    assert "kept per worker" in stderr
+    assert "2 workers: breakers, rate windows and key limits are kept per worker" in stderr
+    assert "no shared state backend" in stderr
 
 
 def test_serve_refuses_a_bad_config_with_its_line(tmp_path: Path, env: dict[str, str]) -> None:

@@ -179,3 +179,20 @@ def test_upstream_failing_mid_stream_ends_the_stream_with_an_error_event(gateway
         return ready["routers"]["cut"]["deployments"]["cut"]["in_flight"] == 0
 
     assert wait_for(idle, 4)
+
+
+def test_a_stream_failing_before_its_first_chunk_is_a_plain_error_with_its_status(gateway: Gateway) -> None:
+    body = {"model": "down", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    response = httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=gateway.auth(), timeout=30)
+    assert response.status_code == 502
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "upstream_error"
+    assert "stub outage" in response.json()["error"]["message"]
+    anthropic = httpx.post(
+        gateway.url + "/v1/messages",
+        json={**body, "max_tokens": 5},
+        headers={"x-api-key": gateway.key},
+        timeout=30,
+    )
+    assert anthropic.status_code == 502
+    assert anthropic.json()["error"]["type"] == "api_error"
