@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -196,3 +197,17 @@ def test_a_stream_failing_before_its_first_chunk_is_a_plain_error_with_its_statu
     )
     assert anthropic.status_code == 502
     assert anthropic.json()["error"]["type"] == "api_error"
+
+
+async def test_concurrent_requests_never_pass_a_keys_rpm(gateway: Gateway) -> None:
+    key = gateway.new_key("rpm-5-concurrent", rpm=5)
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = {"model": "clean", "messages": [{"role": "user", "content": "x"}]}
+        answers = await asyncio.gather(
+            *(
+                client.post(gateway.url + "/v1/chat/completions", json=body, headers=gateway.auth(key))
+                for _ in range(20)
+            )
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses == [200] * 5 + [429] * 15
