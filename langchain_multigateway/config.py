@@ -260,6 +260,11 @@ def load_config(
         except OSError as exc:
             msg = f"{name}: cannot read the configuration file: {exc.strerror or exc}"
             raise ConfigurationError(msg, source=name) from exc
+        except UnicodeDecodeError as exc:
+            raw = path.read_bytes()
+            line = raw[: exc.start].count(b"\n") + 1
+            msg = f"{name}, line {line}: the file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+            raise ConfigurationError(msg, source=name, line=line) from None
         data, lines = _parse_yaml(text, name)
     return _validate(data, name, environ, lines)
 
@@ -309,36 +314,49 @@ def _check_aliases(text: str, name: str) -> None:
 
 
 def _parse_yaml(text: str, name: str) -> tuple[Any, dict[tuple[str, ...], int]]:
+    lines: dict[tuple[str, ...], int] = {}
+    marks: dict[tuple[int, int], KeyPath] = {}
+    duplicates: list[_Problem] = []
     try:
         _check_aliases(text, name)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, name, {}) from None
-    lines: dict[tuple[str, ...], int] = {}
-    marks: dict[tuple[int, int], KeyPath] = {}
-    if node is not None:
-        _index(node, (), lines, marks)
-    try:
+        if node is not None:
+            _index(node, (), lines, marks, duplicates)
+        if duplicates:
+            raise _error(name, duplicates, lines)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, name, marks) from None
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level: a few KB of brackets exhaust the stack.
+        msg = f"{name}: the YAML is nested too deeply to read (a configuration needs a few levels)"
+        raise ConfigurationError(msg, source=name) from None
     return data, lines
 
 
 def _index(
-    node: yaml.Node, path: KeyPath, lines: dict[tuple[str, ...], int], marks: dict[tuple[int, int], KeyPath]
+    node: yaml.Node,
+    path: KeyPath,
+    lines: dict[tuple[str, ...], int],
+    marks: dict[tuple[int, int], KeyPath],
+    duplicates: list[_Problem],
 ) -> None:
     marks[(node.start_mark.line, node.start_mark.column)] = path
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             child = (*path, str(key_node.value))
-            lines[tuple(map(str, child))] = key_node.start_mark.line + 1
-            _index(value_node, child, lines, marks)
+            located = tuple(map(str, child))
+            if located in lines and key_node.value != "<<":
+                # yaml.safe_load would keep the last silently: one model or router would vanish.
+                first = lines[located]
+                duplicates.append((child, f"the key is repeated (first at line {first}); a key may appear once"))
+            lines[located] = key_node.start_mark.line + 1
+            _index(value_node, child, lines, marks, duplicates)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = (*path, i)
             lines[tuple(map(str, child))] = item.start_mark.line + 1
-            _index(item, child, lines, marks)
+            _index(item, child, lines, marks, duplicates)
 
 
 def _yaml_error(exc: yaml.YAMLError, name: str, marks: Mapping[tuple[int, int], KeyPath]) -> ConfigurationError:
