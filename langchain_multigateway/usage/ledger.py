@@ -215,8 +215,13 @@ class _Writer:
             return
         line = json.dumps({"spill_id": uuid.uuid4().hex, "record": record.to_dict()}, default=str) + "\n"
         try:
-            with open(self.spill_path, "a", encoding="utf-8") as handle, _locked(handle):
-                handle.write(line)
+            while True:
+                with open(self.spill_path, "a", encoding="utf-8") as handle, _locked(handle):
+                    # An import (another ledger, maybe another process) may have removed the file
+                    # between our open and our lock: a line written then would go to a deleted file.
+                    if _is_current(handle, self.spill_path):
+                        handle.write(line)
+                        break
         except OSError as exc:
             self.lost += 1
             logger.error(
@@ -233,7 +238,8 @@ class _Writer:
         if not wait:
             self.conn.execute("PRAGMA busy_timeout = 0")
         try:
-            with open(self.spill_path, "r+", encoding="utf-8") as handle, _locked(handle):
+            # errors="replace": a corrupt byte spoils its own line (set aside below), not the whole import.
+            with open(self.spill_path, "r+", encoding="utf-8", errors="replace") as handle, _locked(handle):
                 entries, bad = _read_spill(handle.read())
                 bad += _insert_spilled(self.conn, entries)
                 if bad:
@@ -263,6 +269,16 @@ class _Writer:
     def close(self) -> None:
         self.import_spill(wait=False)
         self.conn.close()
+
+
+def _is_current(handle: IO[str], path: str) -> bool:
+    """Whether ``handle`` is still the file at ``path`` (not one an import removed)."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(handle.fileno())
+    return (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino)
 
 
 def _add_served_model_column(conn: sqlite3.Connection) -> None:
