@@ -2,8 +2,8 @@
 
 Three OpenAIChatModel deployments (real openai SDK, real HTTP on 127.0.0.1), two of
 them failing 30% of the time (429 with Retry-After, 500, 503, slower than the
-timeout, connection resets, malformed JSON, SSE streams cut before content), plus an
-outage on one. 1,000 requests, invoke and stream mixed, bounded concurrency: every
+timeout (2 s against a 1 s limit), connection resets, malformed JSON, SSE streams
+cut before content), plus an outage on one. 1,000 requests, invoke and stream mixed, bounded concurrency: every
 one succeeds, none is answered twice, breakers open and close.
 """
 
@@ -33,7 +33,7 @@ CONCURRENCY = 32
 @pytest.fixture(scope="module")
 def fault_server() -> Iterator[str]:
     process = subprocess.Popen(
-        [sys.executable, str(SERVER), "--fault-rate", "0.3", "--seed", "7", "--slow-seconds", "0.8"],
+        [sys.executable, str(SERVER), "--fault-rate", "0.3", "--seed", "7", "--slow-seconds", "2.0"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -62,7 +62,7 @@ def _post(url: str, payload: dict[str, object]) -> None:
 
 
 def _deployment(base: str, model: str) -> Deployment:
-    llm = OpenAIChatModel(model=model, base_url=f"{base}/v1", api_key="placeholder", timeout=0.4)
+    llm = OpenAIChatModel(model=model, base_url=f"{base}/v1", api_key="placeholder", timeout=1.0)
     retry = RetryPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.05, jitter=0.5, deadline=10)
     return Deployment(model=llm, name=model, retry_policy=retry)
 
