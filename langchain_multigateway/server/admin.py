@@ -80,7 +80,12 @@ def admin_routes(server: _Server) -> list[BaseRoute]:
 
     async def create(request: Request, store: KeyStore) -> Response:
         body = await server.body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        models = body.get("models") if isinstance(body, dict) else None
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("name"), str)
+            or not (models is None or (isinstance(models, list) and all(isinstance(m, str) for m in models)))
+        ):
             raise ApiError(
                 400, "invalid_request", "expected {name, models?, rpm?, tpm?, budget_usd?, period?, expires?}"
             )

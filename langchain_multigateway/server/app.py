@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import orjson
 from pydantic import SecretStr
 from starlette.applications import Starlette
@@ -217,7 +218,10 @@ class _Server:
             self._count("chat_completions", api_error_from(exc).status)
             yield _sse(openai_error_body(api_error_from(exc)))
         finally:
-            await routed.aclose()
+            # Shielded: when the client went away this task is being cancelled, and the
+            # upstream stream must still be closed (which cancels the provider's request).
+            with anyio.CancelScope(shield=True):
+                await routed.aclose()
 
     async def _anthropic_stream(self, call: ChatCall, routed: Any) -> AsyncIterator[bytes]:
         writer = anthropic_api.EventWriter(call)
@@ -238,7 +242,10 @@ class _Server:
             self._count("messages", api_error_from(exc).status)
             yield _event("error", anthropic_error_body(api_error_from(exc)))
         finally:
-            await routed.aclose()
+            # Shielded: when the client went away this task is being cancelled, and the
+            # upstream stream must still be closed (which cancels the provider's request).
+            with anyio.CancelScope(shield=True):
+                await routed.aclose()
 
     # ------------------------------------------------------------------ the rest
     async def models(self, request: Request) -> Response:

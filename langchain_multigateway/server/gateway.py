@@ -10,6 +10,7 @@ then records one ledger row tagged with the virtual key's id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -34,10 +35,14 @@ if TYPE_CHECKING:
     from langchain_multigateway.server.metrics import ServerMetrics
     from langchain_multigateway.usage import Ledger
 
-__all__ = ["Gateway", "RoutedStream"]
+__all__ = ["ClientGoneError", "Gateway", "RoutedStream"]
 
 logger = logging.getLogger("langchain_multigateway.server")
 _OPENAI_COMPATIBLE = frozenset({"openai"})
+
+
+class ClientGoneError(ConnectionAbortedError):
+    """Recorded (never raised to anyone) for a stream whose client left before its end."""
 
 
 class _ServedBy(BaseCallbackHandler):
@@ -290,6 +295,9 @@ class RoutedStream:
             async for chunk in self._chunks:
                 self._note(chunk)
                 yield chunk
+        except (GeneratorExit, asyncio.CancelledError):
+            self._settle(ClientGoneError("the client went away before the stream ended"))
+            raise
         except BaseException as exc:
             self._settle(exc)
             raise
@@ -309,7 +317,7 @@ class RoutedStream:
     async def aclose(self) -> None:
         """Close the router's stream (idempotent); a stream cut short is recorded as cancelled."""
         if not self._settled:
-            self._settle(ConnectionAbortedError("the client went away before the stream ended"))
+            self._settle(ClientGoneError("the client went away before the stream ended"))
         aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -118,6 +118,8 @@ def test_admin_api_needs_the_master_key(gateway: Gateway) -> None:
         gateway.url + "/admin/keys", json={"name": "via-api", "models": ["main"], "rpm": 5}, headers=master
     )
     assert created.status_code == 201
+    not_a_list = httpx.post(gateway.url + "/admin/keys", json={"name": "x", "models": "main"}, headers=master)
+    assert not_a_list.status_code == 400
     secret = created.json()["key"]
     assert chat(gateway, secret).status_code == 200
     listed = httpx.get(gateway.url + "/admin/keys", headers=master).text
@@ -162,6 +164,14 @@ def test_client_leaving_mid_stream_cancels_the_upstream_and_releases_everything(
         return ready["routers"]["slow"]["deployments"]["slow"]["in_flight"] == 0
 
     assert wait_for(idle, 4)
+
+    def recorded() -> list[tuple[str, str]]:
+        with sqlite3.connect(gateway.directory / "usage.sqlite3") as db:
+            return db.execute(
+                "SELECT outcome, error_type FROM calls WHERE deployment IS NULL AND model = 'slow'"
+            ).fetchall()
+
+    assert wait_for(lambda: recorded() == [("error", "ClientGoneError")], 4)
 
 
 def test_upstream_failing_mid_stream_ends_the_stream_with_an_error_event(gateway: Gateway) -> None:
