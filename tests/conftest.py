@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from langchain_tests.conftest import base_vcr_config
 
+from langchain_multigateway.registry import credential_names
+
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
 
@@ -56,8 +58,10 @@ def vcr_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     # langchain-tests defaults to "once", which would reach for the network
     # when a cassette is missing; replay strictly unless recording was asked.
     config["record_mode"] = request.config.getoption("record_mode", default="none") or "none"
-    config["filter_headers"] = SCRUBBED_HEADERS
-    config["filter_query_parameters"] = ["api_key", "key"]
+    headers, query = credential_names()
+    named = {name for name, _ in SCRUBBED_HEADERS}
+    config["filter_headers"] = SCRUBBED_HEADERS + [(h, "PLACEHOLDER") for h in headers if h not in named]
+    config["filter_query_parameters"] = sorted({"api_key", "key", *query})
     config["before_record_request"] = _canonical_uri
     config["before_record_response"] = _scrub_response
     config["ignore_localhost"] = False
