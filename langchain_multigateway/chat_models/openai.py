@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,9 @@ __all__ = ["OpenAIChatModel"]
 # The SDK's per-request TypedDict transform and typed response objects cost more CPU
 # than the rest of a call, and the gateway needs plain dicts anyway: see _send.
 _CHAT_PATH = "/chat/completions"
+# Threads making a model's first calls at once must share one client: a client that lost the
+# race is garbage-collected, and the SDK then closes its pool under the streams still using it.
+_CLIENT_LOCK = threading.Lock()
 
 
 def _raw_response_type() -> Any:
@@ -213,7 +217,9 @@ class OpenAIChatModel(GatewayChatModel):
         if self._client is None:
             import openai
 
-            self._client = openai.OpenAI(**self._client_kwargs(), http_client=self.http_client)
+            with _CLIENT_LOCK:
+                if self._client is None:
+                    self._client = openai.OpenAI(**self._client_kwargs(), http_client=self.http_client)
         return self._client
 
     @property
