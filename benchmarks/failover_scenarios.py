@@ -31,6 +31,7 @@ from tests.integration.fault_scenarios import (  # noqa: E402 - after the path s
     judge,
     run_case,
     start_fake,
+    warm_up,
 )
 
 CLIENTS = {"router": "router, defaults", "with_fallbacks": "`ChatOpenAI.with_fallbacks`"}
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     cases = [c for c in (*CASES, *ERROR_MODE_CASES) if not args.case or c.id in args.case]
     rows: list[str] = []
     with start_fake(args.profile) as fake:
+        warm_up(fake)
         for case in cases:
             cells = [verdict(case, client, fake) for client in clients]
             row = f"| {case.fault} | " + " | ".join(cells) + " |"

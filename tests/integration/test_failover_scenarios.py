@@ -15,25 +15,33 @@ the checks do fail on that client's known conduct, so a check that cannot fail i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.integration.fault_provider import ANSWER, HEALTHY_MARKER
 from tests.integration.fault_scenarios import (
     CALL_PATH_CASES,
     CASES,
+    DELIVERED_BEFORE_CUT,
     ERROR_MODE_CASES,
+    PROMPT,
     Case,
     FakeProvider,
+    build_router,
     judge,
     run_case,
     start_fake,
+    warm_up,
 )
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakeProvider]:
     with start_fake("fast") as provider:
+        warm_up(provider)
         yield provider
 
 
@@ -59,3 +67,71 @@ def test_checks_fail_on_with_fallbacks_conduct(case_id: str, failure: str, fake:
     run = run_case(_case(case_id), "with_fallbacks", fake)
     with pytest.raises(AssertionError, match=failure):
         judge(run)
+
+
+# ---------------------------------------------------------------------------- callers who misbehave too
+def _idle(router: object) -> dict[str, tuple[int, int]]:
+    health = router.health()  # type: ignore[attr-defined]
+    return {name: (h.in_flight, h.waiting) for name, h in health.items() if h.in_flight or h.waiting}
+
+
+def _healthy_answer(router: object) -> str:
+    message = router.invoke(f"{PROMPT} {HEALTHY_MARKER}")  # type: ignore[attr-defined]
+    return str(message.text)
+
+
+def test_abandoned_stream_leaves_router_idle(fake: FakeProvider) -> None:
+    """A caller that stops reading mid-stream (the provider stalling) frees everything it held."""
+    fake.reset()
+    router = build_router(fake, ("stream-stall", "ok"))
+    stream = router.stream(PROMPT)
+    received = "".join(next(stream).text for _ in range(10))
+    stream.close()
+    assert received
+    assert ANSWER.startswith(received)
+    assert _idle(router) == {}
+    assert _healthy_answer(router) == ANSWER
+    assert fake.seen().count("ok") == 0  # nothing was re-sent for the abandoned call
+
+
+async def test_cancelled_async_stream_leaves_router_idle(fake: FakeProvider) -> None:
+    """An asyncio task cancelled while the provider stalls mid-stream frees its slot and its connection."""
+    fake.reset()
+    router = build_router(fake, ("stream-stall", "continuable"), recovery="continue", continuable=("continuable",))
+    received: list[str] = []
+    stalled = asyncio.Event()
+
+    async def consume() -> None:
+        async for chunk in router.astream(PROMPT):
+            received.append(chunk.text)
+            if "".join(received) == DELIVERED_BEFORE_CUT:
+                stalled.set()  # the provider goes silent from here
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(stalled.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _idle(router) == {}
+    assert fake.seen().count("continuable") == 0  # a cancelled call is not continued elsewhere
+    assert await router.ainvoke(f"{PROMPT} {HEALTHY_MARKER}") is not None
+
+
+def test_concurrent_cut_streams_each_continue_once(fake: FakeProvider) -> None:
+    """Eight threads streaming through one router, every primary stream cut: each caller gets the whole
+    answer, each cut is continued exactly once from exactly what that caller received."""
+    fake.reset()
+    router = build_router(
+        fake, ("stream-cut", "continuable"), recovery="continue", continuable=("continuable",), scaled=False
+    )  # default limits: this is about correctness under contention, not about time
+
+    def one(_: int) -> str:
+        return "".join(chunk.text for chunk in router.stream(PROMPT))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(one, range(8)))
+    assert answers == [ANSWER] * 8
+    seen = fake.seen()
+    assert seen.count("stream-cut") == 8
+    assert [r["prefix"] for r in seen.of("continuable")] == [DELIVERED_BEFORE_CUT] * 8
+    assert _idle(router) == {}
