@@ -22,6 +22,7 @@ This module imports nothing of the package, so every floor may use it.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import logging
@@ -29,7 +30,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "MASK",
@@ -67,11 +68,23 @@ DEFAULT_CREDENTIAL_HEADERS = (
 )
 """Header names that always carry credentials, whatever the provider."""
 
-DEFAULT_CREDENTIAL_QUERY = ("api_key", "api-key", "apikey", "key", "access_token", "token")
+DEFAULT_CREDENTIAL_QUERY = (
+    "api_key",
+    "api-key",
+    "apikey",
+    "key",
+    "access_token",
+    "token",
+    "subscription-key",  # Azure API Management
+    "sig",  # Azure shared access signatures
+    "auth",
+)
 """Query parameter names that always carry credentials, whatever the provider."""
 
 # Header names are also judged by the words in them (a custom ``x-my-token`` header).
-_SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "api_key", "cookie", "token", "secret", "password")
+# "auth" catches X-Auth-Key and Helicone-Auth; a name ending in "key" (Ocp-Apim-Subscription-Key,
+# X-Access-Key) is a credential too.
+_SECRET_HEADER_WORDS = ("auth", "api-key", "apikey", "api_key", "cookie", "token", "secret", "password")
 
 # Loggers whose records are redacted: the gateway's, its HTTP clients' (httpx logs the URL
 # with its query string at INFO), the SDKs', and LangChain's (callback errors quote exceptions).
@@ -187,8 +200,13 @@ def register_url(url: Any) -> None:
         return
     if parts.password:
         register_secret(parts.password)
+        register_secret(unquote(parts.password))  # as the server sees (and may echo) it
+        # and as the Basic credentials httpx sends for it
+        userinfo = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+        register_secret(base64.b64encode(userinfo.encode()).decode())
     elif parts.username:
         register_secret(parts.username)  # a token passed as the whole userinfo
+        register_secret(unquote(parts.username))
     for pair in parts.query.split("&"):
         name, _, value = pair.partition("=")
         if value and is_secret_query(name):
@@ -207,6 +225,9 @@ def register_model(model: Any) -> None:
             # Headers by header names; any other mapping (default_query, model_kwargs) by
             # credential-like keys such as api_key or access_token.
             (register_headers if "header" in name else register_query)(value)
+            for inner_name, inner in value.items():  # model_kwargs={"extra_headers": {...}}
+                if isinstance(inner, Mapping) and "header" in str(inner_name):
+                    register_headers(inner)
     install_log_redaction()
 
 
@@ -230,7 +251,11 @@ def credential_query_names() -> tuple[str, ...]:
 def is_secret_header(name: str) -> bool:
     """Whether a header carries a credential (its value is never shown or serialized)."""
     lowered = name.lower()
-    return lowered in _VAULT.header_names or any(word in lowered for word in _SECRET_HEADER_WORDS)
+    return (
+        lowered in _VAULT.header_names
+        or lowered.endswith(("key", "credential", "credentials"))
+        or any(word in lowered for word in _SECRET_HEADER_WORDS)
+    )
 
 
 def is_secret_query(name: str) -> bool:
@@ -332,7 +357,7 @@ def _credential_entry(key: Any) -> bool:
     return (
         lowered in _VAULT.header_names
         or lowered in _VAULT.query_names
-        or lowered.endswith("token")
+        or lowered.endswith(("token", "_key", "-key"))  # model_kwargs' openai_key, subscription-key
         or any(word in lowered for word in ("authorization", "api-key", "apikey", "api_key", "secret", "password"))
     )
 

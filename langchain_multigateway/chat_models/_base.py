@@ -33,7 +33,7 @@ from pydantic import (
 from typing_extensions import Self
 
 from langchain_multigateway._ls_params import langsmith_params
-from langchain_multigateway._redact import MASK, is_secret_header, is_secret_query, redact, register_model
+from langchain_multigateway._redact import MASK, is_secret_header, is_secret_query, redact, redact_value, register_model
 from langchain_multigateway._retry import RetryPolicy
 from langchain_multigateway.chat_models._arguments import check_arguments
 from langchain_multigateway.chat_models._exchange import MALFORMED, Exchange, StreamAssembler, StreamRun, raise_as
@@ -86,6 +86,8 @@ def _shown(name: str, value: Any) -> Any:
     if isinstance(value, dict) and name in ("default_headers", "default_query"):
         secret = is_secret_header if name == "default_headers" else is_secret_query
         return {k: MASK if secret(k) else v for k, v in value.items()}
+    if isinstance(value, dict):
+        return redact_value(value)  # model_kwargs={"openai_key": ...}, extra_headers inside it
     return value
 
 
@@ -188,6 +190,11 @@ class GatewayChatModel(BaseChatModel):
         register_model(self)  # from now on its credentials are masked in every output
         return self
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in type(self).model_fields:
+            register_model(self)  # a key set after construction is masked too
+
     @property
     def lc_secrets(self) -> dict[str, str]:
         env = self.api_key_env or self.secret_env
@@ -223,8 +230,8 @@ class GatewayChatModel(BaseChatModel):
                 if isinstance(kwargs.get(name), dict):
                     kwargs[name] = {k: v for k, v in kwargs[name].items() if not secret(k)}
             for name, value in kwargs.items():
-                if isinstance(value, str):
-                    kwargs[name] = redact(value)
+                if isinstance(value, (str, dict)):
+                    kwargs[name] = redact_value(value)
         return data
 
     def _resolve_model_profile(self) -> ModelProfile | None:

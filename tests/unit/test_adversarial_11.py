@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import logging
+import pickle
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.load import dumps
+from pydantic import SecretStr
 
+from langchain_multigateway import OpenAIChatModel
+from langchain_multigateway.chat_models.anthropic import AnthropicChatModel
+from langchain_multigateway.chat_models.mistral import MistralChatModel
+from langchain_multigateway.chat_models.ollama import OllamaChatModel
 from langchain_multigateway.config import load_config
-from langchain_multigateway.errors import ConfigurationError
+from langchain_multigateway.errors import ConfigurationError, GatewayError
 from langchain_multigateway.usage import CallRecord, Ledger
 from langchain_multigateway.usage import ledger as ledger_module
+from tests.loopback import Reply, serve
 
 
 # ---------------------------------------------------------------------- config files
@@ -117,3 +129,117 @@ def test_a_corrupt_byte_in_the_sidecar_spoils_one_line_not_the_ledger(tmp_path: 
         assert sorted(r["model"] for r in ledger.records()) == ["kept", "later"]
     assert not spill.exists()
     assert "broken" in Path(str(spill) + ".rejected").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------- planted keys
+def _planted(name: str) -> str:
+    return f"PLANTED-{name}-" + "h4x0" * 6
+
+
+def _echo_401(*keys: str) -> Reply:
+    """A 401 quoting what it was sent, as OpenAI's "Incorrect API key provided: ..." does."""
+    text = "Incorrect API key provided: " + ", ".join(keys)
+    return Reply(401, {"error": {"message": text, "type": "authentication_error"}, "detail": text})
+
+
+def _channels(model: BaseChatModel) -> dict[str, str]:
+    """The model's displays, and the error of a call against the echoing server (text, traceback, pickle)."""
+    texts = {"repr": repr(model), "model_dump": str(model.model_dump()), "dumps": dumps(model)}
+    with pytest.raises(GatewayError) as info:
+        model.invoke("hello")
+    texts["error"] = "".join(traceback.format_exception(info.value))
+    texts["pickle"] = pickle.dumps(info.value).decode("latin-1")
+    return texts
+
+
+def _leaked(texts: dict[str, str], key: str) -> list[str]:
+    return [channel for channel, text in texts.items() if key in text]
+
+
+def _provider_model(provider: str, url: str, api_key: str) -> BaseChatModel:
+    root = url.removesuffix("/v1")
+    if provider == "openai":
+        return OpenAIChatModel(model="m", api_key=api_key, base_url=url, max_retries=0)
+    if provider == "mistral":
+        return MistralChatModel(model="m", api_key=api_key, server_url=root, max_retries=0)
+    if provider == "anthropic":
+        return AnthropicChatModel(model="m", api_key=api_key, base_url=root, max_retries=0)
+    return OllamaChatModel(model="m", api_key=api_key, base_url=root, max_retries=0)
+
+
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic", "ollama"])
+def test_a_key_set_after_construction_is_masked_too(provider: str) -> None:
+    late = _planted(f"late-{provider}")
+    with serve(_echo_401(late)) as (url, _):
+        model = _provider_model(provider, url, "placeholder-key-0")
+        model.api_key = SecretStr(late)  # type: ignore[attr-defined]
+        texts = _channels(model)
+    assert "**********" in texts["error"]
+    assert not _leaked(texts, late)
+
+
+@pytest.mark.parametrize("header", ["X-Auth-Key", "Ocp-Apim-Subscription-Key", "Helicone-Auth", "X-Access-Key"])
+def test_credential_headers_known_by_their_name_are_masked(header: str) -> None:
+    key = _planted(header)
+    with serve(_echo_401(key)) as (url, script):
+        model = OpenAIChatModel(
+            model="m",
+            api_key="placeholder-key-0",
+            base_url=url,
+            max_retries=0,
+            default_headers={header: key, "X-Trace": "trace-visible"},
+        )
+        texts = _channels(model)
+        assert script.requests[0]["headers"][header.lower()] == key  # sent as given
+    assert not _leaked(texts, key)
+    assert "trace-visible" in texts["repr"]
+
+
+@pytest.mark.parametrize("name", ["subscription-key", "sig", "auth"])
+def test_credential_query_parameters_known_by_their_name_are_masked(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = _planted(name)
+    with serve(_echo_401(key)) as (url, _):
+        model = OpenAIChatModel(
+            model="m",
+            api_key="placeholder-key-0",
+            base_url=url,
+            max_retries=0,
+            default_query={name: key, "api-version": "2024-10-21"},
+        )
+        with caplog.at_level(logging.DEBUG):
+            texts = _channels(model)
+    texts["logs"] = caplog.text
+    assert key not in str(texts), _leaked(texts, key)
+    assert "2024-10-21" in texts["repr"]
+
+
+def test_a_key_under_an_unknown_argument_or_in_model_kwargs_is_masked() -> None:
+    typo, nested = _planted("openai-key"), _planted("extra-header")
+    with serve(_echo_401(typo, nested)) as (url, script):
+        with pytest.warns(UserWarning, match="openai_key"):
+            model = OpenAIChatModel(
+                model="m",
+                api_key="placeholder-key-0",
+                base_url=url,
+                max_retries=0,
+                openai_key=typo,  # not an argument: sent along in the body (LangChain's convention)
+                model_kwargs={"extra_headers": {"X-Auth-Key": nested}},
+            )
+        texts = _channels(model)
+        assert script.requests[0]["body"]["openai_key"] == typo
+    assert not _leaked(texts, typo)
+    assert not _leaked(texts, nested)
+
+
+def test_userinfo_is_masked_as_the_server_decodes_it_and_as_basic_credentials() -> None:
+    password = "pw-" + "h4x0" * 4 + "@and%more"
+    encoded = password.replace("%", "%25").replace("@", "%40")
+    basic = base64.b64encode(f"gateway:{password}".encode()).decode()
+    with serve(Reply(401, {"error": {"message": f"bad credentials {password} (sent {basic})"}})) as (url, script):
+        base = url.replace("http://", f"http://gateway:{encoded}@")
+        texts = _channels(OpenAIChatModel(model="m", api_key="placeholder-key-0", base_url=base, max_retries=0))
+        assert script.requests[0]["headers"]["authorization"] == f"Basic {basic}"  # httpx sends the userinfo
+    assert not _leaked(texts, password)
+    assert not _leaked(texts, basic)
