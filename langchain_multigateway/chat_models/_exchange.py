@@ -138,4 +138,14 @@ class StreamRun:
                 retryable=True,
             )
             raise self.owner._locate(error)
-        return self.assembler.finish()
+        try:
+            return self.assembler.finish()
+        except MALFORMED as exc:  # the closing event's fields of the wrong type (usage counts as text)
+            error = ProviderError(
+                f"the stream's closing event is malformed: {type(exc).__name__}: {exc}"[:300],
+                provider=self.owner.provider_name,
+                model=self.exchange.model,
+                request_id=self.exchange.request_id,
+                retryable=True,
+            )
+            raise self.owner._locate(error) from exc

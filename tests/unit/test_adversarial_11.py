@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -24,7 +25,7 @@ from langchain_multigateway.chat_models.anthropic import AnthropicChatModel
 from langchain_multigateway.chat_models.mistral import MistralChatModel
 from langchain_multigateway.chat_models.ollama import OllamaChatModel
 from langchain_multigateway.config import load_config
-from langchain_multigateway.errors import ConfigurationError, GatewayError
+from langchain_multigateway.errors import ConfigurationError, GatewayError, ProviderError
 from langchain_multigateway.usage import CallRecord, Ledger
 from langchain_multigateway.usage import ledger as ledger_module
 from tests.loopback import Reply, serve
@@ -243,3 +244,28 @@ def test_userinfo_is_masked_as_the_server_decodes_it_and_as_basic_credentials() 
         assert script.requests[0]["headers"]["authorization"] == f"Basic {basic}"  # httpx sends the userinfo
     assert not _leaked(texts, password)
     assert not _leaked(texts, basic)
+
+
+# ---------------------------------------------------------------------- malformed answers
+def _ndjson(*lines: bytes) -> Reply:
+    return Reply(200, b"".join(line + b"\n" for line in lines), content_type="application/x-ndjson")
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_ollama_stream_whose_closing_counts_are_not_numbers_is_a_provider_error(use_async: bool) -> None:
+    """Ollama's wire format: NDJSON lines, the last with done=true and the token counts."""
+    reply = _ndjson(
+        b'{"model":"m","message":{"role":"assistant","content":"Hi"},"done":false}',
+        b'{"model":"m","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop",'
+        b'"prompt_eval_count":"many","eval_count":1}',
+    )
+    with serve(reply) as (url, _):
+        model = OllamaChatModel(model="m", base_url=url.removesuffix("/v1"), max_retries=0)
+
+        async def astream() -> None:
+            async for _ in model.astream("hello"):
+                pass
+
+        with pytest.raises(ProviderError, match="closing event is malformed") as info:
+            asyncio.run(astream()) if use_async else list(model.stream("hello"))
+    assert info.value.retryable
