@@ -148,7 +148,11 @@ class _Server:
         try:
             key = self.authenticate(request)
             call = parse(await self.body(request))
-            self.admit(call, key)
+            try:
+                self.admit(call, key)
+            except ApiError:
+                self._refused(key)
+                raise
             key = self._key_of(key)
             if call.stream:
                 routed = self.gateway.stream(call, key)
@@ -170,8 +174,14 @@ class _Server:
             self._count(route, failure.status)
             headers = failure.headers()
             if (failure.status < 500 and failure.status != 429) or failure.code == "budget_exceeded":
-                headers["x-should-retry"] = "false"  # the openai SDK would retry a 429 otherwise
+                # The same request would fail the same way: tell the openai SDK not to retry it.
+                headers["x-should-retry"] = "false"
             return _json(error_body(failure), failure.status, headers)
+
+    def _refused(self, key: VirtualKey | None) -> None:
+        """Count a call a key's permissions or limits refused before anything was sent."""
+        if key is not None and key is not _MASTER and self.gateway.metrics is not None:
+            self.gateway.metrics.key_call(key.name, "refused", {"input": 0, "output": 0}, None)
 
     def _count(self, route: str, status: int) -> None:
         if self.gateway.metrics is not None:

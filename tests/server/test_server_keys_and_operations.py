@@ -40,6 +40,9 @@ def test_rpm_limit_is_a_429_with_retry_after(gateway: Gateway) -> None:
     assert "over its limit of 2 requests per minute" in refused.json()["error"]["message"]
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert dict(gateway.upstream.stats.by_model) == before  # refused before the upstream was called
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert 'multigateway_key_requests_total{key="rpm-2",outcome="refused"} 1.0' in metrics
+    assert 'multigateway_key_requests_total{key="rpm-2",outcome="ok"} 2.0' in metrics
 
 
 def test_tpm_limit_counts_tokens_used(gateway: Gateway) -> None:
