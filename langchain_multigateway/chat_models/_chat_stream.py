@@ -53,7 +53,7 @@ class ChatCompletionsAssembler:
         *,
         split_content: Callable[[Any], tuple[str, str]] = plain_content,
         usage_of: Callable[[Mapping[str, Any] | None], UsageMetadata | None] = usage_from_openai,
-        estimate_usage: Callable[[str], UsageMetadata] | None = None,
+        estimate_usage: Callable[[str, str | None], UsageMetadata] | None = None,
         usage_expected: bool | None = None,
     ) -> None:
         self.owner = owner
@@ -116,7 +116,8 @@ class ChatCompletionsAssembler:
             reasoning = reasoning or delta.get("reasoning_content") or ""
             calls = [self._tool_call(call, position) for position, call in enumerate(delta.get("tool_calls") or [])]
             additional = {"reasoning_content": reasoning} if reasoning else {}
-            self.generated.extend([text, reasoning, *(c.get("args") or "" for c in calls)])
+            self.generated.extend([text, reasoning])
+            self.generated.extend(f"{c.get('name') or ''}{c.get('args') or ''}" for c in calls)
             if text or calls or additional:
                 yield ChatGenerationChunk(
                     message=AIMessageChunk(
@@ -146,7 +147,7 @@ class ChatCompletionsAssembler:
         )
         usage = self.usage_of(self.usage)
         if usage is None and self.estimate_usage is not None:
-            usage = self.estimate_usage("".join(self.generated))
+            usage = self.estimate_usage("".join(self.generated), self.finish_reason)
             meta["usage_estimated"] = True
         return ChatGenerationChunk(
             message=AIMessageChunk(

@@ -358,18 +358,26 @@ class MistralChatModel(GatewayChatModel):
             exchange,
             split_content=split_content,
             usage_of=usage_from_mistral,
-            estimate_usage=lambda generated: self._estimated_usage(exchange.payload, generated),
+            estimate_usage=lambda generated, finish: self._estimated_usage(exchange.payload, generated, finish),
             usage_expected=True,  # Mistral's API sends it; where none comes, [DONE] ends the stream
         )
 
-    def _estimated_usage(self, payload: Mapping[str, Any], generated: str) -> UsageMetadata:
+    def _estimated_usage(self, payload: Mapping[str, Any], generated: str, finish: str | None) -> UsageMetadata:
         """Usage counted offline (tiktoken) for a stream whose server sent none: Mistral's SDK
-        cannot ask an OpenAI-compatible server for stream usage. Marked ``usage_estimated``."""
+        cannot ask an OpenAI-compatible server for stream usage. Marked ``usage_estimated``.
+
+        The prompt counts its messages and bound tools; the output counts the generated text,
+        reasoning and tool calls (names and arguments), never more than ``max_tokens``, and
+        exactly ``max_tokens`` when the answer stopped at that cap.
+        """
         prompt = count_message_tokens(list(payload.get("messages") or []), self.token_encoding or self.model)
         if payload.get("tools"):
             schema = [{"role": "system", "content": json.dumps(payload["tools"])}]
             prompt += count_message_tokens(schema, self.token_encoding or self.model) - 6
         output = count_text_tokens(generated, self.token_encoding or self.model) if generated else 0
+        cap = payload.get("max_tokens")
+        if isinstance(cap, int):
+            output = cap if finish == "length" else min(output, cap)
         return UsageMetadata(input_tokens=prompt, output_tokens=output, total_tokens=prompt + output)
 
     # ------------------------------------------------------------------ tools

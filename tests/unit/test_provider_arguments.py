@@ -118,3 +118,16 @@ def test_mistral_cached_tokens_are_cache_reads(usage: dict[str, Any]) -> None:
         assert got is not None
         assert got["input_tokens"] == 10
         assert got["input_token_details"]["cache_read"] == 6
+
+
+def test_mistral_stream_estimate_never_passes_max_tokens() -> None:
+    """Counted with cl100k_base, text in other scripts can come out longer than the model's own
+    count: an answer cut at max_tokens used exactly max_tokens, and none uses more."""
+    events = [e for e in chat_stream(["mendatang ticket " * 20]) if not (isinstance(e, dict) and e.get("usage"))]
+    for event in events:
+        if isinstance(event, dict) and event["choices"] and event["choices"][0]["finish_reason"]:
+            event["choices"][0]["finish_reason"] = "length"
+    with serve(Reply(sse=events)) as (url, _):
+        model = MistralChatModel(model="stub-model", server_url=url, api_key=KEY, max_tokens=7)
+        last = list(model.stream("hi"))[-1]
+    assert last.usage_metadata["output_tokens"] == 7
