@@ -145,9 +145,9 @@ class GatewayChatModel(BaseChatModel):
     """Longest silence, in seconds, between two chunks of a stream once it has begun.
 
     20 s: a healthy stream sends tokens many times a second; a pause of 20 s means the
-    server stalled with the connection open. (Sync streams fix the per-read limit when
-    the body starts, so there a server silent after its headers is cut at the larger of
-    this and the first-token limit; async streams apply each limit exactly.)
+    server stalled with the connection open. (httpx fixes a sync stream's per-read limit
+    when its body starts, so sync streams allow the smaller of this and the first-token
+    limit between any two chunks; async streams apply each limit exactly.)
     """
 
     streaming: bool = False

@@ -94,7 +94,17 @@ class CallClock:
     ``saw(content=...)`` records progress; ``error(name)`` builds the typed error.
     """
 
-    __slots__ = ("content_seen", "last_event", "limits", "model", "provider", "server", "start", "stream")
+    __slots__ = (
+        "content_seen",
+        "last_event",
+        "limits",
+        "model",
+        "provider",
+        "read_limit",
+        "server",
+        "start",
+        "stream",
+    )
 
     def __init__(
         self, limits: TimeLimits, *, stream: bool, server: str | None, provider: str, model: str | None
@@ -106,6 +116,7 @@ class CallClock:
         self.model = model
         self.start = self.last_event = time.monotonic()
         self.content_seen = False
+        self.read_limit: float | None = None  # a sync stream's per-read limit, once its body started
 
     # ------------------------------------------------------------------ waits
     def total_left(self) -> float | None:
@@ -126,11 +137,15 @@ class CallClock:
     def body_read_timeout(self) -> tuple[float | None, str]:
         """The per-read limit for a sync stream's body (httpx fixes it once, when the body starts).
 
-        Between chunks that is ``stream_idle_timeout`` (capped by what is left of the
-        whole request); the first-token deadline is then checked after every read.
+        One limit must serve the wait for the first token and the silences after it, so
+        it is the smaller of ``first_token_timeout`` and ``stream_idle_timeout`` (capped by
+        what is left of the whole request): a stall is never waited out longer than either
+        allows. The first-token deadline itself is checked after every read.
         """
-        seconds, name = _smaller((self.limits.idle, IDLE), (self.total_left(), TOTAL))
-        return (None if seconds is None else max(seconds, _MIN_WAIT)), name
+        seconds, name = _smaller((self.limits.idle, IDLE), (self.limits.first_token, IDLE), (self.total_left(), TOTAL))
+        if seconds is not None:
+            self.read_limit = seconds = max(seconds, _MIN_WAIT)
+        return seconds, name
 
     def http_timeouts(self) -> tuple[dict[str, float | None], str]:
         """httpx ``Timeout`` arguments for sending the request and awaiting its headers.
@@ -163,7 +178,7 @@ class CallClock:
         seconds = {
             CONNECT: self.limits.connect,
             FIRST_TOKEN: self.limits.first_token,
-            IDLE: self.limits.idle,
+            IDLE: self.read_limit or self.limits.idle,
             TOTAL: self.limits.total,
         }[name]
         what = _WHAT[name]
