@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from langchain_multigateway.cli import batch, chat, demo, health, keys, providers, serve, usage
@@ -83,6 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback too, with the same exit code (scripts test it)
+            traceback.print_exc()
         return report(exc)

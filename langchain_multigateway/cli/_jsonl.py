@@ -98,6 +98,9 @@ def read_input(path: str | os.PathLike[str]) -> list[Row]:
         except ValueError as exc:
             msg = f"{where}: not valid JSON ({exc})"
             raise UsageError(msg) from None
+        except RecursionError:  # json recurses once per nesting level
+            msg = f"{where}: the JSON is nested too deeply to read"
+            raise UsageError(msg) from None
         row = _row(data_row, number, where)
         key = id_key(row.id)
         if key in first_line:

@@ -24,6 +24,7 @@ from langchain_multigateway import OpenAIChatModel
 from langchain_multigateway.chat_models.anthropic import AnthropicChatModel
 from langchain_multigateway.chat_models.mistral import MistralChatModel
 from langchain_multigateway.chat_models.ollama import OllamaChatModel
+from langchain_multigateway.cli import main
 from langchain_multigateway.config import load_config
 from langchain_multigateway.errors import ConfigurationError, GatewayError, ProviderError
 from langchain_multigateway.usage import CallRecord, Ledger
@@ -269,3 +270,17 @@ def test_ollama_stream_whose_closing_counts_are_not_numbers_is_a_provider_error(
         with pytest.raises(ProviderError, match="closing event is malformed") as info:
             asyncio.run(astream()) if use_async else list(model.stream("hello"))
     assert info.value.retryable
+
+
+# ---------------------------------------------------------------------- CLI input
+def test_batch_row_nested_past_the_stack_is_a_usage_error_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "deep.jsonl"
+    source.write_bytes(
+        b'{"id": 1, "prompt": "ok"}\n{"id": 2, "prompt": "x", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    )
+    out = tmp_path / "out.jsonl"
+    assert main(["batch", str(source), "--out", str(out), "--model", "scripted:s", "--quiet"]) == 2
+    assert f"{source}, line 2: the JSON is nested too deeply to read" in capsys.readouterr().err
+    assert not out.exists() or out.read_text() == ""

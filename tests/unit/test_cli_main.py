@@ -108,11 +108,18 @@ def test_unreachable_server_exits_3_with_a_hint(
     assert "Traceback" not in err
 
 
-def test_debug_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(Exception, match="unknown provider"):
-        main(["--debug", "chat", "hi", "--model", "nosuch:model"])
-    with pytest.raises(Exception, match="unknown provider"):
-        main(["chat", "hi", "--model", "nosuch:model", "--debug"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    plain = main(["chat", "hi", "--model", "nosuch:model"])
+    assert "Traceback" not in capsys.readouterr().err
+    for argv in (
+        ["--debug", "chat", "hi", "--model", "nosuch:model"],
+        ["chat", "hi", "--model", "nosuch:model", "--debug"],
+    ):
+        assert main(argv) == plain == 2
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err
+        assert "error: " in err
+        assert "unknown provider" in err
 
 
 def test_exit_codes_by_error_class() -> None:
