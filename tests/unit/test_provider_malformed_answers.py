@@ -189,3 +189,23 @@ def test_openai_non_streamed_answer_of_the_wrong_shape_is_a_provider_error() -> 
     with serve(Reply(body=bad)) as (url, _):
         with pytest.raises(ProviderError, match="malformed answer"):
             _openai(url).invoke("hi")
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_openai_stream_that_finished_then_stalls_without_usage_is_still_the_answer(use_async: bool) -> None:
+    """finish_reason came, the usage asked for never did, and the server holds the connection:
+    the idle limit ends the wait, and the whole answer is returned (without usage), not an error."""
+    events = [e for e in chat_stream(["Done"]) if e != "[DONE]" and not (isinstance(e, dict) and e.get("usage"))]
+    with serve(Reply(sse=[*events, 2.0])) as (url, _):
+        model = OpenAIChatModel(model="stub-model", base_url=url, api_key=KEY, stream_idle_timeout=0.3)
+        if use_async:
+
+            async def run() -> list[Any]:
+                return [c async for c in model.astream("hi")]
+
+            chunks = asyncio.run(run())
+        else:
+            chunks = list(model.stream("hi"))
+    assert "".join(str(c.content) for c in chunks) == "Done"
+    assert chunks[-1].response_metadata["finish_reason"] == "stop"
+    assert chunks[-1].usage_metadata is None
