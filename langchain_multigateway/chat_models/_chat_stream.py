@@ -66,6 +66,7 @@ class ChatCompletionsAssembler:
             usage_expected = isinstance(options, Mapping) and bool(options.get("include_usage"))
         self.usage_asked = usage_expected
         self.done = False
+        self.chose = False  # a choice arrived: [DONE] alone is no answer, only the end of one
         self.model_name: str | None = None
         self.finish_reason: str | None = None
         self.response_id: str | None = None
@@ -75,7 +76,7 @@ class ChatCompletionsAssembler:
 
     @property
     def answered(self) -> bool:
-        return self.done or self.finish_reason is not None
+        return self.finish_reason is not None or (self.done and self.chose)
 
     @property
     def complete(self) -> bool:
@@ -109,6 +110,7 @@ class ChatCompletionsAssembler:
         if event.get("usage"):
             self.usage = dict(event["usage"])
         for choice in event.get("choices") or []:
+            self.chose = True
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
             delta = choice.get("delta") or {}

@@ -29,7 +29,7 @@ from langchain_multigateway.config import load_config
 from langchain_multigateway.errors import ConfigurationError, GatewayError, ProviderError
 from langchain_multigateway.usage import CallRecord, Ledger
 from langchain_multigateway.usage import ledger as ledger_module
-from tests.loopback import Reply, serve
+from tests.loopback import Reply, serve, sse
 
 
 # ---------------------------------------------------------------------- config files
@@ -284,3 +284,21 @@ def test_batch_row_nested_past_the_stack_is_a_usage_error_naming_the_line(
     assert main(["batch", str(source), "--out", str(out), "--model", "scripted:s", "--quiet"]) == 2
     assert f"{source}, line 2: the JSON is nested too deeply to read" in capsys.readouterr().err
     assert not out.exists() or out.read_text() == ""
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+@pytest.mark.parametrize("provider", ["openai", "mistral"])
+def test_a_chat_completions_stream_of_done_alone_is_no_answer(provider: str, use_async: bool) -> None:
+    """OpenAI's stream format: ``data:`` events then ``data: [DONE]``. A [DONE] with no choice
+    before it (a proxy that lost the body) must not pass for an empty answer."""
+    usage_only = {"id": "x", "object": "chat.completion.chunk", "model": "m", "choices": [], "usage": None}
+    with serve(sse(usage_only)) as (url, _):
+        model = _provider_model(provider, url, "placeholder-key-0")
+
+        async def astream() -> None:
+            async for _ in model.astream("hello"):
+                pass
+
+        with pytest.raises(ProviderError, match="the answer is incomplete") as info:
+            asyncio.run(astream()) if use_async else list(model.stream("hello"))
+    assert info.value.retryable
