@@ -9,7 +9,8 @@ a Redis Cluster keeps them in one slot and a script may touch them all. Per depl
 ``<tag>:f``  sorted set: in-flight admissions (score: lease end, so a dead worker's expire)
 
 Scripts return floats as strings (Redis turns Lua numbers into integers). Admissions and
-releases bump a version (``ver``) so a client keeps only the newest figures it was sent. Each refreshes
+releases bump a version (``born``, when the keys were created, and ``ver``, a counter) so a
+client keeps only the newest figures it was sent, and starts over when Redis did. Each refreshes
 the TTL of every key it writes, so an idle deployment's keys disappear by themselves.
 """
 
@@ -63,6 +64,12 @@ local function prune(now)
     redis.call('ZREM', KEYS[2], unpack(old))
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+end
+-- "<born> <n>": when these keys were created (a restart or expiry starts over) and a write counter
+local function bump(now)
+  redis.call('HSETNX', KEYS[1], 'born', tostring(now))
+  local n = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+  return redis.call('HGET', KEYS[1], 'born') .. ' ' .. n
 end
 -- breaker codes: 0 closed, 1 open, 2 half-open; an open breaker past its period is half-open
 local function breaker_now(now, write)
@@ -131,7 +138,7 @@ if br == 2 then
   redis.call('HSET', KEYS[1], 'probe', now + num(ARGV[5], 120))
 end
 touch(ARGV[7])
-local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+local ver = bump(now)
 return {1, '', '', br, id, probe, redis.call('ZCARD', KEYS[4]), lat, ttft, '', ver}
 """
 )
@@ -191,7 +198,7 @@ else
 end
 redis.call('HSET', KEYS[1], 'lat', lat, 'ttft', ttft, 'err', tostring(err), 'streak', streak)
 touch(ARGV[14])
-local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+local ver = bump(now)
 return {br, lat, ttft, redis.call('ZCARD', KEYS[4]), ver}
 """
 )
@@ -217,7 +224,7 @@ STATS = (
 local now = clock(ARGV[1])
 local br, open_left = breaker_now(now, false)
 prune(now)
-local s = redis.call('HMGET', KEYS[1], 'streak', 'lat', 'ttft', 'err', 'wtok', 'ra', 'ok', 'fail', 'ver')
+local s = redis.call('HMGET', KEYS[1], 'streak', 'lat', 'ttft', 'err', 'wtok', 'ra', 'ok', 'fail', 'born', 'ver')
 local retry = ''
 if br == 1 then
   retry = tostring(open_left)
@@ -225,6 +232,7 @@ elseif num(s[6], 0) > now then
   retry = tostring(num(s[6], 0) - now)
 end
 return {br, num(s[1], 0), s[2] or '', s[3] or '', s[4] or '0', redis.call('ZCARD', KEYS[4]),
-        redis.call('ZCARD', KEYS[2]), num(s[5], 0), retry, num(s[7], 0), num(s[8], 0), num(s[9], 0)}
+        redis.call('ZCARD', KEYS[2]), num(s[5], 0), retry, num(s[7], 0), num(s[8], 0),
+        (s[9] or '0') .. ' ' .. (s[10] or '0')}
 """
 )

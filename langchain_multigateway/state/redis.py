@@ -75,6 +75,12 @@ def _float(value: Any) -> float | None:
     return float(value)
 
 
+def _version(value: Any) -> tuple[float, int]:
+    """``"<born> <n>"`` as a comparable pair: keys created later (after a restart) win."""
+    born, n = _text(value).split()
+    return float(born), int(n)
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -191,7 +197,7 @@ class RedisState(RouterState):
         self._reconnector: threading.Thread | None = None
         self._closed = threading.Event()
         self._keys: dict[str, list[str]] = {}
-        self._seen: dict[str, tuple[BreakerState, float | None, float | None, int, int]] = {}
+        self._seen: dict[str, tuple[BreakerState, float | None, float | None, int, tuple[float, int]]] = {}
 
     def _client_options(self) -> dict[str, Any]:
         """One bounded try per operation: redis-py's own retries would multiply the wait."""
@@ -372,9 +378,10 @@ class RedisState(RouterState):
         breaker = _BREAKERS[int(code)]
         with self._lock:
             seen = self._seen.get(name)
-            if seen is not None and int(version) < seen[4]:
+            newest = _version(version)
+            if seen is not None and newest < seen[4]:
                 return  # overtaken by a newer reply (concurrent calls): these figures are stale
-            self._seen[name] = (breaker, _float(lat), _float(ttft), int(in_flight), int(version))
+            self._seen[name] = (breaker, _float(lat), _float(ttft), int(in_flight), newest)
             was = BreakerState.CLOSED if seen is None else seen[0]
         if breaker is not was and self._breaker_listeners:
             self._notify_breaker([(name, breaker)])
@@ -386,7 +393,7 @@ class RedisState(RouterState):
             was = BreakerState.CLOSED if seen is None else seen[0]
             if breaker is was:
                 return
-            self._seen[name] = (breaker, None, None, 0, -1) if seen is None else (breaker, *seen[1:])
+            self._seen[name] = (breaker, None, None, 0, (0.0, -1)) if seen is None else (breaker, *seen[1:])
         if self._breaker_listeners:
             self._notify_breaker([(name, breaker)])
 

@@ -332,3 +332,18 @@ async def test_a_cancelled_admission_leaves_the_client_usable(state: RedisState)
     # a cancelled admission may have been granted with nobody to release it: its lease bounds that
     assert state.stats("d").in_flight <= cancelled
     await state.aclose()
+
+
+def test_figures_start_over_when_redis_lost_its_keys(state: RedisState, raw: redis.Redis) -> None:
+    seen: list[tuple[str, str]] = []
+    state.add_listener(lambda name, value: seen.append((name, value)))
+    for _ in range(3):
+        admission = state.admit("d")
+        state.release("d", admission, ok=True, latency=1.0)
+    assert state.latency("d") == pytest.approx(1.0)
+    raw.delete(*state.keys("d"))  # as after a restart without persistence, or when the TTL ran out
+    admission = state.admit("d")
+    state.release("d", admission, ok=True, latency=3.0)
+    assert state.latency("d") == pytest.approx(3.0)  # not the figures from before the loss
+    assert state.in_flight("d") == 0
+    assert seen == []
