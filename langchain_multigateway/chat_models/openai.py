@@ -168,6 +168,7 @@ class OpenAIChatModel(GatewayChatModel):
 
     provider_name = "openai"
     api_key_env = "OPENAI_API_KEY"
+    token_encoding = None  # count with the model's own encoding (tiktoken knows OpenAI's models)
 
     model: str = Field(default="gpt-4o-mini", alias="model_name")
     api_key: SecretStr | None = Field(
