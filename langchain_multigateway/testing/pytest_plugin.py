@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from langchain_multigateway._redact import redact
+from langchain_multigateway._redact import is_secret_header, redact
 from langchain_multigateway.cassettes import normalised_body
 
 __all__ = ["DEFAULT_FILTER_HEADERS", "RECORD_MODES", "REPLAY_PLACEHOLDER_KEYS", "filter_headers"]
@@ -117,6 +117,10 @@ def _scrub_bytes(raw: str | bytes) -> str | bytes:
 def _scrub_request(request: Any) -> Any:
     if request.body:
         request.body = _scrub_bytes(request.body)
+    for name in list(request.headers):  # credential headers no provider declared (X-Auth-Key, Helicone-Auth)
+        value = request.headers[name]
+        if is_secret_header(name) or (isinstance(value, str) and _scrub_text(value) != value):
+            request.headers[name] = "PLACEHOLDER"
     clean_uri = _scrub_text(request.uri)  # userinfo, credential query values vcrpy's filter missed
     if clean_uri != request.uri:
         request.uri = clean_uri

@@ -29,7 +29,9 @@ from langchain_multigateway.config import load_config
 from langchain_multigateway.errors import ConfigurationError, GatewayError, ProviderError
 from langchain_multigateway.usage import CallRecord, Ledger
 from langchain_multigateway.usage import ledger as ledger_module
-from tests.loopback import Reply, serve, sse
+from tests.loopback import Reply, chat_completion, serve, sse
+
+pytest_plugins = ["pytester"]
 
 
 # ---------------------------------------------------------------------- config files
@@ -302,3 +304,37 @@ def test_a_chat_completions_stream_of_done_alone_is_no_answer(provider: str, use
         with pytest.raises(ProviderError, match="the answer is incomplete") as info:
             asyncio.run(astream()) if use_async else list(model.stream("hello"))
     assert info.value.retryable
+
+
+# ---------------------------------------------------------------------- cassettes
+CASSETTE_TEST = """
+import json, os
+import pytest
+from langchain_multigateway import OpenAIChatModel
+
+@pytest.mark.gateway_cassette
+def test_call():
+    keys = json.loads(os.environ["PLANTED"])
+    model = OpenAIChatModel(
+        model="m", api_key="placeholder-key-0", base_url=os.environ["STUB_URL"], max_retries=0,
+        default_headers={"X-Auth-Key": keys["header"], "Helicone-Auth": "Bearer " + keys["bearer"]},
+    )
+    assert model.invoke("hello").content
+"""
+
+
+def test_cassettes_hold_no_credential_header_the_providers_did_not_declare(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = {"header": _planted("cassette-header"), "bearer": _planted("cassette-bearer")}
+    pytester.makepyfile(test_user=CASSETTE_TEST)
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    with serve(Reply(200, chat_completion("recorded"))) as (url, script):
+        monkeypatch.setenv("PLANTED", json.dumps(keys))
+        monkeypatch.setenv("STUB_URL", url)
+        result = pytester.runpytest_subprocess("--gateway-record-mode=all", "-p", "no:cacheprovider")
+        assert script.requests[0]["headers"]["x-auth-key"] == keys["header"]  # sent as given
+    result.assert_outcomes(passed=1)
+    text = (pytester.path / "cassettes" / "test_user" / "test_call.yaml").read_text()
+    assert "recorded" in text
+    assert [name for name, key in keys.items() if key in text] == []
