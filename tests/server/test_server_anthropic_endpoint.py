@@ -151,3 +151,17 @@ def test_anthropic_chat_model_pointed_at_the_gateway(gateway: Gateway) -> None:
     called = llm.bind_tools([WEATHER]).invoke("Weather?")
     assert called.tool_calls[0]["name"] == "get_weather"
     assert called.tool_calls[0]["args"] == {"city": "Paris"}
+
+
+def test_upstream_failing_mid_stream_ends_with_an_error_event(gateway: Gateway) -> None:
+    body = {"model": "cut", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    with httpx.stream("POST", gateway.url + "/v1/messages", json=body, headers=headers(gateway)) as response:
+        assert response.status_code == 200
+        seen = events(response)
+    kinds = [kind for kind, _ in seen]
+    assert kinds[:2] == ["message_start", "content_block_start"]
+    assert kinds[-1] == "error"
+    assert "message_stop" not in kinds
+    text = "".join(data["delta"]["text"] for kind, data in seen if kind == "content_block_delta")
+    assert text == "0 1 2 "
+    assert seen[-1][1]["error"]["type"] in ("api_error", "timeout_error")
