@@ -10,10 +10,18 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from langchain_multigateway.state._redis_replies import (
+    Local,
+    Ticket,
+    as_float,
+    as_text,
+    granted_locally,
+    masked,
+    refusal,
+    reply_version,
+)
 from langchain_multigateway.state._redis_scripts import ADMIT, COOLDOWN, RELEASE, STATS, deployment_keys
 from langchain_multigateway.state.base import (
     Admission,
@@ -41,48 +49,6 @@ def _import_redis() -> Any:
         msg = "RedisState needs the redis extra: pip install 'langchain-multigateway[redis]'"
         raise ImportError(msg) from exc
     return redis
-
-
-def _masked(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for repr, logs and health)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
-@dataclass(frozen=True)
-class _Ticket:
-    """A Redis admission's handle: its id in the deployment's window and in-flight set."""
-
-    id: int
-
-
-@dataclass(frozen=True)
-class _Local:
-    """An admission granted by the local fallback while Redis was unreachable."""
-
-    admission: Admission
-
-
-def _float(value: Any) -> float | None:
-    if value is None or value in (b"", ""):
-        return None
-    return float(value)
-
-
-def _version(value: Any) -> tuple[float, int]:
-    """``"<born> <n>"`` as a comparable pair: keys created later (after a restart) win."""
-    born, n = _text(value).split()
-    return float(born), int(n)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisState(RouterState):
@@ -210,7 +176,7 @@ class RedisState(RouterState):
         }
 
     def __repr__(self) -> str:
-        return f"RedisState(url={_masked(self.url)!r}, namespace={self.namespace!r}, router={self.router!r})"
+        return f"RedisState(url={masked(self.url)!r}, namespace={self.namespace!r}, router={self.router!r})"
 
     # ------------------------------------------------------------------ plumbing
     def keys(self, name: str) -> list[str]:
@@ -236,7 +202,7 @@ class RedisState(RouterState):
             self._down_reason = f"{type(exc).__name__}: {exc}"
             _logger.warning(
                 "Redis state at %s unreachable (%s); routing on this process's local state until it answers again",
-                _masked(self.url),
+                masked(self.url),
                 self._down_reason,
             )
         self._still_down()  # starts the background reconnection
@@ -250,7 +216,7 @@ class RedisState(RouterState):
             with self._lock:
                 down_for = time.monotonic() - (self._down_since or time.monotonic())
                 self._down_since = self._down_reason = None
-            _logger.info("Redis state at %s back after %.1fs: limits shared again", _masked(self.url), down_for)
+            _logger.info("Redis state at %s back after %.1fs: limits shared again", masked(self.url), down_for)
             return
 
     def _failures(self) -> tuple[type[BaseException], ...]:
@@ -357,10 +323,8 @@ class RedisState(RouterState):
 
     def health(self) -> StateHealth:
         if self._down_since is None:
-            return StateHealth(backend="redis", shared=True, live=True, detail=_masked(self.url))
-        return StateHealth(
-            backend="redis", shared=False, live=False, detail=f"{_masked(self.url)}: {self._down_reason}"
-        )
+            return StateHealth(backend="redis", shared=True, live=True, detail=masked(self.url))
+        return StateHealth(backend="redis", shared=False, live=False, detail=f"{masked(self.url)}: {self._down_reason}")
 
     def ping(self) -> bool:
         """Ask Redis now (one round trip); resumes shared state if it answers."""
@@ -378,10 +342,10 @@ class RedisState(RouterState):
         breaker = _BREAKERS[int(code)]
         with self._lock:
             seen = self._seen.get(name)
-            newest = _version(version)
+            newest = reply_version(version)
             if seen is not None and newest < seen[4]:
                 return  # overtaken by a newer reply (concurrent calls): these figures are stale
-            self._seen[name] = (breaker, _float(lat), _float(ttft), int(in_flight), newest)
+            self._seen[name] = (breaker, as_float(lat), as_float(ttft), int(in_flight), newest)
             was = BreakerState.CLOSED if seen is None else seen[0]
         if breaker is not was and self._breaker_listeners:
             self._notify_breaker([(name, breaker)])
@@ -413,25 +377,25 @@ class RedisState(RouterState):
         ok, code, wait, breaker, ident, probe, in_flight, lat, ttft, extra, *version = reply
         if ok:
             self._observe(name, breaker, lat, ttft, in_flight, version[0])
-            return Admission(ok=True, probe=bool(probe), reservation=_Ticket(int(ident)))
+            return Admission(ok=True, probe=bool(probe), reservation=Ticket(int(ident)))
         self._observe_breaker(name, _BREAKERS[int(breaker)])
-        return _refusal(_text(code), _float(wait), _text(extra), tokens, rpm, tpm)
+        return refusal(as_text(code), as_float(wait), as_text(extra), tokens, rpm, tpm)
 
     def admit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
         reply = self._run("admit", name, self._admit_args(tokens, rpm, tpm))
         if reply is None:
-            return _local(self.local.admit(name, tokens=tokens, rpm=rpm, tpm=tpm))
+            return granted_locally(self.local.admit(name, tokens=tokens, rpm=rpm, tpm=tpm))
         return self._admission(name, reply, tokens, rpm, tpm)
 
     async def aadmit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
         reply = await self._arun("admit", name, self._admit_args(tokens, rpm, tpm))
         if reply is None:
-            return _local(self.local.admit(name, tokens=tokens, rpm=rpm, tpm=tpm))
+            return granted_locally(self.local.admit(name, tokens=tokens, rpm=rpm, tpm=tpm))
         return self._admission(name, reply, tokens, rpm, tpm)
 
     def _release_args(
         self,
-        ticket: _Ticket,
+        ticket: Ticket,
         probe: bool,
         ok: bool,
         latency: float | None,
@@ -469,7 +433,7 @@ class RedisState(RouterState):
         counts_against_breaker: bool = True,
     ) -> None:
         ticket = admission.reservation
-        if isinstance(ticket, _Local):
+        if isinstance(ticket, Local):
             self.local.release(
                 name,
                 ticket.admission,
@@ -479,7 +443,7 @@ class RedisState(RouterState):
                 tokens=tokens,
                 counts_against_breaker=counts_against_breaker,
             )
-        elif admission.ok and isinstance(ticket, _Ticket):
+        elif admission.ok and isinstance(ticket, Ticket):
             args = self._release_args(ticket, admission.probe, ok, latency, ttft, tokens, counts_against_breaker)
             reply = self._run("release", name, args)
             if reply is not None:
@@ -497,7 +461,7 @@ class RedisState(RouterState):
         counts_against_breaker: bool = True,
     ) -> None:
         ticket = admission.reservation
-        if isinstance(ticket, _Ticket) and admission.ok:
+        if isinstance(ticket, Ticket) and admission.ok:
             args = self._release_args(ticket, admission.probe, ok, latency, ttft, tokens, counts_against_breaker)
             reply = await self._arun("release", name, args)
             if reply is not None:
@@ -542,7 +506,7 @@ class RedisState(RouterState):
             return self.local.stats(name, rpm=rpm, tpm=tpm)
         code, streak, lat, ttft, err, in_flight, requests, window_tokens, retry, successes, failures, version = reply
         self._observe(name, code, lat, ttft, in_flight, version)
-        latency, first_token = _float(lat), _float(ttft)
+        latency, first_token = as_float(lat), as_float(ttft)
         return DeploymentStats(
             breaker=_BREAKERS[int(code)],
             consecutive_failures=int(streak),
@@ -554,36 +518,10 @@ class RedisState(RouterState):
             tokens_last_minute=int(window_tokens),
             remaining_rpm=None if rpm is None else max(0, rpm - int(requests)),
             remaining_tpm=None if tpm is None else max(0, tpm - int(window_tokens)),
-            retry_after=_float(retry),
+            retry_after=as_float(retry),
             successes=int(successes),
             failures=int(failures),
         )
 
 
 _SCRIPTS = {"admit": ADMIT, "release": RELEASE, "cooldown": COOLDOWN, "stats": STATS}
-
-
-def _local(admission: Admission) -> Admission:
-    if not admission.ok:
-        return admission
-    return Admission(ok=True, probe=admission.probe, reservation=_Local(admission))
-
-
-def _refusal(code: str, wait: float | None, used: str, tokens: int, rpm: int | None, tpm: int | None) -> Admission:
-    """The same refusals, in the same words, as MemoryState's."""
-    if code == "open":
-        return Admission(ok=False, reason=f"circuit open (probe in {wait or 0.0:.1f}s)", retry_after=wait)
-    if code == "probing":
-        return Admission(ok=False, reason="circuit half-open, its probe is in flight")
-    if code == "wait":
-        return Admission(ok=False, reason=f"provider asked to wait {wait or 0.0:.1f}s", retry_after=wait, limited=True)
-    if code == "rpm":
-        return Admission(ok=False, reason=f"rpm limit {rpm} reached", retry_after=wait, limited=True)
-    if code == "toobig":
-        return Admission(ok=False, reason=f"request needs ~{tokens} tokens, more than its tpm limit {tpm}")
-    return Admission(
-        ok=False,
-        reason=f"tpm limit {tpm} reached ({used} used, ~{tokens} needed)",
-        retry_after=wait,
-        limited=True,
-    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from langchain_multigateway.state._redis_replies import masked
 from langchain_multigateway.state._redis_scripts import hash_tag
-from langchain_multigateway.state.redis import _masked
 from langchain_multigateway.state.spend import (
     RESERVATION_LEASE,
     SpendStore,
@@ -105,7 +105,7 @@ class RedisSpendStore(SpendStore):
 
         self.namespace = namespace
         self._errors = (redis.RedisError, OSError)
-        self._where = _masked(url) if client is None else repr(client)
+        self._where = masked(url) if client is None else repr(client)
         if client is None:
             retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
             client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry)
