@@ -350,6 +350,8 @@ def _index(
                 # yaml.safe_load would keep the last silently: one model or router would vanish.
                 first = lines[located]
                 duplicates.append((child, f"the key is repeated (first at line {first}); a key may appear once"))
+                lines[located] = key_node.start_mark.line + 1
+                continue  # its own keys would all repeat too
             lines[located] = key_node.start_mark.line + 1
             _index(value_node, child, lines, marks, duplicates)
     elif isinstance(node, yaml.SequenceNode):

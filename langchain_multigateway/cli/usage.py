@@ -52,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from langchain_multigateway.usage import Ledger
 
-    with Ledger(path) as ledger:
+    try:
+        ledger = Ledger(path)
+    except Exception as exc:  # not a SQLite file, a directory, no permission
+        msg = f"cannot read the usage ledger at {path}: {exc} (--ledger PATH names another)"
+        raise UsageError(msg) from exc
+    with ledger:
         if args.csv:
             ledger.export_csv(sys.stdout, since=start)
             return 0

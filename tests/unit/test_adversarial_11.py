@@ -57,8 +57,9 @@ def test_a_repeated_model_name_is_refused_not_silently_dropped(tmp_path: Path) -
         "models:\n  a:\n    provider: openai\n    model: gpt\n  a:\n    provider: mistral\n    model: m\n",
         encoding="utf-8",
     )
-    with pytest.raises(ConfigurationError, match=r"line 5, models\.a: the key is repeated \(first at line 2\)"):
+    with pytest.raises(ConfigurationError, match=r"line 5, models\.a: the key is repeated \(first at line 2\)") as info:
         load_config(path, env={})
+    assert info.value.problems == ["line 5, models.a: the key is repeated (first at line 2); a key may appear once"]
 
 
 def test_merge_keys_are_not_taken_for_repeated_keys(tmp_path: Path) -> None:
@@ -338,3 +339,12 @@ def test_cassettes_hold_no_credential_header_the_providers_did_not_declare(
     text = (pytester.path / "cassettes" / "test_user" / "test_call.yaml").read_text()
     assert "recorded" in text
     assert [name for name, key in keys.items() if key in text] == []
+
+
+def test_usage_on_a_file_that_is_no_ledger_names_it_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "usage.sqlite3"
+    path.write_bytes(b"this is not SQLite, " * 300)
+    assert main(["usage", "--ledger", str(path)]) == 2
+    assert f"error: cannot read the usage ledger at {path}: file is not a database" in capsys.readouterr().err
