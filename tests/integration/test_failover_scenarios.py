@@ -9,8 +9,10 @@ by 20 too), so the suite runs in well under a minute. Each scenario (see
 when, that a healthy call succeeds afterwards and that ``health()`` is idle.
 
 ``benchmarks/failover_scenarios.py`` runs the same scenarios through
-``ChatOpenAI.with_fallbacks`` for the README's comparison; the last tests here check that
-the checks do fail on that client's known conduct, so a check that cannot fail is caught.
+``ChatOpenAI.with_fallbacks`` for the README's comparison; tests here check that the
+checks do fail on that client's known conduct, so a check that cannot fail is caught.
+The last tests are callers who misbehave too: a stream abandoned or cancelled while the
+provider stalls, and eight threads streaming through one router at once.
 """
 
 from __future__ import annotations
