@@ -22,9 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.fault_scenarios import (  # noqa: E402 - after the path set-up
-    CASES,
-    ERROR_MODE_CASES,
+from tests.integration.fault_harness import (  # noqa: E402 - after the path set-up
     Case,
     FakeProvider,
     fast_limits,
@@ -33,6 +31,7 @@ from tests.integration.fault_scenarios import (  # noqa: E402 - after the path s
     start_fake,
     warm_up,
 )
+from tests.integration.fault_scenarios import CASES, ERROR_MODE_CASES  # noqa: E402
 
 CLIENTS = {"router": "router, defaults", "with_fallbacks": "`ChatOpenAI.with_fallbacks`"}
 

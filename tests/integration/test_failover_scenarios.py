@@ -23,12 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.fault_provider import ANSWER, HEALTHY_MARKER
-from tests.integration.fault_scenarios import (
-    CALL_PATH_CASES,
-    CASES,
+from tests.integration.fault_harness import (
     DELIVERED_BEFORE_CUT,
-    ERROR_MODE_CASES,
     PROMPT,
     Case,
     FakeProvider,
@@ -38,6 +34,8 @@ from tests.integration.fault_scenarios import (
     start_fake,
     warm_up,
 )
+from tests.integration.fault_provider import ANSWER, HEALTHY_MARKER
+from tests.integration.fault_scenarios import CALL_PATH_CASES, CASES, ERROR_MODE_CASES
 
 
 @pytest.fixture(scope="module")
