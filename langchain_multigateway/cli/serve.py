@@ -46,14 +46,18 @@ def run(args: argparse.Namespace) -> int:
     }
     os.environ.update(env)
     if args.workers > 1:
-        shared = str((config.state or {}).get("backend", "memory")) == "redis"
-        what = "virtual keys' rpm, tpm and budgets" if shared else "breakers, rate windows and key limits"
-        print(
-            f"warning: {args.workers} workers: {what} are kept per worker"
-            + ("" if shared else " (no shared state backend: configure state: {backend: redis})")
-            + f", so a key's --rpm 60 lets up to {60 * args.workers} requests a minute through",
-            file=sys.stderr,
-        )
+        if str(config.state.get("backend", "memory")) == "redis":
+            warning = (
+                f"{args.workers} workers share breakers and each key's rpm/tpm in Redis; key budgets are "
+                f"counted per worker, so a key may spend up to {args.workers}x its budget"
+            )
+        else:
+            warning = (
+                f"{args.workers} workers: breakers, rate windows and key limits are kept per worker (no shared "
+                f"state backend: configure state: {{backend: redis}}), so a key's --rpm 60 lets up to "
+                f"{60 * args.workers} requests a minute through"
+            )
+        print(f"warning: {warning}", file=sys.stderr)
     if args.no_auth:
         print("warning: --no-auth: anyone who can reach this port can call every model", file=sys.stderr)
     print(

@@ -148,14 +148,17 @@ class _Server:
         try:
             key = self.authenticate(request)
             call = parse(await self.body(request))
+            hold = None
             try:
                 self.admit(call, key)
+                if self.gateway.limits is not None and key is not None and key is not _MASTER:
+                    hold = await self.gateway.limits.ahold(key)
             except ApiError:
                 self._refused(key)
                 raise
             key = self._key_of(key)
             if call.stream:
-                routed = self.gateway.stream(call, key)
+                routed = self.gateway.stream(call, key, hold)
                 try:
                     await routed.start()
                 except BaseException:
@@ -164,7 +167,7 @@ class _Server:
                 return StreamingResponse(
                     stream(call, routed), media_type="text/event-stream", headers={**routed.headers(), **_NO_CACHE}
                 )
-            message, outcome = await self.gateway.invoke(call, key)
+            message, outcome = await self.gateway.invoke(call, key, hold)
             self._count(route, 200)
             return _json(render(call, message, outcome), headers=outcome.headers())
         except ClientDisconnect:

@@ -26,6 +26,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_multigateway.routing import Deployment, RoutingChatModel, routers_from_config
 from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
 from langchain_multigateway.server.keys import VirtualKey
+from langchain_multigateway.state.base import Admission
 from langchain_multigateway.usage.pricing import cost_of_usage
 from langchain_multigateway.usage.records import CallRecord
 
@@ -143,27 +144,33 @@ class Gateway:
             config["metadata"] = {"virtual_key": key.name}
         return config
 
-    async def invoke(self, call: ChatCall, key: VirtualKey | None) -> tuple[AIMessage, Outcome]:
+    async def invoke(
+        self, call: ChatCall, key: VirtualKey | None, hold: Admission | None = None
+    ) -> tuple[AIMessage, Outcome]:
         """Run a call to its end; raises the router's typed errors."""
-        runnable, kwargs, ignored = self._bind(call)
         started = time.time()
         try:
+            runnable, kwargs, ignored = self._bind(call)
             message = await runnable.ainvoke(call.messages, self._config(key), **kwargs)
         except BaseException as exc:
-            self.settle(call, key, None, started, exc)
+            self.settle(call, key, None, started, exc, hold)
             raise
         meta = message.response_metadata
         outcome = self._outcome(call, meta, message.usage_metadata)
         outcome.ignored = ignored
-        self.settle(call, key, outcome, started, None)
+        self.settle(call, key, outcome, started, None, hold)
         return message, outcome
 
-    def stream(self, call: ChatCall, key: VirtualKey | None) -> RoutedStream:
+    def stream(self, call: ChatCall, key: VirtualKey | None, hold: Admission | None = None) -> RoutedStream:
         """A routed stream; call :meth:`RoutedStream.start` for its first chunk (failover ends there)."""
-        runnable, kwargs, ignored = self._bind(call)
+        try:
+            runnable, kwargs, ignored = self._bind(call)
+        except BaseException as exc:
+            self.settle(call, key, None, time.time(), exc, hold)
+            raise
         served_by = _ServedBy()
         chunks = runnable.astream(call.messages, self._config(key, [served_by]), **kwargs)
-        return RoutedStream(self, call, key, chunks, served_by, ignored)
+        return RoutedStream(self, call, key, chunks, served_by, ignored, hold)
 
     def _outcome(self, call: ChatCall, meta: dict[str, Any], usage: Any) -> Outcome:
         router = self.routers[call.model]
@@ -186,13 +193,14 @@ class Gateway:
         outcome: Outcome | None,
         started: float,
         error: BaseException | None,
+        hold: Admission | None = None,
     ) -> None:
         """Record a finished call once: ledger row, per-key limits and counters."""
         ended = time.time()
         counts = usage_dict(outcome.usage if outcome is not None else None)
         cost = outcome.cost_usd if outcome is not None else 0.0
         if self.limits is not None and key is not None:
-            self.limits.record(key, counts["total"], cost or 0.0)
+            self.limits.record(key, counts["total"], cost or 0.0, hold=hold)
         if self.metrics is not None and key is not None:
             self.metrics.key_call(key.name, "error" if error is not None else "ok", counts, cost)
         if self.ledger is None:
@@ -249,8 +257,10 @@ class RoutedStream:
         chunks: AsyncIterator[AIMessageChunk],
         served_by: _ServedBy,
         ignored: list[str],
+        hold: Admission | None = None,
     ) -> None:
         self.gateway, self.call, self.key = gateway, call, key
+        self._hold = hold
         self._chunks = chunks
         self._served_by = served_by
         self._ignored = ignored
@@ -312,7 +322,8 @@ class RoutedStream:
         if self._settled:
             return
         self._settled = True
-        self.gateway.settle(self.call, self.key, self.outcome() if error is None else None, self._started, error)
+        outcome = self.outcome() if error is None else None
+        self.gateway.settle(self.call, self.key, outcome, self._started, error, self._hold)
 
     async def aclose(self) -> None:
         """Close the router's stream (idempotent); a stream cut short is recorded as cancelled."""

@@ -1,7 +1,10 @@
 """Per-key limits, judged before the upstream is called: requests and tokens per minute, and spend.
 
-Windows are sliding 60-second windows held in this process (with ``--workers`` > 1
-each worker counts its own; the server warns). Spend starts from the ledger's total
+Windows are sliding 60-second windows. Held in this process by default (with
+``--workers`` > 1 each worker counts its own; the server warns); in the config's shared
+state (``state: {backend: redis}``) when there is one, so every worker and host counts
+against the same window: a key's window is then a RouterState entry named ``key:<id>``,
+admitted before the call and released with its real tokens after it. Spend starts from the ledger's total
 for the key's current budget period (read once per key and period) and grows with
 every call this process serves. A call is refused once the key's spend has reached
 its budget; the last call let in may pass the budget by its own cost, since what a
@@ -10,13 +13,16 @@ call costs is known only when it ends.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from langchain_multigateway.server.errors import ApiError
 from langchain_multigateway.server.keys import VirtualKey
+from langchain_multigateway.state.base import Admission, RouterState
 
 __all__ = ["KeyLimits"]
 
@@ -30,10 +36,13 @@ class KeyLimits:
     Args:
         spent_since: ``(key, since_epoch) -> USD`` already spent (the ledger's total);
             None when there is no ledger (spend then counts from the server's start).
+        shared: A shared RouterState (Redis) for the rpm / tpm windows; None: this process.
     """
 
-    def __init__(self, spent_since: SpentSince | None = None) -> None:
+    def __init__(self, spent_since: SpentSince | None = None, shared: RouterState | None = None) -> None:
         self._spent_since = spent_since
+        self._shared = shared
+        self._releases: set[asyncio.Task[Any]] = set()
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, deque[tuple[float, int]]] = {}
         self._token_sums: dict[str, int] = {}
@@ -44,6 +53,8 @@ class KeyLimits:
         now = time.time() if now is None else now
         if key.budget_usd is not None:
             self._check_budget(key, now)
+        if self._shared is not None:
+            return  # rpm and tpm are judged by :meth:`ahold`
         if key.tpm is not None:
             self._check_tpm(key, now)
         if key.rpm is not None:
@@ -56,15 +67,47 @@ class KeyLimits:
                 raise ApiError(429, "rate_limit", msg, code="key_rpm_exceeded", retry_after=wait)
             window.append(now)
 
-    def record(self, key: VirtualKey, tokens: int, cost_usd: float, now: float | None = None) -> None:
-        """Add a finished call's tokens and cost to ``key``'s windows and spend."""
+    async def ahold(self, key: VirtualKey) -> Admission | None:
+        """With shared state: count the call in ``key``'s shared windows (429 when full); None otherwise."""
+        if self._shared is None or (key.rpm is None and key.tpm is None):
+            return None
+        admission = await self._shared.aadmit(key.tag, rpm=key.rpm, tpm=key.tpm)
+        if not admission.ok:
+            which = "tokens" if "tpm" in (admission.reason or "") else "requests"
+            limit = key.tpm if which == "tokens" else key.rpm
+            wait = admission.retry_after
+            msg = f"key {key.name!r} is over its limit of {limit} {which} per minute" + (
+                f"; retry in {wait:.0f} s" if wait is not None else ""
+            )
+            code = "key_tpm_exceeded" if which == "tokens" else "key_rpm_exceeded"
+            raise ApiError(429, "rate_limit", msg, code=code, retry_after=wait)
+        return admission
+
+    def record(
+        self, key: VirtualKey, tokens: int, cost_usd: float, now: float | None = None, hold: Admission | None = None
+    ) -> None:
+        """Add a finished call's tokens and cost to ``key``'s windows and spend (releasing its ``hold``)."""
         now = time.time() if now is None else now
-        if key.tpm is not None and tokens:
+        if hold is not None and self._shared is not None:
+            self._release(key, hold, tokens)
+        elif key.tpm is not None and tokens:
             self._tokens.setdefault(key.id, deque()).append((now, tokens))
             self._token_sums[key.id] = self._token_sums.get(key.id, 0) + tokens
         if key.budget_usd is not None and cost_usd:
             start, spent = self._spent(key, now)
             self._spend[key.id] = (start, spent + cost_usd)
+
+    def _release(self, key: VirtualKey, hold: Admission, tokens: int) -> None:
+        assert self._shared is not None
+        options: dict[str, Any] = {"ok": True, "tokens": tokens, "counts_against_breaker": False}
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._shared.release(key.tag, hold, **options)
+            return
+        task = loop.create_task(self._shared.arelease(key.tag, hold, **options))
+        self._releases.add(task)  # held until done, so it is not collected half-way
+        task.add_done_callback(self._releases.discard)
 
     def spent(self, key: VirtualKey, now: float | None = None) -> float:
         """USD ``key`` has spent in its current budget period."""

@@ -64,7 +64,13 @@ def build_app(
 
         server_metrics = ServerMetrics()
         server_metrics.watch(routers)
-    limits = KeyLimits(spent_since(ledger) if ledger is not None else None)
+    shared = None
+    if str(config.state.get("backend", "memory")) == "redis":
+        from langchain_multigateway.state.settings import state_from_settings
+
+        # The keys' rpm/tpm windows, in the same Redis as the routers' state, under their own name.
+        shared = state_from_settings(config.state, router="multigateway-virtual-keys")
+    limits = KeyLimits(spent_since(ledger) if ledger is not None else None, shared)
     gateway = Gateway(routers, ledger=ledger, metrics=server_metrics, limits=limits)
     keys = KeyStore(keys_path)
     settings = ServerSettings(require_key=require_key)
