@@ -230,6 +230,15 @@ def _merged(chunks: list[ChatGenerationChunk]) -> LLMResult:
     return LLMResult(generations=[[_without_usage(merged)]] if merged is not None else [])
 
 
+def _closing(
+    error: BaseException | None, result: ChatResult | None, chunks: list[ChatGenerationChunk]
+) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """How a try's child run ends: ``on_llm_end`` (also when the consumer stopped reading), else ``on_llm_error``."""
+    if error is None or isinstance(error, GeneratorExit):
+        return "on_llm_end", (_result(result) if result is not None else _merged(chunks),), {}
+    return "on_llm_error", (error,), {"response": _merged(chunks)}
+
+
 class ChildRun:
     """One attempt's child run (sync); ``run`` is None when a runnable reports its own runs."""
 
@@ -242,12 +251,9 @@ class ChildRun:
 
     def report(self, error: BaseException | None, result: ChatResult | None) -> None:
         """End the child run: ``on_llm_end``, or ``on_llm_error`` when the try failed."""
-        if self.run is None:
-            return
-        if error is None or isinstance(error, GeneratorExit):
-            self.run.on_llm_end(_result(result) if result is not None else _merged(self.chunks))
-        else:
-            self.run.on_llm_error(error, response=_merged(self.chunks))
+        if self.run is not None:
+            event, args, kwargs = _closing(error, result, self.chunks)
+            getattr(self.run, event)(*args, **kwargs)
 
 
 class AsyncChildRun:
@@ -262,9 +268,6 @@ class AsyncChildRun:
 
     async def report(self, error: BaseException | None, result: ChatResult | None) -> None:
         """End the child run (async twin of ``ChildRun.report``)."""
-        if self.run is None:
-            return
-        if error is None or isinstance(error, GeneratorExit):
-            await self.run.on_llm_end(_result(result) if result is not None else _merged(self.chunks))
-        else:
-            await self.run.on_llm_error(error, response=_merged(self.chunks))
+        if self.run is not None:
+            event, args, kwargs = _closing(error, result, self.chunks)
+            await getattr(self.run, event)(*args, **kwargs)
