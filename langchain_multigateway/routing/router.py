@@ -77,6 +77,11 @@ class RoutingChatModel(BaseChatModel):
             ``max_tokens``, at the deployment's ``input_price`` / ``output_price`` or
             the budget's price table. Real spend is recorded after each call. Give the
             budget to the router or to callbacks, not both.
+        timeout: float | None
+            Seconds the whole call may take, across retries, waits and deployments;
+            the try in flight is cancelled when it expires (default None: no cap).
+        stream_recovery: ``"error"`` | ``"continue"``
+            What a stream cut after chunks reached the caller does (see the field).
         on_budget_exceeded: ``"raise"`` | ``"cheaper"``
             ``"raise"`` (default): ``BudgetExceededError`` before anything is sent.
             ``"cheaper"``: skip deployments the budget refuses and try the others,
@@ -86,7 +91,7 @@ class RoutingChatModel(BaseChatModel):
     Per call, through ``config={"metadata": {...}}`` (or ``configurable``) or kwargs:
     ``routing_strategy``, ``routing_tags`` (all must match), ``priority`` /
     ``routing_priority`` (lower is served first when a deployment is at
-    ``max_concurrency``).
+    ``max_concurrency``), ``stream_recovery``.
 
     Instantiate:
         .. code-block:: python
@@ -117,7 +122,9 @@ class RoutingChatModel(BaseChatModel):
 
             for chunk in router.stream("Tell me a joke"):
                 print(chunk.content, end="")
-            # failover happens only before the first chunk reaches you; never after
+            # failover happens before the first chunk reaches you; a failure after it ends the
+            # stream in StreamInterruptedError (.delivered, .deployment, .cause), or with
+            # stream_recovery="continue" resumes on a deployment with continue_prefix capability
 
     Async:
         .. code-block:: python
