@@ -22,6 +22,10 @@ __all__ = ["check_arguments", "known_arguments"]
 
 _KNOWN: dict[type, frozenset[str]] = {}
 
+# Unknown names that say "where to send": in the request body they are ignored, and the
+# prompt goes to the default hosted API (api_base=, url=, endpoint=, host=).
+_ADDRESS_WORDS = ("url", "uri", "endpoint", "host", "api_base")
+
 
 def known_arguments(cls: type[BaseModel]) -> frozenset[str]:
     """Every field name and alias ``cls`` accepts."""
@@ -66,6 +70,8 @@ def check_arguments(cls: type[BaseModel], values: Any) -> Any:
         return values
     for name in unknown:
         near = sorted(k for k in known if _one_edit_apart(name, k))
+        if not near and any(word in name.lower() for word in _ADDRESS_WORDS):
+            near = [n for n in ("base_url", "server_url") if n in cls.model_fields]
         if near:
             msg = f"{cls.__name__} has no argument {name!r}: did you mean {near[0]!r}?"
             if "model_kwargs" in cls.model_fields:

@@ -348,3 +348,42 @@ def test_usage_on_a_file_that_is_no_ledger_names_it_with_exit_2(
     path.write_bytes(b"this is not SQLite, " * 300)
     assert main(["usage", "--ledger", str(path)]) == 2
     assert f"error: cannot read the usage ledger at {path}: file is not a database" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- constructor arguments
+@pytest.mark.parametrize(
+    ("cls", "name", "expected"),
+    [
+        (OpenAIChatModel, "api_base", "base_url"),
+        (OpenAIChatModel, "url", "base_url"),
+        (OpenAIChatModel, "endpoint", "base_url"),
+        (AnthropicChatModel, "api_url", "base_url"),
+        (MistralChatModel, "api_url", "server_url"),
+        (MistralChatModel, "host", "server_url"),
+    ],
+)
+def test_an_unknown_address_argument_is_refused_not_sent_to_the_hosted_api(
+    cls: type[BaseChatModel], name: str, expected: str
+) -> None:
+    """Going to model_kwargs, ``api_base=`` would be ignored by the server and the prompt sent to
+    the default hosted API: refused like a one-edit typo, naming the argument to use."""
+    with pytest.raises(ConfigurationError, match=rf"has no argument '{name}': did you mean '{expected}'\?"):
+        cls(model="m", api_key="placeholder-key-0", **{name: "http://127.0.0.1:8088/v1"})
+
+
+def test_langchain_arguments_and_body_fields_are_still_accepted() -> None:
+    with pytest.warns(UserWarning, match="prompt_cache_key"):
+        model = OpenAIChatModel(
+            model_name="m",
+            openai_api_key="placeholder-key-0",
+            openai_api_base="http://127.0.0.1:8088/v1",
+            max_retries=1,
+            streaming=True,
+            disable_streaming=False,
+            output_version="v1",
+            tags=["t"],
+            metadata={"m": 1},
+            prompt_cache_key="conversation-7",  # a real request field: sent along
+        )
+    assert model.base_url == "http://127.0.0.1:8088/v1"
+    assert model.model_kwargs == {"prompt_cache_key": "conversation-7"}
