@@ -195,6 +195,11 @@ class GatewayChatModel(BaseChatModel):
         if name in type(self).model_fields:
             register_model(self)  # a key set after construction is masked too
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copy = super().model_copy(update=update, deep=deep)
+        register_model(copy)  # a key given in update= (validators do not run) is masked too
+        return copy
+
     @property
     def lc_secrets(self) -> dict[str, str]:
         env = self.api_key_env or self.secret_env

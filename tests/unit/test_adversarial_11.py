@@ -387,3 +387,12 @@ def test_langchain_arguments_and_body_fields_are_still_accepted() -> None:
         )
     assert model.base_url == "http://127.0.0.1:8088/v1"
     assert model.model_kwargs == {"prompt_cache_key": "conversation-7"}
+
+
+def test_a_key_given_to_model_copy_is_masked_too() -> None:
+    copied = _planted("model-copy")
+    with serve(_echo_401(copied)) as (url, _):
+        model = OpenAIChatModel(model="m", api_key="placeholder-key-0", base_url=url, max_retries=0)
+        texts = _channels(model.model_copy(update={"api_key": SecretStr(copied)}))
+    assert "**********" in texts["error"]
+    assert not _leaked(texts, copied)
