@@ -78,8 +78,13 @@ class ConcurrencyGate:
         event = waiter.event = threading.Event()
         with self._lock:
             granted = waiter.granted
-        if granted or event.wait(timeout):
-            return True
+        try:
+            if granted or event.wait(timeout):
+                return True
+        except BaseException:  # KeyboardInterrupt from a signal handler: leave the line, or hand back what was won
+            if self._give_up(waiter):
+                self.leave()
+            raise
         return self._give_up(waiter)
 
     async def aenter(self, priority: int = 0, timeout: float | None = None) -> bool:
