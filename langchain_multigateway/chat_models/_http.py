@@ -19,7 +19,7 @@ from pydantic import Field, PrivateAttr
 from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._limits import CallClock
-from langchain_multigateway.chat_models._loops import LoopBound
+from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
 from langchain_multigateway.errors import (
     GatewayConnectionError,
     GatewayError,
@@ -177,7 +177,9 @@ class HttpChatModel(GatewayChatModel):
         if self.http_client is not None:
             return self.http_client
         if self._client is None:
-            self._client = httpx.Client(timeout=self._default_timeout())
+            with CLIENTS_LOCK:
+                if self._client is None:
+                    self._client = httpx.Client(timeout=self._default_timeout())
         return self._client
 
     @property
@@ -187,7 +189,10 @@ class HttpChatModel(GatewayChatModel):
         if self.http_async_client is not None:
             return self.http_async_client
         if self._async_clients is None:
-            self._async_clients = LoopBound(lambda: httpx.AsyncClient(timeout=self._default_timeout()), _aclose)
+            with CLIENTS_LOCK:
+                if self._async_clients is None:
+                    make = lambda: httpx.AsyncClient(timeout=self._default_timeout())  # noqa: E731
+                    self._async_clients = LoopBound(make, _aclose)
         return self._async_clients.get()
 
     def _default_timeout(self) -> httpx.Timeout:

@@ -17,7 +17,12 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
-__all__ = ["LoopBound"]
+__all__ = ["CLIENTS_LOCK", "LoopBound"]
+
+# Guards a model's lazy client creation: threads making a model's first calls at once must
+# share one client (a client that lost the race would be collected, closing its pool under
+# the requests still using it).
+CLIENTS_LOCK = threading.RLock()
 
 C = TypeVar("C")
 

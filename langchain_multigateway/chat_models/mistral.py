@@ -18,7 +18,7 @@ from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.chat_models._chat_stream import ChatCompletionsAssembler
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._http import aiter_sse, iter_sse, request_id_of, set_body_read_timeout
-from langchain_multigateway.chat_models._loops import LoopBound
+from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
 from langchain_multigateway.chat_models._mistral_format import (
     aapply_call_timeouts,
     answered_ok,
@@ -230,10 +230,14 @@ class MistralChatModel(GatewayChatModel):
         if self._client is None:
             import httpx2
 
-            http = httpx2.Client(
-                follow_redirects=True, timeout=self._default_timeout(), event_hooks={"request": [apply_call_timeouts]}
-            )
-            self._client = self._sdk(client=http)
+            with CLIENTS_LOCK:
+                if self._client is None:
+                    http = httpx2.Client(
+                        follow_redirects=True,
+                        timeout=self._default_timeout(),
+                        event_hooks={"request": [apply_call_timeouts]},
+                    )
+                    self._client = self._sdk(client=http)
         return self._client
 
     @property
@@ -251,7 +255,9 @@ class MistralChatModel(GatewayChatModel):
                 )
                 return self._sdk(async_client=http)
 
-            self._async_clients = LoopBound(make, _aclose_sdk)
+            with CLIENTS_LOCK:
+                if self._async_clients is None:
+                    self._async_clients = LoopBound(make, _aclose_sdk)
         return self._async_clients.get()
 
     # ------------------------------------------------------------------ requests

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.chat_models._chat_stream import ChatCompletionsAssembler
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._http import aiter_sse, iter_sse, set_body_read_timeout
-from langchain_multigateway.chat_models._loops import LoopBound
+from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
 from langchain_multigateway.chat_models._openai_format import (
     ToolChoice,
     messages_to_openai,
@@ -43,9 +42,6 @@ __all__ = ["OpenAIChatModel"]
 # The SDK's per-request TypedDict transform and typed response objects cost more CPU
 # than the rest of a call, and the gateway needs plain dicts anyway: see _send.
 _CHAT_PATH = "/chat/completions"
-# Threads making a model's first calls at once must share one client: a client that lost the
-# race is garbage-collected, and the SDK then closes its pool under the streams still using it.
-_CLIENT_LOCK = threading.Lock()
 
 
 def _raw_response_type() -> Any:
@@ -218,7 +214,7 @@ class OpenAIChatModel(GatewayChatModel):
         if self._client is None:
             import openai
 
-            with _CLIENT_LOCK:
+            with CLIENTS_LOCK:
                 if self._client is None:
                     self._client = openai.OpenAI(**self._client_kwargs(), http_client=self.http_client)
         return self._client
@@ -233,7 +229,9 @@ class OpenAIChatModel(GatewayChatModel):
             def make() -> openai.AsyncOpenAI:
                 return openai.AsyncOpenAI(**self._client_kwargs(), http_client=self.http_async_client)
 
-            self._async_clients = LoopBound(make, _close_unless_shared(self.http_async_client))
+            with CLIENTS_LOCK:
+                if self._async_clients is None:
+                    self._async_clients = LoopBound(make, _close_unless_shared(self.http_async_client))
         return self._async_clients.get()
 
     # ------------------------------------------------------------------ requests
