@@ -37,7 +37,7 @@ __all__ = ["Relay", "relay_async", "relay_sync"]
 class Relay:
     """Passes a routed stream through: the router's metadata once, at the end; the text delivered so far."""
 
-    __slots__ = ("call", "carried_usage", "parts", "pending", "saw_last", "saw_model", "slot")
+    __slots__ = ("call", "carried_usage", "parts", "pending", "saw_last", "saw_model", "slot", "tool_calls")
 
     def __init__(self, call: CallState) -> None:
         self.call = call
@@ -45,6 +45,8 @@ class Relay:
         self.saw_model = False
         self.saw_last = False
         self.parts: list[str] = []
+        self.tool_calls = False
+        """A tool call's pieces reached the caller (a text prefix cannot carry the rest of one)."""
         self.carried_usage: UsageMetadata | None = None
         """Usage of attempts cut mid-answer, added to the answer's (a continuation bills both)."""
         self.pending: StreamInterruptedError | None = None
@@ -62,6 +64,8 @@ class Relay:
         meta = message.response_metadata
         if chunk.text:
             self.parts.append(chunk.text)
+        if isinstance(message, AIMessageChunk) and message.tool_call_chunks:
+            self.tool_calls = True
         if meta.get("model_name"):
             self.saw_model = True
         if isinstance(message, AIMessageChunk) and message.chunk_position == "last" and not self.saw_last:
@@ -113,9 +117,10 @@ class Relay:
 
     def resume(self, request: Request, error: Exception) -> Request:
         """The request that resumes the answer after ``error``; raise ``StreamInterruptedError`` when the call
-        did not ask for it (``stream_recovery="error"``) or nothing reached the caller yet."""
+        did not ask for it (``stream_recovery="error"``), nothing reached the caller yet, or a tool call had
+        begun (its cut arguments cannot be resumed from a text prefix)."""
         interrupted = self.interrupted(error)
-        if request.stream_recovery != "continue" or not self.parts:
+        if request.stream_recovery != "continue" or not self.parts or self.tool_calls:
             raise interrupted
         self.pending = interrupted
         slot = self._slot()

@@ -9,12 +9,18 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_multigateway._retry import RetryPolicy
-from langchain_multigateway.routing import Deployment, RoutingChatModel
+from langchain_multigateway.errors import GatewayConnectionError, StreamInterruptedError
+from langchain_multigateway.routing import Capabilities, Deployment, RoutingChatModel
 from langchain_multigateway.testing import ScriptedChatModel, Step
 
 ONE_TRY = RetryPolicy(max_attempts=1, initial_delay=0, jitter=0)
@@ -58,4 +64,45 @@ def test_keyboard_interrupt_while_waiting_at_a_gate_leaves_the_line_sync() -> No
     holder.join()
     assert_idle(router)
     assert router.invoke("next").content == "after"
+    assert_idle(router)
+
+
+class ToolCallCut(BaseChatModel):
+    """Streams some text and half a tool call's arguments, then the connection drops."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "tool-call-cut"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        raise GatewayConnectionError("streams only")
+
+    def _stream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
+        yield ChatGenerationChunk(message=AIMessageChunk(content="Checking. "))
+        half = tool_call_chunk(name="lookup", args='{"query": "weath', id="call-1", index=0)
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[half]))
+        raise GatewayConnectionError("connection reset mid-arguments")
+
+
+def test_a_tool_call_cut_mid_arguments_is_never_continued_from_a_text_prefix() -> None:
+    # The caller already holds half a tool call: a continuation from the text would hand it
+    # the truncated arguments ({"query": "weath"}) as a finished call. The interruption stands.
+    resumer = ScriptedChatModel(model="model-resumer", steps=["done."])
+    router = RoutingChatModel(
+        deployments=[
+            Deployment(model=ToolCallCut(), name="cut"),
+            Deployment(model=resumer, name="resumer", capabilities=Capabilities(continue_prefix=True), priority=1),
+        ],
+        stream_recovery="continue",
+    )
+    got: list[Any] = []
+    with pytest.raises(StreamInterruptedError) as info:
+        got.extend(router.stream("what is the weather"))
+    assert info.value.deployment == "cut"
+    assert info.value.delivered == "Checking. "
+    assert isinstance(info.value.cause, GatewayConnectionError)
+    assert resumer.call_count == 0  # never sent a prefix
+    assert len(got) == 2
     assert_idle(router)
