@@ -81,6 +81,9 @@ DEFAULT_CREDENTIAL_QUERY = (
 )
 """Query parameter names that always carry credentials, whatever the provider."""
 
+URL_ONLY_CREDENTIAL_QUERY = ("code",)
+"""Credentials in a URL's query only (Azure Functions' ``?code=``): as a body key, ``code`` is an error code."""
+
 # Header names are also judged by the words in them (a custom ``x-my-token`` header).
 # "auth" catches X-Auth-Key and Helicone-Auth; a name ending in "key" (Ocp-Apim-Subscription-Key,
 # X-Access-Key) is a credential too.
@@ -151,8 +154,10 @@ class _Vault:
         pattern = self.query
         if pattern is None:
             with self.lock:
-                names = "|".join(re.escape(n) for n in sorted(self.query_names, key=len, reverse=True))
-                pattern = self.query = re.compile(rf"([?&;](?:{names})=)[^&#\s'\"<>]+", re.IGNORECASE)
+                every = self.query_names.union(URL_ONLY_CREDENTIAL_QUERY)
+                names = "|".join(re.escape(n) for n in sorted(every, key=len, reverse=True))
+                # "]" never appears bare in a query: it closes the text around the URL.
+                pattern = self.query = re.compile(rf"([?&;](?:{names})=)[^&#\s'\"<>\]]+", re.IGNORECASE)
         return pattern
 
 
@@ -260,7 +265,7 @@ def is_secret_header(name: str) -> bool:
 
 def is_secret_query(name: str) -> bool:
     """Whether a query parameter carries a credential (``api-key``, ``access_token``; not ``max_tokens``)."""
-    return _credential_entry(name)
+    return _credential_entry(name) or name.lower() in URL_ONLY_CREDENTIAL_QUERY
 
 
 # ---------------------------------------------------------------------- masking

@@ -21,6 +21,7 @@ from langchain_core.load import dumps
 from pydantic import SecretStr
 
 from langchain_multigateway import OpenAIChatModel
+from langchain_multigateway._redact import redact, redact_value
 from langchain_multigateway.chat_models.anthropic import AnthropicChatModel
 from langchain_multigateway.chat_models.mistral import MistralChatModel
 from langchain_multigateway.chat_models.ollama import OllamaChatModel
@@ -200,7 +201,7 @@ def test_credential_headers_known_by_their_name_are_masked(header: str) -> None:
     assert "trace-visible" in texts["repr"]
 
 
-@pytest.mark.parametrize("name", ["subscription-key", "sig", "auth"])
+@pytest.mark.parametrize("name", ["subscription-key", "sig", "auth", "code"])
 def test_credential_query_parameters_known_by_their_name_are_masked(
     name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -396,3 +397,10 @@ def test_a_key_given_to_model_copy_is_masked_too() -> None:
         texts = _channels(model.model_copy(update={"api_key": SecretStr(copied)}))
     assert "**********" in texts["error"]
     assert not _leaked(texts, copied)
+
+
+def test_an_error_code_field_stays_readable_and_a_masked_url_keeps_its_closing_bracket() -> None:
+    body = {"error": {"code": "context_length_exceeded", "message": "too long"}}
+    assert redact_value(body) == body  # "code" is a credential in a URL query only
+    text = "Connection error. [server http://127.0.0.1:1/v1?code=abcdefgh12345678] (provider=openai)"
+    assert redact(text) == "Connection error. [server http://127.0.0.1:1/v1?code=**********] (provider=openai)"
