@@ -186,6 +186,9 @@ def _candidates(name: str) -> list[str]:
     return found
 
 
+_RESOLVED_LIMIT = 4096
+
+
 class PriceTable:
     """Prices by model (or deployment) name; thread-safe; the lookup is tolerant.
 
@@ -203,6 +206,9 @@ class PriceTable:
         self._lock = threading.Lock()
         self._prices: dict[str, ModelPrice] = dict(DEFAULT_PRICES) if include_defaults else {}
         self._warned: set[str] = set()
+        # Resolved lookups by (deployment, model, served): every call's record asks again, and
+        # walking the tolerant candidates is the costly part. Emptied whenever a price changes.
+        self._resolved: dict[tuple[str | None, str | None, str | None], ModelPrice | None] = {}
         if prices:
             self.update_from_config(prices)
 
@@ -226,6 +232,7 @@ class PriceTable:
         with self._lock:
             self._prices[name.strip().lower()] = price
             self._warned.discard(name.strip().lower())
+            self._resolved.clear()
         return price
 
     def update_from_config(self, config: Mapping[str, ModelPrice | Mapping[str, Any]]) -> None:
@@ -234,6 +241,7 @@ class PriceTable:
             if isinstance(entry, ModelPrice):
                 with self._lock:
                     self._prices[name.strip().lower()] = entry
+                    self._resolved.clear()
                 continue
             if not isinstance(entry, Mapping) or "input" not in entry or "output" not in entry:
                 msg = f"price for {name!r} needs 'input' and 'output' (USD per million tokens), got {entry!r}"
@@ -248,20 +256,31 @@ class PriceTable:
         """Forget the price of ``name`` (no error when absent)."""
         with self._lock:
             self._prices.pop(name.strip().lower(), None)
+            self._resolved.clear()
 
     def lookup(
         self, model: str | None, *, deployment: str | None = None, served: str | None = None
     ) -> ModelPrice | None:
         """The price for a deployment name (first), the model as configured, or the
         model name the server answered with (last); None when unknown."""
+        key = (deployment, model, served)
         with self._lock:
-            for name in (deployment, model, served):
-                if not name:
-                    continue
-                for candidate in _candidates(name):
-                    found = self._prices.get(candidate)
-                    if found is not None:
-                        return found
+            if key in self._resolved:
+                return self._resolved[key]
+            found = self._find(key)
+            if len(self._resolved) >= _RESOLVED_LIMIT:
+                self._resolved.clear()
+            self._resolved[key] = found
+            return found
+
+    def _find(self, names: tuple[str | None, ...]) -> ModelPrice | None:
+        for name in names:
+            if not name:
+                continue
+            for candidate in _candidates(name):
+                found = self._prices.get(candidate)
+                if found is not None:
+                    return found
         return None
 
     def cost(

@@ -49,6 +49,21 @@ def test_lookup_does_not_invent_prices() -> None:
     assert 42 not in table
 
 
+def test_lookups_are_remembered_until_a_price_changes() -> None:
+    # Each call's record looks its price up again, so resolved names are kept; a price
+    # set, replaced, loaded or removed afterwards must still apply to the next lookup.
+    table = PriceTable(include_defaults=False)
+    assert table.lookup("openai/my-model-2024-07-18", deployment="dep") is None
+    table.set("my-model", input=1.0, output=2.0)
+    assert table.lookup("openai/my-model-2024-07-18", deployment="dep") == ModelPrice(1.0, 2.0, source="user")
+    table.update_from_config({"dep": ModelPrice(input=3.0, output=4.0)})
+    assert table.lookup("openai/my-model-2024-07-18", deployment="dep") == ModelPrice(3.0, 4.0)
+    table.remove("dep")
+    assert table.lookup("openai/my-model-2024-07-18", deployment="dep") == ModelPrice(1.0, 2.0, source="user")
+    table.remove("my-model")
+    assert table.lookup("openai/my-model-2024-07-18", deployment="dep") is None
+
+
 def test_cost_counts_cached_and_cache_writes() -> None:
     price = ModelPrice(input=1.0, output=2.0, cached_input=0.1, cache_write=1.25)
     usage = {
