@@ -48,7 +48,7 @@ from langchain_core.exceptions import (
     ModelPermissionDeniedError,
     ModelRateLimitError,
 )
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_multigateway.errors import (
     AllDeploymentsFailedError,
@@ -90,12 +90,17 @@ class FailoverPolicy(BaseModel):
         cooldown_on_retry_after: Take a deployment that answered 429 with a
             Retry-After out of rotation for that long, for every call; the call that
             got the 429 waits and retries it if the wait fits its time, else moves on.
+        max_cooldown: The longest (seconds) one Retry-After keeps a deployment out of
+            rotation for every call. A mistaken or hostile header (an hour, a date years
+            away, ``inf``) would otherwise take it out for good; past this the next call
+            tries it again, and a new 429 cools it down again.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     content_policy: Literal["next", "raise"] = "raise"
     cooldown_on_retry_after: bool = True
+    max_cooldown: float = Field(default=60.0, gt=0)
 
     def decide(self, error: BaseException) -> Decision:
         if isinstance(error, ContentPolicyError):
@@ -116,7 +121,8 @@ class FailoverPolicy(BaseModel):
             and isinstance(retry_after, (int, float))
             and retry_after > 0
         ):
-            return Decision(Action.RETRY, counts_against_breaker=True, cooldown=float(retry_after))
+            cooldown = min(float(retry_after), self.max_cooldown)
+            return Decision(Action.RETRY, counts_against_breaker=True, cooldown=cooldown)
         if isinstance(error, GatewayError):
             return Decision(Action.RETRY if error.retryable else Action.NEXT, counts_against_breaker=True)
         if isinstance(error, ModelError):

@@ -19,9 +19,12 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_multigateway._retry import RetryPolicy
-from langchain_multigateway.errors import GatewayConnectionError, StreamInterruptedError
-from langchain_multigateway.routing import Capabilities, Deployment, RoutingChatModel
+from langchain_multigateway.chat_models.openai import OpenAIChatModel
+from langchain_multigateway.errors import GatewayConnectionError, RateLimitError, StreamInterruptedError
+from langchain_multigateway.routing import Capabilities, Deployment, FailoverPolicy, RoutingChatModel
+from langchain_multigateway.state import MemoryState
 from langchain_multigateway.testing import ScriptedChatModel, Step
+from tests.loopback import Reply, Script, chat_completion, serve
 
 ONE_TRY = RetryPolicy(max_attempts=1, initial_delay=0, jitter=0)
 
@@ -105,4 +108,35 @@ def test_a_tool_call_cut_mid_arguments_is_never_continued_from_a_text_prefix() -
     assert isinstance(info.value.cause, GatewayConnectionError)
     assert resumer.call_count == 0  # never sent a prefix
     assert len(got) == 2
+    assert_idle(router)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, Script]]:
+    with serve(Reply(body=chat_completion("fine"))) as found:
+        yield found
+
+
+@pytest.mark.parametrize("retry_after", ["99999999", "inf", "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_a_huge_retry_after_does_not_take_the_deployment_out_for_good(
+    server: tuple[str, Script], retry_after: str
+) -> None:
+    # One 429 whose Retry-After is years away (or inf) cooled the deployment down for every caller
+    # for that long. The cooldown is capped (FailoverPolicy.max_cooldown, 60 s by default).
+    url, script = server
+    script.set(
+        Reply(429, body={"error": {"message": "slow down"}}, headers={"Retry-After": retry_after}),
+        Reply(body=chat_completion("served again")),
+    )
+    model = OpenAIChatModel(model="m", base_url=url, api_key="placeholder")
+    now = [time.monotonic()]
+    router = RoutingChatModel(deployments=[Deployment(model=model, name="d0")], state=MemoryState(clock=lambda: now[0]))
+    with pytest.raises(RateLimitError):  # too long to wait for in this call: raised at once
+        router.invoke("first")
+    assert len(script.requests) == 1
+    held = router.health()["d0"].retry_after
+    assert held is not None
+    assert 0 < held <= FailoverPolicy().max_cooldown
+    now[0] += FailoverPolicy().max_cooldown + 1  # the capped cooldown has passed (the state's clock, no sleeping)
+    assert router.invoke("second").content == "served again"
     assert_idle(router)
