@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         ENV["no_auth"]: "1" if args.no_auth else "0",
         ENV["max_body_bytes"]: str(args.max_body_bytes),
         ENV["metrics"]: "0" if args.no_metrics else "1",
+        ENV["body_timeout"]: str(args.body_timeout),
     }
     os.environ.update(env)
     if args.workers > 1:
@@ -116,6 +117,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         default=4 * 1024 * 1024,
         metavar="N",
         help="larger request bodies get 413 (default 4 MiB)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request body not received within this gets 408 (default 30: slow-sending clients are cut off)",
     )
     parser.add_argument(
         "--graceful-timeout",

@@ -21,7 +21,13 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
-from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
+from langchain_multigateway.server.call import (
+    ChatCall,
+    Outcome,
+    parameters_problem,
+    tool_name_problem,
+    usage_dict,
+)
 from langchain_multigateway.server.errors import ApiError
 
 __all__ = ["EventWriter", "message_body", "parse_messages_request"]
@@ -184,6 +190,8 @@ def _image(source: Any, where: str) -> dict[str, Any]:
 def _tools(body: Mapping[str, Any], call: ChatCall) -> None:
     tools = body.get("tools")
     choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, dict):
+        raise _bad("tool_choice: expected {type: auto | any | none | tool}")
     if tools is None:
         if choice is not None and choice.get("type") not in ("auto", "none"):
             raise _bad("tool_choice: needs tools")
@@ -193,6 +201,10 @@ def _tools(body: Mapping[str, Any], call: ChatCall) -> None:
         for t in tools
     ):
         raise _bad("tools: expected a list of {name, description, input_schema} objects")
+    for i, t in enumerate(tools):
+        problem = tool_name_problem(t["name"]) or parameters_problem(t["input_schema"])
+        if problem:
+            raise _bad(f"tools.{i}: {problem}")
     call.tools = [
         {
             "type": "function",

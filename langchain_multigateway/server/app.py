@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from langchain_multigateway._redact import WATCHED_LOGGERS, install_log_redaction, register_secret
 from langchain_multigateway.server import anthropic_api, openai_api
 from langchain_multigateway.server.call import ChatCall
 from langchain_multigateway.server.errors import ApiError, anthropic_error_body, api_error_from, openai_error_body
@@ -52,6 +53,9 @@ class ServerSettings:
     """
 
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout: float = 30.0
+    """Seconds a request body may take to arrive (408 after): a client cannot hold a
+    connection open forever by sending its body a byte at a time."""
     require_key: bool = True
     master_key: SecretStr | None = field(default_factory=lambda: _env_secret(MASTER_KEY_ENV))
 
@@ -74,6 +78,10 @@ class _Server:
         self.settings = settings
         master = settings.master_key.get_secret_value() if settings.master_key else ""
         self._master = master.encode()
+        register_secret(master)  # masked in every log, error and trace from now on
+        # uvicorn's own loggers (errors with tracebacks, the access log) are redacted like the gateway's.
+        WATCHED_LOGGERS.add("uvicorn")
+        install_log_redaction()
 
     # ------------------------------------------------------------------ the steps
     def authenticate(self, request: Request) -> VirtualKey | None:
@@ -109,10 +117,15 @@ class _Server:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise too_large
         data = bytearray()
-        async for piece in request.stream():
-            data += piece
-            if len(data) > limit:
-                raise too_large
+        seconds = self.settings.body_timeout
+        with anyio.move_on_after(seconds) as reading:  # a client trickling its body (slowloris) is cut off
+            async for piece in request.stream():
+                data += piece
+                if len(data) > limit:
+                    raise too_large
+        if reading.cancelled_caught:
+            msg = f"the request body did not arrive within {seconds:g} s; send it at once"
+            raise ApiError(408, "timeout", msg, code="body_timeout")
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -152,7 +165,11 @@ class _Server:
             try:
                 self.admit(call, key)
                 if self.gateway.limits is not None and key is not None and key is not _MASTER:
-                    hold = await self.gateway.limits.ahold(key)
+                    try:
+                        hold = await self.gateway.limits.ahold(key)
+                    except BaseException:
+                        self.gateway.limits.cancel(key)  # admitted above: give its budget reservation back
+                        raise
             except ApiError:
                 self._refused(key)
                 raise
@@ -176,6 +193,8 @@ class _Server:
             failure = api_error_from(exc)
             self._count(route, failure.status)
             headers = failure.headers()
+            if failure.status in (408, 413):
+                headers["connection"] = "close"  # the rest of the body is not read: this connection is done
             if (failure.status < 500 and failure.status != 429) or failure.code == "budget_exceeded":
                 # The same request would fail the same way: tell the openai SDK not to retry it.
                 headers["x-should-retry"] = "false"

@@ -7,12 +7,28 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-__all__ = ["ChatCall", "Outcome", "usage_dict"]
+__all__ = [
+    "MAX_SCHEMA_DEPTH",
+    "ChatCall",
+    "Outcome",
+    "parameters_problem",
+    "schema_problem",
+    "tool_name_problem",
+    "usage_dict",
+]
+
+MAX_SCHEMA_DEPTH = 32
+"""Deeper tool or output schemas are refused: no real schema nests this far, and a deeper
+one would exhaust the recursion of the code that converts it for each provider."""
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 
 
 @dataclass
@@ -75,3 +91,67 @@ def usage_dict(usage: Any) -> dict[str, int]:
         "cached": int((usage.get("input_token_details") or {}).get("cache_read") or 0),
         "reasoning": int((usage.get("output_token_details") or {}).get("reasoning") or 0),
     }
+
+
+def tool_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot be a tool's name (every provider takes 1-64 of ``A-Z a-z 0-9 _ -``), or None."""
+    if isinstance(name, str) and _TOOL_NAME.match(name):
+        return None
+    return f"a tool name is 1 to 64 letters, digits, '_' or '-' (got {str(name)[:80]!r})"
+
+
+def parameters_problem(schema: Any) -> str | None:
+    """What makes ``schema`` no tool's parameters (an object schema, as every provider requires), or None."""
+    if isinstance(schema, dict) and (
+        schema.get("type", "object") != "object" or any(k in schema for k in ("$ref", "anyOf", "oneOf"))
+    ):
+        return "a tool's parameters must be an object schema: {type: 'object', properties: {...}}"
+    return schema_problem(schema)
+
+
+def schema_problem(schema: Any, depth: int = 0) -> str | None:
+    """What makes ``schema`` no JSON schema a provider could take (its shape only), or None.
+
+    Checked before the call so a malformed schema is the client's 400, not an upstream
+    failure counted against the deployment's health.
+    """
+    if isinstance(schema, bool):
+        return None
+    if not isinstance(schema, dict):
+        return f"a schema must be an object (got {type(schema).__name__})"
+    if depth > MAX_SCHEMA_DEPTH:
+        return f"the schema nests deeper than {MAX_SCHEMA_DEPTH} levels"
+    kind = schema.get("type")
+    if kind is not None and not (
+        isinstance(kind, str) or (isinstance(kind, list) and all(isinstance(k, str) for k in kind))
+    ):
+        return f"'type' must be a string or a list of strings (got {kind!r})"
+    for name in _SCHEMA_MAPS:
+        inner = schema.get(name)
+        if inner is None:
+            continue
+        if not isinstance(inner, dict):
+            return f"'{name}' must be an object of schemas"
+        for sub in inner.values():
+            problem = schema_problem(sub, depth + 1)
+            if problem:
+                return problem
+    for name in _SCHEMA_LISTS:
+        inner = schema.get(name)
+        if inner is None:
+            continue
+        if not isinstance(inner, list):
+            return f"'{name}' must be a list of schemas"
+        for sub in inner:
+            problem = schema_problem(sub, depth + 1)
+            if problem:
+                return problem
+    for name in ("items", "additionalProperties", "not"):
+        if name in schema:
+            problem = schema_problem(schema[name], depth + 1)
+            if problem:
+                return problem
+    required = schema.get("required")
+    if required is not None and not (isinstance(required, list) and all(isinstance(r, str) for r in required)):
+        return "'required' must be a list of property names"
+    return None

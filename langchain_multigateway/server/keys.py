@@ -35,6 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from langchain_multigateway._redact import register_secret
+
 __all__ = ["KEYS_ENV", "KeyStore", "VirtualKey", "default_keys_path", "parse_duration", "parse_expiry"]
 
 KEYS_ENV = "MULTIGATEWAY_KEYS"
@@ -301,6 +303,8 @@ class KeyStore:
         with self._lock:
             row = self._conn.execute("SELECT * FROM keys WHERE digest = ?", (digest,)).fetchone()
         key = _row_key(row) if row is not None else None
+        if key is not None:
+            register_secret(secret)  # a real key (never a guess) is masked in every log from now on
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now, key)

@@ -8,7 +8,10 @@ admitted before the call and released with its real tokens after it. Spend start
 for the key's current budget period (read once per key and period) and grows with
 every call this process serves. A call is refused once the key's spend has reached
 its budget; the last call let in may pass the budget by its own cost, since what a
-call costs is known only when it ends.
+call costs is known only when it ends. Calls in flight count against the budget at the
+largest cost one of the key's calls has had, so concurrent calls cannot all pass on the
+same remaining spend; until a first call has ended (its cost unknown) a budgeted key
+runs one call at a time (the others get a 429 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -47,14 +50,25 @@ class KeyLimits:
         self._tokens: dict[str, deque[tuple[float, int]]] = {}
         self._token_sums: dict[str, int] = {}
         self._spend: dict[str, tuple[float, float]] = {}  # key id -> (period start, USD)
+        self._in_flight: dict[str, int] = {}  # key id -> budgeted calls admitted and not yet recorded
+        self._call_cost: dict[str, float] = {}  # key id -> the largest cost one call has had
 
     def admit(self, key: VirtualKey, now: float | None = None) -> None:
         """Count a request against ``key``, or raise a 429 :class:`ApiError` saying which limit it hit."""
         now = time.time() if now is None else now
         if key.budget_usd is not None:
             self._check_budget(key, now)
-        if self._shared is not None:
-            return  # rpm and tpm are judged by :meth:`ahold`
+        if self._shared is None:  # else rpm and tpm are judged by :meth:`ahold`
+            self._check_rates(key, now)
+        if key.budget_usd is not None:  # last: nothing after it refuses, so the reservation is released
+            self._in_flight[key.id] = self._in_flight.get(key.id, 0) + 1
+
+    def cancel(self, key: VirtualKey) -> None:
+        """Undo :meth:`admit` for a call refused after it (by the shared rpm/tpm windows)."""
+        if key.budget_usd is not None and self._in_flight.get(key.id, 0) > 0:
+            self._in_flight[key.id] -= 1
+
+    def _check_rates(self, key: VirtualKey, now: float) -> None:
         if key.tpm is not None:
             self._check_tpm(key, now)
         if key.rpm is not None:
@@ -93,9 +107,13 @@ class KeyLimits:
         elif key.tpm is not None and tokens:
             self._tokens.setdefault(key.id, deque()).append((now, tokens))
             self._token_sums[key.id] = self._token_sums.get(key.id, 0) + tokens
-        if key.budget_usd is not None and cost_usd:
-            start, spent = self._spent(key, now)
-            self._spend[key.id] = (start, spent + cost_usd)
+        if key.budget_usd is not None:
+            self.cancel(key)
+            if cost_usd:
+                start, spent = self._spent(key, now)
+                self._spend[key.id] = (start, spent + cost_usd)
+            # Even a free or failed call makes the cost of a call known (0 at least).
+            self._call_cost[key.id] = max(self._call_cost.get(key.id, 0.0), cost_usd or 0.0)
 
     def _release(self, key: VirtualKey, hold: Admission, tokens: int) -> None:
         assert self._shared is not None
@@ -124,8 +142,22 @@ class KeyLimits:
     def _check_budget(self, key: VirtualKey, now: float) -> None:
         assert key.budget_usd is not None
         spent = self._spent(key, now)[1]
-        if spent < key.budget_usd:
+        in_flight = self._in_flight.get(key.id, 0)
+        per_call = self._call_cost.get(key.id)
+        if in_flight and per_call is None:
+            msg = (
+                f"key {key.name!r} has a budget and its first call is still running, so what a call costs "
+                "is not known yet; retry in a second"
+            )
+            raise ApiError(429, "rate_limit", msg, code="key_budget_pending", retry_after=1.0)
+        if spent + in_flight * (per_call or 0.0) < key.budget_usd:
             return
+        if spent < key.budget_usd:
+            msg = (
+                f"key {key.name!r} has spent ${spent:.4f} of its ${key.budget_usd:.2f} budget and its "
+                f"{in_flight} call(s) in flight may spend the rest; retry when they end"
+            )
+            raise ApiError(429, "rate_limit", msg, code="key_budget_reserved", retry_after=1.0)
         if key.period_seconds:
             resets = key.period_start(now) + key.period_seconds
             when = datetime.fromtimestamp(resets, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

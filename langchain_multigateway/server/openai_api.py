@@ -20,7 +20,14 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
 
-from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
+from langchain_multigateway.server.call import (
+    ChatCall,
+    Outcome,
+    parameters_problem,
+    schema_problem,
+    tool_name_problem,
+    usage_dict,
+)
 from langchain_multigateway.server.errors import ApiError
 
 __all__ = ["ChunkWriter", "completion_body", "parse_chat_request"]
@@ -117,10 +124,70 @@ def _messages(raw: Any) -> list[BaseMessage]:
             )
         if item["role"] == "tool" and not isinstance(item.get("tool_call_id"), str):
             raise _bad(f"messages[{i}] (role tool) needs 'tool_call_id'", f"messages[{i}].tool_call_id")
+        _check_content(item.get("content"), f"messages[{i}].content")
+        if item.get("tool_calls") is not None:
+            _check_tool_calls(item["tool_calls"], f"messages[{i}].tool_calls")
     try:
         return convert_to_messages(raw)
-    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
+    except Exception as exc:  # any shape LangChain cannot read is the client's 400, never a 500
         raise _bad(f"'messages' could not be read: {exc}", "messages") from None
+
+
+def _check_content(content: Any, where: str) -> None:
+    """A message's content: a string, null, or a list of text / image_url / input_audio / file parts."""
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _bad(f"{where} must be a string or a list of content parts", where)
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        fields = _PART_FIELDS.get(kind) if isinstance(kind, str) else None
+        if fields is None or not isinstance(kind, str):
+            raise _bad(f"{where}[{j}].type must be one of {', '.join(_PART_FIELDS)} (got {kind!r})", f"{where}[{j}]")
+        name, shape = fields
+        value = part.get(name)
+        if not isinstance(value, shape) or (isinstance(value, dict) and not _part_ok(kind, value)):
+            raise _bad(f"{where}[{j}] ({kind}) needs '{name}'{_PART_HINTS[kind]}", f"{where}[{j}].{name}")
+
+
+_PART_FIELDS: dict[str, tuple[str, type]] = {
+    "text": ("text", str),
+    "image_url": ("image_url", dict),
+    "input_audio": ("input_audio", dict),
+    "file": ("file", dict),
+}
+_PART_HINTS = {
+    "text": " (a string)",
+    "image_url": ": {url: 'https://…' or 'data:image/…;base64,…'}",
+    "input_audio": ": {data: base64, format: 'wav' or 'mp3'}",
+    "file": ": {file_id} or {file_data, filename}",
+}
+
+
+def _part_ok(kind: str, value: dict[str, Any]) -> bool:
+    if kind == "image_url":
+        return isinstance(value.get("url"), str)
+    if kind == "input_audio":
+        return isinstance(value.get("data"), str) and isinstance(value.get("format"), str)
+    return isinstance(value.get("file_id"), str) or isinstance(value.get("file_data"), str)
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    """An assistant turn's tool calls: [{id, type: function, function: {name, arguments: JSON text}}]."""
+    if not isinstance(calls, list):
+        raise _bad(f"{where} must be a list of tool calls", where)
+    for j, tc in enumerate(calls):
+        function = tc.get("function") if isinstance(tc, dict) else None
+        if (
+            not isinstance(function, dict)
+            or not isinstance(tc.get("id"), str)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments"), str)
+        ):
+            raise _bad(
+                f"{where}[{j}] must be {{id, type: 'function', function: {{name, arguments: JSON text}}}}",
+                f"{where}[{j}]",
+            )
 
 
 def _sampling(body: Mapping[str, Any], call: ChatCall) -> None:
@@ -160,8 +227,13 @@ def _tools(body: Mapping[str, Any], call: ChatCall) -> None:
     names = []
     for i, tool in enumerate(tools):
         name = tool["function"].get("name")
-        if not isinstance(name, str) or not name:
-            raise _bad(f"tools[{i}].function.name is required", f"tools[{i}].function.name")
+        problem = tool_name_problem(name)
+        if problem:
+            raise _bad(f"tools[{i}].function.name: {problem}", f"tools[{i}].function.name")
+        parameters = tool["function"].get("parameters")
+        problem = parameters_problem(parameters) if parameters is not None else None
+        if problem:
+            raise _bad(f"tools[{i}].function.parameters: {problem}", f"tools[{i}].function.parameters")
         names.append(name)
     call.tools = tools
     choice = body.get("tool_choice")
@@ -194,6 +266,9 @@ def _response_format(raw: Any) -> dict[str, Any] | None:
             or not isinstance(spec.get("schema"), dict)
         ):
             raise _bad("response_format.json_schema needs 'name' and 'schema'", "response_format")
+        problem = schema_problem(spec["schema"])
+        if problem:
+            raise _bad(f"response_format.json_schema.schema: {problem}", "response_format")
         schema = {**spec["schema"], "title": spec["name"]}
         if isinstance(spec.get("description"), str):
             schema["description"] = spec["description"]

@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
+from langchain_multigateway._redact import register_url
 from langchain_multigateway.server.app import ServerSettings, create_app
 from langchain_multigateway.server.gateway import Gateway
 from langchain_multigateway.server.keys import KeyStore
@@ -26,6 +29,7 @@ ENV = {
     "no_auth": "MULTIGATEWAY_SERVE_NO_AUTH",
     "max_body_bytes": "MULTIGATEWAY_SERVE_MAX_BODY_BYTES",
     "metrics": "MULTIGATEWAY_SERVE_METRICS",
+    "body_timeout": "MULTIGATEWAY_SERVE_BODY_TIMEOUT",
 }
 
 
@@ -37,6 +41,7 @@ def build_app(
     require_key: bool = True,
     max_body_bytes: int | None = None,
     metrics: bool = True,
+    body_timeout: float | None = None,
 ) -> Starlette:
     """The app serving every router and model of ``config_path``.
 
@@ -46,12 +51,16 @@ def build_app(
         ledger_path: Where each call is recorded with its key's tag; None: no ledger.
         require_key: Refuse calls without a valid key (default).
         metrics: Serve ``/metrics`` (needs prometheus-client).
+        body_timeout: Seconds a request body may take to arrive (default 30; 408 after).
     """
     from langchain_multigateway.config import load_config
     from langchain_multigateway.server.admin import spent_since
     from langchain_multigateway.server.limits import KeyLimits
 
     config = load_config(config_path)
+    state_url = config.state.get("url")
+    # The state URL may hold Redis's password: masked wherever it could appear from now on.
+    register_url(state_url.get_secret_value() if isinstance(state_url, SecretStr) else state_url)
     routers = Gateway.routers_of(config)
     ledger = None
     if ledger_path is not None:
@@ -76,6 +85,8 @@ def build_app(
     settings = ServerSettings(require_key=require_key)
     if max_body_bytes is not None:
         settings.max_body_bytes = max_body_bytes
+    if body_timeout is not None:
+        settings.body_timeout = body_timeout
 
     async def shutdown() -> None:
         keys.close()
@@ -99,4 +110,5 @@ def app_from_env() -> Starlette:
         require_key=os.environ.get(ENV["no_auth"]) != "1",
         max_body_bytes=int(body) if body else None,
         metrics=os.environ.get(ENV["metrics"], "1") == "1",
+        body_timeout=float(os.environ.get(ENV["body_timeout"]) or 30.0),
     )

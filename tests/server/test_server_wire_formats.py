@@ -52,7 +52,11 @@ USER = [{"role": "user", "content": "hi"}]
         ({"model": "m", "messages": USER, "stop": [1]}, "'stop' must be a string or a list", "stop"),
         ({"model": "m", "messages": USER, "tool_choice": "required"}, "'tool_choice' needs 'tools'", None),
         ({"model": "m", "messages": USER, "tools": [{"type": "x"}]}, "'tools' must be a list", "tools"),
-        ({"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]}, "name is required", None),
+        (
+            {"model": "m", "messages": USER, "tools": [{"type": "function", "function": {}}]},
+            "a tool name is 1 to 64",
+            None,
+        ),
         (
             {
                 "model": "m",
@@ -462,7 +466,9 @@ def test_limits_rpm_tpm_and_budget_periods() -> None:
     limits = KeyLimits(spent_since)
     t0 = key.created_at + 10
     limits.admit(key, t0)
+    limits.record(key, 0, 0.0, t0)  # each call ends before the next (calls in flight hold budget)
     limits.admit(key, t0 + 1)
+    limits.record(key, 0, 0.0, t0 + 1)
     with pytest.raises(ApiError) as rpm:
         limits.admit(key, t0 + 2)
     assert rpm.value.retry_after == pytest.approx(58)
