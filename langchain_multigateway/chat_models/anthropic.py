@@ -163,7 +163,9 @@ class AnthropicChatModel(HttpChatModel):
     chat_path = "/v1/messages"
     stream_framing = "sse"
     api_key_env = "ANTHROPIC_API_KEY"
-    structured_output_methods = ("function_calling", "json_schema", "json_mode")
+    # Natively, only a forced tool call: the Messages API takes no response_format, so a router
+    # must not send it one. with_structured_output still takes every method (see there).
+    structured_output_methods = ("function_calling",)
 
     model: str = Field(default="claude-haiku-4-5", alias="model_name")
     api_key: SecretStr | None = Field(

@@ -680,3 +680,32 @@ def test_token_count_approximation_and_identity() -> None:
     assert llm.profile.get("tool_calling") is True
     assert llm.client is llm.client
     assert llm.async_client is llm.async_client
+
+
+def test_capabilities_say_structured_output_is_a_forced_tool_and_no_response_format_is_sent() -> None:
+    """The Messages API takes no response_format: the public capabilities hook says so, so a
+    router never sends one, and with_structured_output serves every method by a forced tool."""
+    from tests.loopback import Reply, serve
+
+    class Joke(BaseModel):
+        setup: str
+        punchline: str
+
+    call = {"type": "tool_use", "id": "toolu_1", "name": "Joke", "input": {"setup": "a", "punchline": "b"}}
+    answer = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": [call],
+        "stop_reason": "tool_use",
+        "usage": {"input_tokens": 3, "output_tokens": 3},
+    }
+    with serve(Reply(body=answer)) as (url, script):
+        llm = AnthropicChatModel(model=MODEL, api_key=KEY, base_url=url)
+        assert llm.capabilities.structured_output_methods == ("function_calling",)
+        assert llm.capabilities.tool_choice is True
+        assert llm.with_structured_output(Joke, method="json_schema").invoke("joke") == Joke(setup="a", punchline="b")
+    body = script.requests[0]["body"]
+    assert "response_format" not in body
+    assert body["tool_choice"] == {"type": "tool", "name": "Joke"}
