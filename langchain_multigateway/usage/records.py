@@ -108,7 +108,7 @@ def usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
     }
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     run_id: UUID
     parent_run_id: UUID | None
@@ -282,7 +282,8 @@ class CallRecorder(BaseCallbackHandler):
         elif error is None and own and own[0].has_usage:
             failed = [r for r in children if r.outcome == "error"]
             hidden = max(0, own[0].attempts - 1 - len(failed))
-            result = [*failed, replace(own[0], hidden_failures=hidden)]
+            # A new record only when something is hidden: own records are built with none.
+            result = [*failed, replace(own[0], hidden_failures=hidden) if hidden else own[0]]
         else:
             result = list(children)
         with self._runs_lock:
@@ -324,7 +325,7 @@ class CallRecorder(BaseCallbackHandler):
     def _own_records(
         self, run: _Run, message: AIMessage | None, error: BaseException | None, ended_mono: float
     ) -> list[CallRecord]:
-        meta = dict(message.response_metadata) if message is not None else {}
+        meta: Mapping[str, Any] = message.response_metadata if message is not None else {}  # read only
         ls_provider = run.metadata.get("ls_provider")
         provider = meta.get("provider") or meta.get("model_provider") or ls_provider
         served = meta.get("model_name") or meta.get("model")
