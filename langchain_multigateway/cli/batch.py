@@ -193,6 +193,11 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and out.resolve() == Path(args.input).resolve():
         msg = "--out must not be the input file"
         raise UsageError(msg)
+    if out.exists() and not out.is_file():
+        # It is read back to resume (/dev/stdout would block on a terminal, /dev/full never ends)
+        # and fsynced after each line (a device refuses: /dev/null failed with EINVAL).
+        msg = f"--out must be a regular file (it is read back to resume a batch); {out} is not"
+        raise UsageError(msg)
     if args.retry_failed and out.exists():
         dropped = without_failures(out)
         print(f"batch: {dropped} failed row(s) removed from {out} to run again", file=sys.stderr)

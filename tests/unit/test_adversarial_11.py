@@ -404,3 +404,16 @@ def test_an_error_code_field_stays_readable_and_a_masked_url_keeps_its_closing_b
     assert redact_value(body) == body  # "code" is a credential in a URL query only
     text = "Connection error. [server http://127.0.0.1:1/v1?code=abcdefgh12345678] (provider=openai)"
     assert redact(text) == "Connection error. [server http://127.0.0.1:1/v1?code=**********] (provider=openai)"
+
+
+@pytest.mark.parametrize("target", ["/dev/full", "/dev/null", "directory"])
+def test_batch_output_that_is_no_regular_file_is_refused_before_reading_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    """The output is read back to resume: /dev/full (or /dev/stdout on a terminal) would never
+    finish reading; /dev/null and a directory failed late with an obscure OSError, exit 1."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "prompt": "hi"}\n', encoding="utf-8")
+    out = str(tmp_path) if target == "directory" else target
+    assert main(["batch", str(source), "--out", out, "--model", "scripted:s", "--quiet", "--no-ledger"]) == 2
+    assert f"--out must be a regular file (it is read back to resume a batch); {out} is not" in capsys.readouterr().err
