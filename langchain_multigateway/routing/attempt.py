@@ -28,7 +28,7 @@ from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.errors import AttemptRecord
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.gate import ConcurrencyGate
-from langchain_multigateway.routing.policy import Decision, FailoverPolicy
+from langchain_multigateway.routing.policy import Action, Decision, FailoverPolicy
 from langchain_multigateway.routing.prepare import Prepared, input_error
 from langchain_multigateway.routing.request import Request
 from langchain_multigateway.state.base import Admission, RouterState
@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 BUSY = "at max_concurrency"
+_HANDLER_RAISED = Decision(Action.RAISE, counts_against_breaker=False)
+"""A callback handler raised (``raise_error=True``): the caller's own code failed, not the deployment."""
 _now = time.perf_counter
 
 
@@ -171,9 +173,13 @@ class Slot:
             self.usage = getattr(message, "usage_metadata", None)
 
     def failed(self, exc: Exception) -> Failed:
-        """The provider failed: decide what it means (an input error counts against nothing)."""
-        error = input_error(self.dep, exc) or exc
-        decision = self.shared.policy.decide(error)
+        """The provider failed: decide what it means (an input error or a handler's counts against nothing)."""
+        raised = None if self.child is None else self.child.raised
+        if raised is not None:
+            error, decision = raised, _HANDLER_RAISED
+        else:
+            error = input_error(self.dep, exc) or exc
+            decision = self.shared.policy.decide(error)
         self.error = error
         self.counts = decision.counts_against_breaker
         self.cooldown = decision.cooldown
@@ -450,7 +456,9 @@ def stream_sync(shared: Shared, request: Request, step: Try) -> Opened | Failed 
     except StopIteration:
         return Opened(slot, [], chunks)  # a valid, empty answer (already released as a success)
     except Exception:
-        return _failure(slot)
+        if slot.failure is None:
+            raise  # a handler raised as the try ended well: the deployment did not fail
+        return slot.failure
     return Opened(slot, head, chunks)
 
 
@@ -465,7 +473,9 @@ async def stream_async(shared: Shared, request: Request, step: Try) -> Opened | 
     except StopAsyncIteration:
         return Opened(slot, [], chunks)
     except Exception:
-        return _failure(slot)
+        if slot.failure is None:
+            raise
+        return slot.failure
     return Opened(slot, head, chunks)
 
 

@@ -110,6 +110,46 @@ def _base_params(model: Any) -> dict[str, Any]:
     return hit[1]
 
 
+class _WatchedRun(CallbackManagerForLLMRun):
+    """A child run as handed to a deployment: remembers an exception a handler raised (``raise_error=True``),
+    so that the try is not mistaken for the deployment's failure (no breaker counts it, no failover repeats it)."""
+
+    raised: BaseException | None = None
+
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, **kwargs: Any) -> None:
+        try:
+            super().on_llm_new_token(token, chunk=chunk, **kwargs)
+        except Exception as exc:
+            self.raised = exc
+            raise
+
+
+class _WatchedAsyncRun(AsyncCallbackManagerForLLMRun):
+    """The async twin of :class:`_WatchedRun`."""
+
+    raised: BaseException | None = None
+
+    async def on_llm_new_token(self, token: Any, *, chunk: Any = None, **kwargs: Any) -> None:
+        try:
+            await super().on_llm_new_token(token, chunk=chunk, **kwargs)
+        except Exception as exc:
+            self.raised = exc
+            raise
+
+
+def _watched(run: Any, cls: type[_WatchedRun] | type[_WatchedAsyncRun]) -> Any:
+    return cls(
+        run_id=run.run_id,
+        handlers=run.handlers,
+        inheritable_handlers=run.inheritable_handlers,
+        parent_run_id=run.parent_run_id,
+        tags=run.tags,
+        inheritable_tags=run.inheritable_tags,
+        metadata=run.metadata,
+        inheritable_metadata=run.inheritable_metadata,
+    )
+
+
 class AttemptRuns:
     """Makes one child run per attempt of one router run (built only when it has handlers)."""
 
@@ -196,7 +236,7 @@ class AttemptRuns:
         if p.runnable is not None:  # the runnable opens its own runs under this manager
             return ChildRun(None, manager)
         (run,) = manager.on_chat_model_start(p.model._serialized, [messages], **self._start_args(p, messages, stop))
-        return ChildRun(run, manager)
+        return ChildRun(_watched(run, _WatchedRun), manager)
 
     async def astart(
         self, dep: Deployment, p: Prepared, messages: list[BaseMessage], stop: list[str] | None, number: int
@@ -206,7 +246,7 @@ class AttemptRuns:
         if p.runnable is not None:
             return AsyncChildRun(None, manager)
         runs = await manager.on_chat_model_start(p.model._serialized, [messages], **self._start_args(p, messages, stop))
-        return AsyncChildRun(runs[0], manager)
+        return AsyncChildRun(_watched(runs[0], _WatchedAsyncRun), manager)
 
 
 def _without_usage(generation: Any) -> Any:
@@ -244,16 +284,25 @@ class ChildRun:
 
     __slots__ = ("callbacks", "chunks", "run")
 
-    def __init__(self, run: CallbackManagerForLLMRun | None, callbacks: BaseCallbackManager) -> None:
+    def __init__(self, run: _WatchedRun | None, callbacks: BaseCallbackManager) -> None:
         self.run = run
         self.callbacks = callbacks
         self.chunks: list[ChatGenerationChunk] = []
+
+    @property
+    def raised(self) -> BaseException | None:
+        """What a callback handler raised during the try (``raise_error=True``), if anything."""
+        return None if self.run is None else self.run.raised
 
     def report(self, error: BaseException | None, result: ChatResult | None) -> None:
         """End the child run: ``on_llm_end``, or ``on_llm_error`` when the try failed."""
         if self.run is not None:
             event, args, kwargs = _closing(error, result, self.chunks)
-            getattr(self.run, event)(*args, **kwargs)
+            try:
+                getattr(self.run, event)(*args, **kwargs)
+            except Exception as exc:
+                self.run.raised = exc
+                raise
 
 
 class AsyncChildRun:
@@ -261,13 +310,22 @@ class AsyncChildRun:
 
     __slots__ = ("callbacks", "chunks", "run")
 
-    def __init__(self, run: AsyncCallbackManagerForLLMRun | None, callbacks: BaseCallbackManager) -> None:
+    def __init__(self, run: _WatchedAsyncRun | None, callbacks: BaseCallbackManager) -> None:
         self.run = run
         self.callbacks = callbacks
         self.chunks: list[ChatGenerationChunk] = []
+
+    @property
+    def raised(self) -> BaseException | None:
+        """What a callback handler raised during the try (``raise_error=True``), if anything."""
+        return None if self.run is None else self.run.raised
 
     async def report(self, error: BaseException | None, result: ChatResult | None) -> None:
         """End the child run (async twin of ``ChildRun.report``)."""
         if self.run is not None:
             event, args, kwargs = _closing(error, result, self.chunks)
-            await getattr(self.run, event)(*args, **kwargs)
+            try:
+                await getattr(self.run, event)(*args, **kwargs)
+            except Exception as exc:
+                self.run.raised = exc
+                raise

@@ -119,11 +119,13 @@ class Relay:
         """The request that resumes the answer after ``error``; raise ``StreamInterruptedError`` when the call
         did not ask for it (``stream_recovery="error"``), nothing reached the caller yet, or a tool call had
         begun (its cut arguments cannot be resumed from a text prefix)."""
+        slot = self._slot()
+        if slot.child is not None and slot.child.raised is error:
+            raise error  # the caller's own callback handler raised: theirs to see as it is, nothing to resume
         interrupted = self.interrupted(error)
         if request.stream_recovery != "continue" or not self.parts or self.tool_calls:
             raise interrupted
         self.pending = interrupted
-        slot = self._slot()
         self.call.attempts.append(AttemptRecord(slot.dep.name, error, (slot.released_at - slot.started) * 1000))
         self.call.done.add(slot.dep.name)  # the next eligible deployment resumes, not the one that was cut
         if slot.usage:

@@ -6,6 +6,7 @@ Every test attacks with default settings where it can, then checks that
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
@@ -24,7 +26,7 @@ from langchain_multigateway.errors import GatewayConnectionError, RateLimitError
 from langchain_multigateway.routing import Capabilities, Deployment, FailoverPolicy, RoutingChatModel
 from langchain_multigateway.state import MemoryState
 from langchain_multigateway.testing import ScriptedChatModel, Step
-from tests.loopback import Reply, Script, chat_completion, serve
+from tests.loopback import Reply, Script, chat_completion, chat_stream, serve, sse
 
 ONE_TRY = RetryPolicy(max_attempts=1, initial_delay=0, jitter=0)
 
@@ -140,3 +142,65 @@ def test_a_huge_retry_after_does_not_take_the_deployment_out_for_good(
     now[0] += FailoverPolicy().max_cooldown + 1  # the capped cooldown has passed (the state's clock, no sleeping)
     assert router.invoke("second").content == "served again"
     assert_idle(router)
+
+
+class RaisingHandler(BaseCallbackHandler):
+    """A handler with ``raise_error=True`` (its exceptions reach the caller) that fails at one point."""
+
+    raise_error = True
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.tokens = 0
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.tokens += 1
+        if (self.where, self.tokens) in (("first token", 1), ("third token", 3)):
+            raise LookupError(f"handler failed at the {self.where}")
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        if self.where == "end":
+            raise LookupError("handler failed at the end")
+
+
+def streaming_pair(url: str) -> RoutingChatModel:
+    deployments = [
+        Deployment(
+            model=OpenAIChatModel(model=f"m{i}", base_url=url, api_key="placeholder"),
+            name=f"d{i}",
+            priority=i,
+            capabilities=Capabilities(continue_prefix=True),
+        )
+        for i in range(2)
+    ]
+    return RoutingChatModel(deployments=deployments, stream_recovery="continue")
+
+
+@pytest.mark.parametrize("where", ["first token", "third token", "end"])
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_callback_handler_raising_is_the_callers_error_not_the_deployments(
+    server: tuple[str, Script], where: str, is_async: bool
+) -> None:
+    # A raise_error handler failing mid-stream was classed as a provider failure: the request was
+    # sent again to the next deployment (answered twice), the breaker counted it, and a handler
+    # failing after the answer had ended made "continue" ask another deployment to extend it.
+    url, script = server
+    script.set(sse(*chat_stream(["one ", "two ", "three ", "four"])))
+    router = streaming_pair(url)
+    handler = RaisingHandler(where)
+
+    async def read_async() -> None:
+        async for _ in router.astream("count", config={"callbacks": [handler]}):
+            pass
+
+    with pytest.raises(LookupError, match=f"at the {where}"):
+        if is_async:
+            asyncio.run(read_async())
+        else:
+            for _ in router.stream("count", config={"callbacks": [handler]}):
+                pass
+    assert len(script.requests) == 1  # asked once, never again elsewhere
+    assert all(h.consecutive_failures == 0 and h.breaker == "closed" for h in router.health().values())
+    assert_idle(router)
+    script.set(sse(*chat_stream(["fine"])))
+    assert "".join(str(c.content) for c in router.stream("again")) == "fine"
