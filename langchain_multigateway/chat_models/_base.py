@@ -60,6 +60,7 @@ from langchain_multigateway.errors import (
     GatewayConnectionError,
     GatewayError,
     GatewayTimeoutError,
+    InvalidRequestError,
     MissingAPIKeyError,
     ModelNotFoundGatewayError,
     ProviderError,
@@ -497,6 +498,11 @@ class GatewayChatModel(BaseChatModel):
             if limit == IDLE and not exchange.clock.content_seen:
                 limit = FIRST_TOKEN  # a sync stream's body read timed out before any content
             error = exchange.clock.classify(exc, limit)
+        elif isinstance(exc, UnicodeEncodeError) and not exchange.answered:
+            # The prompt, not the server: a lone surrogate cannot be sent as UTF-8 (no retry helps).
+            bad = exc.object[exc.start : exc.end]
+            msg = f"the request holds text that is not valid Unicode ({bad!r}): decode input with errors='replace'"
+            error = InvalidRequestError(msg, provider=self.provider_name, model=exchange.model, retryable=False)
         elif exchange.answered and isinstance(exc, MALFORMED):
             # The server answered, but not in the shape its API documents.
             what = "malformed JSON" if isinstance(exc, json.JSONDecodeError) else "a malformed answer"

@@ -27,7 +27,7 @@ from langchain_multigateway.chat_models.mistral import MistralChatModel
 from langchain_multigateway.chat_models.ollama import OllamaChatModel
 from langchain_multigateway.cli import main
 from langchain_multigateway.config import load_config
-from langchain_multigateway.errors import ConfigurationError, GatewayError, ProviderError
+from langchain_multigateway.errors import ConfigurationError, GatewayError, InvalidRequestError, ProviderError
 from langchain_multigateway.usage import CallRecord, Ledger
 from langchain_multigateway.usage import ledger as ledger_module
 from tests.loopback import Reply, chat_completion, serve, sse
@@ -417,3 +417,16 @@ def test_batch_output_that_is_no_regular_file_is_refused_before_reading_it(
     out = str(tmp_path) if target == "directory" else target
     assert main(["batch", str(source), "--out", out, "--model", "scripted:s", "--quiet", "--no-ledger"]) == 2
     assert f"--out must be a regular file (it is read back to resume a batch); {out} is not" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
+def test_a_prompt_that_is_not_valid_unicode_is_an_invalid_request_not_a_server_fault(provider: str) -> None:
+    """A lone surrogate (json.loads gives one for a "\\ud800" escape) cannot be encoded: the
+    caller's input is wrong, so no retry, and the message must not blame the server."""
+    with serve(Reply(200, chat_completion("ok"))) as (url, script):
+        model = _provider_model(provider, url, "placeholder-key-0")
+        with pytest.raises(InvalidRequestError, match="not valid Unicode") as info:
+            model.invoke("bad \ud800 text")
+        assert script.requests == []  # nothing reached the server
+    assert not info.value.retryable
+    assert "server" not in info.value.message
