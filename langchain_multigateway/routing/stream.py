@@ -29,6 +29,7 @@ from langchain_multigateway.errors import AttemptRecord, GatewayError, GatewayTi
 from langchain_multigateway.routing import attempt
 from langchain_multigateway.routing.attempt import Opened, Slot
 from langchain_multigateway.routing.engine import CallState, Engine, drive_async, drive_sync
+from langchain_multigateway.routing.policy import Action
 from langchain_multigateway.routing.request import Request, continuation
 
 __all__ = ["Relay", "relay_async", "relay_sync"]
@@ -117,13 +118,15 @@ class Relay:
 
     def resume(self, request: Request, error: Exception) -> Request:
         """The request that resumes the answer after ``error``; raise ``StreamInterruptedError`` when the call
-        did not ask for it (``stream_recovery="error"``), nothing reached the caller yet, or a tool call had
-        begun (its cut arguments cannot be resumed from a text prefix)."""
+        did not ask for it (``stream_recovery="error"``), nothing reached the caller yet, a tool call had
+        begun (its cut arguments cannot be resumed from a text prefix), or the failure is one the policy
+        raises (a content-policy refusal is never routed around by a continuation)."""
         slot = self._slot()
         if slot.child is not None and slot.child.raised is error:
             raise error  # the caller's own callback handler raised: theirs to see as it is, nothing to resume
         interrupted = self.interrupted(error)
-        if request.stream_recovery != "continue" or not self.parts or self.tool_calls:
+        refused = slot.failure is not None and slot.failure.decision.action is Action.RAISE
+        if request.stream_recovery != "continue" or not self.parts or self.tool_calls or refused:
             raise interrupted
         self.pending = interrupted
         self.call.attempts.append(AttemptRecord(slot.dep.name, error, (slot.released_at - slot.started) * 1000))

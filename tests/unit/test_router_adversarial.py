@@ -22,7 +22,12 @@ from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_multigateway._retry import RetryPolicy
 from langchain_multigateway.chat_models.openai import OpenAIChatModel
-from langchain_multigateway.errors import GatewayConnectionError, RateLimitError, StreamInterruptedError
+from langchain_multigateway.errors import (
+    ContentPolicyError,
+    GatewayConnectionError,
+    RateLimitError,
+    StreamInterruptedError,
+)
 from langchain_multigateway.routing import Capabilities, Deployment, FailoverPolicy, RoutingChatModel
 from langchain_multigateway.state import MemoryState
 from langchain_multigateway.testing import ScriptedChatModel, Step
@@ -204,3 +209,24 @@ def test_a_callback_handler_raising_is_the_callers_error_not_the_deployments(
     assert_idle(router)
     script.set(sse(*chat_stream(["fine"])))
     assert "".join(str(c.content) for c in router.stream("again")) == "fine"
+
+
+def test_a_content_policy_refusal_mid_stream_is_not_routed_around_by_continue() -> None:
+    # content_policy="raise" (the default) must hold mid-stream too: "continue" sent the refused
+    # answer's prefix to the next deployment and presented its continuation as the answer.
+    refused = Step(reply="one two three", error=ContentPolicyError("Output blocked by content policy"), fail_after=2)
+    resumer = ScriptedChatModel(model="model-resumer", steps=["three"])
+    router = RoutingChatModel(
+        deployments=[
+            dep("refuses", [refused]),
+            Deployment(model=resumer, name="resumer", capabilities=Capabilities(continue_prefix=True), priority=1),
+        ],
+        stream_recovery="continue",
+    )
+    got: list[str] = []
+    with pytest.raises(StreamInterruptedError) as info:
+        got.extend(str(c.content) for c in router.stream("count"))
+    assert isinstance(info.value.cause, ContentPolicyError)
+    assert info.value.delivered == "".join(got) == "one two "
+    assert resumer.call_count == 0  # never sent to another deployment
+    assert_idle(router)
