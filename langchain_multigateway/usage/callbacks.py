@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, fields
@@ -322,6 +322,16 @@ class _ScopeFanout(BaseCallbackHandler):
 
     def on_chain_error(self, *args: Any, **kwargs: Any) -> None:
         self._forward("on_chain_error", *args, **kwargs)
+
+
+def accounting_only(handlers: Sequence[BaseCallbackHandler]) -> bool:
+    """Whether every handler is one of this package's accounting handlers, none of which streams.
+
+    LangChain asks each handler of a chat-model run ``isinstance(h, _StreamingCallbackHandler)``,
+    a runtime-Protocol check that costs tens of microseconds a call on Python 3.11; a model can
+    skip the question when this holds (the answer would be no).
+    """
+    return all(isinstance(h, (_ScopeFanout, CallRecorder)) and not hasattr(h, "tap_output_iter") for h in handlers)
 
 
 # One context variable, registered once (get_usage_metadata_callback registers a new one
