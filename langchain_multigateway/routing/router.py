@@ -39,6 +39,7 @@ from langchain_multigateway.routing.structured import (
 from langchain_multigateway.state.base import BreakerListener, RouterState
 from langchain_multigateway.state.memory import MemoryState
 from langchain_multigateway.usage.budgets import Budget
+from langchain_multigateway.usage.callbacks import accounting_only
 
 __all__ = ["RoutingChatModel"]
 
@@ -348,6 +349,12 @@ class RoutingChatModel(BaseChatModel):
         if run_manager is not None and run_manager.handlers:
             kwargs[STREAM_RUN] = run_manager  # only _stream reads it; _generate drops it
         return super()._generate_with_cache(messages, stop, run_manager, **kwargs)
+
+    def _should_stream(self, *, async_api: bool, run_manager: RunManager | None = None, **kwargs: Any) -> bool:
+        # Skip LangChain's costly per-handler streaming question when only accounting handlers listen.
+        if run_manager is not None and accounting_only(run_manager.handlers):
+            run_manager = None
+        return super()._should_stream(async_api=async_api, run_manager=run_manager, **kwargs)
 
     async def _agenerate_with_cache(
         self,

@@ -547,3 +547,23 @@ def test_a_failed_attempt_costs_nothing_if_priced_and_is_unknown_if_not() -> Non
     assert (by["B"].errors, by["B"].unpriced, by["B"].cost_usd) == (1, 0, 0.0)  # priced, nothing billed
     assert by["C"].cost_usd is not None
     assert by["C"].cost_usd > 0
+
+
+async def test_streaming_question_skipped_only_when_accounting_handlers_alone_listen() -> None:
+    """Under track_usage() the router skips LangChain's per-handler streaming check (accounting
+    handlers never stream): an invoke still generates. A streaming handler beside them (an
+    ainvoke inside astream_events) is still heard: the routed call streams, and is counted once."""
+    router = failover_router()
+    with track_usage() as usage:
+        router.invoke("plain")
+    assert [c.stream for c in calls(router, "B")] == [False]
+    assert usage.calls == 1
+
+    async def ask(text: str) -> Any:
+        return await router.ainvoke(text)
+
+    async with atrack_usage() as usage:
+        events = [e async for e in RunnableLambda(ask).astream_events("events", version="v2")]
+    assert [c.stream for c in calls(router, "B")] == [False, True]
+    assert any(e["event"] == "on_chat_model_stream" for e in events)
+    assert usage.calls == 1
