@@ -71,6 +71,9 @@ class Outcome:
     cost_usd: float | None = None
     ignored: list[str] = field(default_factory=list)
     """OpenAI-only parameters not sent because the router has other providers."""
+    ttft_ms: float | None = None
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    """The router's ``failed_attempts``: the tries before the one that answered."""
 
     def headers(self) -> dict[str, str]:
         headers = {"x-multigateway-deployment": self.deployment, "x-multigateway-attempts": str(self.attempts)}

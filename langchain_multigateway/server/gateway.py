@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from langchain_multigateway.errors import AllDeploymentsFailedError
 from langchain_multigateway.routing import Deployment, RoutingChatModel, routers_from_config
 from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
 from langchain_multigateway.server.keys import VirtualKey
@@ -84,7 +86,10 @@ class Gateway:
         self.ledger = ledger
         self.metrics = metrics
         self.limits = limits
-        self._callbacks: list[BaseCallbackHandler] = [metrics.handler] if metrics is not None else []
+        # No callback handler by default: a run with handlers makes LangChain and the router
+        # build a child run per attempt, which costs more than the rest of the server's work.
+        # The metrics are fed from each call's settled record instead (:meth:`settle`).
+        self._callbacks: list[BaseCallbackHandler] = []
         self._openai_only = {
             name: all(d.provider in _OPENAI_COMPATIBLE for d in router.deployments) for name, router in routers.items()
         }
@@ -182,6 +187,8 @@ class Gateway:
             model_name=model_name,
             provider=str(meta.get("model_provider") or meta.get("provider") or ""),
             usage=dict(usage) if usage else None,
+            ttft_ms=meta.get("ttft_ms"),
+            failed=list(meta.get("failed_attempts") or ()),
         )
         outcome.cost_usd = _cost(router, deployment, model_name, outcome.usage)
         return outcome
@@ -203,7 +210,7 @@ class Gateway:
             self.limits.record(key, counts["total"], cost or 0.0, hold=hold)
         if self.metrics is not None and key is not None:
             self.metrics.key_call(key.name, "error" if error is not None else "ok", counts, cost)
-        if self.ledger is None:
+        if self.ledger is None and self.metrics is None:
             return
         record = CallRecord(
             run_id=str(uuid.uuid4()),
@@ -224,8 +231,50 @@ class Gateway:
             has_usage=bool(outcome is not None and outcome.usage),
             tags=(key.tag, f"router:{call.model}") if key is not None else (f"router:{call.model}",),
             attempts=outcome.attempts if outcome is not None else 1,
+            ttft_ms=outcome.ttft_ms if outcome is not None else None,
         )
-        self.ledger.add(record)
+        if self.ledger is not None:
+            self.ledger.add(record)
+        if self.metrics is not None:
+            self.metrics.calls(self._attempt_records(call, record, outcome, error))
+
+    def _attempt_records(
+        self, call: ChatCall, record: CallRecord, outcome: Outcome | None, error: BaseException | None
+    ) -> list[CallRecord]:
+        """The call's record for the metrics, preceded by one per failed try (its deployment's error)."""
+        if outcome is not None:
+            failed = [(f.get("deployment"), f.get("error_type"), f.get("latency_ms")) for f in outcome.failed]
+        elif isinstance(error, AllDeploymentsFailedError):
+            failed = [
+                (a.deployment, type(a.error).__name__ if a.error is not None else None, a.latency_ms)
+                for a in error.attempts
+            ]
+        else:
+            failed = []
+        router = self.routers[call.model]
+        records = []
+        for deployment, error_type, latency_ms in failed:
+            try:
+                dep: Deployment | None = router.deployment(str(deployment))
+            except KeyError:
+                dep = None
+            records.append(
+                replace(
+                    record,
+                    deployment=str(deployment or ""),
+                    provider=dep.provider if dep is not None else None,
+                    model=dep.model_name if dep is not None else None,
+                    outcome="error",
+                    error_type=str(error_type or "Exception"),
+                    latency_ms=float(latency_ms or 0.0),
+                    has_usage=False,
+                    cost_usd=0.0,
+                    ttft_ms=None,
+                )
+            )
+        if outcome is not None or not records:  # a call that failed on every try is counted by its tries
+            records.append(record)
+        return records
 
 
 def _cost(router: RoutingChatModel, deployment: str, model: str, usage: dict[str, Any] | None) -> float | None:

@@ -1,7 +1,7 @@
 """The server's Prometheus metrics: the package's handler for calls, plus per-key and HTTP counters.
 
 In the same registry as :class:`~langchain_multigateway.telemetry.PrometheusCallbackHandler`
-(``multigateway_requests_total`` and the rest, fed as a callback of every call):
+(``multigateway_requests_total`` and the rest, fed from each call's settled record and its failed tries):
 
 * ``multigateway_key_requests_total{key,outcome}`` — calls per virtual key (its name, never the key)
 * ``multigateway_key_tokens_total{key,type}`` — input / output tokens per key
@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from langchain_multigateway.telemetry.prometheus import PrometheusCallbackHandler
+from langchain_multigateway.usage.records import CallRecord
 
 __all__ = ["ServerMetrics"]
 
@@ -49,6 +50,15 @@ class ServerMetrics:
                 self.key_tokens.labels(key=key, type=kind).inc(counts[kind])
         if cost:
             self.key_cost.labels(key=key).inc(cost)
+
+    def calls(self, records: list[CallRecord]) -> None:
+        """Count settled calls and failed tries in the handler's metrics (``multigateway_requests_total``, ...).
+
+        Fed by the server from each call's record rather than as a LangChain callback: a
+        callback makes every call build a child run per attempt, the larger part of what
+        the server itself costs per request.
+        """
+        self.handler._emit(records)
 
     def response(self, route: str, status: int) -> None:
         self.responses.labels(route=route, status=str(status)).inc()

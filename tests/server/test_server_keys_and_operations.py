@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -139,6 +140,16 @@ def test_metrics_health_and_no_secret_anywhere(gateway: Gateway) -> None:
     metrics = httpx.get(gateway.url + "/metrics").text
     assert 'multigateway_key_requests_total{key="metered",outcome="ok"} 1.0' in metrics
     assert 'multigateway_requests_total{deployment="clean"' in metrics
+    # A failover's failed try is counted against its own deployment (fed from the call's record).
+    assert chat(gateway, key, "failover").status_code == 200
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert re.search(
+        r'multigateway_requests_total\{deployment="primary-down",[^}]*outcome="error"[^}]*\} [1-9]', metrics
+    )
+    assert re.search(
+        r'multigateway_errors_total\{deployment="primary-down",[^}]*error_type="\w+"[^}]*\} [1-9]', metrics
+    )
+    assert re.search(r'multigateway_requests_total\{deployment="backup",[^}]*outcome="ok"[^}]*\} [1-9]', metrics)
     assert 'multigateway_http_responses_total{route="chat_completions",status="200"}' in metrics
     assert httpx.get(gateway.url + "/health/liveness").json() == {"status": "ok"}
     ready = httpx.get(gateway.url + "/health/readiness").json()
