@@ -331,7 +331,10 @@ class RoutingChatModel(BaseChatModel):
 
     def _get_invocation_params(self, stop: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
         kwargs.pop(STREAM_RUN, None)  # the stream's run handle is no invocation parameter
-        return super()._get_invocation_params(stop=stop, **kwargs)
+        if type(self).asdict is not BaseChatModel.asdict or type(self).dict is not BaseChatModel.dict:
+            return super()._get_invocation_params(stop=stop, **kwargs)
+        # LangChain's own reaches the same dict through dict() inside a deprecation-silencing context, on every call.
+        return {**self._identifying_params, "_type": self._llm_type, "stop": stop, **kwargs}
 
     def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
         kwargs.pop(STREAM_RUN, None)  # nor part of a cache key

@@ -567,3 +567,13 @@ async def test_streaming_question_skipped_only_when_accounting_handlers_alone_li
     assert [c.stream for c in calls(router, "B")] == [False, True]
     assert any(e["event"] == "on_chat_model_stream" for e in events)
     assert usage.calls == 1
+
+
+def test_invocation_params_handlers_see_are_langchains() -> None:
+    """The router builds its invocation params without LangChain's dict() round trip: same dict."""
+    from langchain_core.language_models import BaseChatModel
+
+    router = failover_router()
+    expected = BaseChatModel._get_invocation_params(router, stop=["END"], temperature=0.5)
+    assert router._get_invocation_params(stop=["END"], temperature=0.5) == expected
+    assert expected["_type"] == "multigateway-router"
