@@ -25,7 +25,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
-from langchain_multigateway.errors import AttemptRecord
+from langchain_multigateway.errors import AttemptRecord, GatewayTimeoutError
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.policy import Action, Decision, FailoverPolicy
@@ -118,6 +118,7 @@ class Slot:
         "child",
         "cooldown",
         "counts",
+        "cut_at",
         "dep",
         "error",
         "failure",
@@ -153,6 +154,8 @@ class Slot:
         self.failure: Failed | None = None
         self.released = False
         self.released_at = 0.0
+        self.cut_at: float | None = None
+        """When the call's ``timeout`` runs out (passed down as the provider's own request timeout)."""
 
     # ------------------------------------------------------------------ noting the outcome
     def saw(self, chunk: ChatGenerationChunk) -> None:
@@ -181,7 +184,10 @@ class Slot:
             error = input_error(self.dep, exc) or exc
             decision = self.shared.policy.decide(error)
         self.error = error
-        self.counts = decision.counts_against_breaker
+        # A time limit that fired once the call's own time was up is the caller's deadline, not the
+        # deployment's silence (async cuts such a try by cancelling it; it counts on no breaker either).
+        by_deadline = self.cut_at is not None and _now() >= self.cut_at and isinstance(error, GatewayTimeoutError)
+        self.counts = decision.counts_against_breaker and not by_deadline
         self.cooldown = decision.cooldown
         self.usage = getattr(exc, "usage_metadata", None) or self.usage
         self.failure = Failed(error, decision, _now() - self.started)
@@ -283,6 +289,8 @@ def take(shared: Shared, request: Request, step: Try) -> Slot | Admission:
     if gate is not None and not step.gate_held and not gate.try_enter():
         return Admission(ok=False, reason=BUSY, limited=True)
     slot = Slot(shared, dep, gate, step.guard)  # from here the gate slot (if any) is the slot's
+    if step.timeout is not None:
+        slot.cut_at = slot.started + step.timeout
     refusal: Admission
     try:
         if step.guard is not None:

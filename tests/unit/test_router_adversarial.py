@@ -25,6 +25,7 @@ from langchain_multigateway.chat_models.openai import OpenAIChatModel
 from langchain_multigateway.errors import (
     ContentPolicyError,
     GatewayConnectionError,
+    GatewayTimeoutError,
     RateLimitError,
     StreamInterruptedError,
 )
@@ -230,3 +231,31 @@ def test_a_content_policy_refusal_mid_stream_is_not_routed_around_by_continue() 
     assert info.value.delivered == "".join(got) == "one two "
     assert resumer.call_count == 0  # never sent to another deployment
     assert_idle(router)
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream"])
+def test_the_callers_own_timeout_counts_on_no_breaker(server: tuple[str, Script], how: str) -> None:
+    # The call's timeout is handed down as the provider's request timeout (sync); when it fired,
+    # the sync path counted it against the deployment, so callers with a tight timeout opened the
+    # breakers of healthy deployments for everyone (async cuts the try and counted nothing).
+    url, script = server
+    script.set(Reply(body=chat_completion("slow but fine"), delay=0.4))
+    deployments = [
+        Deployment(model=OpenAIChatModel(model=f"m{i}", base_url=url, api_key="placeholder"), name=f"d{i}", priority=i)
+        for i in range(2)
+    ]
+    state = MemoryState(failure_threshold=1)
+    hurried = RoutingChatModel(deployments=deployments, state=state, timeout=0.15)
+    for _ in range(2):
+        with pytest.raises(GatewayTimeoutError):
+            if how == "invoke":
+                hurried.invoke("x")
+            elif how == "ainvoke":
+                asyncio.run(hurried.ainvoke("x"))
+            else:
+                list(hurried.stream("x"))
+    for name, health in hurried.health().items():
+        assert (health.breaker, health.consecutive_failures) == ("closed", 0), name
+    assert_idle(hurried)
+    patient = RoutingChatModel(deployments=deployments, state=state)  # same deployments and state, no timeout
+    assert patient.invoke("x").content == "slow but fine"
