@@ -28,7 +28,7 @@ def masked(url: str) -> str:
 class Ticket:
     """A Redis admission's handle: its id in the deployment's window and in-flight set."""
 
-    id: int
+    id: str
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ def refusal(code: str, wait: float | None, used: str, tokens: int, rpm: int | No
     """The same refusals, in the same words, as MemoryState's."""
     if code == "open":
         return Admission(ok=False, reason=f"circuit open (probe in {wait or 0.0:.1f}s)", retry_after=wait)
+    if code == "gone":  # only for an admission its client had given up on
+        return Admission(ok=False, reason="admission abandoned by its caller")
     if code == "probing":
         return Admission(ok=False, reason="circuit half-open, its probe is in flight")
     if code == "wait":

@@ -7,6 +7,13 @@ a Redis Cluster keeps them in one slot and a script may touch them all. Per depl
 ``<tag>:w``  sorted set: the sliding minute (member: admission id, score: admitted at)
 ``<tag>:t``  hash: admission id -> reserved (then real) tokens, for the tpm window
 ``<tag>:f``  sorted set: in-flight admissions (score: lease end, so a dead worker's expire)
+``<tag>:x``  sorted set: admissions a client gave up on before Redis ran them (score: forget at)
+
+Admission ids are made by the client (``<process>.<n>``), so a client that timed out or was
+cancelled after sending an admission (Redis may still run it) or a release (its reply lost)
+can still name it: :data:`FORGET` gives back its in-flight count, its probe lease and (never
+sent) its window entry, and leaves a tombstone (``:x``) so an admission Redis runs later is
+refused. Ids stay unique when Redis loses its keys (a restart, ``FLUSHALL``).
 
 Scripts return floats as strings (Redis turns Lua numbers into integers). Admissions and
 releases bump a version (``born``, when the keys were created, and ``ver``, a counter) so a
@@ -16,7 +23,7 @@ the TTL of every key it writes, so an idle deployment's keys disappear by themse
 
 from __future__ import annotations
 
-__all__ = ["ADMIT", "COOLDOWN", "RELEASE", "STATS", "deployment_keys", "hash_tag"]
+__all__ = ["ADMIT", "COOLDOWN", "FORGET", "RELEASE", "STATS", "deployment_keys", "hash_tag"]
 
 _ESCAPES = str.maketrans({"%": "%25", ":": "%3A", "{": "%7B", "}": "%7D"})
 
@@ -28,12 +35,12 @@ def hash_tag(namespace: str, router: str, deployment: str) -> str:
 
 
 def deployment_keys(namespace: str, router: str, deployment: str) -> list[str]:
-    """The four keys of one deployment, in the order the scripts expect them."""
+    """The five keys of one deployment, in the order the scripts expect them."""
     tag = hash_tag(namespace, router, deployment)
-    return [f"{tag}:s", f"{tag}:w", f"{tag}:t", f"{tag}:f"]
+    return [f"{tag}:s", f"{tag}:w", f"{tag}:t", f"{tag}:f", f"{tag}:x"]
 
 
-# Shared helpers, prepended to each script. KEYS: state, window, tokens, in-flight.
+# Shared helpers, prepended to each script. KEYS: state, window, tokens, in-flight, forgotten.
 _COMMON = """
 local WINDOW = 60
 local function clock(arg)
@@ -64,6 +71,7 @@ local function prune(now)
     redis.call('ZREM', KEYS[2], unpack(old))
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
 end
 -- "<born> <n>": when these keys were created (a restart or expiry starts over) and a write counter
 local function bump(now)
@@ -87,8 +95,13 @@ end
 ADMIT = (
     _COMMON
     + """
--- ARGV: now|'', tokens, rpm|'', tpm|'', probe_timeout, inflight_lease, ttl_ms
+-- ARGV: now|'', tokens, rpm|'', tpm|'', probe_timeout, inflight_lease, ttl_ms, id
 local now = clock(ARGV[1])
+local id = ARGV[8]
+if redis.call('ZSCORE', KEYS[5], id) then  -- its client gave up on it before it ran
+  redis.call('ZREM', KEYS[5], id)
+  return {0, 'gone', '', 0, 0, 0, 0, '', '', ''}
+end
 local tokens = num(ARGV[2], 0)
 local rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4])
 local br, open_left = breaker_now(now, true)
@@ -125,7 +138,6 @@ if tpm ~= nil and wtok + tokens > tpm then
   end
   return {0, 'tpm', tostring(math.max(wait, 0)), br, 0, 0, 0, lat, ttft, tostring(wtok)}
 end
-local id = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('ZADD', KEYS[2], now, id)
 if tokens ~= 0 then
   redis.call('HSET', KEYS[3], id, tokens)
@@ -135,7 +147,7 @@ redis.call('ZADD', KEYS[4], now + num(ARGV[6], 600), id)
 local probe = 0
 if br == 2 then
   probe = 1
-  redis.call('HSET', KEYS[1], 'probe', now + num(ARGV[5], 120))
+  redis.call('HSET', KEYS[1], 'probe', now + num(ARGV[5], 120), 'probe_by', id)
 end
 touch(ARGV[7])
 local ver = bump(now)
@@ -213,6 +225,28 @@ if until_ > num(redis.call('HGET', KEYS[1], 'ra'), 0) then
   redis.call('HSET', KEYS[1], 'ra', tostring(until_))
 end
 touch(ARGV[3])
+return 1
+"""
+)
+
+FORGET = (
+    _COMMON
+    + """
+-- ARGV: now|'', id, sent (1: the request went out, its release was lost), lease, ttl_ms
+local now = clock(ARGV[1])
+local id = ARGV[2]
+local was_in_flight = redis.call('ZREM', KEYS[4], id) == 1
+if redis.call('HGET', KEYS[1], 'probe_by') == id then redis.call('HSET', KEYS[1], 'probe', 0, 'probe_by', '') end
+if ARGV[3] ~= '1' then
+  if redis.call('ZREM', KEYS[2], id) == 1 then
+    local toks = num(redis.call('HGET', KEYS[3], id), 0)
+    if toks ~= 0 then redis.call('HINCRBY', KEYS[1], 'wtok', -toks) end
+    redis.call('HDEL', KEYS[3], id)
+  elseif not was_in_flight then
+    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), id)  -- not run yet: refuse it if it ever does
+  end
+end
+touch(ARGV[5])
 return 1
 """
 )

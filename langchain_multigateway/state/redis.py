@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import os
+import secrets
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from langchain_multigateway._redact import register_url
 from langchain_multigateway.state._redis_replies import (
     Local,
     Ticket,
@@ -22,7 +25,7 @@ from langchain_multigateway.state._redis_replies import (
     refusal,
     reply_version,
 )
-from langchain_multigateway.state._redis_scripts import ADMIT, COOLDOWN, RELEASE, STATS, deployment_keys
+from langchain_multigateway.state._redis_scripts import ADMIT, COOLDOWN, FORGET, RELEASE, STATS, deployment_keys
 from langchain_multigateway.state.base import (
     Admission,
     BreakerPolicy,
@@ -135,6 +138,7 @@ class RedisState(RouterState):
             msg = "ttl must outlast the rate window (60 s), the breaker's cap, probe_timeout and inflight_lease"
             raise ValueError(msg)
         redis = _import_redis()
+        register_url(url)  # its password is masked wherever text leaves the gateway
         self.url, self.namespace, self.router = url, namespace, router
         self.timeout, self.reconnect_interval, self.alpha, self.clock = timeout, reconnect_interval, alpha, clock
         self.ttl, self.inflight_lease = ttl, inflight_lease
@@ -163,6 +167,9 @@ class RedisState(RouterState):
         self._reconnector: threading.Thread | None = None
         self._closed = threading.Event()
         self._keys: dict[str, list[str]] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = ("", -1)
+        self._lost: list[tuple[str, str, bool]] = []
         self._seen: dict[str, tuple[BreakerState, float | None, float | None, int, tuple[float, int]]] = {}
 
     def _client_options(self) -> dict[str, Any]:
@@ -213,6 +220,8 @@ class RedisState(RouterState):
                 self._client.ping()
             except (self._redis.RedisError, OSError):
                 continue
+            if not self._forget_lost():
+                continue
             with self._lock:
                 down_for = time.monotonic() - (self._down_since or time.monotonic())
                 self._down_since = self._down_reason = None
@@ -233,17 +242,77 @@ class RedisState(RouterState):
                     self._reconnector.start()
         return True
 
-    def _run(self, script: str, name: str, args: Sequence[Any]) -> Any:
-        """Run a script on the sync client; None when Redis is (or just went) unreachable."""
+    def _run(self, script: str, name: str, args: Sequence[Any], lost: tuple[str, bool] | None = None) -> Any:
+        """Run a script on the sync client; None when Redis is (or just went) unreachable.
+
+        ``lost`` names the admission this script admits (``sent=False``) or releases
+        (``sent=True``): if its outcome never reaches this process, the admission is
+        forgotten in Redis once it answers again (see :meth:`_forget_lost`).
+        """
         if self._still_down():
+            self._gave_up(name, lost, only_sent=True)
+            return None
+        if self._lost and not self._forget_lost():
+            self._gave_up(name, lost, only_sent=True)
             return None
         try:
-            if self._own_client:
-                return self._evalsha(script, self.keys(name), args)
-            return self._scripts[script](keys=self.keys(name), args=args)  # e.g. a RedisCluster's routing
+            return self._call(script, name, args)
         except self._failures() as exc:
+            self._gave_up(name, lost)
             self._went_down(exc)
             return None
+        except BaseException:  # interrupted mid-reply: Redis may have run it
+            self._gave_up(name, lost)
+            raise
+
+    def _call(self, script: str, name: str, args: Sequence[Any]) -> Any:
+        if self._own_client:
+            return self._evalsha(script, self.keys(name), args)
+        return self._scripts[script](keys=self.keys(name), args=args)  # e.g. a RedisCluster's routing
+
+    def _gave_up(self, name: str, lost: tuple[str, bool] | None, *, only_sent: bool = False) -> None:
+        """Remember an admission whose script's outcome this process will never know."""
+        if lost is not None and (lost[1] or not only_sent):
+            with self._lock:
+                self._lost.append((name, *lost))
+
+    def _forget_args(self, ident: str, sent: bool) -> list[Any]:
+        return [self._now(), ident, int(sent), repr(self.inflight_lease), self._ttl_ms]
+
+    def _forget_lost(self) -> bool:
+        """Give back, in Redis, what lost admissions and releases still hold (in-flight counts,
+        a half-open probe's lease, unsent requests' window entries); False if Redis failed."""
+        with self._lock:
+            lost, self._lost = self._lost, []
+        for done, (name, ident, sent) in enumerate(lost):
+            try:
+                self._call("forget", name, self._forget_args(ident, sent))
+            except BaseException:
+                with self._lock:
+                    self._lost[:0] = lost[done:]
+                return False
+        return True
+
+    async def _aforget_lost(self) -> bool:
+        """:meth:`_forget_lost` on this event loop's client."""
+        with self._lock:
+            lost, self._lost = self._lost, []
+        for done, (name, ident, sent) in enumerate(lost):
+            try:
+                await self._async_scripts()["forget"](keys=self.keys(name), args=self._forget_args(ident, sent))
+            except BaseException:
+                with self._lock:
+                    self._lost[:0] = lost[done:]
+                return False
+        return True
+
+    def _new_id(self) -> str:
+        """A new admission id, unique across processes (and across a Redis that lost its keys)."""
+        prefix, pid = self._id_prefix
+        if pid != os.getpid():  # a forked child gets a prefix of its own
+            prefix, pid = secrets.token_hex(6), os.getpid()
+            self._id_prefix = (prefix, pid)
+        return f"{prefix}.{next(self._ids)}"
 
     def _evalsha(self, script: str, keys: list[str], args: Sequence[Any]) -> Any:
         """EVALSHA on this thread's own connection.
@@ -277,18 +346,26 @@ class RedisState(RouterState):
             self._connections.add(conn)
         return conn
 
-    async def _arun(self, script: str, name: str, args: Sequence[Any]) -> Any:
+    async def _arun(self, script: str, name: str, args: Sequence[Any], lost: tuple[str, bool] | None = None) -> Any:
         """:meth:`_run` on this event loop's async client."""
-        if self._still_down():
-            return None
         if not self._own_client:
-            return self._run(script, name, args)
+            return self._run(script, name, args, lost)
+        if self._still_down():
+            self._gave_up(name, lost, only_sent=True)
+            return None
+        if self._lost and not await self._aforget_lost():
+            self._gave_up(name, lost, only_sent=True)
+            return None
         try:
             # the client's socket timeouts bound connect and reply (no wait_for: it costs a task per call)
             return await self._async_scripts()[script](keys=self.keys(name), args=args)
         except self._failures() as exc:
+            self._gave_up(name, lost)
             self._went_down(exc)
             return None
+        except BaseException:  # cancelled mid-reply: Redis may have run it
+            self._gave_up(name, lost)
+            raise
 
     def _async_scripts(self) -> dict[str, Any]:
         # An asyncio client belongs to the loop it was made on: one per running loop.
@@ -333,6 +410,8 @@ class RedisState(RouterState):
         except self._failures() as exc:
             self._went_down(exc)
             return False
+        if not self._forget_lost():
+            return False
         with self._lock:
             self._down_since = self._down_reason = None
         return True
@@ -362,7 +441,7 @@ class RedisState(RouterState):
             self._notify_breaker([(name, breaker)])
 
     # ------------------------------------------------------------------ admission
-    def _admit_args(self, tokens: int, rpm: int | None, tpm: int | None) -> list[Any]:
+    def _admit_args(self, ident: str, tokens: int, rpm: int | None, tpm: int | None) -> list[Any]:
         return [
             self._now(),
             tokens,
@@ -371,24 +450,27 @@ class RedisState(RouterState):
             self.breaker.probe_timeout,
             self.inflight_lease,
             self._ttl_ms,
+            ident,
         ]
 
     def _admission(self, name: str, reply: Any, tokens: int, rpm: int | None, tpm: int | None) -> Admission:
         ok, code, wait, breaker, ident, probe, in_flight, lat, ttft, extra, *version = reply
         if ok:
             self._observe(name, breaker, lat, ttft, in_flight, version[0])
-            return Admission(ok=True, probe=bool(probe), reservation=Ticket(int(ident)))
+            return Admission(ok=True, probe=bool(probe), reservation=Ticket(as_text(ident)))
         self._observe_breaker(name, _BREAKERS[int(breaker)])
         return refusal(as_text(code), as_float(wait), as_text(extra), tokens, rpm, tpm)
 
     def admit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
-        reply = self._run("admit", name, self._admit_args(tokens, rpm, tpm))
+        ident = self._new_id()
+        reply = self._run("admit", name, self._admit_args(ident, tokens, rpm, tpm), (ident, False))
         if reply is None:
             return granted_locally(self.local.admit(name, tokens=tokens, rpm=rpm, tpm=tpm))
         return self._admission(name, reply, tokens, rpm, tpm)
 
     async def aadmit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
-        reply = await self._arun("admit", name, self._admit_args(tokens, rpm, tpm))
+        ident = self._new_id()
+        reply = await self._arun("admit", name, self._admit_args(ident, tokens, rpm, tpm), (ident, False))
         if reply is None:
             return granted_locally(self.local.admit(name, tokens=tokens, rpm=rpm, tpm=tpm))
         return self._admission(name, reply, tokens, rpm, tpm)
@@ -445,7 +527,7 @@ class RedisState(RouterState):
             )
         elif admission.ok and isinstance(ticket, Ticket):
             args = self._release_args(ticket, admission.probe, ok, latency, ttft, tokens, counts_against_breaker)
-            reply = self._run("release", name, args)
+            reply = self._run("release", name, args, (ticket.id, True))
             if reply is not None:
                 self._observe(name, *reply)
 
@@ -463,7 +545,7 @@ class RedisState(RouterState):
         ticket = admission.reservation
         if isinstance(ticket, Ticket) and admission.ok:
             args = self._release_args(ticket, admission.probe, ok, latency, ttft, tokens, counts_against_breaker)
-            reply = await self._arun("release", name, args)
+            reply = await self._arun("release", name, args, (ticket.id, True))
             if reply is not None:
                 self._observe(name, *reply)
             return
@@ -524,4 +606,4 @@ class RedisState(RouterState):
         )
 
 
-_SCRIPTS = {"admit": ADMIT, "release": RELEASE, "cooldown": COOLDOWN, "stats": STATS}
+_SCRIPTS = {"admit": ADMIT, "release": RELEASE, "cooldown": COOLDOWN, "forget": FORGET, "stats": STATS}

@@ -1,0 +1,158 @@
+"""RedisState attacked with its default settings on a real redis-server: a Redis that is slow,
+paused (SIGSTOP) or flushed mid-admission and mid-release, a cancelled async admission, and a
+password in the URL. What must hold: once Redis answers again nothing stays held in it (in-flight
+counts, the half-open probe), every key has a TTL, and the password is nowhere in the text."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from langchain_multigateway._redact import redact
+from langchain_multigateway.state import BreakerState
+from langchain_multigateway.state.redis import RedisState
+from tests.redis_server import RedisServer, wait_until
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of this test's own (it is paused, slowed and flushed), DEBUG allowed from loopback."""
+    made = RedisServer(tmp_path / "redis", "--enable-debug-command", "local")
+    made.start()
+    yield made
+    if made.process is not None:
+        made.resume()  # a test may have paused it
+    made.stop()
+
+
+def half_open(url: str, namespace: str) -> RedisState:
+    """A state (defaults, but a breaker that opens on one failure and half-opens at once) with 'd' half-open."""
+    state = RedisState(url, namespace=namespace, failure_threshold=1, cooldown=0.0)
+    first = state.admit("d")
+    state.release("d", first, ok=False)
+    assert state.stats("d").breaker is BreakerState.HALF_OPEN
+    return state
+
+
+def asleep(server: RedisServer) -> bool:
+    """The server is busy in DEBUG SLEEP (a ping gets no answer within 20 ms)."""
+    try:
+        redis.Redis.from_url(server.url, socket_timeout=0.02).ping()
+    except redis.TimeoutError:
+        return True
+    return False
+
+
+def resumed(state: RedisState) -> bool:
+    return wait_until(lambda: state.shared, 10.0)
+
+
+def test_probe_admitted_by_a_slow_redis_is_given_back(server: RedisServer) -> None:
+    """Redis ran the probe's admission after the 50 ms bound: the caller went local, and the probe
+    lease must not hold the breaker half-open for every process for probe_timeout (120 s)."""
+    state = half_open(server.url, "slow")
+    sleeper = threading.Thread(target=lambda: redis.Redis.from_url(server.url).execute_command("DEBUG", "SLEEP", "0.3"))
+    sleeper.start()
+    assert wait_until(lambda: asleep(server), 5.0)
+    admission = state.admit("d")
+    assert admission.ok
+    assert not state.shared  # served on local state
+    sleeper.join()
+    assert resumed(state)
+    other = RedisState(server.url, namespace="slow")  # another process
+    assert other.stats("d").in_flight == 0
+    assert other.admit("d").probe
+    state.release("d", admission, ok=True)  # a local admission: released locally, nothing in Redis
+    assert other.stats("d").in_flight == 1
+
+
+def test_release_lost_while_redis_is_paused_is_given_back(server: RedisServer) -> None:
+    state = half_open(server.url, "paused")
+    probe = state.admit("d")
+    assert probe.probe
+    server.pause()
+    try:
+        state.release("d", probe, ok=True)  # times out: the outcome never reaches Redis
+    finally:
+        server.resume()
+    assert resumed(state)
+    other = RedisState(server.url, namespace="paused")
+    assert other.stats("d").in_flight == 0
+    # admitted at once (Redis ran the release after all, or its probe lease was given back),
+    # not refused as "probe in flight" for probe_timeout
+    assert other.admit("d").ok
+
+
+def test_cancelled_async_admission_is_given_back(server: RedisServer) -> None:
+    state = half_open(server.url, "cancelled")
+
+    async def cancelled() -> None:
+        server.pause()
+        task = asyncio.ensure_future(state.aadmit("d", tokens=10, tpm=1000))
+        await asyncio.sleep(0.01)  # sent, no reply yet
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        server.resume()
+        assert (await state.aadmit("d")).probe  # the lost admission is forgotten first
+        await state.aclose()
+
+    asyncio.run(cancelled())
+    stats = state.stats("d")
+    assert stats.in_flight == 1  # the second admission only
+    assert stats.tokens_last_minute == 0  # the cancelled one's reservation is gone
+
+
+def test_flushall_mid_call_does_not_release_someone_else(server: RedisServer) -> None:
+    """Ids survive Redis losing its keys: a call admitted before FLUSHALL cannot release one after."""
+    state = RedisState(server.url, namespace="flushed")
+    before = state.admit("d")
+    redis.Redis.from_url(server.url).flushall()
+    after = state.admit("d")
+    state.release("d", before, ok=True)
+    assert state.stats("d").in_flight == 1
+    state.release("d", after, ok=True)
+    assert state.stats("d").in_flight == 0
+
+
+def test_server_killed_and_restarted_empty_leaves_every_key_with_a_ttl(server: RedisServer) -> None:
+    state = half_open(server.url, "killed")
+    held = [state.admit("e", tokens=5, tpm=100) for _ in range(3)]
+    server.stop()
+    for admission in held:
+        state.release("e", admission, ok=True)  # lost
+    server.start()  # same port, empty
+    assert resumed(state)
+    for _ in range(3):
+        state.release("d", state.admit("d"), ok=False)
+    raw = redis.Redis.from_url(server.url)
+    keys = list(raw.scan_iter("*"))
+    assert keys
+    assert all(raw.pttl(key) > 0 for key in keys), {key: raw.pttl(key) for key in keys}
+    assert state.stats("e").in_flight == 0
+
+
+def test_password_in_the_url_is_never_shown(server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    password = "hunter2-but-longer"
+    redis.Redis.from_url(server.url).config_set("requirepass", password)
+    url = f"redis://:{password}@127.0.0.1:{server.port}/0"
+    caplog.set_level(logging.DEBUG)
+    good = RedisState(url, namespace="pw")
+    assert good.admit("d").ok
+    assert good.shared
+    wrong = RedisState(f"redis://:wrong-{password}@127.0.0.1:{server.port}/0", namespace="pw")
+    assert wrong.admit("d").ok
+    assert not wrong.shared  # refused by Redis: served locally
+    shown = [repr(good), repr(wrong), str(good.health()), str(wrong.health()), caplog.text]
+    assert not [text for text in shown if password in text]
+    assert password not in redact(f"connect failed: {url}, password {password}")  # registered for redaction
+    good.close()
+    wrong.close()
