@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -156,3 +158,41 @@ def test_password_in_the_url_is_never_shown(server: RedisServer, caplog: pytest.
     assert password not in redact(f"connect failed: {url}, password {password}")  # registered for redaction
     good.close()
     wrong.close()
+
+
+def _race_for_the_probe(url: str, namespace: str, start: Any, found: Any) -> None:
+    """One process: 8 threads and 200 tasks ask for the half-open deployment at once."""
+    state = RedisState(url, namespace=namespace, failure_threshold=1, cooldown=0.0, timeout=2.0)
+    probes: list[bool] = []
+
+    def thread() -> None:
+        probes.extend(state.admit("d").probe for _ in range(10))
+
+    async def tasks() -> None:
+        answers = await asyncio.gather(*(state.aadmit("d") for _ in range(200)))
+        probes.extend(a.probe for a in answers)
+        await state.aclose()
+
+    start.wait()
+    threads = [threading.Thread(target=thread) for _ in range(8)]
+    for each in threads:
+        each.start()
+    asyncio.run(tasks())
+    for each in threads:
+        each.join()
+    found.put((sum(probes), len(probes)))
+
+
+def test_one_probe_across_threads_tasks_and_processes(server: RedisServer) -> None:
+    half_open(server.url, "race")
+    context = multiprocessing.get_context("spawn")
+    start, found = context.Event(), context.Queue()
+    workers = [context.Process(target=_race_for_the_probe, args=(server.url, "race", start, found)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    results = [found.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    assert sum(asked for _, asked in results) == 4 * (8 * 10 + 200)
+    assert sum(probes for probes, _ in results) == 1
