@@ -284,30 +284,67 @@ class Slot:
 
 def take(shared: Shared, request: Request, step: Try) -> Slot | Admission:
     """Take a slot at ``step.dep`` (never waits), or say why not; on refusal nothing is held."""
+    slot = _enter(shared, step)
+    if not isinstance(slot, Slot):
+        return slot
+    dep = step.dep
+    try:
+        admission = shared.state.admit(dep.name, tokens=_tpm_tokens(request, dep), rpm=dep.rpm, tpm=dep.tpm)
+    except BaseException:
+        slot.release()
+        raise
+    return _admitted(slot, admission)
+
+
+async def atake(shared: Shared, request: Request, step: Try) -> Slot | Admission:
+    """:func:`take` for the event loop: a shared state's admission is awaited, never blocking the loop.
+
+    Cancelled while Redis answers, the slot's gate and budget hold are given back here, and
+    the state forgets the admission it may have granted (RedisState does, once Redis answers).
+    """
+    slot = _enter(shared, step)
+    if not isinstance(slot, Slot):
+        return slot
+    dep = step.dep
+    try:
+        admission = await shared.state.aadmit(dep.name, tokens=_tpm_tokens(request, dep), rpm=dep.rpm, tpm=dep.tpm)
+    except BaseException:
+        slot.release()
+        raise
+    return _admitted(slot, admission)
+
+
+def _tpm_tokens(request: Request, dep: Deployment) -> int:
+    return request.tpm_tokens(dep) if dep.tpm is not None else 0
+
+
+def _enter(shared: Shared, step: Try) -> Slot | Admission:
+    """The gate slot and budget hold a try needs before its admission; on refusal nothing is held."""
     dep = step.dep
     gate = shared.gates.get(dep.name)
     if gate is not None and not step.gate_held and not gate.try_enter():
         return Admission(ok=False, reason=BUSY, limited=True)
     slot = Slot(shared, dep, gate, step.guard)  # from here the gate slot (if any) is the slot's
-    if step.timeout is not None:
-        slot.cut_at = slot.started + step.timeout
-    refusal: Admission
+    if step.guard is None:
+        return slot
     try:
-        if step.guard is not None:
-            slot.hold = step.guard.hold(dep)  # raises when on_budget_exceeded="raise"
-            if slot.hold is None:
-                refusal = Admission(ok=False, reason=step.guard.reason(dep))
-                return refusal
-        tokens = request.tpm_tokens(dep) if dep.tpm is not None else 0
-        admission = shared.state.admit(dep.name, tokens=tokens, rpm=dep.rpm, tpm=dep.tpm)
-        if admission.ok:
-            slot.admission = admission
-            return slot
-        refusal = admission
-        return refusal
-    finally:
-        if slot.admission is None:
-            slot.release()
+        slot.hold = step.guard.hold(dep)  # raises when on_budget_exceeded="raise"
+    except BaseException:
+        slot.release()
+        raise
+    if slot.hold is None:
+        slot.release()
+        return Admission(ok=False, reason=step.guard.reason(dep))
+    return slot
+
+
+def _admitted(slot: Slot, admission: Admission) -> Slot | Admission:
+    """The slot, admitted; or the state's refusal, with the gate and budget hold given back."""
+    if admission.ok:
+        slot.admission = admission
+        return slot
+    slot.release()
+    return admission
 
 
 class Answer:
@@ -428,7 +465,7 @@ def invoke_sync(shared: Shared, request: Request, step: Try) -> Answer | Failed 
 
 async def invoke_async(shared: Shared, request: Request, step: Try) -> Answer | Failed | Admission:
     """One non-streamed try (async)."""
-    slot = take(shared, request, step)
+    slot = await atake(shared, request, step)
     if not isinstance(slot, Slot):
         return slot
     result: ChatResult | None = None
@@ -472,7 +509,7 @@ def stream_sync(shared: Shared, request: Request, step: Try) -> Opened | Failed 
 
 async def stream_async(shared: Shared, request: Request, step: Try) -> Opened | Failed | Admission:
     """One streamed try, up to its first chunk (async)."""
-    slot = take(shared, request, step)
+    slot = await atake(shared, request, step)
     if not isinstance(slot, Slot):
         return slot
     chunks = _chunks_async(slot, request, step)

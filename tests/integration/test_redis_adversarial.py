@@ -17,8 +17,10 @@ import pytest
 import redis
 
 from langchain_multigateway._redact import redact
-from langchain_multigateway.state import BreakerState
+from langchain_multigateway.routing import Deployment, RoutingChatModel
+from langchain_multigateway.state import Admission, BreakerState
 from langchain_multigateway.state.redis import RedisState
+from langchain_multigateway.testing import ScriptedChatModel
 from tests.redis_server import RedisServer, wait_until
 
 pytestmark = pytest.mark.redis
@@ -196,3 +198,72 @@ def test_one_probe_across_threads_tasks_and_processes(server: RedisServer) -> No
         worker.join(30)
     assert sum(asked for _, asked in results) == 4 * (8 * 10 + 200)
     assert sum(probes for probes, _ in results) == 1
+
+
+class WatchedState(RedisState):
+    """A RedisState that notes when the router awaits its admission."""
+
+    admitting = False
+
+    async def aadmit(self, name: str, *, tokens: int = 0, rpm: int | None = None, tpm: int | None = None) -> Admission:
+        self.admitting = True
+        try:
+            return await super().aadmit(name, tokens=tokens, rpm=rpm, tpm=tpm)
+        finally:
+            self.admitting = False
+
+
+def router_on(state: RedisState) -> RoutingChatModel:
+    model = ScriptedChatModel(model="model-a", default_reply="from a")
+    return RoutingChatModel(deployments=[Deployment(name="a", model=model, rpm=1000)], state=state)
+
+
+async def test_an_async_call_lets_the_loop_run_while_a_paused_redis_is_awaited(server: RedisServer) -> None:
+    state = WatchedState(server.url, namespace="loop")  # the default 50 ms bound
+    router = router_on(state)
+    assert (await router.ainvoke("hi")).content == "from a"  # the loop's async client is connected
+    ran_meanwhile = asyncio.Event()
+
+    async def other_task() -> None:
+        while not ran_meanwhile.is_set():
+            if state.admitting:
+                ran_meanwhile.set()
+            await asyncio.sleep(0)
+
+    server.pause()
+    try:
+        ticker = asyncio.ensure_future(other_task())
+        answer = await router.ainvoke("hi")
+        await asyncio.wait({ticker}, timeout=5)  # a hang guard
+        ticker.cancel()
+    finally:
+        server.resume()
+    assert answer.content == "from a"  # served on local state
+    assert ran_meanwhile.is_set()  # the loop was not blocked while Redis did not answer
+    assert not state.shared
+    assert resumed(state)
+    assert router.health()["a"].in_flight == 0
+    await state.aclose()
+
+
+async def test_an_async_call_cancelled_while_redis_is_awaited_holds_nothing(server: RedisServer) -> None:
+    state = RedisState(server.url, namespace="cancel")
+    router = RoutingChatModel(
+        deployments=[Deployment(name="a", model=ScriptedChatModel(model="m", default_reply="x"), max_concurrency=1)],
+        state=state,
+    )
+    await router.ainvoke("hi")
+    server.pause()
+    try:
+        call = asyncio.ensure_future(router.ainvoke("hi"))
+        await asyncio.sleep(0.01)  # awaiting Redis' answer to its admission
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    finally:
+        server.resume()
+    health = router.health()["a"]
+    assert health.concurrency_in_use == 0
+    assert health.in_flight == 0
+    assert (await router.ainvoke("hi")).content == "x"  # its gate slot was given back
+    await state.aclose()
