@@ -9,7 +9,9 @@ import asyncio
 import logging
 import multiprocessing
 import threading
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,8 @@ from langchain_multigateway._redact import redact
 from langchain_multigateway.routing import Deployment, RoutingChatModel
 from langchain_multigateway.state import Admission, BreakerState
 from langchain_multigateway.state.redis import RedisState
+from langchain_multigateway.state.spend import buckets
+from langchain_multigateway.state.spend_redis import RedisSpendStore
 from langchain_multigateway.testing import ScriptedChatModel
 from tests.redis_server import RedisServer, wait_until
 
@@ -267,3 +271,31 @@ async def test_an_async_call_cancelled_while_redis_is_awaited_holds_nothing(serv
     assert health.in_flight == 0
     assert (await router.ainvoke("hi")).content == "x"  # its gate slot was given back
     await state.aclose()
+
+
+@pytest.mark.parametrize("period", [None, "1d", "7d", "30d", "1mo"])
+def test_redis_names_budget_periods_as_python_does(server: RedisServer, period: str | None) -> None:
+    """The spend store cuts periods by the Redis server's clock, in Lua: the same UTC days and
+    months as :func:`buckets`, across month ends, leap days and year ends."""
+    store = RedisSpendStore(server.url, namespace="periods")
+    start = datetime(2023, 12, 25, tzinfo=timezone.utc).timestamp()
+    for hours in range(0, 24 * 800, 37):  # 2023-12-25 .. 2026-03, through 2024-02-29
+        at = start + hours * 3600.0
+        assert store.buckets(period, at) == buckets(period, at)[1], datetime.fromtimestamp(at, tz=timezone.utc)
+    store.close()
+
+
+def test_hosts_with_skewed_clocks_judge_one_daily_budget(server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host whose clock is a day ahead spends against the same day as the others."""
+    honest = RedisSpendStore(server.url, namespace="skew")
+    skewed = RedisSpendStore(server.url, namespace="skew")
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 86400)  # the skewed host's clock
+    over, _ = skewed.reserve("team", "1d", "call-1", 60, None, 100, None)
+    assert over is None
+    skewed.settle("team", "1d", "call-1", 60, 0.0)
+    monkeypatch.setattr(time, "time", real_time)
+    assert honest.totals("team", "1d").spent_tokens == 60
+    assert honest.reserve("team", "1d", "call-2", 60, None, 100, None)[0] == "tokens"  # not a fresh budget
+    honest.close()
+    skewed.close()
