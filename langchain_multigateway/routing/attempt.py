@@ -325,6 +325,8 @@ def _enter(shared: Shared, step: Try) -> Slot | Admission:
     if gate is not None and not step.gate_held and not gate.try_enter():
         return Admission(ok=False, reason=BUSY, limited=True)
     slot = Slot(shared, dep, gate, step.guard)  # from here the gate slot (if any) is the slot's
+    if step.timeout is not None:
+        slot.cut_at = slot.started + step.timeout
     if step.guard is None:
         return slot
     try:
