@@ -133,6 +133,7 @@ class Deployment(BaseModel):
 
     _provider: str = PrivateAttr(default="unknown")
     _model_name: str = PrivateAttr(default="unknown")
+    _named: bool | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
@@ -147,6 +148,8 @@ class Deployment(BaseModel):
         self._model_name = str(
             params.get("ls_model_name") or getattr(self.model, "model", None) or getattr(self.model, "model_name", "")
         )
+        if self._named is None:  # once: the router validates a deployment again after naming it
+            self._named = bool(self.name)
         if not self.name:
             self.name = f"{self._provider}:{self._model_name}"
         inferred = infer_capabilities(self.model)
@@ -163,9 +166,8 @@ class Deployment(BaseModel):
 
     @property
     def named(self) -> bool:
-        """Whether the name was chosen (not ``"<provider>:<model>"``, nor that with a ``#n`` suffix)."""
-        auto = f"{self._provider}:{self._model_name}"
-        return self.name != auto and not (self.name.startswith(auto + "#") and self.name[len(auto) + 1 :].isdigit())
+        """Whether the name was given (a router numbers only the names it made up: ``"<provider>:<model>#2"``)."""
+        return bool(self._named)
 
     @property
     def provider(self) -> str:

@@ -565,6 +565,10 @@ def _with_stream_run(
 def _unique_names(deployments: Sequence[Deployment]) -> None:
     """Refuse a name given twice (two deployments would share one breaker, gate and stats);
     number the unnamed twins (``openai:gpt-4o-mini#2``) around every name already taken."""
+    if len({id(d) for d in deployments}) != len(deployments):
+        listed = next(d.name for d in deployments if sum(x is d for x in deployments) > 1)
+        msg = f"deployment {listed!r} is listed twice; make a second Deployment (with its own name=) for a twin"
+        raise ValueError(msg)
     given = [d.name for d in deployments if d.named]
     for name in given:
         if given.count(name) > 1:

@@ -259,3 +259,20 @@ def test_the_callers_own_timeout_counts_on_no_breaker(server: tuple[str, Script]
     assert_idle(hurried)
     patient = RoutingChatModel(deployments=deployments, state=state)  # same deployments and state, no timeout
     assert patient.invoke("x").content == "slow but fine"
+
+
+def test_a_given_name_is_never_renamed_and_one_deployment_is_never_listed_twice() -> None:
+    # A name given in the "<provider>:<model>" shape was taken for a made-up one: the router
+    # renamed the user's deployment and gave its name to another (so router.deployment(name) and
+    # config references reached the wrong one); two such given names were numbered, not refused.
+    # The same Deployment object listed twice was renamed in place: two entries, one name, one state.
+    unnamed = Deployment(model=ScriptedChatModel(model="m"))
+    named = Deployment(model=ScriptedChatModel(model="m"), name="scripted:m")
+    router = RoutingChatModel(deployments=[unnamed, named])
+    assert router.deployment("scripted:m") is named
+    assert unnamed.name == "scripted:m#2"
+    with pytest.raises(ValueError, match="'scripted:m' is used twice"):
+        RoutingChatModel(deployments=[Deployment(model=ScriptedChatModel(model="m"), name="scripted:m"), named])
+    twice = Deployment(model=ScriptedChatModel(model="m"))
+    with pytest.raises(ValueError, match="listed twice"):
+        RoutingChatModel(deployments=[twice, twice])
