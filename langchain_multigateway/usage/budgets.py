@@ -13,6 +13,9 @@ Scopes:
   of the model with the budget among its callbacks (still a ``BaseChatModel``);
 * a tag: ``Budget(max_cost_usd=5, scope="team-a")`` judges and counts only runs
   tagged ``team-a`` (``config={"tags": ["team-a"]}``);
+* a provider or a model: ``Budget(max_cost_usd=5, provider="openai")`` (or
+  ``model="gpt-4o"``, or both) judges and counts only calls to it; in a router, other
+  deployments are routed without it (a cheaper provider stays usable once it is spent);
 * a period, shared: ``Budget(max_cost_usd=5, period="1d")`` counts today's spend (UTC;
   also ``"30d"``, ``"1mo"``) in a :class:`~langchain_multigateway.state.spend.SpendStore`:
   the usage ledger's SQLite file by default (shared by a host's processes, kept across
@@ -104,6 +107,8 @@ class Budget(CallRecorder):
         max_tokens: Limit in tokens, input plus output (None: no token limit).
         scope: None (every run the handler sees), a tag (str), or a
             ``UsageCallbackHandler`` whose totals are the spend.
+        provider: Only calls to this provider (``"openai"``, a deployment's ``provider``).
+        model: Only calls to this model (a deployment's ``model_name``).
         name: Shown in error messages.
         prices: Price table for estimates and spend (the default table when None).
         default_output_tokens: Output assumed for a call that sets no ``max_tokens``
@@ -145,6 +150,8 @@ class Budget(CallRecorder):
         default_output_tokens: int = 0,
         period: str | None = None,
         store: SpendStore | None = None,
+        provider: str | None = None,
+        model: str | None = None,
     ) -> None:
         if max_cost_usd is None and max_tokens is None:
             msg = "A Budget needs max_cost_usd, max_tokens, or both"
@@ -162,6 +169,8 @@ class Budget(CallRecorder):
         self.max_cost_usd = max_cost_usd
         self.max_tokens = max_tokens
         self.scope = scope
+        self.provider = provider
+        self.model = model
         self.name = name
         self.default_output_tokens = default_output_tokens
         self._lock = threading.Lock()
@@ -353,12 +362,26 @@ class Budget(CallRecorder):
         return BudgetExceededError(message, kind=kind, spent=spent, limit=limit, estimate=estimate, budget=self.name)
 
     # ------------------------------------------------------------------ callbacks
-    def _in_scope(self, tags: Sequence[str]) -> bool:
-        return not isinstance(self.scope, str) or self.scope in tags
+    def covers(self, provider: str | None, model: str | None) -> bool:
+        """Whether calls to ``provider`` / ``model`` count against this budget."""
+        return (self.provider is None or provider == self.provider) and (self.model is None or model == self.model)
+
+    def _in_scope(self, tags: Sequence[str], provider: str | None = None, model: str | None = None) -> bool:
+        return (not isinstance(self.scope, str) or self.scope in tags) and self.covers(provider, model)
+
+    def _run_in_scope(self, run: _Run) -> bool:
+        """Whether a call's run is judged by this budget (its tags, provider and model)."""
+        model = run.metadata.get("ls_model_name") or run.params.get("model") or run.params.get("model_name")
+        provider = run.metadata.get("ls_provider")
+        return self._in_scope(
+            run.tags, None if provider is None else str(provider), None if model is None else str(model)
+        )
 
     def _on_start(self, run: _Run) -> None:
         messages, run.messages = run.messages, []
-        if run.chat_parent is not None or not self._in_scope(run.tags):
+        if run.chat_parent is not None:
+            return
+        if not self._run_in_scope(run):
             return
         model = run.metadata.get("ls_model_name") or run.params.get("model") or run.params.get("model_name")
         max_out = next((run.params[k] for k in _MAX_TOKEN_KEYS if isinstance(run.params.get(k), int)), None)
@@ -374,8 +397,8 @@ class Budget(CallRecorder):
 
     def _emit_run(self, run: _Run, records: list[CallRecord]) -> None:
         if self.store is not None:
-            mine = [r for r in records if self._in_scope(r.tags)]
-            if not mine and not self._in_scope(run.tags):
+            mine = [r for r in records if self._in_scope(r.tags, r.provider, r.model)]
+            if not mine and not self._run_in_scope(run):
                 return  # nothing held, nothing spent: spare the store a write
             cost = sum(r.cost_usd or 0.0 for r in mine)
             self.store.settle(self.name, self.period, str(run.run_id), sum(r.total_tokens for r in mine), cost)
@@ -385,7 +408,7 @@ class Budget(CallRecorder):
             self._reserved.pop(run.run_id, None)
             if own:
                 for record in records:
-                    if self._in_scope(record.tags):
+                    if self._in_scope(record.tags, record.provider, record.model):
                         self._spent_tokens += record.total_tokens
                         self._spent_cost += record.cost_usd or 0.0
 
