@@ -14,7 +14,8 @@ spend (the response's ``usage_metadata``, priced the same way).
 tried cheapest first; if none fits, :class:`BudgetExceededError` says what each
 would have cost.
 
-A router's budget judges every call the router routes: a tag scope
+A router's budget judges every call the router routes to a deployment it covers
+(``Budget(provider=..., model=...)``; others are routed without it): a tag scope
 (``Budget(scope="team-a")``) applies only when the budget runs as a callback. Give
 a budget to the router or to callbacks, not both, or spend is counted twice.
 """
@@ -32,7 +33,10 @@ if TYPE_CHECKING:
     from langchain_multigateway.routing.request import Request
     from langchain_multigateway.usage.budgets import Budget
 
-__all__ = ["BudgetGuard", "spend_of"]
+__all__ = ["OUTSIDE", "BudgetGuard", "spend_of"]
+
+OUTSIDE = object()
+"""The hold of a deployment the budget does not cover (another provider or model): nothing held."""
 
 
 def _priced(dep: Deployment) -> bool:
@@ -91,7 +95,7 @@ class BudgetGuard:
         """``cheaper`` mode: drop the deployments the budget refuses; after a refusal, cheapest first."""
         if self.mode != "cheaper":
             return deps
-        fits = [d for d in deps if self.budget.allows(*self.estimate(d))]
+        fits = [d for d in deps if not self.covers(d) or self.budget.allows(*self.estimate(d))]
         if len(fits) == len(deps):
             return deps
         for dep in deps:
@@ -102,6 +106,8 @@ class BudgetGuard:
 
     def hold(self, dep: Deployment) -> object | None:
         """Reserve ``dep``'s estimate; None (``cheaper``) or raise (``raise``) when it does not fit."""
+        if not self.covers(dep):
+            return OUTSIDE
         tokens, cost = self.estimate(dep)
         detail = f"; deployment {dep.name!r}: prompt + max_tokens={self.output_tokens(dep)}"
         try:
@@ -114,8 +120,13 @@ class BudgetGuard:
 
     def settle(self, key: object, dep: Deployment, usage: Mapping[str, Any] | None) -> None:
         """Release the reservation; record what the call really used."""
+        if key is OUTSIDE:
+            return
         tokens, cost = spend_of(self.budget, dep, usage)
         self.budget.settle(key, tokens, cost)
+
+    def covers(self, dep: Deployment) -> bool:
+        return self.budget.covers(dep.provider, dep.model_name)
 
     def reason(self, dep: Deployment) -> str:
         tokens, cost = self.estimate(dep)
