@@ -212,3 +212,48 @@ def test_four_processes_never_pass_a_shared_daily_budget(backend: str, tmp_path:
     assert totals.spent_cost_usd <= 0.25  # never over: every estimate covered its real cost
     assert totals.spent_cost_usd >= 0.2  # and the budget was used, not refused wholesale
     assert sum(r["granted"] for r in results) < 240
+
+
+def _priced(model: str) -> Deployment:
+    usage = {"input_tokens": 1000, "output_tokens": 1000, "total_tokens": 2000}
+    scripted = ScriptedChatModel(steps=[Step(reply=model, usage=usage)], exhausted="cycle", model=model)
+    return Deployment(model=scripted, name=model, input_price=1.0, output_price=1.0)  # $0.002 a call
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_a_model_scoped_budget_is_shared_and_leaves_other_models_usable(
+    store: SpendStore, asynchronous: bool
+) -> None:
+    """``Budget(model=...)``: two routers (two processes) spend one daily budget on model ``a``;
+    once it is spent, both route to ``b``, whose calls it neither judges nor counts."""
+    name = f"scoped-{uuid.uuid4().hex[:6]}"
+
+    def router() -> RoutingChatModel:
+        budget = Budget(max_cost_usd=0.005, period="1d", name=name, store=store, model="a")
+        return RoutingChatModel(
+            deployments=[_priced("a"), _priced("b")], budget=budget, on_budget_exceeded="cheaper", strategy="ordered"
+        )
+
+    one, two = router(), router()
+    served = []
+    for turn in range(6):
+        caller = one if turn % 2 == 0 else two
+        answer = await caller.ainvoke("hi", max_tokens=5) if asynchronous else caller.invoke("hi", max_tokens=5)
+        served.append(answer.content)
+    assert served == ["a", "a", "a", "b", "b", "b"]  # $0.006 spent on a, then a is refused for both
+    assert store.totals(name, "1d").spent_cost_usd == pytest.approx(0.006)  # b's calls are not counted
+    assert not one.budget.covers("scripted", "b")  # type: ignore[union-attr]
+
+
+@pytest.mark.filterwarnings("ignore:No price known")
+def test_a_provider_scoped_budget_as_a_callback_judges_only_that_provider() -> None:
+    budget = Budget(max_tokens=10, provider="elsewhere")
+    model = ScriptedChatModel(default_reply="a long enough reply to pass ten tokens", model="m")
+    for _ in range(3):
+        model.invoke("hello there, several tokens of prompt", config={"callbacks": [budget]})
+    assert budget.spent_tokens == 0  # another provider's calls: neither judged nor counted
+    mine = Budget(max_tokens=30, provider=Deployment(model=model).provider)
+    model.invoke("hello there, several tokens of prompt", config={"callbacks": [mine]})
+    assert mine.spent_tokens > 15
+    with pytest.raises(BudgetExceededError):
+        model.invoke("hi", config={"callbacks": [mine]})
