@@ -336,3 +336,42 @@ def test_the_state_url_password_is_masked(upstream: Any, tmp_path: Any) -> None:
     app = build_app(config, keys_path=tmp_path / "keys.sqlite3", ledger_path=None)
     assert app is not None
     assert password not in redact(f"cannot reach redis://:{password}@127.0.0.1:1/0 ({password})")
+
+
+def test_an_upstream_quoting_the_gateways_provider_key_leaks_it_nowhere(
+    upstream: Any, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    planted = "sk-upstream-planted-" + "k3y" * 8
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        f'models:\n  leaky: {{model: "openai:leaky", base_url: "{upstream.url}/v1", api_key: "{planted}"}}\n'
+    )
+    keys = KeyStore(tmp_path / "keys.sqlite3")
+    secret, _ = keys.create("victim")
+    app = build_app(config, keys_path=tmp_path / "keys.sqlite3", ledger_path=tmp_path / "usage.sqlite3")
+    # the access log on, uvicorn's loggers left to propagate to the test's capture
+    server = ThreadedServer(app, access_log=True, log_config=None)
+    bodies = []
+    access = logging.getLogger("uvicorn.access")
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.INFO, logger=access.name), server:
+        for path, body in (
+            ("/v1/chat/completions", {"model": "leaky", "messages": USER}),
+            ("/v1/chat/completions", {"model": "leaky", "messages": USER, "stream": True}),
+            ("/v1/messages", {"model": "leaky", "max_tokens": 5, "messages": USER}),
+        ):
+            answer = httpx.post(server.url + path, json=body, headers={"x-api-key": secret}, timeout=30)
+            assert answer.status_code == 502, answer.text
+            bodies.append(answer.text + repr(answer.headers))
+        bodies.append(httpx.get(server.url + "/metrics").text)
+        bodies.append(httpx.get(server.url + "/health/readiness").text)
+    keys.close()
+    time.sleep(0.2)
+    written = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p != config)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Incorrect API key" in bodies[0]  # the upstream's message is passed on, masked
+    assert any(r.name == "uvicorn.access" for r in caplog.records)  # the access log was read too
+    for text in (*bodies, logged):
+        assert planted not in text
+        assert secret not in text
+    assert planted.encode() not in written
+    assert secret.encode() not in written

@@ -10,6 +10,7 @@ knows what the gateway must pass on. ``POST /v1/chat/completions``:
 * otherwise: ``echo: <last user text>``
 * model ``slow*``: streams 50 pieces 0.1 s apart (disconnect and shutdown tests)
 * model ``cut*``: streams three pieces, then drops the connection
+* model ``leaky*``: 401 whose message quotes the ``Authorization`` header it got
 
 Streams send ``usage`` in a last chunk when ``stream_options.include_usage`` is set.
 ``GET /stats`` counts requests, completed and abandoned streams (a client that went
@@ -98,6 +99,9 @@ def create_app(stats: Stats) -> Starlette:
         stats.bodies.append(body)
         if model.startswith("down"):
             return JSONResponse({"error": {"message": "stub outage", "type": "server_error"}}, 503)
+        if model.startswith("leaky"):  # an upstream that quotes the credential it refused, as some do
+            sent = request.headers.get("authorization", "")
+            return JSONResponse({"error": {"message": f"Incorrect API key provided: {sent}", "type": "auth"}}, 401)
         content, calls = _answer(body)
         if body.get("stream"):
             return StreamingResponse(_stream(stats, body, model, content, calls), media_type="text/event-stream")
