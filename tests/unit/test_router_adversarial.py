@@ -20,7 +20,6 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from langchain_multigateway._retry import RetryPolicy
 from langchain_multigateway.chat_models.openai import OpenAIChatModel
 from langchain_multigateway.errors import (
     ContentPolicyError,
@@ -33,21 +32,7 @@ from langchain_multigateway.routing import Capabilities, Deployment, FailoverPol
 from langchain_multigateway.state import MemoryState
 from langchain_multigateway.testing import ScriptedChatModel, Step
 from tests.loopback import Reply, Script, chat_completion, chat_stream, serve, sse
-
-ONE_TRY = RetryPolicy(max_attempts=1, initial_delay=0, jitter=0)
-
-
-def dep(name: str, steps: list[Any] | None = None, **kwargs: Any) -> Deployment:
-    model = ScriptedChatModel(model=f"model-{name}", steps=steps or [], default_reply=f"from {name}")
-    kwargs.setdefault("retry_policy", ONE_TRY)
-    return Deployment(model=model, name=name, **kwargs)
-
-
-def assert_idle(router: RoutingChatModel) -> None:
-    for name, health in router.health().items():
-        assert health.in_flight == 0, f"{name}: in_flight={health.in_flight}"
-        assert health.concurrency_in_use == 0, f"{name}: a concurrency slot is still taken"
-        assert health.waiting == 0, f"{name}: a waiter is still queued"
+from tests.unit.test_router_release import assert_idle, dep
 
 
 def _interrupt(*_: Any) -> None:
