@@ -62,23 +62,18 @@ class RedisState(RouterState):
     with ``rpm=100`` send at most 100 requests a minute together, and a breaker opened
     by failures one worker saw stops the others at their next admission.
 
-    Each admission and each release is one atomic Lua script (one round trip), on the
-    sync client from threads and on an async client from the event loop
-    (:meth:`aadmit`, :meth:`arelease`). Keys are hash-tagged per deployment
-    (``{namespace:router:deployment}``), so a Redis Cluster serves them, and every key
-    carries a TTL. Time comes from the Redis server (``TIME``), so hosts with skewed
-    clocks agree.
+    Each admission and each release is one atomic Lua script (one round trip), sync or
+    async (:meth:`aadmit`, :meth:`arelease`). Keys are hash-tagged per deployment, so a
+    Redis Cluster serves them; every key has a TTL; time is the Redis server's clock.
 
-    When Redis is unreachable or slower than ``timeout`` (50 ms by default), the call
-    goes on with this process's local :class:`MemoryState`, one warning is logged,
-    :meth:`health` reports ``shared=False``, and a background thread reconnects; shared
-    state resumes once Redis answers again. Admissions granted locally are released
-    locally.
+    When Redis is unreachable or slower than ``timeout`` (50 ms by default), the call goes
+    on with this process's local :class:`MemoryState` (one warning, :meth:`health` says
+    ``shared=False``) while a background thread reconnects. An admission or release whose
+    answer was lost is given back in Redis once it answers.
 
-    What is approximate: :meth:`latency` and :meth:`in_flight` (read by strategies for
-    every candidate) return the values Redis reported at this process's last admission
-    or release of that deployment, without another round trip; while Redis is down, the
-    limits hold per process, not across processes.
+    Approximate: :meth:`latency` and :meth:`in_flight` are the figures Redis sent at this
+    process's last admission or release of the deployment (no extra round trip); while
+    Redis is down, limits hold per process.
 
     Setup:
         .. code-block:: bash
@@ -287,10 +282,8 @@ class RedisState(RouterState):
         for done, (name, ident, sent) in enumerate(lost):
             try:
                 self._call("forget", name, self._forget_args(ident, sent))
-            except BaseException:
-                with self._lock:
-                    self._lost[:0] = lost[done:]
-                return False
+            except BaseException as exc:
+                return self._forget_failed(lost[done:], exc)
         return True
 
     async def _aforget_lost(self) -> bool:
@@ -300,11 +293,18 @@ class RedisState(RouterState):
         for done, (name, ident, sent) in enumerate(lost):
             try:
                 await self._async_scripts()["forget"](keys=self.keys(name), args=self._forget_args(ident, sent))
-            except BaseException:
-                with self._lock:
-                    self._lost[:0] = lost[done:]
-                return False
+            except BaseException as exc:
+                return self._forget_failed(lost[done:], exc)
         return True
+
+    def _forget_failed(self, left: list[tuple[str, str, bool]], exc: BaseException) -> bool:
+        """Keep what is left to forget for the next try; Redis failing means it is down."""
+        with self._lock:
+            self._lost[:0] = left
+        if not isinstance(exc, self._failures()):
+            raise exc  # cancelled or interrupted: not Redis' fault
+        self._went_down(exc)
+        return False
 
     def _new_id(self) -> str:
         """A new admission id, unique across processes (and across a Redis that lost its keys)."""
@@ -315,13 +315,8 @@ class RedisState(RouterState):
         return f"{prefix}.{next(self._ids)}"
 
     def _evalsha(self, script: str, keys: list[str], args: Sequence[Any]) -> Any:
-        """EVALSHA on this thread's own connection.
-
-        Why not the client's pool: checking a connection out and back in for every command
-        costs a syscall and Python bookkeeping that more than doubled the CPU and wall time
-        of a round trip on loopback; redis-py's ``Connection`` still does the protocol,
-        authentication, TLS and hiredis parsing.
-        """
+        """EVALSHA on this thread's own connection (why not the pool: checking one out and in
+        per command more than doubled a loopback round trip's CPU and wall time)."""
         conn = self._thread_connection()
         try:
             try:
