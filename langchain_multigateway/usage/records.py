@@ -91,21 +91,37 @@ class CallRecord:
         return data
 
 
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "cache_creation_tokens",
+    "reasoning_tokens",
+)
+
+
 def usage_counts(usage: Mapping[str, Any] | None) -> dict[str, int]:
     """Token counts from a ``UsageMetadata``-shaped mapping."""
-    usage = usage or {}
+    return dict(zip(_COUNTS, _counts(usage), strict=True))
+
+
+def _counts(usage: Mapping[str, Any] | None) -> tuple[int, int, int, int, int, int]:
+    """The counts of :func:`usage_counts`, in ``_COUNTS`` order (no dict built per record)."""
+    if not usage:
+        return (0, 0, 0, 0, 0, 0)
     input_details = usage.get("input_token_details") or {}
     output_details = usage.get("output_token_details") or {}
     input_tokens = int(usage.get("input_tokens") or 0)
     output_tokens = int(usage.get("output_tokens") or 0)
-    return {
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "total_tokens": int(usage.get("total_tokens") or input_tokens + output_tokens),
-        "cached_tokens": int(input_details.get("cache_read") or 0),
-        "cache_creation_tokens": int(input_details.get("cache_creation") or 0),
-        "reasoning_tokens": int(output_details.get("reasoning") or 0),
-    }
+    return (
+        input_tokens,
+        output_tokens,
+        int(usage.get("total_tokens") or input_tokens + output_tokens),
+        int(input_details.get("cache_read") or 0),
+        int(input_details.get("cache_creation") or 0),
+        int(output_details.get("reasoning") or 0),
+    )
 
 
 @dataclass(slots=True)
@@ -402,7 +418,7 @@ class CallRecorder(BaseCallbackHandler):
         attempts: int,
     ) -> CallRecord:
         usage = usage if isinstance(usage, Mapping) else None
-        counts = usage_counts(usage)
+        input_tokens, output_tokens, total_tokens, cached, cache_creation, reasoning = _counts(usage)
         model_s = str(model) if model else None
         served_s = str(served) if served else None
         deployment_s = str(deployment) if deployment else None
@@ -423,12 +439,12 @@ class CallRecorder(BaseCallbackHandler):
             cost_usd=cost,
             has_usage=usage is not None,
             attempts=attempts,
-            input_tokens=counts["input_tokens"],
-            output_tokens=counts["output_tokens"],
-            total_tokens=counts["total_tokens"],
-            cached_tokens=counts["cached_tokens"],
-            cache_creation_tokens=counts["cache_creation_tokens"],
-            reasoning_tokens=counts["reasoning_tokens"],
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=total_tokens,
+            cached_tokens=cached,
+            cache_creation_tokens=cache_creation,
+            reasoning_tokens=reasoning,
         )
 
     # ------------------------------------------------------------------ hooks
@@ -462,10 +478,8 @@ def _configured_model(children: list[CallRecord], deployment: str) -> str | None
 
 
 def _where() -> tuple[int, int]:
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
+    loop = asyncio._get_running_loop()  # None outside a loop, where current_task() would raise (slow)
+    task = asyncio.current_task(loop) if loop is not None else None
     return threading.get_ident(), id(task) if task is not None else 0
 
 
