@@ -9,7 +9,17 @@
       timeout: 0.05             # longest wait per Redis operation, seconds
 
 Each router gets a state of its own (a Redis one keyed by the router's name), with the
-router's ``breaker:`` settings.
+router's ``breaker:`` settings, and may have a ``budget:``:
+
+.. code-block:: yaml
+
+    routers:
+      main:
+        budget: {max_cost_usd: 5, period: 1d, provider: openai, on_exceeded: cheaper}
+
+A budget with a ``period`` keeps its spend in the same Redis (``state: {backend: redis}``),
+shared by every process and host, else in the usage ledger's SQLite file. Its ``name``
+(default: the router's) is what processes share.
 """
 
 from __future__ import annotations
@@ -22,10 +32,11 @@ from pydantic import SecretStr
 from langchain_multigateway.state.base import RouterState, StateHealth
 from langchain_multigateway.state.memory import MemoryState
 
-__all__ = ["BACKENDS", "StateSettingsError", "check_state", "state_from_settings"]
+__all__ = ["BACKENDS", "StateSettingsError", "budget_from_settings", "check_state", "state_from_settings"]
 
 BACKENDS = ("memory", "redis")
 _REDIS_KEYS = ("backend", "url", "namespace", "timeout", "reconnect_interval", "ttl", "inflight_lease")
+_BUDGET_KEYS = ("max_cost_usd", "max_tokens", "period", "name", "provider", "model", "scope", "on_exceeded")
 
 
 class StateSettingsError(ValueError):
@@ -84,6 +95,34 @@ def _built(key: str, cls: Any, options: dict[str, Any]) -> RouterState:
     except (ValueError, ImportError) as exc:
         raise StateSettingsError(key, str(exc)) from None
     return state
+
+
+def budget_from_settings(settings: Any, *, router: str, state: RouterState | None) -> tuple[Any, str]:
+    """A router's ``budget:`` mapping -> ``(Budget, on_budget_exceeded)``.
+
+    Raises:
+        StateSettingsError: not a mapping, an unknown key, or a value ``Budget`` rejects
+            (``key`` names it; ``""`` for the whole section).
+    """
+    from langchain_multigateway.usage.budgets import Budget
+
+    if not isinstance(settings, Mapping):
+        raise StateSettingsError("", "expected a mapping such as {max_cost_usd: 5, period: 1d}")
+    options = dict(settings)
+    for key in options:
+        if key not in _BUDGET_KEYS:
+            raise StateSettingsError(str(key), f"unknown key; expected one of: {', '.join(_BUDGET_KEYS)}")
+    mode = options.pop("on_exceeded", "raise")
+    if mode not in ("raise", "cheaper"):
+        raise StateSettingsError("on_exceeded", f"expected raise or cheaper (got {mode!r})")
+    options.setdefault("name", router)
+    spend_store = getattr(state, "spend_store", None)
+    if options.get("period") is not None and callable(spend_store):
+        options["store"] = spend_store()  # shared with every process on this Redis
+    try:
+        return Budget(**options), str(mode)
+    except (TypeError, ValueError) as exc:
+        raise StateSettingsError("", str(exc)) from None
 
 
 def check_state(settings: Mapping[str, Any] | None) -> StateHealth:
