@@ -12,6 +12,7 @@
         stream_recovery: continue          # resume a cut stream on a deployment that can continue a prefix
         failover: {content_policy: raise}
         breaker: {failure_threshold: 5, cooldown: 30}
+        budget: {max_cost_usd: 5, period: 1d, provider: openai, on_exceeded: cheaper}
         deployments:
           - model: fast                    # a name under models:, or "provider:model"
             name: primary
@@ -36,7 +37,7 @@ from langchain_multigateway.routing.deployment import Deployment, deployments_fr
 from langchain_multigateway.routing.policy import FailoverPolicy
 from langchain_multigateway.routing.router import RoutingChatModel
 from langchain_multigateway.routing.strategies import STRATEGIES, BalancedStrategy, Strategy, get_strategy
-from langchain_multigateway.state.settings import StateSettingsError, state_from_settings
+from langchain_multigateway.state.settings import StateSettingsError, budget_from_settings, state_from_settings
 
 if TYPE_CHECKING:
     from langchain_multigateway.config import GatewayConfig
@@ -68,6 +69,7 @@ ROUTER_KEYS = (
     "max_retries",
     "name",
     "stream_recovery",
+    "budget",
 )
 DEPLOYMENT_KEYS = ("model", "params", *(k for k in Deployment.model_fields if k != "model"))
 
@@ -119,6 +121,13 @@ def router_from_config(config: GatewayConfig, name: str) -> RoutingChatModel:
             except StateSettingsError as exc:
                 path = (*where, "breaker") if exc.key == "breaker" else ("state", exc.key)
                 problems.append((path, str(exc)))
+    if "budget" in raw:
+        try:
+            kwargs["budget"], kwargs["on_budget_exceeded"] = budget_from_settings(
+                raw["budget"], router=name, state=kwargs.get("state")
+            )
+        except StateSettingsError as exc:
+            problems.append(((*where, "budget", *([exc.key] if exc.key else [])), str(exc)))
     if problems:
         raise config.error(*problems)
     for key in ("max_wait", "timeout", "max_retries", "stream_recovery"):
