@@ -14,6 +14,7 @@ from langchain_multigateway.routing import router_from_config
 from langchain_multigateway.state import MemoryState
 from langchain_multigateway.state.redis import RedisState
 from langchain_multigateway.state.settings import check_state
+from langchain_multigateway.state.spend_redis import RedisSpendStore
 from tests.redis_server import RedisServer, free_port
 
 pytest_plugins = ["tests.redis_fixtures"]  # redis_server
@@ -115,3 +116,47 @@ def test_cli_health_shows_shared_state(
     assert "shared state: redis DOWN (redis://u:***@127.0.0.1:" in out
     assert "s3cret" not in out
     assert "1 of 2 down" in out
+
+
+def test_a_routers_budget_from_yaml_is_shared_through_the_state_redis(redis_server: RedisServer) -> None:
+    budget_section = {"max_tokens": 40, "period": "1d", "model": "a-model", "on_exceeded": "cheaper"}
+    models = {
+        "a": {"provider": "scripted", "model": "a-model", "default_reply": "from a"},
+        "b": {"provider": "scripted", "model": "b-model", "default_reply": "from b"},
+    }
+    namespace = f"yaml-{free_port()}"
+    config = load_config(
+        {
+            "models": models,
+            "routers": {"main": {"deployments": ["a", "b"], "budget": budget_section}},
+            "state": {"backend": "redis", "url": redis_server.url, "namespace": namespace},
+        }
+    )
+    one, two = router_from_config(config, "main"), router_from_config(config, "main")  # two processes
+    assert one.on_budget_exceeded == "cheaper"
+    budget = one.budget
+    assert budget is not None
+    assert (budget.name, budget.period, budget.model, budget.max_tokens) == ("main", "1d", "a-model", 40)
+    assert isinstance(budget.store, RedisSpendStore)
+    answers = [router.invoke("hello there") for router in (one, two, one, two)]
+    # model a's tokens, spent through both routers, are one budget: once spent, b serves
+    assert [answer.content for answer in answers] == ["from a", "from a", "from a", "from b"]
+    spent_on_a = sum(answer.usage_metadata["total_tokens"] for answer in answers[:3])  # type: ignore[index]
+    assert RedisSpendStore(redis_server.url, namespace=namespace).totals("main", "1d").spent_tokens == spent_on_a
+
+
+@pytest.mark.parametrize(
+    ("section", "where", "says"),
+    [
+        ({"max_cost": 5}, "routers.main.budget.max_cost", "unknown key"),
+        ({"max_tokens": 5, "on_exceeded": "skip"}, "routers.main.budget.on_exceeded", "raise or cheaper"),
+        ({"max_tokens": 5, "period": "weekly"}, "routers.main.budget", "period must be"),
+        ({"period": "1d"}, "routers.main.budget", "needs max_cost_usd, max_tokens"),
+        ("5 dollars", "routers.main.budget", "expected a mapping"),
+    ],
+)
+def test_a_wrong_budget_section_says_where_and_what(section: object, where: str, says: str) -> None:
+    config = load_config({**MODELS, "routers": {"main": {"deployments": ["a"], "budget": section}}})
+    with pytest.raises(ConfigurationError, match=says) as caught:
+        router_from_config(config, "main")
+    assert where in str(caught.value)
