@@ -48,17 +48,15 @@ def run(args: argparse.Namespace) -> int:
     os.environ.update(env)
     if args.workers > 1:
         if str(config.state.get("backend", "memory")) == "redis":
-            warning = (
-                f"{args.workers} workers share breakers and each key's rpm/tpm in Redis; key budgets are "
-                f"counted per worker, so a key may spend up to {args.workers}x its budget"
-            )
+            warning = None  # breakers, each key's rpm/tpm and each key's budget are shared in Redis
         else:
             warning = (
                 f"{args.workers} workers: breakers, rate windows and key limits are kept per worker (no shared "
                 f"state backend: configure state: {{backend: redis}}), so a key's --rpm 60 lets up to "
                 f"{60 * args.workers} requests a minute through"
             )
-        print(f"warning: {warning}", file=sys.stderr)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
     if args.no_auth:
         print("warning: --no-auth: anyone who can reach this port can call every model", file=sys.stderr)
     print(

@@ -28,13 +28,12 @@ from langchain_multigateway.errors import AllDeploymentsFailedError
 from langchain_multigateway.routing import Deployment, RoutingChatModel, routers_from_config
 from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
 from langchain_multigateway.server.keys import VirtualKey
-from langchain_multigateway.state.base import Admission
 from langchain_multigateway.usage.pricing import cost_of_usage
 from langchain_multigateway.usage.records import CallRecord
 
 if TYPE_CHECKING:
     from langchain_multigateway.config import GatewayConfig
-    from langchain_multigateway.server.limits import KeyLimits
+    from langchain_multigateway.server.limits import KeyHold, KeyLimits
     from langchain_multigateway.server.metrics import ServerMetrics
     from langchain_multigateway.usage import Ledger
 
@@ -150,7 +149,7 @@ class Gateway:
         return config
 
     async def invoke(
-        self, call: ChatCall, key: VirtualKey | None, hold: Admission | None = None
+        self, call: ChatCall, key: VirtualKey | None, hold: KeyHold | None = None
     ) -> tuple[AIMessage, Outcome]:
         """Run a call to its end; raises the router's typed errors."""
         started = time.time()
@@ -166,7 +165,7 @@ class Gateway:
         self.settle(call, key, outcome, started, None, hold)
         return message, outcome
 
-    def stream(self, call: ChatCall, key: VirtualKey | None, hold: Admission | None = None) -> RoutedStream:
+    def stream(self, call: ChatCall, key: VirtualKey | None, hold: KeyHold | None = None) -> RoutedStream:
         """A routed stream; call :meth:`RoutedStream.start` for its first chunk (failover ends there)."""
         try:
             runnable, kwargs, ignored = self._bind(call)
@@ -200,7 +199,7 @@ class Gateway:
         outcome: Outcome | None,
         started: float,
         error: BaseException | None,
-        hold: Admission | None = None,
+        hold: KeyHold | None = None,
     ) -> None:
         """Record a finished call once: ledger row, per-key limits and counters."""
         ended = time.time()
@@ -306,7 +305,7 @@ class RoutedStream:
         chunks: AsyncIterator[AIMessageChunk],
         served_by: _ServedBy,
         ignored: list[str],
-        hold: Admission | None = None,
+        hold: KeyHold | None = None,
     ) -> None:
         self.gateway, self.call, self.key = gateway, call, key
         self._hold = hold

@@ -12,25 +12,47 @@ call costs is known only when it ends. Calls in flight count against the budget 
 largest cost one of the key's calls has had, so concurrent calls cannot all pass on the
 same remaining spend; until a first call has ended (its cost unknown) a budgeted key
 runs one call at a time (the others get a 429 with ``Retry-After``).
+
+With shared state, budgets are shared too: each key's spend for its current period
+lives in the Redis spend store (:class:`~langchain_multigateway.state.spend_redis.RedisSpendStore`),
+under ``key:<id>@<period start>``. A call is judged and its estimate (the largest cost
+one of the key's calls has had in this process; none before the first) held in one
+atomic step, so the workers and hosts sharing the store cannot all pass on the same
+remaining spend; the real cost replaces the estimate when the call ends. An unreachable
+store refuses budgeted calls (503): each worker granting the whole budget again would
+be worse.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from langchain_multigateway.server.errors import ApiError
 from langchain_multigateway.server.keys import VirtualKey
 from langchain_multigateway.state.base import Admission, RouterState
+from langchain_multigateway.state.spend import SpendStore, SpendStoreError
 
-__all__ = ["KeyLimits"]
+__all__ = ["KeyHold", "KeyLimits"]
 
 _WINDOW = 60.0
 SpentSince = Callable[[VirtualKey, float], float]
+
+
+@dataclass
+class KeyHold:
+    """What a call holds in shared state until it is recorded."""
+
+    window: Admission | None = None
+    """Its place in the key's shared rpm / tpm windows."""
+    budget: tuple[str, str] | None = None
+    """``(budget name, reservation id)`` of its estimate in the shared spend store."""
 
 
 class KeyLimits:
@@ -40,11 +62,18 @@ class KeyLimits:
         spent_since: ``(key, since_epoch) -> USD`` already spent (the ledger's total);
             None when there is no ledger (spend then counts from the server's start).
         shared: A shared RouterState (Redis) for the rpm / tpm windows; None: this process.
+        spend: A shared spend store for the budgets; None: this process (seeded from the ledger).
     """
 
-    def __init__(self, spent_since: SpentSince | None = None, shared: RouterState | None = None) -> None:
+    def __init__(
+        self,
+        spent_since: SpentSince | None = None,
+        shared: RouterState | None = None,
+        spend: SpendStore | None = None,
+    ) -> None:
         self._spent_since = spent_since
         self._shared = shared
+        self._store = spend
         self._releases: set[asyncio.Task[Any]] = set()
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, deque[tuple[float, int]]] = {}
@@ -56,11 +85,12 @@ class KeyLimits:
     def admit(self, key: VirtualKey, now: float | None = None) -> None:
         """Count a request against ``key``, or raise a 429 :class:`ApiError` saying which limit it hit."""
         now = time.time() if now is None else now
-        if key.budget_usd is not None:
+        local_budget = key.budget_usd is not None and self._store is None  # else judged by :meth:`ahold`
+        if local_budget:
             self._check_budget(key, now)
         if self._shared is None:  # else rpm and tpm are judged by :meth:`ahold`
             self._check_rates(key, now)
-        if key.budget_usd is not None:  # last: nothing after it refuses, so the reservation is released
+        if local_budget:  # last: nothing after it refuses, so the reservation is released
             self._in_flight[key.id] = self._in_flight.get(key.id, 0) + 1
 
     def cancel(self, key: VirtualKey) -> None:
@@ -81,8 +111,40 @@ class KeyLimits:
                 raise ApiError(429, "rate_limit", msg, code="key_rpm_exceeded", retry_after=wait)
             window.append(now)
 
-    async def ahold(self, key: VirtualKey) -> Admission | None:
-        """With shared state: count the call in ``key``'s shared windows (429 when full); None otherwise."""
+    async def ahold(self, key: VirtualKey) -> KeyHold | None:
+        """With shared state: count the call in ``key``'s shared windows and budget (429 when over)."""
+        hold = KeyHold(window=await self._hold_window(key))
+        if self._store is not None and key.budget_usd is not None:
+            try:
+                hold.budget = await asyncio.to_thread(self._reserve, key)
+            except BaseException:
+                if hold.window is not None:
+                    self._release(key, hold.window, 0)
+                raise
+        return hold if hold.window is not None or hold.budget is not None else None
+
+    def _reserve(self, key: VirtualKey) -> tuple[str, str]:
+        """Judge ``key``'s budget and hold this call's estimate in the shared store, in one step."""
+        assert self._store is not None
+        assert key.budget_usd is not None
+        now = time.time()
+        budget = f"{key.tag}@{int(key.period_start(now))}"
+        reservation = uuid.uuid4().hex
+        estimate = self._call_cost.get(key.id)
+        try:
+            # The limit is raised by the call's own estimate: as in this process, the call that
+            # crosses the budget is let in; the others in flight count at their estimates.
+            over, totals = self._store.reserve(
+                budget, None, reservation, 0, estimate, None, key.budget_usd + (estimate or 0.0)
+            )
+        except SpendStoreError as exc:
+            msg = f"key {key.name!r} has a budget and the shared budget store cannot be reached; retry shortly"
+            raise ApiError(503, "unavailable", msg, code="budget_store_unavailable", retry_after=1.0) from exc
+        if over is not None:
+            raise self._over_budget(key, totals.spent_cost_usd, now, totals.reserved_cost_usd)
+        return budget, reservation
+
+    async def _hold_window(self, key: VirtualKey) -> Admission | None:
         if self._shared is None or (key.rpm is None and key.tpm is None):
             return None
         admission = await self._shared.aadmit(key.tag, rpm=key.rpm, tpm=key.tpm)
@@ -98,16 +160,20 @@ class KeyLimits:
         return admission
 
     def record(
-        self, key: VirtualKey, tokens: int, cost_usd: float, now: float | None = None, hold: Admission | None = None
+        self, key: VirtualKey, tokens: int, cost_usd: float, now: float | None = None, hold: KeyHold | None = None
     ) -> None:
         """Add a finished call's tokens and cost to ``key``'s windows and spend (releasing its ``hold``)."""
         now = time.time() if now is None else now
-        if hold is not None and self._shared is not None:
-            self._release(key, hold, tokens)
-        elif key.tpm is not None and tokens:
+        if hold is not None and hold.window is not None and self._shared is not None:
+            self._release(key, hold.window, tokens)
+        elif self._shared is None and key.tpm is not None and tokens:
             self._tokens.setdefault(key.id, deque()).append((now, tokens))
             self._token_sums[key.id] = self._token_sums.get(key.id, 0) + tokens
-        if key.budget_usd is not None:
+        if hold is not None and hold.budget is not None and self._store is not None:
+            budget, reservation = hold.budget
+            self._background(asyncio.to_thread(self._store.settle, budget, None, reservation, tokens, cost_usd or 0.0))
+            self._call_cost[key.id] = max(self._call_cost.get(key.id, 0.0), cost_usd or 0.0)
+        elif key.budget_usd is not None and self._store is None:
             self.cancel(key)
             if cost_usd:
                 start, spent = self._spent(key, now)
@@ -123,7 +189,16 @@ class KeyLimits:
         except RuntimeError:
             self._shared.release(key.tag, hold, **options)
             return
-        task = loop.create_task(self._shared.arelease(key.tag, hold, **options))
+        self._background(self._shared.arelease(key.tag, hold, **options), loop)
+
+    def _background(self, work: Any, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run ``work`` (a coroutine) without making the answer wait for it."""
+        try:
+            loop = loop or asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(work)
+            return
+        task = loop.create_task(work)
         self._releases.add(task)  # held until done, so it is not collected half-way
         task.add_done_callback(self._releases.discard)
 
@@ -152,12 +227,16 @@ class KeyLimits:
             raise ApiError(429, "rate_limit", msg, code="key_budget_pending", retry_after=1.0)
         if spent + in_flight * (per_call or 0.0) < key.budget_usd:
             return
+        raise self._over_budget(key, spent, now, in_flight * (per_call or 0.0))
+
+    def _over_budget(self, key: VirtualKey, spent: float, now: float, reserved: float) -> ApiError:
+        assert key.budget_usd is not None
         if spent < key.budget_usd:
             msg = (
                 f"key {key.name!r} has spent ${spent:.4f} of its ${key.budget_usd:.2f} budget and its "
-                f"{in_flight} call(s) in flight may spend the rest; retry when they end"
+                f"calls in flight may spend the rest (${reserved:.4f} held); retry when they end"
             )
-            raise ApiError(429, "rate_limit", msg, code="key_budget_reserved", retry_after=1.0)
+            return ApiError(429, "rate_limit", msg, code="key_budget_reserved", retry_after=1.0)
         if key.period_seconds:
             resets = key.period_start(now) + key.period_seconds
             when = datetime.fromtimestamp(resets, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -168,7 +247,7 @@ class KeyLimits:
             f"key {key.name!r} has spent ${spent:.4f} of its ${key.budget_usd:.2f} budget {period}; "
             "ask the gateway's admin for a key with a larger budget"
         )
-        raise ApiError(429, "rate_limit", msg, code="budget_exceeded")
+        return ApiError(429, "rate_limit", msg, code="budget_exceeded")
 
     def _check_tpm(self, key: VirtualKey, now: float) -> None:
         assert key.tpm is not None

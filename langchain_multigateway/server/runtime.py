@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -19,6 +19,8 @@ from langchain_multigateway.server.keys import KeyStore
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+    from langchain_multigateway.state.spend import SpendStore
 
 __all__ = ["ENV", "app_from_env", "build_app"]
 
@@ -73,13 +75,14 @@ def build_app(
 
         server_metrics = ServerMetrics()
         server_metrics.watch(routers)
-    shared = None
+    shared = spend = None
     if str(config.state.get("backend", "memory")) == "redis":
         from langchain_multigateway.state.settings import state_from_settings
 
         # The keys' rpm/tpm windows, in the same Redis as the routers' state, under their own name.
         shared = state_from_settings(config.state, router="multigateway-virtual-keys")
-    limits = KeyLimits(spent_since(ledger) if ledger is not None else None, shared)
+        spend = _spend_store(config.state)
+    limits = KeyLimits(spent_since(ledger) if ledger is not None else None, shared, spend)
     gateway = Gateway(routers, ledger=ledger, metrics=server_metrics, limits=limits)
     keys = KeyStore(keys_path)
     settings = ServerSettings(require_key=require_key)
@@ -94,6 +97,19 @@ def build_app(
             ledger.close()
 
     return create_app(gateway, keys=keys, settings=settings, on_shutdown=shutdown)
+
+
+def _spend_store(state: dict[str, Any]) -> SpendStore:
+    """The keys' budgets in the same Redis as the routers' state (its URL, namespace and timeout)."""
+    from langchain_multigateway.state.spend_redis import RedisSpendStore
+
+    url = state.get("url")
+    timeout = state.get("timeout")
+    return RedisSpendStore(
+        url.get_secret_value() if isinstance(url, SecretStr) else str(url),
+        namespace=str(state.get("namespace") or "multigateway"),
+        timeout=float(timeout) if isinstance(timeout, (int, float)) else 0.5,
+    )
 
 
 def app_from_env() -> Starlette:
