@@ -378,3 +378,21 @@ def test_an_upstream_quoting_the_gateways_provider_key_leaks_it_nowhere(
         assert secret not in text
     assert planted.encode() not in written
     assert secret.encode() not in written
+
+
+def test_an_unreachable_shared_budget_store_refuses_budgeted_calls_with_a_503() -> None:
+    pytest.importorskip("redis")
+    from langchain_multigateway.server.errors import ApiError
+    from langchain_multigateway.server.limits import KeyLimits
+    from langchain_multigateway.state.spend_redis import RedisSpendStore
+
+    store = KeyStore(":memory:")
+    _, budgeted = store.create("budgeted", budget_usd=1.0)
+    _, free = store.create("free")
+    limits = KeyLimits(spend=RedisSpendStore("redis://127.0.0.1:1/0", timeout=0.2))  # nothing listens there
+    limits.admit(budgeted)
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(limits.ahold(budgeted))
+    assert refused.value.status == 503
+    assert refused.value.code == "budget_store_unavailable"
+    assert asyncio.run(limits.ahold(free)) is None  # a key without a budget does not need the store
