@@ -21,7 +21,7 @@ from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from langchain_multigateway.chat_models._openai_format import usage_from_openai
-from langchain_multigateway.errors import ProviderError
+from langchain_multigateway.errors import ProviderError, error_from_status
 
 if TYPE_CHECKING:
     from langchain_multigateway.chat_models._base import GatewayChatModel
@@ -98,12 +98,11 @@ class ChatCompletionsAssembler:
     def _event(self, event: Mapping[str, Any]) -> Iterator[ChatGenerationChunk]:
         if event.get("error") or event.get("object") == "error":
             detail = event.get("error") or event.get("message") or event
-            raise ProviderError(
-                f"stream error: {detail}",
-                provider=self.owner.provider_name,
-                model=self.exchange.model,
-                request_id=self.exchange.request_id,
-            )
+            message = f"stream error: {detail}"
+            provider, model, request_id = self.owner.provider_name, self.exchange.model, self.exchange.request_id
+            if _about_the_request(detail):  # typed as an HTTP 400 would be: raised, not retried or sent elsewhere
+                raise error_from_status(400, message, provider=provider, model=model, request_id=request_id)
+            raise ProviderError(message, provider=provider, model=model, request_id=request_id)
         self.model_name = event.get("model") or self.model_name
         self.response_id = event.get("id") or self.response_id
         self.system_fingerprint = event.get("system_fingerprint") or self.system_fingerprint
@@ -161,3 +160,9 @@ class ChatCompletionsAssembler:
             ),
             generation_info={"finish_reason": self.finish_reason},
         )
+
+
+def _about_the_request(detail: Any) -> bool:
+    """A stream's error event that blames the request (an invalid request, a content filter), not the server."""
+    kind = str(detail.get("type") or "") if isinstance(detail, Mapping) else ""
+    return kind == "invalid_request_error" or "content_filter" in str(detail) or "content_policy" in str(detail)

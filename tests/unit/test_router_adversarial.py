@@ -261,3 +261,34 @@ def test_a_given_name_is_never_renamed_and_one_deployment_is_never_listed_twice(
     twice = Deployment(model=ScriptedChatModel(model="m"))
     with pytest.raises(ValueError, match="listed twice"):
         RoutingChatModel(deployments=[twice, twice])
+
+
+CONTENT_FILTER_EVENT = {
+    "error": {
+        "message": "The response was filtered due to the prompt triggering content management policy",
+        "type": "invalid_request_error",
+        "code": "content_filter",
+    }
+}
+
+
+@pytest.mark.parametrize("after_chunks", [0, 2])
+def test_a_content_filter_error_event_in_an_openai_stream_is_raised_not_routed_around(
+    server: tuple[str, Script], after_chunks: int
+) -> None:
+    # An OpenAI-format stream's error event was a plain retryable ProviderError whatever it said, so
+    # a content-filter refusal was retried and then sent to the next deployment (4 requests), and
+    # after chunks "continue" resumed it elsewhere. It is typed as the same refusal over HTTP would be.
+    url, script = server
+    events = [*chat_stream(["one ", "two "])[:after_chunks], CONTENT_FILTER_EVENT]
+    script.set(Reply(sse=events, content_type="text/event-stream"))
+    router = streaming_pair(url)
+    if after_chunks:
+        with pytest.raises(StreamInterruptedError) as info:
+            list(router.stream("count"))
+        assert isinstance(info.value.cause, ContentPolicyError)
+    else:
+        with pytest.raises(ContentPolicyError):
+            list(router.stream("count"))
+    assert len(script.requests) == 1
+    assert_idle(router)
