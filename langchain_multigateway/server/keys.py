@@ -43,6 +43,7 @@ KEYS_ENV = "MULTIGATEWAY_KEYS"
 _PREFIX = "mg-"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MAX = 10**12  # larger limits are typos (and would overflow SQLite's integers)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -216,12 +217,18 @@ class KeyStore:
             msg = "a key needs a non-empty --name"
             raise ValueError(msg)
         for label, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None and value < 1:
-                msg = f"--{label} must be at least 1 (got {value})"
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX):
+                msg = f"--{label} must be a whole number from 1 to {_MAX} (got {value!r})"
                 raise ValueError(msg)
-        if budget_usd is not None and budget_usd < 0:
-            msg = f"--budget must be 0 or more USD (got {budget_usd})"
+        if budget_usd is not None and (
+            isinstance(budget_usd, bool) or not isinstance(budget_usd, (int, float)) or not 0 <= budget_usd <= _MAX
+        ):
+            msg = f"--budget must be a number of USD from 0 to {_MAX} (got {budget_usd!r})"
             raise ValueError(msg)
+        for label, text in (("period", period), ("expires", expires)):
+            if text is not None and (isinstance(text, bool) or not isinstance(text, (str, int, float))):
+                msg = f"--{label} must be a duration such as 30d (got {text!r})"
+                raise ValueError(msg)
         period_seconds = parse_duration(period) if isinstance(period, str) else period
         if period_seconds is not None and budget_usd is None:
             msg = "--period applies to a budget: give --budget too"

@@ -396,3 +396,28 @@ def test_an_unreachable_shared_budget_store_refuses_budgeted_calls_with_a_503() 
     assert refused.value.status == 503
     assert refused.value.code == "budget_store_unavailable"
     assert asyncio.run(limits.ahold(free)) is None  # a key without a budget does not need the store
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"rpm": 10**30},
+        {"rpm": 1.5},
+        {"rpm": True},
+        {"tpm": "many"},
+        {"budget_usd": "ten"},
+        {"budget_usd": 1e300},
+        {"budget_usd": -1},
+        {"period": ["30d"]},
+        {"expires": {"days": 3}},
+        {"models": "main"},
+        {"name": 5},
+    ],
+)
+def test_hostile_admin_key_requests_are_a_400(gateway: Gateway, fields: dict[str, Any]) -> None:
+    body = {"name": "hostile", **fields}
+    answer = httpx.post(
+        gateway.url + "/admin/keys", json=body, headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=30
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"]

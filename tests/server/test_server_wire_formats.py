@@ -431,8 +431,8 @@ def test_key_store_keeps_only_a_hash(tmp_path: Any) -> None:
     ("kwargs", "says"),
     [
         ({"name": " "}, "non-empty --name"),
-        ({"name": "a", "rpm": 0}, "--rpm must be at least 1"),
-        ({"name": "a", "budget_usd": -1}, "--budget must be 0 or more"),
+        ({"name": "a", "rpm": 0}, "--rpm must be a whole number from 1"),
+        ({"name": "a", "budget_usd": -1}, "--budget must be a number of USD from 0"),
         ({"name": "a", "period": "30d"}, "give --budget too"),
         ({"name": "a", "expires": "2001-01-01"}, "--expires is in the past"),
         ({"name": "a", "budget_usd": 1, "period": "soon"}, "expected a duration"),
