@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 from langchain_core.messages import AIMessageChunk
@@ -32,7 +33,12 @@ from langchain_multigateway.routing.engine import CallState, Engine, drive_async
 from langchain_multigateway.routing.policy import Action
 from langchain_multigateway.routing.request import Request, continuation
 
-__all__ = ["Relay", "relay_async", "relay_sync"]
+__all__ = ["SERVING", "Relay", "relay_async", "relay_sync"]
+
+SERVING: ContextVar[tuple[str, int] | None] = ContextVar("multigateway_serving", default=None)
+"""``(deployment, try number)`` of the stream being read in this context, set when its first
+chunk is about to be passed on: an HTTP server names them in its headers before the body,
+without a callback handler (which would make every call build child runs)."""
 
 
 class Relay:
@@ -59,6 +65,7 @@ class Relay:
 
     def serving(self, opened: Opened) -> None:
         self.slot = opened.slot
+        SERVING.set((opened.slot.dep.name, len(self.call.attempts) + 1))
 
     def pass_on(self, chunk: ChatGenerationChunk) -> ChatGenerationChunk:
         message = chunk.message
