@@ -17,15 +17,15 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from langchain_multigateway.errors import AllDeploymentsFailedError
 from langchain_multigateway.routing import Deployment, RoutingChatModel, routers_from_config
+from langchain_multigateway.routing.stream import SERVING
 from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
 from langchain_multigateway.server.keys import VirtualKey
 from langchain_multigateway.usage.pricing import cost_of_usage
@@ -45,29 +45,6 @@ _OPENAI_COMPATIBLE = frozenset({"openai"})
 
 class ClientGoneError(ConnectionAbortedError):
     """Recorded (never raised to anyone) for a stream whose client left before its end."""
-
-
-class _ServedBy(BaseCallbackHandler):
-    """Notes which deployment each attempt of a routed stream went to (its run metadata)."""
-
-    run_inline = True
-
-    def __init__(self) -> None:
-        self.deployment = ""
-        self.attempt = 0
-
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any],
-        messages: list[list[BaseMessage]],
-        *,
-        run_id: UUID,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if metadata and "deployment" in metadata and "attempt" in metadata:
-            self.deployment = str(metadata["deployment"])
-            self.attempt = int(metadata["attempt"])
 
 
 class Gateway:
@@ -138,11 +115,10 @@ class Gateway:
                 ignored = sorted(call.openai_params)
         return runnable, kwargs, ignored
 
-    def _config(self, key: VirtualKey | None, extra: list[BaseCallbackHandler] | None = None) -> RunnableConfig:
+    def _config(self, key: VirtualKey | None) -> RunnableConfig:
         config: RunnableConfig = {}
-        callbacks = self._callbacks + (extra or [])
-        if callbacks:
-            config["callbacks"] = callbacks
+        if self._callbacks:
+            config["callbacks"] = list(self._callbacks)
         if key is not None:
             config["tags"] = [key.tag]
             config["metadata"] = {"virtual_key": key.name}
@@ -172,9 +148,8 @@ class Gateway:
         except BaseException as exc:
             self.settle(call, key, None, time.time(), exc, hold)
             raise
-        served_by = _ServedBy()
-        chunks = runnable.astream(call.messages, self._config(key, [served_by]), **kwargs)
-        return RoutedStream(self, call, key, chunks, served_by, ignored, hold)
+        chunks = runnable.astream(call.messages, self._config(key), **kwargs)
+        return RoutedStream(self, call, key, chunks, ignored, hold)
 
     def _outcome(self, call: ChatCall, meta: dict[str, Any], usage: Any) -> Outcome:
         router = self.routers[call.model]
@@ -303,14 +278,14 @@ class RoutedStream:
         call: ChatCall,
         key: VirtualKey | None,
         chunks: AsyncIterator[AIMessageChunk],
-        served_by: _ServedBy,
         ignored: list[str],
         hold: KeyHold | None = None,
     ) -> None:
         self.gateway, self.call, self.key = gateway, call, key
         self._hold = hold
         self._chunks = chunks
-        self._served_by = served_by
+        self._served_by: tuple[str, int] | None = None
+        """``(deployment, try number)``: the router sets it as the first chunk is passed on."""
         self._ignored = ignored
         self._started = time.time()
         self._usage: UsageMetadata | None = None
@@ -320,6 +295,7 @@ class RoutedStream:
 
     async def start(self) -> AIMessageChunk | None:
         """Wait for the first chunk (errors before it raise here); None for an empty stream."""
+        SERVING.set(None)
         try:
             self.first = await self._chunks.__anext__()
         except StopAsyncIteration:
@@ -328,15 +304,14 @@ class RoutedStream:
         except BaseException as exc:
             self._settle(exc)
             raise
+        self._served_by = SERVING.get()
         self._note(self.first)
         return self.first
 
     def headers(self) -> dict[str, str]:
         """Deployment and attempt headers, known once :meth:`start` returned."""
-        headers = {
-            "x-multigateway-deployment": self._served_by.deployment or self.call.model,
-            "x-multigateway-attempts": str(self._served_by.attempt or 1),
-        }
+        deployment, attempt = self._served_by or (self.call.model, 1)
+        headers = {"x-multigateway-deployment": deployment, "x-multigateway-attempts": str(attempt)}
         if self._ignored:
             headers["x-multigateway-ignored-params"] = ",".join(self._ignored)
         return headers
@@ -363,7 +338,7 @@ class RoutedStream:
 
     def outcome(self) -> Outcome:
         outcome = self.gateway._outcome(self.call, self._meta, self._usage)
-        outcome.deployment = outcome.deployment or self._served_by.deployment
+        outcome.deployment = outcome.deployment or (self._served_by[0] if self._served_by else "")
         return outcome
 
     def _settle(self, error: BaseException | None) -> None:

@@ -256,3 +256,17 @@ def test_curl_chat_and_stream(gateway: Gateway) -> None:
     assert events[-1] == "[DONE]"
     text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     assert text == "echo: curl"
+
+
+def test_a_stream_names_the_deployment_that_served_it_after_failover(gateway: Gateway) -> None:
+    before = gateway.upstream.stats.by_model["down"]
+    with client(gateway).chat.completions.with_streaming_response.create(
+        model="failover", messages=[{"role": "user", "content": "stream over"}], stream=True
+    ) as raw:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+        headers = raw.headers
+    assert text == "echo: stream over"
+    assert headers["x-multigateway-deployment"] == "backup"
+    # the first deployment's failed tries, then the backup's
+    assert int(headers["x-multigateway-attempts"]) == gateway.upstream.stats.by_model["down"] - before + 1
+    assert int(headers["x-multigateway-attempts"]) >= 2
