@@ -299,3 +299,23 @@ def test_hosts_with_skewed_clocks_judge_one_daily_budget(server: RedisServer, mo
     assert honest.reserve("team", "1d", "call-2", 60, None, 100, None)[0] == "tokens"  # not a fresh budget
     honest.close()
     skewed.close()
+
+
+def test_a_router_named_budget_and_a_budget_share_no_key_and_all_keys_expire(server: RedisServer) -> None:
+    """Deployment ``x`` of router ``budget`` and budget ``x`` share a hash tag, never a key; names
+    with braces, colons and unicode stay apart; every key written has a TTL."""
+    state = RedisState(server.url, namespace="ns:{1}", router="budget")
+    store = RedisSpendStore(server.url, namespace="ns:{1}")
+    for name in ("x", "x}:s", "{x}", "名前:x"):
+        state.release(name, state.admit(name, tokens=5, tpm=100), ok=True, tokens=9)
+        assert store.reserve(name, "1d", "call", 7, 0.5, 100, 10.0)[0] is None
+        store.settle(name, "1d", "call", 3, 0.25)
+        assert state.stats(name, tpm=100).tokens_last_minute == 9
+        assert store.totals(name, "1d").spent_tokens == 3
+        assert state.keys(name)[0] not in store.keys(name)
+    raw = redis.Redis.from_url(server.url)
+    keys = list(raw.scan_iter("*"))
+    assert len(keys) == 4 * (3 + 1)  # per name: state, window, tokens; spend (reservations settled)
+    assert all(raw.pttl(key) > 0 for key in keys), {key: raw.pttl(key) for key in keys}
+    store.close()
+    state.close()
