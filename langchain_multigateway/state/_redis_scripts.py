@@ -11,9 +11,9 @@ a Redis Cluster keeps them in one slot and a script may touch them all. Per depl
 
 Admission ids are made by the client (``<process>.<n>``), so a client that timed out or was
 cancelled after sending an admission (Redis may still run it) or a release (its reply lost)
-can still name it: :data:`FORGET` gives back its in-flight count, its probe lease and (never
-sent) its window entry, and leaves a tombstone (``:x``) so an admission Redis runs later is
-refused. Ids stay unique when Redis loses its keys (a restart, ``FLUSHALL``).
+can still name it: :data:`FORGET` gives back its in-flight count and its probe lease, and
+leaves a tombstone (``:x``) so an admission Redis runs later holds neither. Window entries
+stay: a caller that gave up on Redis went on with local state and sent the request anyway. Ids stay unique when Redis loses its keys (a restart, ``FLUSHALL``).
 
 Scripts return floats as strings (Redis turns Lua numbers into integers). Admissions and
 releases bump a version (``born``, when the keys were created, and ``ver``, a counter) so a
@@ -98,8 +98,11 @@ ADMIT = (
 -- ARGV: now|'', tokens, rpm|'', tpm|'', probe_timeout, inflight_lease, ttl_ms, id
 local now = clock(ARGV[1])
 local id = ARGV[8]
-if redis.call('ZSCORE', KEYS[5], id) then  -- its client gave up on it before it ran
+if redis.call('ZSCORE', KEYS[5], id) then  -- its client gave up on it before it ran (and sent it locally)
   redis.call('ZREM', KEYS[5], id)
+  prune(now)
+  redis.call('ZADD', KEYS[2], now, id)  -- still counted in the rpm window, never in flight
+  touch(ARGV[7])
   return {0, 'gone', '', 0, 0, 0, 0, '', '', ''}
 end
 local tokens = num(ARGV[2], 0)
@@ -237,14 +240,9 @@ local now = clock(ARGV[1])
 local id = ARGV[2]
 local was_in_flight = redis.call('ZREM', KEYS[4], id) == 1
 if redis.call('HGET', KEYS[1], 'probe_by') == id then redis.call('HSET', KEYS[1], 'probe', 0, 'probe_by', '') end
-if ARGV[3] ~= '1' then
-  if redis.call('ZREM', KEYS[2], id) == 1 then
-    local toks = num(redis.call('HGET', KEYS[3], id), 0)
-    if toks ~= 0 then redis.call('HINCRBY', KEYS[1], 'wtok', -toks) end
-    redis.call('HDEL', KEYS[3], id)
-  elseif not was_in_flight then
-    redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), id)  -- not run yet: refuse it if it ever does
-  end
+-- its window entry stays: a caller that gave up on Redis went on with local state and sent it anyway
+if ARGV[3] ~= '1' and not was_in_flight and not redis.call('ZSCORE', KEYS[2], id) then
+  redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), id)  -- not run yet: refuse it if it ever does
 end
 touch(ARGV[5])
 return 1
