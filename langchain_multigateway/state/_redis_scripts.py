@@ -13,7 +13,8 @@ Admission ids are made by the client (``<process>.<n>``), so a client that timed
 cancelled after sending an admission (Redis may still run it) or a release (its reply lost)
 can still name it: :data:`FORGET` gives back its in-flight count and its probe lease, and
 leaves a tombstone (``:x``) so an admission Redis runs later holds neither. Window entries
-stay: a caller that gave up on Redis went on with local state and sent the request anyway. Ids stay unique when Redis loses its keys (a restart, ``FLUSHALL``).
+stay: a caller that gave up on Redis went on with local state and sent the request anyway.
+Ids stay unique when Redis loses its keys (a restart, ``FLUSHALL``).
 
 Scripts return floats as strings (Redis turns Lua numbers into integers). Admissions and
 releases bump a version (``born``, when the keys were created, and ``ver``, a counter) so a
