@@ -213,7 +213,7 @@ class RedisState(RouterState):
         while not self._closed.wait(self.reconnect_interval):
             try:
                 self._client.ping()
-            except (self._redis.RedisError, OSError):
+            except Exception:  # this thread only waits for Redis: any failure means "not yet"
                 continue
             if not self._forget_lost():
                 continue

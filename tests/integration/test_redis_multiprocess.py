@@ -33,6 +33,9 @@ class Stub(ThreadingHTTPServer):
     with usage; every request is logged as (model, arrival time, tokens billed)."""
 
     daemon_threads = True
+    # 32 clients at once on a loaded 2-core machine: socketserver's default backlog of 5 dropped
+    # connection attempts (SYN retries stalled calls past their limits and failed them over)
+    request_queue_size = 512
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -49,6 +52,7 @@ class Stub(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: Stub
+    protocol_version = "HTTP/1.1"  # keep-alive, as real providers do: not one connection per call
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
