@@ -199,8 +199,11 @@ def test_bind_tools_binding_without_runnable_binding() -> None:
 
 def test_from_models_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from langchain_multigateway.config import load_config
-    from langchain_multigateway.registry import register_provider, unregister_provider
+    from langchain_multigateway.registry import _registry, get_provider, register_provider
 
+    # "scripted" is built in: replace it for this test and put the built-in entry back afterwards
+    # (unregistering it broke every later test that names a scripted model in a config)
+    builtin = get_provider("scripted")
     register_provider("scripted", ScriptedChatModel, default_model="scripted-model")
     try:
         router = RoutingChatModel.from_models(["scripted:m1", ScriptedChatModel(model="m2")], strategy="round_robin")
@@ -254,7 +257,7 @@ def test_from_models_and_config(monkeypatch: pytest.MonkeyPatch) -> None:
         )
         assert routers_from_config(ordered_with_options)["r"].invoke("x").content
     finally:
-        unregister_provider("scripted")
+        _registry().register("scripted", builtin.target, default_model=builtin.default_model, origin=builtin.origin)
 
 
 def test_structured_parser_edges() -> None:
