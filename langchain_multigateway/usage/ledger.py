@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -104,7 +104,17 @@ CREATE TABLE IF NOT EXISTS call_tags (
 CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
 CREATE INDEX IF NOT EXISTS calls_model ON calls(model);
 CREATE INDEX IF NOT EXISTS call_tags_tag ON call_tags(tag);
+CREATE TABLE IF NOT EXISTS call_attempts (
+    call_id INTEGER NOT NULL REFERENCES calls(id),
+    deployment TEXT,
+    error_type TEXT,
+    status_code INTEGER,
+    latency_ms REAL
+);
+CREATE INDEX IF NOT EXISTS call_attempts_call ON call_attempts(call_id);
 """
+# call_attempts: the failed tries before a call's last one (a failover), as the router's
+# ``failed_attempts`` metadata states them (no message text: it may quote the input).
 
 _GROUPS: dict[str, str] = {
     "model": "c.model",
@@ -186,16 +196,16 @@ class _Writer:
     def _spill_pending(self) -> bool:
         return self.spill_path is not None and os.path.exists(self.spill_path)
 
-    def write(self, record: CallRecord) -> None:
+    def write(self, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
         record = redact_fields(record)  # no credential in a row, on this thread, off the call path
         if self._spill_pending() and not self._try_import():
-            self._spill(record)
+            self._spill(record, failed)
             return
         try:
-            _insert(self.conn, record)
+            _insert(self.conn, record, failed)
         except Exception as exc:  # a locked or broken database, or a value SQLite cannot bind
             logger.warning("ledger %s: could not write a record: %s", self.path, exc)
-            self._spill(record)
+            self._spill(record, failed)
 
     def _try_import(self) -> bool:
         """Import the sidecar without waiting, at most once a second while the database stays locked
@@ -208,12 +218,13 @@ class _Writer:
         self._next_import = now + _IMPORT_RETRY_SECONDS
         return False
 
-    def _spill(self, record: CallRecord) -> None:
+    def _spill(self, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
         if self.spill_path is None:
             self.lost += 1
             logger.error("ledger %s: a record was lost (an in-memory ledger has no sidecar file)", self.path)
             return
-        line = json.dumps({"spill_id": uuid.uuid4().hex, "record": record.to_dict()}, default=str) + "\n"
+        entry = {"spill_id": uuid.uuid4().hex, "record": record.to_dict(), "failed": [dict(a) for a in failed]}
+        line = json.dumps(entry, default=str) + "\n"
         try:
             while True:
                 with open(self.spill_path, "a", encoding="utf-8") as handle, _locked(handle):
@@ -288,8 +299,11 @@ def _add_served_model_column(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE calls ADD COLUMN served_model TEXT")
 
 
-def _read_spill(text: str) -> tuple[list[tuple[str, CallRecord, str]], list[str]]:
-    entries: list[tuple[str, CallRecord, str]] = []
+_Spilled = tuple[str, CallRecord, tuple[Mapping[str, Any], ...], str]
+
+
+def _read_spill(text: str) -> tuple[list[_Spilled], list[str]]:
+    entries: list[_Spilled] = []
     bad: list[str] = []
     for line in text.split("\n"):
         if not line.strip():
@@ -298,13 +312,14 @@ def _read_spill(text: str) -> tuple[list[tuple[str, CallRecord, str]], list[str]
             data = json.loads(line)
             fields = dict(data["record"])
             fields["tags"] = tuple(fields.get("tags") or ())
-            entries.append((str(data["spill_id"]), CallRecord(**fields), line))
+            failed = tuple(dict(a) for a in data.get("failed") or ())
+            entries.append((str(data["spill_id"]), CallRecord(**fields), failed, line))
         except (ValueError, KeyError, TypeError):
             bad.append(line)
     return entries, bad
 
 
-def _insert_spilled(conn: sqlite3.Connection, entries: list[tuple[str, CallRecord, str]]) -> list[str]:
+def _insert_spilled(conn: sqlite3.Connection, entries: list[_Spilled]) -> list[str]:
     """Insert spilled records once each (the ids imported are committed with the rows).
 
     A locked database aborts the import (it is tried again later); a record SQLite
@@ -313,12 +328,12 @@ def _insert_spilled(conn: sqlite3.Connection, entries: list[tuple[str, CallRecor
     refused: list[str] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for spill_id, record, line in entries:
+        for spill_id, record, failed, line in entries:
             if conn.execute("SELECT 1 FROM spill_imports WHERE spill_id = ?", (spill_id,)).fetchone():
                 continue
             conn.execute("SAVEPOINT one")
             try:
-                _insert_row(conn, record)
+                _insert_row(conn, record, failed)
             except sqlite3.OperationalError:
                 raise
             except Exception:
@@ -352,7 +367,7 @@ def _worker(
             kind, payload, future = job
             if kind == "record":
                 try:
-                    writer.write(payload)
+                    writer.write(*payload)
                 except Exception:  # never let one record stop the writer (later flushes would hang)
                     writer.lost += 1
                     logger.exception("ledger %s: a record was lost", path)
@@ -365,17 +380,27 @@ def _worker(
         writer.close()
 
 
-def _insert(conn: sqlite3.Connection, record: CallRecord) -> None:
+def _insert(conn: sqlite3.Connection, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _insert_row(conn, record)
+        _insert_row(conn, record, failed)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
-def _insert_row(conn: sqlite3.Connection, record: CallRecord) -> None:
+def _attempt_fields(attempt: Mapping[str, Any]) -> tuple[str | None, str | None, int | None, float | None]:
+    status, latency = attempt.get("status_code"), attempt.get("latency_ms")
+    return (
+        str(attempt.get("deployment") or "") or None,
+        str(attempt.get("error_type") or "") or None,
+        status if isinstance(status, int) and not isinstance(status, bool) else None,
+        float(latency) if isinstance(latency, (int, float)) else None,
+    )
+
+
+def _insert_row(conn: sqlite3.Connection, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
     day = datetime.fromtimestamp(record.ended_at, tz=timezone.utc).strftime("%Y-%m-%d")
     cursor = conn.execute(
         "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, provider, model, served_model,"
@@ -402,9 +427,15 @@ def _insert_row(conn: sqlite3.Connection, record: CallRecord) -> None:
             json.dumps(list(record.tags)),
         ),
     )
+    call_id = cursor.lastrowid
     if record.tags:
-        call_id = cursor.lastrowid
         conn.executemany("INSERT INTO call_tags (call_id, tag) VALUES (?, ?)", [(call_id, t) for t in set(record.tags)])
+    if failed:
+        conn.executemany(
+            "INSERT INTO call_attempts (call_id, deployment, error_type, status_code, latency_ms)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(call_id, *_attempt_fields(a)) for a in failed],
+        )
 
 
 def _stop_worker(jobs: queue.Queue[Any], thread: threading.Thread, writer: _Writer, wait: float) -> None:
@@ -470,12 +501,17 @@ class Ledger:
         self._finalizer = weakref.finalize(self, _stop_worker, self._jobs, self._thread, self._writer, wait)
 
     # ------------------------------------------------------------------ writing
-    def add(self, record: CallRecord) -> None:
-        """Queue one record for writing (returns at once)."""
+    def add(self, record: CallRecord, *, failed: Sequence[Mapping[str, Any]] = ()) -> None:
+        """Queue one record for writing (returns at once).
+
+        ``failed``: the tries that failed before the call's last one, as the router's
+        ``failed_attempts`` metadata gives them (``deployment``, ``error_type``,
+        ``status_code``, ``latency_ms``); kept in ``call_attempts`` with the call.
+        """
         if self._closed:
             msg = "this Ledger is closed"
             raise RuntimeError(msg)
-        self._jobs.put(("record", record, None))
+        self._jobs.put(("record", (record, tuple(failed)), None))
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
