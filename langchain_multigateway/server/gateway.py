@@ -208,7 +208,13 @@ class Gateway:
             ttft_ms=outcome.ttft_ms if outcome is not None else None,
         )
         if self.ledger is not None:
-            self.ledger.add(record)
+            if outcome is not None:
+                failed = outcome.failed
+            elif isinstance(error, AllDeploymentsFailedError):
+                failed = [a.as_metadata() for a in error.attempts]
+            else:
+                failed = []
+            self.ledger.add(record, failed=failed)  # each failed try too, for the dashboard's failovers
         if self.metrics is not None:
             self.metrics.calls(self._attempt_records(call, record, outcome, error))
 
