@@ -19,6 +19,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import InputTokenDetails, UsageMetadata
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from langchain_multigateway.chat_models._input_blocks import INPUT_BLOCK_TYPES, input_block
 from langchain_multigateway.chat_models._openai_format import ToolChoice
 
 __all__ = [
@@ -83,6 +84,8 @@ def _content_blocks(content: str | list[Any], *, assistant: bool = False) -> lis
         if kind == "text":
             if block.get("text"):
                 blocks.append({k: v for k, v in block.items() if k in ("type", "text", "cache_control", "citations")})
+        elif kind in INPUT_BLOCK_TYPES and not isinstance(block.get("source"), Mapping):
+            blocks.append(input_block("anthropic", block))  # standard data blocks, or a typed refusal
         elif kind in ("image", "image_url"):
             image = _image_block(block)
             if block.get("cache_control"):

@@ -54,7 +54,7 @@ def answered_ok(exc: Exception) -> bool:
 
 def messages_to_mistral(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """OpenAI-format messages without what Mistral's schema lacks (``name`` on chat turns)."""
-    out = messages_to_openai(messages)
+    out = messages_to_openai(messages, "mistral")  # data blocks in Mistral's chunk types
     for message in out:
         message.pop("name", None)
     return out

@@ -20,6 +20,8 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.ai import UsageMetadata
 
+from langchain_multigateway.chat_models._input_blocks import INPUT_BLOCK_TYPES, ollama_input
+
 __all__ = [
     "DEFAULT_OLLAMA_HOST",
     "messages_to_ollama",
@@ -92,6 +94,10 @@ def _content_and_images(content: str | list[Any]) -> tuple[str, list[str]]:
             texts.append(block)
         elif block.get("type") == "text":
             texts.append(str(block.get("text", "")))
+        elif block.get("type") in INPUT_BLOCK_TYPES and not isinstance(block.get("source"), Mapping):
+            text, image = ollama_input(block)  # text-plain inlined, base64 images; the rest: a typed refusal
+            texts.extend([text] if text is not None else [])
+            images.extend([image] if image is not None else [])
         elif block.get("type") in ("image", "image_url"):
             images.append(_image_to_base64(block))
         elif block.get("type") in ("tool_use", "tool_call", "reasoning", "thinking"):

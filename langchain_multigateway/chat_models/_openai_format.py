@@ -25,6 +25,8 @@ from langchain_core.messages.ai import InputTokenDetails, OutputTokenDetails, Us
 from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from langchain_multigateway.chat_models._input_blocks import INPUT_BLOCK_TYPES, input_block
+
 __all__ = [
     "ToolChoice",
     "content_to_openai",
@@ -40,22 +42,12 @@ __all__ = [
 ToolChoice = str | bool | dict[str, Any] | None
 
 
-def _image_block_to_openai(block: Mapping[str, Any]) -> dict[str, Any]:
-    # LangChain standard image blocks: {"type": "image", "url"| "base64", "mime_type"}
-    if "url" in block:
-        return {"type": "image_url", "image_url": {"url": block["url"]}}
-    data = block.get("base64") or block.get("data")
-    if data is not None:
-        mime = block.get("mime_type", "image/png")
-        return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}}
-    if block.get("source_type") == "url":
-        return {"type": "image_url", "image_url": {"url": block["url"]}}
-    msg = f"Unsupported image block: expected 'url' or 'base64' keys, got {sorted(block)}"
-    raise ValueError(msg)
+def content_to_openai(content: str | list[Any], provider: str | None = "openai") -> str | list[dict[str, Any]]:
+    """Message content as OpenAI's string or list of content parts.
 
-
-def content_to_openai(content: str | list[Any]) -> str | list[dict[str, Any]]:
-    """Message content as OpenAI's string or list of content parts."""
+    Standard data blocks (image, file, audio, video, text-plain) take ``provider``'s shape
+    or are refused (``_input_blocks``); ``provider=None`` keeps them as they are (token counting).
+    """
     if isinstance(content, str):
         return content
     parts: list[dict[str, Any]] = []
@@ -69,8 +61,8 @@ def content_to_openai(content: str | list[Any]) -> str | list[dict[str, Any]]:
         elif kind == "image_url":
             url = block["image_url"]
             parts.append({"type": "image_url", "image_url": url if isinstance(url, dict) else {"url": url}})
-        elif kind == "image":
-            parts.append(_image_block_to_openai(block))
+        elif kind in INPUT_BLOCK_TYPES:
+            parts.append(input_block(provider, block) if provider else dict(block))
         elif kind in ("tool_use", "tool_call", "reasoning", "thinking"):
             continue  # carried in tool_calls / not sent back
         else:
@@ -85,15 +77,15 @@ def tool_call_to_openai(call: ToolCall | InvalidToolCall) -> dict[str, Any]:
     return {"id": call.get("id"), "type": "function", "function": {"name": call.get("name"), "arguments": arguments}}
 
 
-def message_to_openai(message: BaseMessage) -> dict[str, Any]:
-    """One LangChain message as an OpenAI chat message dict."""
+def message_to_openai(message: BaseMessage, provider: str | None = "openai") -> dict[str, Any]:
+    """One LangChain message as an OpenAI chat message dict (``provider``: see :func:`content_to_openai`)."""
     out: dict[str, Any]
     if isinstance(message, SystemMessage):
-        out = {"role": "system", "content": content_to_openai(message.content)}
+        out = {"role": "system", "content": content_to_openai(message.content, provider)}
     elif isinstance(message, HumanMessage):
-        out = {"role": "user", "content": content_to_openai(message.content)}
+        out = {"role": "user", "content": content_to_openai(message.content, provider)}
     elif isinstance(message, AIMessage):
-        content = content_to_openai(message.content)
+        content = content_to_openai(message.content, provider)
         if isinstance(content, list):
             content = [part for part in content if part.get("type") == "text"]
             content = "".join(part["text"] for part in content)
@@ -103,7 +95,7 @@ def message_to_openai(message: BaseMessage) -> dict[str, Any]:
         if calls:
             out["tool_calls"] = calls
     elif isinstance(message, ToolMessage):
-        content = content_to_openai(message.content)
+        content = content_to_openai(message.content, provider)
         if isinstance(content, list):
             # Tool results are text on most OpenAI-compatible servers.
             texts = [p.get("text", "") if p.get("type") == "text" else json.dumps(p) for p in content]
@@ -112,7 +104,7 @@ def message_to_openai(message: BaseMessage) -> dict[str, Any]:
     elif isinstance(message, FunctionMessage):
         out = {"role": "function", "content": message.content, "name": message.name}
     elif isinstance(message, ChatMessage):
-        out = {"role": message.role, "content": content_to_openai(message.content)}
+        out = {"role": message.role, "content": content_to_openai(message.content, provider)}
     else:
         msg = f"Cannot send a {type(message).__name__} to a chat model; use System/Human/AI/Tool messages."
         raise TypeError(msg)
@@ -121,9 +113,9 @@ def message_to_openai(message: BaseMessage) -> dict[str, Any]:
     return out
 
 
-def messages_to_openai(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages as OpenAI chat messages."""
-    return [message_to_openai(m) for m in messages]
+def messages_to_openai(messages: Sequence[BaseMessage], provider: str | None = "openai") -> list[dict[str, Any]]:
+    """LangChain messages as OpenAI chat messages (``provider``: see :func:`content_to_openai`)."""
+    return [message_to_openai(m, provider) for m in messages]
 
 
 def tools_to_openai(tools: Sequence[Any], *, strict: bool | None = None) -> list[dict[str, Any]]:
