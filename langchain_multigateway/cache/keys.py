@@ -1,0 +1,173 @@
+"""What a cached answer is filed under: the exact key, the request's shape, and the text a semantic lookup embeds.
+
+A key is a SHA-256 of a canonical JSON of what changes the answer: the scope, the
+messages (type, name, content, tool calls, tool call ids), the tools, the tool
+choice, the response format and the generation parameters. Never the deployment:
+an answer cached via one deployment serves the same request routed to another.
+Only hashes reach a store, so a scope that happens to be sensitive (a tenant id,
+a key's name) is not readable from the cache file, and neither is the prompt in a key.
+
+The **shape** is the part a semantic match must share exactly: scope, tools, tool
+choice, response format, generation parameters, the system prompt and every turn
+before the embedded ones. Two requests
+with different shapes are never compared, so a paraphrase under another tenant, other
+tools or another system prompt is not a hit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+__all__ = ["IGNORED_PARAMS", "RequestKeys", "canonical_messages", "request_keys", "scope_digest"]
+
+IGNORED_PARAMS = frozenset(
+    {
+        # transport and bookkeeping: they never change what the model answers
+        "timeout",
+        "request_timeout",
+        "max_retries",
+        "stream",
+        "stream_options",
+        "streaming",
+        "extra_headers",
+        "extra_query",
+        "metadata",
+        "user",
+        "tags",
+        "callbacks",
+        "run_name",
+        "run_id",
+        # credentials and endpoints: a key must never carry them (nor depend on which one served)
+        "api_key",
+        "openai_api_key",
+        "base_url",
+        "api_base",
+        "organization",
+        "default_headers",
+        "http_client",
+        "http_async_client",
+        "ls_structured_output_format",
+    }
+)
+"""Call kwargs left out of the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKeys:
+    """A request's exact key, its shape key and the text a semantic lookup embeds.
+
+    ``text`` is empty when the request is not one a semantic lookup answers: its last
+    message is not the user's (a tool result, an assistant prefix) or holds no text."""
+
+    exact: str
+    shape: str
+    text: str
+
+
+def scope_digest(scope: str) -> str:
+    """The scope as stored: a hash, so a tenant's name or key id is not readable in the cache."""
+    return hashlib.sha256(b"scope\x00" + scope.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-safe, order-stable form of ``value`` (pydantic classes and tools by their schema)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(str(v) for v in value)
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        return {"pydantic": value.__name__, "schema": _jsonable(value.model_json_schema())}
+    try:
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        return _jsonable(convert_to_openai_tool(value))
+    except Exception:
+        return f"{type(value).__module__}.{type(value).__qualname__}:{value!r}"
+
+
+def canonical_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """What of each message changes the answer (never ids, response metadata or usage)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        item: dict[str, Any] = {"type": m.type, "content": _jsonable(m.content)}
+        if m.name:
+            item["name"] = m.name
+        calls = getattr(m, "tool_calls", None)
+        if calls:
+            item["tool_calls"] = [
+                {"name": c.get("name"), "args": _jsonable(c.get("args")), "id": c.get("id")} for c in calls
+            ]
+        call_id = getattr(m, "tool_call_id", None)
+        if call_id:
+            item["tool_call_id"] = call_id
+        role = getattr(m, "role", None)
+        if isinstance(role, str):
+            item["role"] = role
+        out.append(item)
+    return out
+
+
+def _digest(kind: str, payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(kind.encode() + b"\x00" + text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _text_of(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+    return " ".join(parts)
+
+
+def request_keys(
+    scope: str,
+    messages: Sequence[BaseMessage],
+    *,
+    params: Mapping[str, Any],
+    tools: Sequence[Any] | None = None,
+    tool_kwargs: Mapping[str, Any] | None = None,
+    response_format: Any = None,
+    stop: Sequence[str] | None = None,
+    last_turns: int = 1,
+) -> RequestKeys:
+    """The exact key, the shape key and the embedded text of one request in ``scope``.
+
+    ``last_turns``: how many of the last non-system messages the semantic text holds
+    (the shape already pins the system prompt).
+    """
+    answer_params = {k: v for k, v in params.items() if k not in IGNORED_PARAMS}
+    system = [m for m in messages if m.type == "system"]
+    turns = [m for m in messages if m.type != "system"]
+    embedded, history = turns[-max(1, last_turns) :], turns[: -max(1, last_turns)]
+    shape_payload = {
+        "scope": scope_digest(scope),
+        "system": canonical_messages(system),
+        # earlier turns must match exactly: "tell me more" after two different questions is no paraphrase
+        "history": canonical_messages(history),
+        "tools": _jsonable(list(tools) if tools else []),
+        "tool_kwargs": _jsonable(dict(tool_kwargs or {})),
+        "response_format": _jsonable(response_format),
+        "params": _jsonable(answer_params),
+        "stop": list(stop or []),
+    }
+    shape = _digest("shape", shape_payload)
+    exact = _digest("exact", {"shape": shape, "messages": canonical_messages(messages)})
+    text = "\n".join(f"{m.type}: {_text_of(m)}" if len(embedded) > 1 else _text_of(m) for m in embedded)
+    semantic = bool(embedded) and embedded[-1].type == "human" and bool(text.strip())
+    return RequestKeys(exact=exact, shape=shape, text=text if semantic else "")

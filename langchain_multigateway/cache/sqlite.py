@@ -1,0 +1,178 @@
+"""The default response-cache store: one SQLite file (stdlib ``sqlite3``), shared safely by threads and processes.
+
+One table holds each entry: its key and shape (hashes), when it expires, the answer's
+JSON and, for the semantic layer, its vector as float32 bytes. Ids are never reused
+(``AUTOINCREMENT``), so each process mirrors the vectors into its in-memory
+:class:`~langchain_multigateway.cache.vectors.VectorIndex` incrementally: only rows with
+an id above the last one it read. WAL mode and a busy timeout let several processes
+read and write one file; in a process, one connection is shared under a lock.
+
+Size is bounded: after each write the oldest entries (by insertion) beyond
+``max_entries`` are deleted, and expired ones are purged on the way.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_multigateway.cache.base import Found
+from langchain_multigateway.cache.vectors import VectorIndex, numpy
+
+__all__ = ["SQLiteCacheStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cache_entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    shape TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL,
+    payload TEXT NOT NULL,
+    vector BLOB
+);
+CREATE INDEX IF NOT EXISTS cache_entries_expires ON cache_entries(expires);
+"""
+
+
+class SQLiteCacheStore:
+    """Cached answers in a SQLite file (``":memory:"``: this process only, gone when it ends).
+
+    Key init args:
+        path: The database file (created if missing); ``":memory:"`` by default.
+        max_entries: At most this many entries after each write (oldest go first).
+        busy_timeout: Seconds to wait for another process's write lock.
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_multigateway.cache import GatewayCache, SQLiteCacheStore
+
+            cache = GatewayCache(store=SQLiteCacheStore("answers.sqlite3", max_entries=50_000))
+    """
+
+    def __init__(self, path: str | Path = ":memory:", *, max_entries: int = 100_000, busy_timeout: float = 5.0) -> None:
+        if max_entries < 1:
+            msg = f"max_entries must be at least 1, not {max_entries!r}"
+            raise ValueError(msg)
+        self.path = str(path)
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
+        if self.path != ":memory:":
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._index: VectorIndex | None = None
+        self._mirrored = 0
+        """The highest id whose vector this process's index has read."""
+
+    def __repr__(self) -> str:
+        return f"SQLiteCacheStore(path={self.path!r}, max_entries={self.max_entries})"
+
+    # ------------------------------------------------------------------ exact
+    def get(self, key: str) -> Found | None:
+        with self._lock:
+            row = self._conn.execute("SELECT payload, expires FROM cache_entries WHERE key = ?", (key,)).fetchone()
+        if row is None or _expired(row[1]):
+            return None
+        return Found(key, _text(row[0]))
+
+    def put(
+        self, key: str, shape: str, payload: str, *, ttl: float | None, vector: Sequence[float] | None = None
+    ) -> None:
+        now = time.time()
+        expires = None if ttl is None else now + ttl
+        blob = None if vector is None else numpy().asarray(vector, dtype="<f4").tobytes()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT INTO cache_entries (key, shape, created, expires, payload, vector)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                    " created = excluded.created, expires = excluded.expires, payload = excluded.payload,"
+                    " vector = coalesce(excluded.vector, vector)",
+                    (key, shape, now, expires, payload, blob),
+                )
+                self._evict(now)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def _evict(self, now: float) -> None:
+        self._conn.execute("DELETE FROM cache_entries WHERE expires IS NOT NULL AND expires <= ?", (now,))
+        (count,) = self._conn.execute("SELECT COUNT(*) FROM cache_entries").fetchone()
+        if count > self.max_entries:
+            self._conn.execute(
+                "DELETE FROM cache_entries WHERE id IN (SELECT id FROM cache_entries ORDER BY id LIMIT ?)",
+                (count - self.max_entries,),
+            )
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM cache_entries WHERE key = ?", (key,))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._conn.execute("DELETE FROM cache_entries")
+            if self._index is not None:
+                self._index.clear()
+
+    def count(self) -> int:
+        with self._lock:
+            (count,) = self._conn.execute("SELECT COUNT(*) FROM cache_entries").fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ semantic
+    def nearest(self, shape: str, vector: Sequence[float], threshold: float) -> Found | None:
+        index = self._mirror()
+        for entry_id, score in index.search(shape, vector, threshold):
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT key, payload, expires FROM cache_entries WHERE id = ?", (entry_id,)
+                ).fetchone()
+            if row is None or _expired(row[2]):
+                index.drop(shape, entry_id)  # evicted, expired or replaced since it was mirrored
+                continue
+            return Found(str(row[0]), _text(row[1]), score)
+        return None
+
+    def _mirror(self) -> VectorIndex:
+        """The in-memory index, with every vector written since the last call (by this or another process)."""
+        np = numpy()
+        with self._lock:
+            if self._index is None or self._index.size > 2 * self.max_entries:
+                self._index, self._mirrored = VectorIndex(), 0  # rebuilt: too many dead rows held
+            index = self._index
+            rows = self._conn.execute(
+                "SELECT id, shape, vector FROM cache_entries WHERE id > ? AND vector IS NOT NULL ORDER BY id",
+                (self._mirrored,),
+            ).fetchall()
+            for entry_id, shape, blob in rows:
+                self._mirrored = max(self._mirrored, int(entry_id))
+                if isinstance(blob, bytes) and len(blob) % 4 == 0 and isinstance(shape, str):
+                    index.add(shape, int(entry_id), np.frombuffer(blob, dtype="<f4"))
+        return index
+
+
+def _expired(expires: Any) -> bool:
+    if expires is None:
+        return False
+    if not isinstance(expires, (int, float)):
+        return True  # an unreadable expiry is treated as expired: a miss, never a crash
+    return expires <= time.time()
+
+
+def _text(payload: Any) -> str:
+    if isinstance(payload, bytes):
+        return payload.decode("utf-8", "replace")
+    return payload if isinstance(payload, str) else ""
