@@ -17,6 +17,15 @@ from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_vali
 from typing_extensions import Self
 
 from langchain_multigateway._ls_params import langsmith_params
+from langchain_multigateway.cache.policy import GatewayCache
+from langchain_multigateway.cache.routed import (
+    akept,
+    cached_stream_async,
+    cached_stream_sync,
+    kept,
+    open_lookup,
+    take_cache_args,
+)
 from langchain_multigateway.routing import attempt
 from langchain_multigateway.routing.attempt import Shared
 from langchain_multigateway.routing.deployment import Deployment, deployments_from
@@ -223,6 +232,10 @@ class RoutingChatModel(BaseChatModel):
     on with its continuation only (usage adds both attempts); with none able to, the
     ``StreamInterruptedError`` stands. A caller that is not streaming never sees a partial
     answer either way: a stream read underneath an ``invoke`` fails over until it is whole."""
+    response_cache: GatewayCache | None = None
+    """The router's own response cache (``langchain_multigateway.cache``), keyed on the request within
+    the call's ``cache_scope``, never on the deployment; per call ``cache="off" | "read" | "write" |
+    "readwrite"``. None (default): no response caching."""
 
     _engine: Engine = PrivateAttr()
 
@@ -442,9 +455,12 @@ class RoutingChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request, call = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        request, call, lookup = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        hit = None if lookup is None else lookup.lookup()
+        if hit is not None:
+            return hit.result()  # type: ignore[no-any-return]
         answer = drive_sync(self._engine, request, call, attempt.invoke_sync)
-        return answer.finish(call.attempts)  # type: ignore[no-any-return]
+        return kept(lookup, answer.finish(call.attempts))
 
     async def _agenerate(
         self,
@@ -453,9 +469,12 @@ class RoutingChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        request, call = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        request, call, lookup = self._begin(messages, stop, run_manager, kwargs, streaming=False)
+        hit = None if lookup is None else await lookup.alookup()
+        if hit is not None:
+            return hit.result()  # type: ignore[no-any-return]
         answer = await drive_async(self._engine, request, call, attempt.invoke_async)
-        return answer.finish(call.attempts)  # type: ignore[no-any-return]
+        return await akept(lookup, answer.finish(call.attempts))
 
     # The streams are returned, not wrapped in another generator: LangChain closes what
     # it was given when its consumer stops, and the relay's ``finally`` gives the slot back.
@@ -466,8 +485,10 @@ class RoutingChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        request, call = self._begin(messages, stop, run_manager, kwargs, streaming=True)
-        return relay_sync(self._engine, request, call)
+        request, call, lookup = self._begin(messages, stop, run_manager, kwargs, streaming=True)
+        if lookup is None:
+            return relay_sync(self._engine, request, call)
+        return cached_stream_sync(lookup, lambda: relay_sync(self._engine, request, call))
 
     def _astream(
         self,
@@ -476,8 +497,10 @@ class RoutingChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        request, call = self._begin(messages, stop, run_manager, kwargs, streaming=True)
-        return relay_async(self._engine, request, call)
+        request, call, lookup = self._begin(messages, stop, run_manager, kwargs, streaming=True)
+        if lookup is None:
+            return relay_async(self._engine, request, call)
+        return cached_stream_async(lookup, lambda: relay_async(self._engine, request, call))
 
     def _begin(
         self,
@@ -488,7 +511,7 @@ class RoutingChatModel(BaseChatModel):
         *,
         streaming: bool,
     ) -> Any:
-        """The call's request and state; child runs for its attempts when its run has handlers.
+        """The call's request, state and cache lookup; child runs for its attempts when its run has handlers.
 
         ``_stream`` called without a ``StreamRun`` comes from an ``invoke`` that streams
         underneath: the caller is not streaming, so the stream is read whole before it is passed on.
@@ -504,7 +527,11 @@ class RoutingChatModel(BaseChatModel):
             metadata = run_manager.metadata if run_manager is not None else None
             runs = AttemptRuns.of(run_manager)
         overrides = read_overrides(kwargs, metadata)
-        return self._engine.begin(messages, stop, kwargs, overrides, streaming=streaming, whole=whole, runs=runs)
+        cache_args = take_cache_args(kwargs, metadata)  # never sent to a provider, cache or not
+        request, call = self._engine.begin(
+            messages, stop, kwargs, overrides, streaming=streaming, whole=whole, runs=runs
+        )
+        return request, call, open_lookup(self.response_cache, request, cache_args)
 
     # ------------------------------------------------------------------ cache & health
     def _convert_cached_generations(self, cache_val: list[Generation]) -> list[ChatGeneration]:
