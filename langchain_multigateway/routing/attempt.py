@@ -60,12 +60,21 @@ _now = time.perf_counter
 class Shared:
     """What every attempt of a router shares: its state, its gates and its failover policy."""
 
-    __slots__ = ("gates", "policy", "state")
+    __slots__ = ("gates", "learn_limits", "policy", "state")
 
-    def __init__(self, state: RouterState, gates: dict[str, ConcurrencyGate], policy: FailoverPolicy) -> None:
+    def __init__(
+        self,
+        state: RouterState,
+        gates: dict[str, ConcurrencyGate],
+        policy: FailoverPolicy,
+        *,
+        learn_limits: bool = True,
+    ) -> None:
         self.state = state
         self.gates = gates
         self.policy = policy
+        self.learn_limits = learn_limits
+        """Providers' rate-limit headers are noted in ``state`` and refuse admissions past them."""
 
 
 class Try:

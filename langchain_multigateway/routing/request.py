@@ -22,6 +22,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from langchain_multigateway.routing.affinity import SESSION_KEYS, affinity_key
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.policy import RequestPreparationError
 from langchain_multigateway.routing.runs import STREAM_RUN, AttemptRuns
@@ -41,7 +42,7 @@ __all__ = [
     "read_overrides",
 ]
 
-ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority", "stream_recovery", STREAM_RUN)
+ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority", "stream_recovery", "session_id", STREAM_RUN)
 STREAM_RECOVERIES = ("error", "continue")
 OUTPUT_RESERVE_CAP = 1024
 """Output tokens a tpm reservation assumes when the call sets no ``max_tokens`` (reconciled after)."""
@@ -189,6 +190,8 @@ def from_configurable(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     for key in ROUTER_KWARGS:
         if key in configurable and key not in kwargs:
             kwargs[key] = configurable[key]
+    if "session_id" not in kwargs and configurable.get("thread_id") not in (None, ""):
+        kwargs["session_id"] = configurable["thread_id"]  # LangGraph's name for a conversation
     return kwargs
 
 
@@ -218,6 +221,11 @@ def read_overrides(kwargs: dict[str, Any], metadata: Mapping[str, Any] | None) -
         priority = int(priority)
     except (TypeError, ValueError):
         priority = 0
+    if kwargs.get("session_id") is None:
+        # The conversation's name travels with the call kwargs to ``describe`` (which pops it).
+        session = next((meta[k] for k in SESSION_KEYS if meta.get(k) not in (None, "")), None)
+        if session is not None:
+            kwargs["session_id"] = session
     return Overrides(strategy, tags, priority, recovery)
 
 
@@ -256,6 +264,8 @@ class Request:
     """The request resumes a cut answer: its last message is the assistant prefix delivered so far."""
     runs: AttemptRuns | None = None
     """Child runs per attempt, when the router's run has callback handlers."""
+    affinity: bytes | None = None
+    """The conversation's key when its strategy keeps conversations on one deployment (prompt-cache affinity)."""
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -309,9 +319,13 @@ def describe(
     structured = kwargs.pop("structured_output", None)
     if structured is not None and not isinstance(structured, StructuredSpec):
         structured = StructuredSpec(structured)
+    session = kwargs.pop("session_id", None)
     for key in ROUTER_KWARGS:
         kwargs.pop(key, None)
     call_kwargs = {**base_kwargs, **kwargs} if base_kwargs else kwargs
+    conversation = None
+    if strategy.affinity:
+        conversation = affinity_key(messages, session if session is not None else call_kwargs.get("prompt_cache_key"))
     approx, upper = estimate_tokens(messages) if estimate else (0, 0)
     max_out = call_kwargs.get("max_tokens")
     output = max_out if isinstance(max_out, int) else 0
@@ -333,4 +347,5 @@ def describe(
         stream_recovery=stream_recovery,
         whole=whole,
         runs=runs,
+        affinity=conversation,
     )

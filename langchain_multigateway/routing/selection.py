@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.routing.affinity import rendezvous
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.request import Request
 from langchain_multigateway.routing.structured import StructuredSpec
@@ -84,7 +85,10 @@ def plan(
         else:
             excluded[dep.name] = why
     if len(able) > 1:
-        able = request.strategy.order(able, request.info, state)
+        if request.affinity is not None:
+            able = rendezvous(able, request.affinity)  # one conversation, one deployment: its prompt cache hits
+        else:
+            able = request.strategy.order(able, request.info, state)
     if guard is not None:
         able = guard.order(able, excluded)
     return able, excluded

@@ -6,6 +6,7 @@ keep the deployments' ``priority`` order (then their listed order).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 import threading
@@ -29,6 +30,7 @@ __all__ = [
     "Strategy",
     "WeightedStrategy",
     "get_strategy",
+    "with_affinity",
 ]
 
 
@@ -42,9 +44,18 @@ class RequestInfo:
 
 
 class Strategy(ABC):
-    """Ranks candidate deployments, best first."""
+    """Ranks candidate deployments, best first.
+
+    ``affinity``: requests of one conversation (one ``session_id``, or one prompt prefix)
+    are ranked by rendezvous hashing instead, so the provider's prompt cache keeps hitting
+    (see :mod:`~langchain_multigateway.routing.affinity`). On for the strategies that spread
+    requests across interchangeable deployments; off for those that already pick the same
+    first choice every time (ordered, cheapest, quality), where it would only override a
+    stated preference. A router's ``affinity=`` overrides it.
+    """
 
     name: str = "strategy"
+    affinity: bool = False
 
     @abstractmethod
     def order(self, candidates: Sequence[Deployment], request: RequestInfo, state: RouterState) -> list[Deployment]:
@@ -64,6 +75,7 @@ class RoundRobinStrategy(Strategy):
     """Each request starts one deployment further along; the rest follow as fallbacks."""
 
     name = "round_robin"
+    affinity = True
 
     def __init__(self) -> None:
         self._counter = itertools.count()
@@ -82,6 +94,7 @@ class WeightedStrategy(Strategy):
     """Random order drawn by ``weight`` (without replacement): traffic splits by weight."""
 
     name = "weighted"
+    affinity = True
 
     def __init__(self, seed: int | None = None) -> None:
         self._random = random.Random(seed)
@@ -108,6 +121,7 @@ class LeastLatencyStrategy(Strategy):
     """Lowest EWMA latency first (time to first token for streams); unmeasured ones first, to learn them."""
 
     name = "least_latency"
+    affinity = True
 
     def order(self, candidates: Sequence[Deployment], request: RequestInfo, state: RouterState) -> list[Deployment]:
         def key(dep: Deployment) -> float:
@@ -121,6 +135,7 @@ class LeastBusyStrategy(Strategy):
     """Fewest requests in flight first (relative to ``max_concurrency`` when set)."""
 
     name = "least_busy"
+    affinity = True
 
     def order(self, candidates: Sequence[Deployment], request: RequestInfo, state: RouterState) -> list[Deployment]:
         def key(dep: Deployment) -> float:
@@ -159,6 +174,7 @@ class BalancedStrategy(Strategy):
     """
 
     name = "balanced"
+    affinity = True
 
     def __init__(self, quality: float = 1.0, cost: float = 1.0, latency: float = 1.0, load: float = 0.5) -> None:
         self.weights = {"quality": quality, "cost": cost, "latency": latency, "load": load}
@@ -213,3 +229,12 @@ def get_strategy(strategy: str | Strategy) -> Strategy:
     except KeyError:
         msg = f"Unknown routing strategy {strategy!r}; choose one of {sorted(STRATEGIES)}"
         raise ValueError(msg) from None
+
+
+def with_affinity(strategy: Strategy, affinity: bool | None) -> Strategy:
+    """``strategy`` with prompt-cache affinity set (a copy: a caller's instance is not changed); None keeps it."""
+    if affinity is None or strategy.affinity is affinity:
+        return strategy
+    changed = copy.copy(strategy)
+    changed.affinity = affinity
+    return changed
