@@ -121,7 +121,8 @@ class Gateway:
             config["callbacks"] = list(self._callbacks)
         if key is not None:
             config["tags"] = [key.tag]
-            config["metadata"] = {"virtual_key": key.name}
+            # the key's id scopes the router's response cache: one key's answers are never another's
+            config["metadata"] = {"virtual_key": key.name, "cache_scope": key.tag}
         return config
 
     async def invoke(
