@@ -36,7 +36,7 @@ from langchain_multigateway.routing.policy import FailoverPolicy
 from langchain_multigateway.routing.request import STREAM_RUN, from_configurable, read_overrides
 from langchain_multigateway.routing.runs import AttemptRuns, StreamRun
 from langchain_multigateway.routing.selection import structured_exclusion
-from langchain_multigateway.routing.strategies import get_strategy
+from langchain_multigateway.routing.strategies import get_strategy, with_affinity
 from langchain_multigateway.routing.stream import relay_async, relay_sync
 from langchain_multigateway.routing.structured import (
     STRUCTURED_METHODS,
@@ -197,8 +197,19 @@ class RoutingChatModel(BaseChatModel):
     deployments: list[Deployment]
     strategy: Any = "ordered"
     """A strategy name or a ``Strategy`` instance."""
+    affinity: bool | None = None
+    """Prompt-cache affinity: keep each conversation (its ``session_id`` / ``thread_id`` in the run
+    metadata, else its system prompt and first message) on one deployment, chosen by rendezvous
+    hashing, so providers' prompt caches hit. None (default): on for the spreading strategies
+    (round_robin, weighted, least_latency, least_busy, balanced), off for ordered, cheapest and
+    quality, which already send every request to the same first choice."""
     failover: FailoverPolicy = Field(default_factory=FailoverPolicy)
     state: RouterState = Field(default_factory=MemoryState)
+    learn_limits: bool = True
+    """Read the rate limits providers announce in their response headers (``x-ratelimit-*``,
+    ``anthropic-ratelimit-*``, ``Retry-After``) into :attr:`state`, and skip a deployment whose
+    announced budget is spent until it resets, before it answers 429. Configured ``rpm``/``tpm``
+    stay a ceiling. On by default: the provider's own figures are the real limit."""
     max_wait: float = Field(default=5.0, ge=0)
     model: str = Field(default="router", alias="model_name")
     """This router's name in traces (``ls_model_name``)."""
@@ -261,8 +272,8 @@ class RoutingChatModel(BaseChatModel):
         gates = {d.name: ConcurrencyGate(d.max_concurrency) for d in self.deployments if d.max_concurrency}
         self._engine = Engine(
             self.deployments,
-            Shared(self.state, gates, self.failover),
-            strategy=get_strategy(self.strategy),
+            Shared(self.state, gates, self.failover, learn_limits=self.learn_limits),
+            strategy=with_affinity(get_strategy(self.strategy), self.affinity),
             base_kwargs=base,
             stop=self.stop,
             max_wait=self.max_wait,
