@@ -42,7 +42,8 @@ class UsageTotals:
 
     ``requests`` counts every call made (served calls and failed attempts);
     ``errors`` the failed attempts; ``unpriced`` the calls whose model has no
-    known price (their cost is not in ``cost_usd``).
+    known price (their cost is not in ``cost_usd``); ``cache_hits`` the calls a
+    router's response cache answered (in ``requests``, with no tokens and no cost).
     """
 
     requests: int = 0
@@ -55,6 +56,7 @@ class UsageTotals:
     reasoning_tokens: int = 0
     cost_usd: float = 0.0
     unpriced: int = 0
+    cache_hits: int = 0
 
     def add(self, record: CallRecord) -> None:
         """Count one record."""
@@ -68,6 +70,8 @@ class UsageTotals:
         self.cached_tokens += record.cached_tokens
         self.cache_creation_tokens += record.cache_creation_tokens
         self.reasoning_tokens += record.reasoning_tokens
+        if record.cache == "exact" or record.cache == "semantic":
+            self.cache_hits += 1
         if record.cost_usd is None:
             self.unpriced += 1
         else:
@@ -267,6 +271,8 @@ class UsageCallbackHandler(CallRecorder):
             lines.append(f"{unattributed} failed attempt(s) reported only by a router's attempt count")
         if total.unpriced:
             lines.append(f"{total.unpriced} call(s) on models without a known price are not in cost_usd")
+        if total.cache_hits:
+            lines.append(f"{total.cache_hits} call(s) answered by a response cache (no tokens, no cost)")
         return "\n".join(lines)
 
 

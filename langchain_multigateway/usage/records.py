@@ -83,6 +83,9 @@ class CallRecord:
     """Time to the first streamed token, when streamed."""
     served_model: str | None = None
     """The model name the server answered with (a dated id, a file path), when it differs or is known."""
+    cache: str | None = None
+    """A router's response cache: ``"exact"`` / ``"semantic"`` (a hit: no provider was called, zero cost),
+    ``"miss"`` (looked up, then served), None (not consulted)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a plain dict (tags as a list)."""
@@ -372,6 +375,7 @@ class CallRecorder(BaseCallbackHandler):
             error_usage = getattr(error, "usage_metadata", None)
             usage = error_usage if isinstance(error_usage, Mapping) else usage
         attempts_meta = meta.get("attempts")
+        cache = meta.get("cache")
         return [
             self._record(
                 base,
@@ -383,6 +387,7 @@ class CallRecorder(BaseCallbackHandler):
                 outcome="ok" if error is None else "error",
                 error_type=None if error is None else type(error).__name__,
                 attempts=attempts_meta if isinstance(attempts_meta, int) and attempts_meta > 0 else 1,
+                cache=cache if cache in ("exact", "semantic", "miss") else None,
             )
         ]
 
@@ -416,13 +421,16 @@ class CallRecorder(BaseCallbackHandler):
         outcome: Outcome,
         error_type: str | None,
         attempts: int,
+        cache: str | None = None,
     ) -> CallRecord:
         usage = usage if isinstance(usage, Mapping) else None
         input_tokens, output_tokens, total_tokens, cached, cache_creation, reasoning = _counts(usage)
         model_s = str(model) if model else None
         served_s = str(served) if served else None
         deployment_s = str(deployment) if deployment else None
-        if usage:
+        if cache in ("exact", "semantic"):
+            cost: float | None = 0.0  # a response-cache hit: no provider was called
+        elif usage:
             cost = self.prices.cost(usage, model_s, deployment=deployment_s, served=served_s)
         else:
             # Nothing billed: free if the model has a price, unknown (not zero) if it has none.
@@ -445,6 +453,7 @@ class CallRecorder(BaseCallbackHandler):
             cached_tokens=cached,
             cache_creation_tokens=cache_creation,
             reasoning_tokens=reasoning,
+            cache=cache,
         )
 
     # ------------------------------------------------------------------ hooks
