@@ -15,7 +15,8 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
@@ -31,6 +32,9 @@ from langchain_multigateway.server.call import ChatCall
 from langchain_multigateway.server.errors import ApiError, anthropic_error_body, api_error_from, openai_error_body
 from langchain_multigateway.server.gateway import Gateway
 from langchain_multigateway.server.keys import KeyStore, VirtualKey
+
+if TYPE_CHECKING:
+    from langchain_multigateway.dashboard import DashboardSource, Gatekeeper
 
 __all__ = ["MASTER_KEY_ENV", "ServerSettings", "create_app"]
 
@@ -330,6 +334,16 @@ def _event(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+def _dashboard_of(server: _Server) -> tuple[DashboardSource, Gatekeeper]:
+    from langchain_multigateway.dashboard import DashboardSource, Gatekeeper
+
+    ledger = server.gateway.ledger
+    path = None if ledger is None or ledger.spill_path is None else Path(ledger.path)  # no file: in memory
+    source = DashboardSource(routers=server.gateway.routers, ledger_path=path, keys=server.keys)
+    master = server.settings.master_key
+    return source, Gatekeeper(master.get_secret_value() if master else None)
+
+
 def create_app(
     gateway: Gateway,
     *,
@@ -338,6 +352,7 @@ def create_app(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Starlette:
     """The ASGI app serving ``gateway``'s routers (run it with uvicorn)."""
+    from langchain_multigateway.dashboard import dashboard_routes
     from langchain_multigateway.server.admin import admin_routes
 
     server = _Server(gateway, keys, settings or ServerSettings())
@@ -350,6 +365,7 @@ def create_app(
         Route("/health/readiness", server.readiness, methods=["GET"]),
         Route("/metrics", server.metrics, methods=["GET"]),
         *admin_routes(server),
+        *dashboard_routes(*_dashboard_of(server)),  # /ui: the read-only dashboard, for the master key
     ]
 
     @contextlib.asynccontextmanager
