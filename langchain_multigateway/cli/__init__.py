@@ -1,4 +1,4 @@
-"""The ``multigateway`` command: demo, chat, batch, health, providers, usage, serve, keys.
+"""The ``multigateway`` command: demo, chat, batch, health, providers, usage, serve, keys, dashboard.
 
 Each command lives in its own module here (``demo.py``, ``chat.py``, ...) with a
 ``register(commands, common)`` that adds its parser and a ``run(args)`` that does
@@ -26,12 +26,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from langchain_multigateway.cli import batch, chat, demo, health, keys, providers, serve, usage
+from langchain_multigateway.cli import batch, chat, dashboard, demo, health, keys, providers, serve, usage
 from langchain_multigateway.cli._errors import EXIT_CODES_HELP, EXIT_INTERRUPTED, EXIT_OK, report
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (demo, chat, batch, health, providers, usage, serve, keys)
+_COMMANDS = (demo, chat, batch, health, providers, usage, serve, keys, dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:
