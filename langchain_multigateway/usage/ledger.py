@@ -1,10 +1,15 @@
 """A durable record of every call: SQLite by default (stdlib ``sqlite3``, WAL mode).
 
-One writer thread owns the connection and takes records from a queue, committing
-each record on its own, so a crash loses at most what was still queued (normally
-only the call in flight). Producers (threads, asyncio tasks, callback handlers)
-only enqueue, so they never block on disk. Reads go through the same thread,
-which also lets ``":memory:"`` ledgers work.
+One writer thread owns the connection. Producers (threads, asyncio tasks,
+callback handlers) only append a record to a list and return, so they never wait
+for the disk nor for a lock: a busy server's request path pays no commit. The
+writer commits what has been added in one transaction every
+``BATCH_SECONDS`` (50 ms), or at once when ``BATCH_RECORDS`` (256) are waiting; a
+record SQLite refuses inside a batch is retried on its own (and kept in the
+sidecar if it still fails), so one bad record never costs the others. A crash
+(``kill -9``) loses at most the last 50 ms of records; :meth:`Ledger.flush`,
+:meth:`Ledger.close`, every read, and interpreter exit write everything first.
+Reads go through the same thread, which also lets ``":memory:"`` ledgers work.
 
 Example:
     .. code-block:: python
@@ -31,6 +36,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -126,6 +132,11 @@ _GROUPS: dict[str, str] = {
 }
 
 _STOP = object()
+_WAKE = object()
+BATCH_SECONDS = 0.05
+"""The longest a record waits before it is committed (with the others added meanwhile)."""
+BATCH_RECORDS = 256
+"""Records that make the writer commit at once instead of waiting for ``BATCH_SECONDS``."""
 _IMPORT_RETRY_SECONDS = 1.0
 _IMPORTED = "CREATE TABLE IF NOT EXISTS spill_imports (spill_id TEXT PRIMARY KEY)"
 
@@ -202,10 +213,25 @@ class _Writer:
             self._spill(record, failed)
             return
         try:
-            _insert(self.conn, record, failed)
+            _insert(self.conn, [(record, failed)])
         except Exception as exc:  # a locked or broken database, or a value SQLite cannot bind
             logger.warning("ledger %s: could not write a record: %s", self.path, exc)
             self._spill(record, failed)
+
+    def write_batch(self, batch: list[_Queued]) -> None:
+        """Commit ``batch`` in one transaction; if that fails, each record on its own (or to the sidecar)."""
+        if len(batch) > 1 and not self._spill_pending():
+            try:
+                _insert(self.conn, [(redact_fields(record), failed) for record, failed in batch])
+                return
+            except Exception as exc:  # one record SQLite refuses, or a locked database: find out which
+                logger.debug("ledger %s: a batch of %d failed (%s); writing one by one", self.path, len(batch), exc)
+        for record, failed in batch:
+            try:
+                self.write(record, failed)
+            except Exception:  # never let one record stop the others
+                self.lost += 1
+                logger.exception("ledger %s: a record was lost", self.path)
 
     def _try_import(self) -> bool:
         """Import the sidecar without waiting, at most once a second while the database stays locked
@@ -300,6 +326,7 @@ def _add_served_model_column(conn: sqlite3.Connection) -> None:
 
 
 _Spilled = tuple[str, CallRecord, tuple[Mapping[str, Any], ...], str]
+_Queued = tuple[CallRecord, tuple[Mapping[str, Any], ...]]
 
 
 def _read_spill(text: str) -> tuple[list[_Spilled], list[str]]:
@@ -351,7 +378,12 @@ def _insert_spilled(conn: sqlite3.Connection, entries: list[_Spilled]) -> list[s
 
 
 def _worker(
-    path: str, busy_timeout: float, spill_path: str | None, jobs: queue.Queue[Any], ready: Future[_Writer]
+    path: str,
+    busy_timeout: float,
+    spill_path: str | None,
+    jobs: queue.Queue[Any],
+    pending: deque[_Queued],
+    ready: Future[_Writer],
 ) -> None:
     try:
         writer = _Writer(path, busy_timeout, spill_path)
@@ -361,29 +393,39 @@ def _worker(
     ready.set_result(writer)
     try:
         while True:
-            job = jobs.get()
+            try:
+                job = jobs.get(timeout=BATCH_SECONDS)
+            except queue.Empty:
+                job = None
+            _write_pending(writer, pending)  # before any read or the stop: they see every record added
+            if job is None or job is _WAKE:
+                continue
             if job is _STOP:
                 break
-            kind, payload, future = job
-            if kind == "record":
-                try:
-                    writer.write(*payload)
-                except Exception:  # never let one record stop the writer (later flushes would hang)
-                    writer.lost += 1
-                    logger.exception("ledger %s: a record was lost", path)
-                continue
+            fn, future = job
             try:
-                future.set_result(payload(writer.conn))
+                future.set_result(fn(writer.conn))
             except Exception as exc:
                 future.set_exception(exc)
     finally:
+        _write_pending(writer, pending)
         writer.close()
 
 
-def _insert(conn: sqlite3.Connection, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
+def _write_pending(writer: _Writer, pending: deque[_Queued]) -> None:
+    """Write what producers appended so far, ``BATCH_RECORDS`` per transaction."""
+    while pending:
+        batch: list[_Queued] = []
+        while pending and len(batch) < BATCH_RECORDS:
+            batch.append(pending.popleft())
+        writer.write_batch(batch)
+
+
+def _insert(conn: sqlite3.Connection, batch: Sequence[_Queued]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _insert_row(conn, record, failed)
+        for record, failed in batch:
+            _insert_row(conn, record, failed)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -438,11 +480,13 @@ def _insert_row(conn: sqlite3.Connection, record: CallRecord, failed: tuple[Mapp
         )
 
 
-def _stop_worker(jobs: queue.Queue[Any], thread: threading.Thread, writer: _Writer, wait: float) -> None:
+def _stop_worker(
+    jobs: queue.Queue[Any], pending: deque[_Queued], thread: threading.Thread, writer: _Writer, wait: float
+) -> None:
     if thread.is_alive():
         jobs.put(_STOP)
         thread.join(timeout=wait)
-    unwritten = writer.lost + (jobs.qsize() if thread.is_alive() else 0)
+    unwritten = writer.lost + (len(pending) if thread.is_alive() else 0)
     if unwritten:
         logger.error("ledger %s: %d record(s) could not be written and are lost", writer.path, unwritten)
 
@@ -486,10 +530,12 @@ class Ledger:
             str(spill_path) if spill_path is not None else None if memory else self.path + ".spill.jsonl"
         )
         self._jobs: queue.Queue[Any] = queue.Queue()
+        # Records waiting for the writer: deque.append is atomic, so adding one takes no lock.
+        self._pending: deque[_Queued] = deque()
         ready: Future[_Writer] = Future()
         self._thread = threading.Thread(
             target=_worker,
-            args=(self.path, self.busy_timeout, self.spill_path, self._jobs, ready),
+            args=(self.path, self.busy_timeout, self.spill_path, self._jobs, self._pending, ready),
             name="multigateway-ledger",
             daemon=True,
         )
@@ -498,11 +544,13 @@ class Ledger:
         self._closed = False
         # The worker needs one busy_timeout for the record in hand, then spills the rest at once.
         wait = 2 * self.busy_timeout + 30
-        self._finalizer = weakref.finalize(self, _stop_worker, self._jobs, self._thread, self._writer, wait)
+        self._finalizer = weakref.finalize(
+            self, _stop_worker, self._jobs, self._pending, self._thread, self._writer, wait
+        )
 
     # ------------------------------------------------------------------ writing
     def add(self, record: CallRecord, *, failed: Sequence[Mapping[str, Any]] = ()) -> None:
-        """Queue one record for writing (returns at once).
+        """Queue one record for writing (returns at once; committed within ``BATCH_SECONDS``).
 
         ``failed``: the tries that failed before the call's last one, as the router's
         ``failed_attempts`` metadata gives them (``deployment``, ``error_type``,
@@ -511,14 +559,17 @@ class Ledger:
         if self._closed:
             msg = "this Ledger is closed"
             raise RuntimeError(msg)
-        self._jobs.put(("record", (record, tuple(failed)), None))
+        pending = self._pending
+        pending.append((record, tuple(failed)))
+        if len(pending) == BATCH_RECORDS:
+            self._jobs.put(_WAKE)  # a full batch: commit now rather than at the next tick
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             msg = "this Ledger is closed"
             raise RuntimeError(msg)
         future: Future[T] = Future()
-        self._jobs.put(("call", fn, future))
+        self._jobs.put((fn, future))
         return future.result()
 
     def flush(self) -> None:
@@ -548,7 +599,7 @@ class Ledger:
         self._jobs.put(_STOP)
         self._thread.join(timeout=2 * self.busy_timeout + 30)
         writer = self._writer
-        lost = writer.lost + (self._jobs.qsize() if self._thread.is_alive() else 0)
+        lost = writer.lost + (len(self._pending) if self._thread.is_alive() else 0)
         if writer.spilled:
             logger.warning(
                 "ledger %s: %d record(s) could not be written to the database and are kept in %s;"
