@@ -20,7 +20,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from langchain_multigateway.chat_models._openai_format import usage_from_openai
+from langchain_multigateway.chat_models._openai_format import parse_tool_calls, usage_from_openai
 from langchain_multigateway.errors import ProviderError, error_from_status
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class ChatCompletionsAssembler:
         usage_of: Callable[[Mapping[str, Any] | None], UsageMetadata | None] = usage_from_openai,
         estimate_usage: Callable[[str, str | None], UsageMetadata] | None = None,
         usage_expected: bool | None = None,
+        reasoning_blocks: bool = False,
     ) -> None:
         self.owner = owner
         self.exchange = exchange
@@ -65,6 +66,11 @@ class ChatCompletionsAssembler:
             options = exchange.payload.get("stream_options")
             usage_expected = isinstance(options, Mapping) and bool(options.get("include_usage"))
         self.usage_asked = usage_expected
+        # Reasoning as content blocks (see content_with_reasoning): once a stream has
+        # reasoned, its text and tool calls go out as blocks too, so the chunks merge into one list.
+        self.reasoning_blocks = reasoning_blocks
+        self.reasoned = False
+        self.calls: dict[int, dict[str, str]] = {}  # tool calls of a reasoning stream, for its last chunk
         self.done = False
         self.chose = False  # a choice arrived: [DONE] alone is no answer, only the end of one
         self.model_name: str | None = None
@@ -114,17 +120,34 @@ class ChatCompletionsAssembler:
                 self.finish_reason = choice["finish_reason"]
             delta = choice.get("delta") or {}
             text, reasoning = self.split_content(delta.get("content"))
-            reasoning = reasoning or delta.get("reasoning_content") or ""
+            reasoning = reasoning or _reasoning_of(delta)
             calls = [self._tool_call(call, position) for position, call in enumerate(delta.get("tool_calls") or [])]
             additional = {"reasoning_content": reasoning} if reasoning else {}
             self.generated.extend([text, reasoning])
             self.generated.extend(f"{c.get('name') or ''}{c.get('args') or ''}" for c in calls)
             if text or calls or additional:
+                content = self._blocks(text, reasoning, calls) if self.reasoning_blocks else text
                 yield ChatGenerationChunk(
                     message=AIMessageChunk(
-                        content=text, tool_call_chunks=calls, additional_kwargs=additional, id=self.response_id
+                        content=content, tool_call_chunks=calls, additional_kwargs=additional, id=self.response_id
                     )
                 )
+
+    def _blocks(self, text: str, reasoning: str, calls: list[Any]) -> str | list[dict[str, Any]]:
+        """A delta's content: plain text until the stream reasons, blocks from then on."""
+        self.reasoned = self.reasoned or bool(reasoning)
+        if not self.reasoned:
+            return text
+        for call in calls:
+            held = self.calls.setdefault(call["index"], {"id": "", "name": "", "args": ""})
+            for key in ("id", "name", "args"):
+                held[key] += call.get(key) or ""
+        blocks: list[dict[str, Any]] = []
+        if reasoning:
+            blocks.append({"type": "reasoning", "reasoning": reasoning, "index": 0})
+        if text:
+            blocks.append({"type": "text", "text": text, "index": 1})
+        return blocks
 
     @staticmethod
     def _tool_call(call: Mapping[str, Any], position: int) -> Any:
@@ -150,9 +173,19 @@ class ChatCompletionsAssembler:
         if usage is None and self.estimate_usage is not None:
             usage = self.estimate_usage("".join(self.generated), self.finish_reason)
             meta["usage_estimated"] = True
+        content: str | list[dict[str, Any]] = ""
+        if self.reasoned:  # the tool calls as blocks too, so content_blocks lists them
+            raw = [
+                {"id": c["id"], "function": {"name": c["name"], "arguments": c["args"]}} for c in self.calls.values()
+            ]
+            calls, _ = parse_tool_calls(raw)
+            content = [
+                {"type": "tool_call", "id": c.get("id"), "name": c["name"], "args": c["args"], "index": 2 + position}
+                for position, c in enumerate(calls)
+            ]
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content="",
+                content=content,
                 usage_metadata=usage,
                 response_metadata=meta,
                 id=self.response_id,
@@ -160,6 +193,16 @@ class ChatCompletionsAssembler:
             ),
             generation_info={"finish_reason": self.finish_reason},
         )
+
+
+def _reasoning_of(delta: Mapping[str, Any]) -> str:
+    """A delta's reasoning text: ``reasoning_content`` (llama.cpp, DeepSeek, older vLLM) or
+    ``reasoning`` (newer vLLM, OpenRouter)."""
+    for key in ("reasoning_content", "reasoning"):
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _about_the_request(detail: Any) -> bool:

@@ -30,6 +30,7 @@ from langchain_multigateway.chat_models._input_blocks import INPUT_BLOCK_TYPES, 
 __all__ = [
     "ToolChoice",
     "content_to_openai",
+    "content_with_reasoning",
     "message_to_openai",
     "messages_to_openai",
     "parse_tool_calls",
@@ -168,6 +169,26 @@ def parse_tool_calls(raw_calls: Sequence[Mapping[str, Any]] | None) -> tuple[lis
         if parsed is not None:
             calls.append(parsed)  # type: ignore[arg-type]
     return calls, invalid
+
+
+def content_with_reasoning(
+    text: str, reasoning: Any, tool_calls: Sequence[ToolCall] = ()
+) -> str | list[str | dict[Any, Any]]:
+    """An answer's content: the text as is, or, when the server sent ``reasoning_content``
+    (vLLM, llama.cpp, DeepSeek), standard blocks: reasoning, text, then the tool calls.
+
+    Blocks, because langchain-core reads an ``"openai"`` message's ``content_blocks`` from
+    its content (a string gives no reasoning block); the tool calls are repeated as
+    ``tool_call`` blocks so ``content_blocks`` still lists them (every provider's request
+    builder skips those blocks: they travel in ``tool_calls``).
+    """
+    if not (reasoning and isinstance(reasoning, str)):
+        return text
+    blocks: list[str | dict[Any, Any]] = [{"type": "reasoning", "reasoning": reasoning}]
+    if text:
+        blocks.append({"type": "text", "text": text})
+    blocks += [{"type": "tool_call", "id": c.get("id"), "name": c["name"], "args": c["args"]} for c in tool_calls]
+    return blocks
 
 
 def usage_from_openai(usage: Mapping[str, Any] | None) -> UsageMetadata | None:

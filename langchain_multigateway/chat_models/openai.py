@@ -20,12 +20,21 @@ from langchain_multigateway.chat_models._http import aiter_sse, iter_sse, set_bo
 from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
 from langchain_multigateway.chat_models._openai_format import (
     ToolChoice,
+    content_with_reasoning,
     messages_to_openai,
     parse_tool_calls,
     tool_choice_to_openai,
     tools_to_openai,
     usage_from_openai,
 )
+from langchain_multigateway.chat_models._responses_format import (
+    needs_responses_api,
+    output_to_message_parts,
+    response_id_of,
+    responses_body,
+    usage_from_responses,
+)
+from langchain_multigateway.chat_models._responses_stream import ResponsesAssembler
 from langchain_multigateway.errors import (
     GatewayConnectionError,
     GatewayError,
@@ -42,6 +51,12 @@ __all__ = ["OpenAIChatModel"]
 # The SDK's per-request TypedDict transform and typed response objects cost more CPU
 # than the rest of a call, and the gateway needs plain dicts anyway: see _send.
 _CHAT_PATH = "/chat/completions"
+_RESPONSES_PATH = "/responses"
+
+
+def _path(payload: Mapping[str, Any]) -> str:
+    """Where a built body goes: Responses bodies carry ``input``, chat bodies ``messages``."""
+    return _RESPONSES_PATH if "input" in payload else _CHAT_PATH
 
 
 def _raw_response_type() -> Any:
@@ -184,6 +199,20 @@ class OpenAIChatModel(GatewayChatModel):
     parallel_tool_calls: bool | None = None
     """Default for requests that carry tools (``bind_tools`` may override it)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    use_responses_api: bool | None = None
+    """Speak OpenAI's Responses API (``POST /responses``) instead of chat completions.
+
+    ``None`` (the default) picks by model: the models OpenAI serves only there (``o1-pro``,
+    ``o3-pro``, every ``gpt-5…-pro``, any ``codex`` or ``deep-research`` model,
+    ``computer-use-preview``; see ``_responses_format.RESPONSES_ONLY_MODELS``) use it, every
+    other model chat completions, which every OpenAI-compatible server speaks. A call that
+    passes ``previous_response_id`` uses it too (only this API stores conversations).
+    """
+    use_previous_response_id: bool = False
+    """In Responses mode, send only the messages after the last AI message that came from
+    this API, with ``previous_response_id`` set to its id (the server holds the rest; needs
+    ``store`` left on). Off by default: every request is then whole and can go to any server
+    or fail over to another deployment."""
     http_client: Any | None = Field(default=None, exclude=True)
     """An ``httpx2.Client`` for the sync SDK client (proxies, custom transports, replay)."""
     http_async_client: Any | None = Field(default=None, exclude=True)
@@ -253,12 +282,22 @@ class OpenAIChatModel(GatewayChatModel):
         params = {k: v for k, v in params.items() if v is not None}
         if self.parallel_tool_calls is not None and params.get("tools"):
             params.setdefault("parallel_tool_calls", self.parallel_tool_calls)
+        if self._responses_mode(params):
+            if self.use_previous_response_id and "previous_response_id" not in params:
+                params["previous_response_id"] = _last_response_id(messages)
+            return responses_body(params, messages, stream=stream)
         params["messages"] = messages_to_openai(messages)
         if stream:
             params["stream"] = True
             if self.stream_usage and "stream_options" not in params:
                 params["stream_options"] = {"include_usage": True}
         return params
+
+    def _responses_mode(self, params: Mapping[str, Any]) -> bool:
+        """Whether this call goes to ``/responses`` (see ``use_responses_api``)."""
+        if self.use_responses_api is not None:
+            return self.use_responses_api or bool(params.get("previous_response_id"))
+        return needs_responses_api(str(params.get("model") or self.model)) or bool(params.get("previous_response_id"))
 
     def _translate(self, exc: BaseException, model: str | None = None) -> GatewayError:
         return translate_openai_error(exc, provider=self.provider_name, model=model or self.model)
@@ -278,7 +317,10 @@ class OpenAIChatModel(GatewayChatModel):
 
     def _send(self, exchange: Exchange) -> Any:
         raw = self.client.post(
-            _CHAT_PATH, cast_to=_raw_response_type(), body=exchange.payload, options=self._options(exchange)
+            _path(exchange.payload),
+            cast_to=_raw_response_type(),
+            body=exchange.payload,
+            options=self._options(exchange),
         )
         exchange.request_id = raw.headers.get("x-request-id")
         exchange.answered = True
@@ -286,7 +328,10 @@ class OpenAIChatModel(GatewayChatModel):
 
     async def _asend(self, exchange: Exchange) -> Any:
         raw = await self.async_client.post(
-            _CHAT_PATH, cast_to=_raw_response_type(), body=exchange.payload, options=self._options(exchange)
+            _path(exchange.payload),
+            cast_to=_raw_response_type(),
+            body=exchange.payload,
+            options=self._options(exchange),
         )
         exchange.request_id = raw.headers.get("x-request-id")
         exchange.answered = True
@@ -296,7 +341,7 @@ class OpenAIChatModel(GatewayChatModel):
     def _send_stream(self, exchange: Exchange) -> Iterator[Iterator[Any]]:
         options = self._options(exchange)
         response = self.client.post(
-            _CHAT_PATH, cast_to=_raw_response_type(), body=exchange.payload, options=options, stream=True
+            _path(exchange.payload), cast_to=_raw_response_type(), body=exchange.payload, options=options, stream=True
         )
         try:
             exchange.request_id = response.headers.get("x-request-id")
@@ -309,7 +354,7 @@ class OpenAIChatModel(GatewayChatModel):
     async def _asend_stream(self, exchange: Exchange) -> AsyncIterator[AsyncIterator[Any]]:
         options = self._options(exchange)
         response = await self.async_client.post(
-            _CHAT_PATH, cast_to=_raw_response_type(), body=exchange.payload, options=options, stream=True
+            _path(exchange.payload), cast_to=_raw_response_type(), body=exchange.payload, options=options, stream=True
         )
         try:
             exchange.request_id = response.headers.get("x-request-id")
@@ -325,6 +370,8 @@ class OpenAIChatModel(GatewayChatModel):
             raise ProviderError(msg, provider=self.provider_name, model=exchange.model, request_id=request_id)
         if data.get("error"):
             raise ProviderError(str(data["error"]), provider=self.provider_name, model=exchange.model)
+        if "output" in data or data.get("object") == "response":
+            return self._parse_responses(data, exchange)
         choices = data.get("choices") or []
         if not choices:
             msg = "The server answered with no choices"
@@ -335,11 +382,11 @@ class OpenAIChatModel(GatewayChatModel):
         additional: dict[str, Any] = {}
         if message.get("refusal"):
             additional["refusal"] = message["refusal"]
-        reasoning = message.get("reasoning_content")
-        if reasoning:
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        if reasoning and isinstance(reasoning, str):
             additional["reasoning_content"] = reasoning
         ai = AIMessage(
-            content=message.get("content") or "",
+            content=content_with_reasoning(message.get("content") or "", reasoning, tool_calls),
             tool_calls=tool_calls,
             invalid_tool_calls=invalid,
             additional_kwargs=additional,
@@ -356,8 +403,39 @@ class OpenAIChatModel(GatewayChatModel):
         )
         return ChatResult(generations=[ChatGeneration(message=ai)], llm_output={"model_name": data.get("model")})
 
-    def _stream_assembler(self, exchange: Exchange) -> ChatCompletionsAssembler:
-        return ChatCompletionsAssembler(self, exchange)
+    def _parse_responses(self, data: Mapping[str, Any], exchange: Exchange) -> ChatResult:
+        """A ``/responses`` answer as a ChatResult (content blocks, tool calls, usage)."""
+        if data.get("status") == "failed" or data.get("error"):
+            msg = f"the response failed: {data.get('error') or data.get('status')}"
+            raise ProviderError(msg, provider=self.provider_name, model=exchange.model, request_id=exchange.request_id)
+        output = data.get("output")
+        if not isinstance(output, list):
+            msg = f"a response without an output list: {str(data)[:200]}"
+            raise ProviderError(msg, provider=self.provider_name, model=exchange.model, request_id=exchange.request_id)
+        content, tool_calls, invalid = output_to_message_parts(output)
+        incomplete = (data.get("incomplete_details") or {}).get("reason")
+        finish = "length" if incomplete == "max_output_tokens" else incomplete
+        ai = AIMessage(
+            content=content,  # type: ignore[arg-type]
+            tool_calls=tool_calls,
+            invalid_tool_calls=invalid,
+            usage_metadata=usage_from_responses(data.get("usage")),
+            response_metadata=self._response_metadata(
+                data.get("model"),
+                id=data.get("id"),
+                status=data.get("status"),
+                finish_reason=finish or ("tool_calls" if tool_calls or invalid else "stop"),
+                service_tier=data.get("service_tier"),
+                request_id=exchange.request_id,
+            ),
+            id=data.get("id"),
+        )
+        return ChatResult(generations=[ChatGeneration(message=ai)], llm_output={"model_name": data.get("model")})
+
+    def _stream_assembler(self, exchange: Exchange) -> ChatCompletionsAssembler | ResponsesAssembler:
+        if _path(exchange.payload) == _RESPONSES_PATH:
+            return ResponsesAssembler(self, exchange)
+        return ChatCompletionsAssembler(self, exchange, reasoning_blocks=True)
 
     # ------------------------------------------------------------------ tools
     def bind_tools(
@@ -399,6 +477,14 @@ class OpenAIChatModel(GatewayChatModel):
             await self.async_client.models.list()
         except Exception as exc:
             raise self._locate(self._translate(exc)) from exc
+
+
+def _last_response_id(messages: Sequence[BaseMessage]) -> str | None:
+    """The Responses id of the last AI message, if it came from that API."""
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            return response_id_of(message)
+    return None
 
 
 def _close_unless_shared(shared: Any) -> Callable[[openai.AsyncOpenAI], Awaitable[None]]:
