@@ -129,6 +129,7 @@ class Slot:
         "counts",
         "cut_at",
         "dep",
+        "dropped",
         "error",
         "failure",
         "first_at",
@@ -156,6 +157,7 @@ class Slot:
         self.usage: Mapping[str, Any] | None = None
         self.parts: list[str] = []
         self.child: Any = None
+        self.dropped: Mapping[str, str] = {}
         self.ok = False
         self.counts = False
         self.cooldown: float | None = None
@@ -288,6 +290,8 @@ class Slot:
             meta["ttft_ms"] = round((self.first_at - self.started) * 1000, 3)
         if attempts:
             meta["failed_attempts"] = [a.as_metadata() for a in attempts]
+        if self.dropped:
+            meta["dropped_params"] = dict(self.dropped)  # call parameters this deployment's API does not take
         return meta
 
 
@@ -334,6 +338,7 @@ def _enter(shared: Shared, step: Try) -> Slot | Admission:
     if gate is not None and not step.gate_held and not gate.try_enter():
         return Admission(ok=False, reason=BUSY, limited=True)
     slot = Slot(shared, dep, gate, step.guard)  # from here the gate slot (if any) is the slot's
+    slot.dropped = step.prepared.dropped
     if step.timeout is not None:
         slot.cut_at = slot.started + step.timeout
     if step.guard is None:

@@ -60,7 +60,14 @@ from langchain_multigateway.errors import (
     RateLimitError,
 )
 
-__all__ = ["Action", "Decision", "FailoverPolicy", "NoDeploymentAvailableError", "RequestPreparationError"]
+__all__ = [
+    "Action",
+    "Decision",
+    "FailoverPolicy",
+    "NoDeploymentAvailableError",
+    "RequestPreparationError",
+    "UnsupportedParameterError",
+]
 
 
 class Action(str, Enum):
@@ -135,6 +142,33 @@ class RequestPreparationError(InvalidRequestError):
 
     Caused by the input, so the router raises it at once and no breaker counts it.
     """
+
+
+class UnsupportedParameterError(RequestPreparationError):
+    """A call parameter a deployment's API does not take, refused under ``strict_params=True``.
+
+    ``params`` maps each such parameter to why it does not fit; ``deployment`` names where.
+    Without ``strict_params`` the router drops it for that deployment instead and reports
+    it in ``response_metadata["dropped_params"]``.
+    """
+
+    def __init__(self, deployment: str, params: dict[str, str], *, provider: str | None, model: str | None) -> None:
+        self.deployment = deployment
+        self.params = dict(params)
+        listed = "; ".join(f"{name}: {why}" for name, why in self.params.items())
+        msg = (
+            f"deployment {deployment!r} does not take {sorted(self.params)} ({listed}). strict_params=True refuses "
+            "instead of dropping them: remove them from the call, or route it (routing_tags / model=) to a "
+            "deployment that takes them"
+        )
+        super().__init__(msg, provider=provider, model=model)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_unsupported, (self.deployment, self.params, self.provider, self.model))
+
+
+def _unsupported(deployment: str, params: dict[str, str], provider: str | None, model: str | None) -> Exception:
+    return UnsupportedParameterError(deployment, params, provider=provider, model=model)
 
 
 class NoDeploymentAvailableError(AllDeploymentsFailedError):

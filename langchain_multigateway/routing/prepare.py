@@ -8,22 +8,37 @@ never counts against a breaker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableBinding
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.chat_models._params import fit_params
 from langchain_multigateway.routing.deployment import Deployment
-from langchain_multigateway.routing.policy import RequestPreparationError
+from langchain_multigateway.routing.policy import RequestPreparationError, UnsupportedParameterError
 from langchain_multigateway.routing.request import Request
 from langchain_multigateway.routing.structured import json_schema_of, schema_name
 
-__all__ = ["Prepared", "PreparedCache", "StructuredHooks", "input_error", "prepare"]
+__all__ = ["Prepared", "PreparedCache", "Preparations", "StructuredHooks", "input_error", "prepare"]
 
 PreparedCache = dict[tuple[str, int], tuple[Any, dict[str, Any], "Prepared"]]
 """Bindings kept per (deployment, tools or schema object): binding tools is slow, calls repeat them."""
+
+_NOTHING_DROPPED: Mapping[str, str] = MappingProxyType({})
+
+
+class Preparations(PreparedCache):
+    """A router's binding cache, with how it fits call parameters to each deployment."""
+
+    def __init__(self, *, strict_params: bool = False) -> None:
+        super().__init__()
+        self.strict_params = strict_params
+        """Refuse (``UnsupportedParameterError``) a parameter a deployment does not take, instead of dropping it."""
+
 
 _CACHE_LIMIT = 256
 
@@ -51,6 +66,8 @@ class Prepared:
     kwargs: dict[str, Any]
     runnable: Runnable[Any, Any] | None = None
     raw_key: str | None = None
+    dropped: Mapping[str, str] = field(default_factory=lambda: _NOTHING_DROPPED)
+    """Call parameters this deployment's API does not take, left out (name → why)."""
 
 
 def _refuse(dep: Deployment, exc: BaseException | str) -> RequestPreparationError:
@@ -77,8 +94,9 @@ def prepare(cache: PreparedCache, dep: Deployment, request: Request) -> Prepared
     """``dep``'s model and kwargs for ``request`` (raises :class:`RequestPreparationError`)."""
     if request.unsendable is not None and isinstance(dep.model, GatewayChatModel):
         raise _refuse(dep, request.unsendable)
+    kwargs, dropped = _fit(cache, dep, request.kwargs)
     if request.tools is None and request.structured is None:
-        return Prepared(dep.model, request.kwargs)
+        return Prepared(dep.model, kwargs, dropped=dropped)
     anchor: Any = request.structured if request.structured is not None else request.tools
     key = (dep.name, id(anchor))
     hit = cache.get(key)
@@ -92,7 +110,21 @@ def prepare(cache: PreparedCache, dep: Deployment, request: Request) -> Prepared
             raise _refuse(dep, exc) from exc
         hit = cache[key] = (anchor, dict(request.tool_kwargs), built)
     bound = hit[2]
-    return Prepared(bound.model, {**bound.kwargs, **request.kwargs}, bound.runnable, bound.raw_key)
+    return Prepared(bound.model, {**bound.kwargs, **kwargs}, bound.runnable, bound.raw_key, dropped)
+
+
+def _fit(cache: PreparedCache, dep: Deployment, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Mapping[str, str]]:
+    """The call's kwargs in ``dep``'s terms (``chat_models._params``): translated, or dropped with the reason."""
+    if not kwargs:
+        return kwargs, _NOTHING_DROPPED
+    if "model" in kwargs:  # a model= override chose this deployment (see eligibility): it serves its own model
+        kwargs = {k: v for k, v in kwargs.items() if k != "model"}
+    fitted, dropped = fit_params(dep.model, kwargs)
+    if not dropped:
+        return fitted, _NOTHING_DROPPED
+    if getattr(cache, "strict_params", False):
+        raise UnsupportedParameterError(dep.name, dropped, provider=dep.provider, model=dep.model_name)
+    return fitted, MappingProxyType(dropped)
 
 
 def _bind(dep: Deployment, request: Request) -> Prepared:

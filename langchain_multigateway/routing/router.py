@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
@@ -33,6 +33,8 @@ from langchain_multigateway.routing.engine import Engine, drive_async, drive_syn
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.health import DeploymentHealth, deployment_health
 from langchain_multigateway.routing.policy import FailoverPolicy
+from langchain_multigateway.routing.prepare import Preparations
+from langchain_multigateway.routing.profile import shared_profile
 from langchain_multigateway.routing.request import STREAM_RUN, from_configurable, read_overrides
 from langchain_multigateway.routing.runs import AttemptRuns, StreamRun
 from langchain_multigateway.routing.selection import structured_exclusion
@@ -248,6 +250,12 @@ class RoutingChatModel(BaseChatModel):
     the call's ``cache_scope``, never on the deployment; per call ``cache="off" | "read" | "write" |
     "readwrite"``. None (default): no response caching."""
 
+    strict_params: bool = False
+    """A call parameter a deployment's API does not take: ``False`` (default) drops it for that deployment
+    (translating the common ones: ``max_tokens`` / ``max_completion_tokens``, ``reasoning_effort`` / Anthropic's
+    ``thinking``) and lists it in ``response_metadata["dropped_params"]``; ``True`` refuses the call with
+    ``UnsupportedParameterError`` naming the parameter and the deployment (see ``chat_models._params``)."""
+
     _engine: Engine = PrivateAttr()
 
     @field_validator("deployments", mode="before")
@@ -283,7 +291,12 @@ class RoutingChatModel(BaseChatModel):
             budget_mode=self.on_budget_exceeded,
             stream_recovery=self.stream_recovery,
         )
+        self._engine.prepared = Preparations(strict_params=self.strict_params)
         return self
+
+    def _resolve_model_profile(self) -> ModelProfile | None:
+        """What every deployment shares (smallest context window, tool calling only if all can …)."""
+        return shared_profile(self.deployments)
 
     # ------------------------------------------------------------------ identity
     @property

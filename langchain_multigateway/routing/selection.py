@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.routing.affinity import rendezvous
 from langchain_multigateway.routing.deployment import Deployment
+from langchain_multigateway.routing.eligibility import call_exclusion
 from langchain_multigateway.routing.request import Request
 from langchain_multigateway.routing.structured import StructuredSpec
 from langchain_multigateway.state.base import RouterState
@@ -59,6 +60,9 @@ def exclusion(request: Request, dep: Deployment, min_window: int | None = None) 
             return why
     if request.images and caps.images is False:
         return "does not accept image inputs"
+    why = call_exclusion(request, dep)  # a model= override, standard input blocks
+    if why is not None:
+        return why
     window = dep.context_window
     if window is not None:
         if min_window is not None and window <= min_window:

@@ -1,0 +1,263 @@
+"""Which call parameters each provider's API takes, and how the common ones translate between them.
+
+A call's kwargs (``invoke(..., prompt_cache_key=..., reasoning_effort=...)``) are
+written for one API; sent unchanged to another provider they end in a 400 (or, with
+the mistralai SDK, a ``TypeError``). :func:`fit_params` gives each model the call's
+parameters in its own terms:
+
+* accepted as they are when the provider's API takes them (OpenAI's and Mistral's lists
+  are read from their SDKs' ``create`` / ``complete`` signatures; Anthropic's and
+  Ollama's are the documented request fields);
+* translated where the meaning carries over (the table below);
+* otherwise dropped, each with the reason, which the router reports in
+  ``response_metadata["dropped_params"]`` (or refuses with ``strict_params=True``).
+
+==========================  =====================================  ==========================  ======================
+parameter                   openai                                 anthropic                   ollama / mistral
+==========================  =====================================  ==========================  ======================
+``max_tokens``              ``max_completion_tokens`` for          as is                       as is
+                            reasoning models (o1, o3, gpt-5 …)
+``max_completion_tokens``   as is                                  ``max_tokens``              ``max_tokens``
+``reasoning_effort``        as is (dropped for a model whose       ``thinking`` with a         ollama: ``think``;
+                            profile says it does not reason)       budget (low 1024, medium    mistral: as is
+                                                                   4096, high 16384 tokens)
+``thinking``                ``reasoning_effort`` from the budget   as is                       ollama: ``think``
+``temperature``             dropped for models that take none      dropped (not 1) with        as is
+                            (profile ``temperature=False``: o1,    extended thinking
+                            o3, gpt-5 …)
+==========================  =====================================  ==========================  ======================
+
+An OpenAI model pointed at another server (``base_url``: llama.cpp, vLLM …) keeps
+parameters no provider here declares (``top_k``, ``min_p`` …): such servers take more
+than OpenAI's list. A model of another package is given the kwargs unchanged, unless
+it declares ``accepted_call_params`` (a set of names) itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import Any
+
+__all__ = ["EFFORT_BUDGETS", "fit_params", "reasoning_effort_for_budget"]
+
+EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+"""Anthropic ``thinking.budget_tokens`` for an OpenAI-style ``reasoning_effort`` (1024 is Anthropic's minimum)."""
+
+_ALWAYS = frozenset({"timeout", "stop", "tools", "tool_choice", "model", "ls_structured_output_format", "stream"})
+"""Handled by every provider of ours (or by the call template) whatever the API."""
+
+_ANTHROPIC = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "metadata",
+        "thinking",
+        "service_tier",
+        "system",
+        "container",
+        "mcp_servers",
+        "context_management",
+    }
+)
+"""The Messages API's request fields (docs.anthropic.com, "Create a Message")."""
+
+_OLLAMA = frozenset(
+    {
+        "temperature",
+        "max_tokens",
+        "options",
+        "keep_alive",
+        "format",
+        "think",
+        "reasoning",
+        "num_ctx",
+        "seed",
+        "top_p",
+        "top_k",
+        "min_p",
+        "repeat_penalty",
+        "repeat_last_n",
+        "presence_penalty",
+        "frequency_penalty",
+        "mirostat",
+        "mirostat_eta",
+        "mirostat_tau",
+        "num_gpu",
+        "num_thread",
+        "num_predict",
+    }
+)
+"""/api/chat's fields and the model options OllamaChatModel lifts from call kwargs."""
+
+_RESPONSES = frozenset(
+    {"reasoning", "max_output_tokens", "previous_response_id", "include", "instructions", "text", "truncation"}
+)
+"""What the OpenAI Responses API adds (used when the model speaks it)."""
+
+
+@cache
+def _openai() -> frozenset[str]:
+    from openai.resources.chat.completions import Completions
+
+    names = set(inspect.signature(Completions.create).parameters)
+    return frozenset(names - {"self", "messages", "extra_headers", "extra_query", "extra_body"})
+
+
+@cache
+def _mistral() -> frozenset[str]:
+    from mistralai.client.chat import Chat
+
+    names = set(inspect.signature(Chat.complete).parameters)
+    return frozenset((names - {"self", "messages", "retries", "server_url", "timeout_ms", "http_headers"}) | {"seed"})
+
+
+@cache
+def _declared() -> frozenset[str]:
+    """Every parameter some provider here declares: a name outside it is nobody's to drop."""
+    return _openai() | _mistral() | _ANTHROPIC | _OLLAMA | _RESPONSES | {"prompt_cache_key", "cache_control"}
+
+
+def reasoning_effort_for_budget(budget: Any) -> str:
+    """An OpenAI ``reasoning_effort`` for an Anthropic thinking budget (tokens)."""
+    tokens = budget if isinstance(budget, int) else EFFORT_BUDGETS["medium"]
+    return "low" if tokens <= EFFORT_BUDGETS["low"] else "medium" if tokens <= EFFORT_BUDGETS["medium"] else "high"
+
+
+# ---------------------------------------------------------------------- translations
+# Each takes (value, model, kwargs being built) and returns the reason it dropped the value, or None.
+Translate = Callable[[Any, Any, dict[str, Any]], str | None]
+
+
+def _to(name: str) -> Translate:
+    def rename(value: Any, model: Any, out: dict[str, Any]) -> None:
+        out.setdefault(name, value)
+
+    return rename
+
+
+def _reasons(model: Any) -> bool | None:
+    profile = getattr(model, "profile", None)
+    found = profile.get("reasoning_output") if isinstance(profile, Mapping) else None
+    return found if isinstance(found, bool) else None
+
+
+def _openai_max_tokens(value: Any, model: Any, out: dict[str, Any]) -> None:
+    # OpenAI's reasoning models reject max_tokens ("use max_completion_tokens instead").
+    out.setdefault("max_completion_tokens" if _reasons(model) else "max_tokens", value)
+
+
+def _openai_temperature(value: Any, model: Any, out: dict[str, Any]) -> str | None:
+    profile = getattr(model, "profile", None)
+    if isinstance(profile, Mapping) and profile.get("temperature") is False:
+        return f"{model.model} takes no temperature (its profile says temperature=False)"
+    out.setdefault("temperature", value)
+    return None
+
+
+def _openai_effort(value: Any, model: Any, out: dict[str, Any]) -> str | None:
+    if _reasons(model) is False:
+        return f"{model.model} does not reason (its profile says reasoning_output=False)"
+    out.setdefault("reasoning_effort", value)
+    return None
+
+
+def _openai_thinking(value: Any, model: Any, out: dict[str, Any]) -> str | None:
+    if not isinstance(value, Mapping) or value.get("type") != "enabled":
+        return "thinking is Anthropic's; only an enabled budget translates to reasoning_effort"
+    return _openai_effort(reasoning_effort_for_budget(value.get("budget_tokens")), model, out)
+
+
+def _anthropic_effort(value: Any, model: Any, out: dict[str, Any]) -> str | None:
+    if value in ("none", None):
+        out.setdefault("thinking", {"type": "disabled"})
+        return None
+    budget = EFFORT_BUDGETS.get(str(value))
+    if budget is None:
+        return f"reasoning_effort {value!r} has no thinking budget (use one of {sorted(EFFORT_BUDGETS)})"
+    out.setdefault("thinking", {"type": "enabled", "budget_tokens": budget})
+    answer = out.get("max_tokens") or getattr(model, "max_tokens", None) or 1024
+    if answer <= budget:  # Anthropic counts the thinking inside max_tokens: keep room for the answer
+        out["max_tokens"] = budget + answer
+    return None
+
+
+def _ollama_effort(value: Any, model: Any, out: dict[str, Any]) -> None:
+    out.setdefault("think", False if value == "none" else "low" if value == "minimal" else value)
+
+
+def _ollama_thinking(value: Any, model: Any, out: dict[str, Any]) -> None:
+    out.setdefault("think", isinstance(value, Mapping) and value.get("type") == "enabled")
+
+
+_TRANSLATIONS: dict[str, dict[str, Translate]] = {
+    "openai": {
+        "max_tokens": _openai_max_tokens,
+        "temperature": _openai_temperature,
+        "reasoning_effort": _openai_effort,
+        "thinking": _openai_thinking,
+    },
+    "anthropic": {"max_completion_tokens": _to("max_tokens"), "reasoning_effort": _anthropic_effort},
+    "mistral": {"max_completion_tokens": _to("max_tokens")},
+    "ollama": {
+        "max_completion_tokens": _to("max_tokens"),
+        "reasoning_effort": _ollama_effort,
+        "thinking": _ollama_thinking,
+    },
+}
+
+
+def _accepted(provider: str, model: Any) -> tuple[frozenset[str], bool]:
+    """The names ``model`` takes as they are, and whether names nobody declares are kept too."""
+    if provider == "openai":
+        names = _openai() | _RESPONSES if getattr(model, "use_responses_api", False) else _openai()
+        base_url = getattr(model, "base_url", None)
+        return names, bool(base_url) and "api.openai.com" not in str(base_url)
+    if provider == "mistral":
+        return _mistral(), False
+    if provider == "anthropic":
+        return _ANTHROPIC, False
+    return _OLLAMA, False
+
+
+def fit_params(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """``kwargs`` as ``model``'s API takes them, and what was dropped (name → why)."""
+    provider = getattr(model, "provider_name", None)
+    declared = getattr(model, "accepted_call_params", None)
+    if provider not in _TRANSLATIONS and declared is None:
+        return dict(kwargs), {}
+    translations = _TRANSLATIONS.get(str(provider), {})
+    if declared is not None:
+        accepted, open_ended = frozenset(declared), False
+    else:
+        accepted, open_ended = _accepted(str(provider), model)
+    out: dict[str, Any] = {}
+    dropped: dict[str, str] = {}
+    for name, value in kwargs.items():  # the caller's own names first: a translation never overrides them
+        if name in _ALWAYS or (name in accepted and name not in translations):
+            out[name] = value
+    for name, value in kwargs.items():
+        if name in out:
+            continue
+        translate = translations.get(name)
+        if translate is not None:
+            why = translate(value, model, out)
+            if why is not None:
+                dropped[name] = why
+        elif name not in accepted and not (open_ended and name not in _declared()):
+            dropped[name] = f"not a parameter of {provider}'s API"
+        else:
+            out[name] = value
+    thinks = (
+        provider == "anthropic"
+        and isinstance(out.get("thinking"), Mapping)
+        and out["thinking"].get("type") == "enabled"
+    )
+    if thinks and out.get("temperature", getattr(model, "temperature", None)) not in (None, 1):
+        out["temperature"] = None  # None: the model's own temperature is not sent either
+        dropped["temperature"] = "Anthropic takes no temperature other than 1 with extended thinking"
+    return out, dropped
