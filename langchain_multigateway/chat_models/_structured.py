@@ -16,10 +16,12 @@ from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticOutputParser
 from langchain_core.output_parsers.base import OutputParserLike
 from langchain_core.output_parsers.openai_tools import PydanticToolsParser
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel
+
+from langchain_multigateway.chat_models._refusal import raise_if_refused
 
 if TYPE_CHECKING:
     from langchain_multigateway.chat_models._base import GatewayChatModel
@@ -80,9 +82,10 @@ def structured_runnable(
         params = model.structured_output_request(method, json_schema, strict=strict)
         llm = model.bind(ls_structured_output_format=output_format if schema is not None else None, **params)
         parser = PydanticOutputParser(pydantic_object=tool_schema) if is_pydantic else JsonOutputParser()
+    checked = RunnableLambda(raise_if_refused) | parser  # a refusal is ModelRefusalError, not a parsing error
     if not include_raw:
-        return llm | parser
-    parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        return llm | checked
+    parse = RunnablePassthrough.assign(parsed=itemgetter("raw") | checked, parsing_error=lambda _: None)
     fallback = RunnablePassthrough.assign(parsed=lambda _: None)
     with_fallback = parse.with_fallbacks([fallback], exception_key="parsing_error")
     return RunnableMap(raw=llm) | with_fallback

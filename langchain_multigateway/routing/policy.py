@@ -19,7 +19,9 @@ authentication, permission,    next deployment             yes
 model not found
 context window exceeded        next one with a larger      no
                                window
-content policy                 raise (default) or next     no
+content policy, or a model    raise (default) or next     no
+refusing structured output
+(ModelRefusalError)
 invalid request (and input     raise at once               no
 the router could not build)
 any other exception            next deployment             yes
@@ -47,6 +49,7 @@ from langchain_core.exceptions import (
     ModelNotFoundError,
     ModelPermissionDeniedError,
     ModelRateLimitError,
+    ModelRefusalError,
 )
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,7 +113,7 @@ class FailoverPolicy(BaseModel):
     max_cooldown: float = Field(default=60.0, gt=0)
 
     def decide(self, error: BaseException) -> Decision:
-        if isinstance(error, ContentPolicyError):
+        if isinstance(error, (ContentPolicyError, ModelRefusalError)):
             action = Action.RAISE if self.content_policy == "raise" else Action.NEXT
             return Decision(action, counts_against_breaker=False)
         if isinstance(error, ContextOverflowError):

@@ -15,16 +15,19 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.outputs import ChatGeneration, Generation
+from langchain_core.outputs import ChatGeneration, ChatResult, Generation
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.json import parse_json_markdown
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel
 
+from langchain_multigateway.chat_models._refusal import raise_if_refused
+
 __all__ = [
     "StructuredMethod",
     "StructuredOutputParser",
+    "check_refusal",
     "StructuredSpec",
     "schema_name",
     "with_raw",
@@ -86,6 +89,7 @@ class StructuredOutputParser(BaseOutputParser[Any]):
     def parse_result(self, result: list[Generation], *, partial: bool = False) -> Any:
         generation = result[0]
         message = generation.message if isinstance(generation, ChatGeneration) else None
+        raise_if_refused(message)  # the model declined: ModelRefusalError with the raw message, not a parse error
         data: Any
         if isinstance(message, AIMessage) and message.tool_calls:
             data = message.tool_calls[0]["args"]
@@ -113,6 +117,16 @@ class StructuredOutputParser(BaseOutputParser[Any]):
                 msg = f"Answer does not match {schema.__name__}: {exc}"
                 raise OutputParserException(msg, llm_output=json.dumps(data, default=str)) from exc
         return data
+
+
+def check_refusal(structured: StructuredSpec | None, result: ChatResult) -> None:
+    """Raise ``ModelRefusalError`` when a deployment declined the structured output it was asked for.
+
+    Called on each served try, so the failover policy sees the refusal (``content_policy``:
+    ``"raise"`` stops there, ``"next"`` asks another deployment).
+    """
+    if structured is not None and result.generations:
+        raise_if_refused(result.generations[0].message)
 
 
 def with_raw(
