@@ -118,6 +118,13 @@ class PrometheusCallbackHandler(CallRecorder):
             namespace=ns,
             registry=self.registry,
         )
+        self.cache_lookups = Counter(
+            "response_cache_lookups",
+            "Router response-cache lookups by result: exact or semantic (a hit, no provider called) or miss",
+            ["result"],
+            namespace=ns,
+            registry=self.registry,
+        )
         self.breaker = Gauge(
             "breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open",
@@ -157,6 +164,8 @@ class PrometheusCallbackHandler(CallRecorder):
                 "model": redact_label(record.model or ""),
             }
             self.requests.labels(**labels, outcome=record.outcome).inc()
+            if record.cache is not None:
+                self.cache_lookups.labels(result=record.cache).inc()
             if record.outcome == "error":
                 self.errors.labels(**labels, error_type=redact_label(record.error_type or "")).inc()
             if record.hidden_failures:
