@@ -151,7 +151,7 @@ class GatewayCache(BaseModel):
             processes of one host; a ``RedisCacheStore`` by several hosts.
         ttl: Seconds an entry lives (default 86400: one day; None: until evicted).
         mode: Default per-call mode, ``"readwrite"``; per call ``cache="off" | "read" |
-            "write" | "readwrite"`` (kwarg, or ``metadata``/``configurable`` ``"cache"``).
+            "write" | "readwrite"`` (a kwarg, or ``config={"metadata": {"cache": ...}}``).
         semantic: A :class:`SemanticCache` to turn the semantic layer on (default off).
         default_scope: The scope of calls that name none (default None: such a call raises).
 
