@@ -31,6 +31,7 @@ from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.policy import Action, Decision, FailoverPolicy
 from langchain_multigateway.routing.prepare import Prepared, input_error
 from langchain_multigateway.routing.request import Request
+from langchain_multigateway.routing.structured import check_refusal
 from langchain_multigateway.state.base import Admission, RouterState
 
 if TYPE_CHECKING:
@@ -422,7 +423,9 @@ def _generate_sync(p: Prepared, request: Request, child: ChildRun | None, timeou
     if p.runnable is not None:
         output = p.runnable.invoke(request.messages, _config(child), stop=request.stop, **kwargs)
         return raw_result(output, p.raw_key)
-    return p.model._generate(request.messages, request.stop, None if child is None else child.run, **kwargs)
+    result = p.model._generate(request.messages, request.stop, None if child is None else child.run, **kwargs)
+    check_refusal(request.structured, result)  # a declined structured answer meets the content policy here
+    return result
 
 
 async def _generate_async(
@@ -432,7 +435,9 @@ async def _generate_async(
     if p.runnable is not None:
         output = await p.runnable.ainvoke(request.messages, _config(child), stop=request.stop, **kwargs)
         return raw_result(output, p.raw_key)
-    return await p.model._agenerate(request.messages, request.stop, None if child is None else child.run, **kwargs)
+    result = await p.model._agenerate(request.messages, request.stop, None if child is None else child.run, **kwargs)
+    check_refusal(request.structured, result)
+    return result
 
 
 def _provider_stream_sync(
