@@ -97,7 +97,9 @@ def test_system_prompt_tools_and_response_format_are_part_of_the_key() -> None:
         "system": request_keys("s", [SystemMessage("be terse"), HumanMessage("hi")], params={}),
         "tools": request_keys("s", [HumanMessage("hi")], params={}, tools=[Weather]),
         "other tools": request_keys("s", [HumanMessage("hi")], params={}, tools=[Stock]),
-        "choice": request_keys("s", [HumanMessage("hi")], params={}, tools=[Weather], tool_kwargs={"tool_choice": "any"}),
+        "choice": request_keys(
+            "s", [HumanMessage("hi")], params={}, tools=[Weather], tool_kwargs={"tool_choice": "any"}
+        ),
         "format": request_keys("s", [HumanMessage("hi")], params={}, response_format={"schema": Weather}),
         "scope": request_keys("t", [HumanMessage("hi")], params={}),
     }
@@ -211,7 +213,7 @@ def test_store_must_be_a_cache_store() -> None:
 # ---------------------------------------------------------------------- streams
 def test_a_streamed_answer_is_stored_and_a_hit_streams_back_in_chunks() -> None:
     text = "The capital of France is Paris, a city on the Seine with about two million people."
-    llm = model(Step(reply=text, chunks=[w + " " for w in text.split(" ")][:-1] + ["people."], usage=USAGE))  # type: ignore[arg-type]
+    llm = model(Step(reply=text, chunks=[*(w + " " for w in text.split(" ")[:-1]), "people."], usage=USAGE))  # type: ignore[arg-type]
     r = router(GatewayCache(), llm)
     served = list(r.stream("capital of France?", config=SCOPE))
     assert served[-1].response_metadata["cache"] == "miss"
@@ -359,7 +361,7 @@ def test_cache_repr_and_stats_hold_no_secret() -> None:
     assert json.loads(cache.store._conn.execute("SELECT payload FROM cache_entries").fetchone()[0])["content"]
 
 
-def test_concurrent_calls_from_tasks_store_once_each(event_loop_policy: Any = None) -> None:
+def test_concurrent_calls_from_tasks_store_once_each() -> None:
     llm = model(*[Step(reply=f"answer {i}") for i in range(40)])  # type: ignore[arg-type]
     r = router(GatewayCache(), llm)
 
