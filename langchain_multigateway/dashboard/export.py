@@ -19,6 +19,7 @@ __all__ = ["CSV_COLUMNS", "csv_cell", "usage_csv"]
 CSV_COLUMNS = (
     "period",
     "group",
+    "key",
     "name",
     "requests",
     "errors",
@@ -40,7 +41,8 @@ def csv_cell(value: Any) -> Any:
 
 
 def usage_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    """CSV text of usage rows (``period``, ``group``, ``name`` and the figures)."""
+    """CSV text of usage rows: ``period``, ``group``, ``key`` (the model, deployment, key id or tag),
+    ``name`` (as shown: a key's name with its id) and the figures."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -50,6 +52,7 @@ def usage_csv(rows: Iterable[Mapping[str, Any]]) -> str:
             [
                 csv_cell(row["period"]),
                 csv_cell(row["group"]),
+                csv_cell(row["key"]),
                 csv_cell(row["name"]),
                 row["requests"],
                 row["errors"],
