@@ -28,9 +28,10 @@ parameter                   openai                                 anthropic    
 ==========================  =====================================  ==========================  ======================
 
 An OpenAI model pointed at another server (``base_url``: llama.cpp, vLLM …) keeps
-parameters no provider here declares (``top_k``, ``min_p`` …): such servers take more
-than OpenAI's list. A model of another package is given the kwargs unchanged, unless
-it declares ``accepted_call_params`` (a set of names) itself.
+parameters beyond OpenAI's list (``top_k``, ``min_p``, ``repetition_penalty`` …): such
+servers take more; only Anthropic's and Ollama's native fields are dropped for them.
+A model of another package is given the kwargs unchanged, unless it declares
+``accepted_call_params`` (a set of names) itself.
 """
 
 from __future__ import annotations
@@ -116,10 +117,10 @@ def _mistral() -> frozenset[str]:
     return frozenset((names - {"self", "messages", "retries", "server_url", "timeout_ms", "http_headers"}) | {"seed"})
 
 
-@cache
-def _declared() -> frozenset[str]:
-    """Every parameter some provider here declares: a name outside it is nobody's to drop."""
-    return _openai() | _mistral() | _ANTHROPIC | _OLLAMA | _RESPONSES | {"prompt_cache_key", "cache_control"}
+_NOT_OPENAI_COMPATIBLE = frozenset(
+    {"thinking", "stop_sequences", "context_management", "container", "mcp_servers", "options", "keep_alive", "think"}
+)
+"""Anthropic's and Ollama's native request fields: no OpenAI-compatible server reads them."""
 
 
 def reasoning_effort_for_budget(budget: Any) -> str:
@@ -173,6 +174,8 @@ def _openai_thinking(value: Any, model: Any, out: dict[str, Any]) -> str | None:
 
 
 def _anthropic_effort(value: Any, model: Any, out: dict[str, Any]) -> str | None:
+    if "thinking" in out:
+        return "the call's own thinking setting says it for Anthropic"
     if value in ("none", None):
         out.setdefault("thinking", {"type": "disabled"})
         return None
@@ -248,7 +251,7 @@ def fit_params(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], d
             why = translate(value, model, out)
             if why is not None:
                 dropped[name] = why
-        elif name not in accepted and not (open_ended and name not in _declared()):
+        elif name not in accepted and not (open_ended and name not in _NOT_OPENAI_COMPATIBLE):
             dropped[name] = f"not a parameter of {provider}'s API"
         else:
             out[name] = value
