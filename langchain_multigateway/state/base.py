@@ -9,11 +9,16 @@ the event loop.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_multigateway.state.learned import LearnedLimits
 
 __all__ = [
     "Admission",
@@ -60,6 +65,7 @@ class Admission:
 
 
 _logger = logging.getLogger(__name__)
+_LEARNED_LOCK = threading.Lock()
 
 REFUSED_UNKNOWN = Admission(ok=False, reason="refused")
 
@@ -174,6 +180,34 @@ class RouterState(ABC):
     """
 
     _breaker_listeners: tuple[BreakerListener, ...] = ()
+    _learned: LearnedLimits | None = None
+
+    @property
+    def learned(self) -> LearnedLimits:
+        """The rate limits providers announced per deployment (``state.learned``), made on first use."""
+        found = self._learned
+        if found is None:
+            from langchain_multigateway.state.learned import LearnedLimits
+
+            with _LEARNED_LOCK:
+                found = self._learned
+                if found is None:
+                    clock = getattr(self, "clock", None)  # a state's test clock moves these too
+                    found = self._learned = LearnedLimits(clock=clock if callable(clock) else time.monotonic)
+        return found
+
+    def observe_limits(self, name: str, limits: Mapping[str, float]) -> None:
+        """Note the rate limits an answer of ``name`` announced; a spent budget cools it down until it resets
+        (through :meth:`cooldown`, so a shared state keeps every process off it)."""
+        wait = self.learned.observe(name, limits)
+        if wait:
+            self.cooldown(name, wait)
+
+    async def aobserve_limits(self, name: str, limits: Mapping[str, float]) -> None:
+        """:meth:`observe_limits` for the event loop."""
+        wait = self.learned.observe(name, limits)
+        if wait:
+            await self.acooldown(name, wait)
 
     def add_listener(self, fn: BreakerListener) -> None:
         """Call ``fn(deployment, state)`` on every breaker transition from now on.
