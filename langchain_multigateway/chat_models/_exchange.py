@@ -12,9 +12,14 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
 from langchain_multigateway.chat_models._limits import FIRST_TOKEN, CallClock
+from langchain_multigateway.chat_models._ratelimit_headers import (
+    RATE_LIMITS_KEY,
+    rate_limits_from_headers,
+    rate_limits_of,
+)
 from langchain_multigateway.errors import GatewayConnectionError, GatewayError, GatewayTimeoutError, ProviderError
 
 if TYPE_CHECKING:
@@ -38,7 +43,7 @@ def raise_as(error: BaseException, cause: BaseException) -> NoReturn:
 class Exchange:
     """One try of one request: its body, model and clock, and what came back so far."""
 
-    __slots__ = ("answered", "clock", "model", "payload", "request_id", "waiting_for")
+    __slots__ = ("answered", "clock", "limits", "model", "payload", "request_id", "waiting_for")
 
     def __init__(self, payload: Mapping[str, Any], clock: CallClock) -> None:
         self.payload = payload
@@ -47,6 +52,23 @@ class Exchange:
         self.request_id: str | None = None
         self.answered = False  # the server answered (a failure now is in its answer, not in reaching it)
         self.waiting_for = FIRST_TOKEN  # the limit bounding the wait in progress
+        self.limits: dict[str, float] | None = None  # the rate limits the response's headers announced
+
+    def note_headers(self, headers: Mapping[str, str]) -> None:
+        """The response's headers arrived: keep the rate limits they announce (success or error)."""
+        self.limits = rate_limits_from_headers(headers)
+
+    def stamped(self, result: ChatResult) -> ChatResult:
+        """``result`` with the announced limits in its message's ``response_metadata["rate_limits"]``."""
+        if self.limits and result.generations:
+            result.generations[0].message.response_metadata[RATE_LIMITS_KEY] = self.limits
+        return result
+
+    def stamp_error(self, error: BaseException, cause: BaseException) -> None:
+        """Give ``error`` the limits announced with it (a 429's headers say when the budget resets)."""
+        limits = self.limits or rate_limits_of(cause)
+        if limits and getattr(error, RATE_LIMITS_KEY, None) is None:
+            setattr(error, RATE_LIMITS_KEY, limits)
 
 
 class StreamAssembler(Protocol):
@@ -139,7 +161,7 @@ class StreamRun:
             )
             raise self.owner._locate(error)
         try:
-            return self.assembler.finish()
+            last = self.assembler.finish()
         except MALFORMED as exc:  # the closing event's fields of the wrong type (usage counts as text)
             error = ProviderError(
                 f"the stream's closing event is malformed: {type(exc).__name__}: {exc}"[:300],
@@ -149,3 +171,6 @@ class StreamRun:
                 retryable=True,
             )
             raise self.owner._locate(error) from exc
+        if self.exchange.limits:
+            last.message.response_metadata[RATE_LIMITS_KEY] = self.exchange.limits
+        return last

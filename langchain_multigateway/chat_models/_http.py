@@ -272,6 +272,7 @@ class HttpChatModel(GatewayChatModel):
 
     def _answer(self, response: httpx.Response, exchange: Exchange) -> Any:
         exchange.request_id = request_id_of(response.headers)
+        exchange.note_headers(response.headers)
         if response.status_code >= 400:
             raise self._status_error(response, response.content, exchange.model)
         exchange.answered = True
@@ -286,6 +287,7 @@ class HttpChatModel(GatewayChatModel):
     @contextmanager
     def _send_stream(self, exchange: Exchange) -> Iterator[Iterator[Any]]:
         with self.client.stream("POST", **self._post_args(exchange)) as response:
+            exchange.note_headers(response.headers)
             if response.status_code >= 400:
                 raise self._status_error(response, response.read(), exchange.model)
             exchange.request_id = request_id_of(response.headers)
@@ -296,6 +298,7 @@ class HttpChatModel(GatewayChatModel):
     @asynccontextmanager
     async def _asend_stream(self, exchange: Exchange) -> AsyncIterator[AsyncIterator[Any]]:
         async with self.async_client.stream("POST", **self._post_args(exchange)) as response:
+            exchange.note_headers(response.headers)
             if response.status_code >= 400:
                 raise self._status_error(response, await response.aread(), exchange.model)
             exchange.request_id = request_id_of(response.headers)
