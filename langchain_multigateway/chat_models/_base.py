@@ -510,6 +510,7 @@ class GatewayChatModel(BaseChatModel):
             error = ProviderError(msg, provider=self.provider_name, model=exchange.model, retryable=True)
         else:
             error = self._translate(exc, exchange.model)
+        exchange.stamp_error(error, exc)  # a 429's headers say when its budget resets
         return self._locate(error)
 
     def _deadline(self, kwargs: dict[str, Any]) -> float | None:
@@ -532,7 +533,7 @@ class GatewayChatModel(BaseChatModel):
             try:
                 data = self._send(exchange)
                 exchange.answered = True
-                return self._parse_response(data, exchange)
+                return exchange.stamped(self._parse_response(data, exchange))
             except Exception as exc:
                 raise_as(self._failure(exc, exchange), exc)
 
@@ -553,7 +554,7 @@ class GatewayChatModel(BaseChatModel):
             try:
                 data = await self._asend(exchange)
                 exchange.answered = True
-                return self._parse_response(data, exchange)
+                return exchange.stamped(self._parse_response(data, exchange))
             except Exception as exc:
                 raise_as(self._failure(exc, exchange), exc)
 
