@@ -323,6 +323,7 @@ class OpenAIChatModel(GatewayChatModel):
             options=self._options(exchange),
         )
         exchange.request_id = raw.headers.get("x-request-id")
+        exchange.note_headers(raw.headers)
         exchange.answered = True
         return json.loads(raw.content)
 
@@ -334,6 +335,7 @@ class OpenAIChatModel(GatewayChatModel):
             options=self._options(exchange),
         )
         exchange.request_id = raw.headers.get("x-request-id")
+        exchange.note_headers(raw.headers)
         exchange.answered = True
         return json.loads(raw.content)
 
@@ -345,6 +347,7 @@ class OpenAIChatModel(GatewayChatModel):
         )
         try:
             exchange.request_id = response.headers.get("x-request-id")
+            exchange.note_headers(response.headers)
             exchange.waiting_for = set_body_read_timeout(response.request, exchange.clock)
             yield iter_sse(response.iter_lines())
         finally:
@@ -358,6 +361,7 @@ class OpenAIChatModel(GatewayChatModel):
         )
         try:
             exchange.request_id = response.headers.get("x-request-id")
+            exchange.note_headers(response.headers)
             set_body_read_timeout(response.request, None)  # the template times each read itself
             yield aiter_sse(response.aiter_lines())
         finally:
