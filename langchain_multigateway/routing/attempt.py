@@ -28,6 +28,7 @@ from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.errors import AttemptRecord, GatewayTimeoutError
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.gate import ConcurrencyGate
+from langchain_multigateway.routing.learned import announced, announced_by_error, take_learned
 from langchain_multigateway.routing.policy import Action, Decision, FailoverPolicy
 from langchain_multigateway.routing.prepare import Prepared, input_error
 from langchain_multigateway.routing.request import Request
@@ -137,6 +138,8 @@ class Slot:
         "gate",
         "guard",
         "hold",
+        "learned",
+        "limits",
         "ok",
         "parts",
         "released",
@@ -152,6 +155,10 @@ class Slot:
         self.gate = gate
         self.guard = guard
         self.hold: object | None = None
+        self.learned: int | None = None
+        """Tokens counted against the provider's announced budget (None: nothing counted)."""
+        self.limits: Mapping[str, float] | None = None
+        """The rate limits the provider announced with its answer or error."""
         self.admission: Admission | None = None
         self.started = _now()
         self.first_at: float | None = None
@@ -177,6 +184,8 @@ class Slot:
         usage = getattr(chunk.message, "usage_metadata", None)
         if usage:
             self.usage = usage
+        if chunk.message.response_metadata:
+            self.limits = announced(chunk.message.response_metadata) or self.limits
         if chunk.text:
             self.parts.append(chunk.text)
         if self.child is not None:
@@ -186,6 +195,7 @@ class Slot:
         self.ok = True
         if message is not None:
             self.usage = getattr(message, "usage_metadata", None)
+            self.limits = announced(message.response_metadata) or self.limits
 
     def failed(self, exc: Exception) -> Failed:
         """The provider failed: decide what it means (an input error or a handler's counts against nothing)."""
@@ -202,6 +212,7 @@ class Slot:
         self.counts = decision.counts_against_breaker and not by_deadline
         self.cooldown = decision.cooldown
         self.usage = getattr(exc, "usage_metadata", None) or self.usage
+        self.limits = announced_by_error(error) or announced_by_error(exc) or self.limits
         self.failure = Failed(error, decision, _now() - self.started)
         return self.failure
 
@@ -245,6 +256,10 @@ class Slot:
                 )
                 if self.cooldown:
                     state.cooldown(name, self.cooldown)
+            elif self.learned is not None:
+                state.learned.give_back(name, self.learned)  # never sent: it used none of the budget
+            if self.limits is not None and self.shared.learn_limits:
+                state.observe_limits(name, self.limits)
         finally:
             try:
                 if self.gate is not None:
@@ -298,7 +313,7 @@ class Slot:
 
 def take(shared: Shared, request: Request, step: Try) -> Slot | Admission:
     """Take a slot at ``step.dep`` (never waits), or say why not; on refusal nothing is held."""
-    slot = _enter(shared, step)
+    slot = _enter(shared, step, request)
     if not isinstance(slot, Slot):
         return slot
     dep = step.dep
@@ -316,7 +331,7 @@ async def atake(shared: Shared, request: Request, step: Try) -> Slot | Admission
     Cancelled while Redis answers, the slot's gate and budget hold are given back here, and
     the state forgets the admission it may have granted (RedisState does, once Redis answers).
     """
-    slot = _enter(shared, step)
+    slot = _enter(shared, step, request)
     if not isinstance(slot, Slot):
         return slot
     dep = step.dep
@@ -332,7 +347,7 @@ def _tpm_tokens(request: Request, dep: Deployment) -> int:
     return request.tpm_tokens(dep) if dep.tpm is not None else 0
 
 
-def _enter(shared: Shared, step: Try) -> Slot | Admission:
+def _enter(shared: Shared, step: Try, request: Request) -> Slot | Admission:
     """The gate slot and budget hold a try needs before its admission; on refusal nothing is held."""
     dep = step.dep
     gate = shared.gates.get(dep.name)
@@ -342,6 +357,12 @@ def _enter(shared: Shared, step: Try) -> Slot | Admission:
     slot.dropped = step.prepared.dropped
     if step.timeout is not None:
         slot.cut_at = slot.started + step.timeout
+    if shared.learn_limits:
+        counted = take_learned(shared.state, dep.name, request)
+        if isinstance(counted, Admission):  # the provider said its budget is spent: skip it before a 429
+            slot.release()
+            return counted
+        slot.learned = counted
     if step.guard is None:
         return slot
     try:

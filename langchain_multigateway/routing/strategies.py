@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.state.base import RouterState
+from langchain_multigateway.state.learned import LOW_HEADROOM
 
 __all__ = [
     "STRATEGIES",
@@ -132,15 +133,17 @@ class LeastLatencyStrategy(Strategy):
 
 
 class LeastBusyStrategy(Strategy):
-    """Fewest requests in flight first (relative to ``max_concurrency`` when set)."""
+    """Fewest requests in flight first (relative to ``max_concurrency`` when set); a deployment
+    whose provider announced less than a tenth of its rate budget left goes after the others."""
 
     name = "least_busy"
     affinity = True
 
     def order(self, candidates: Sequence[Deployment], request: RequestInfo, state: RouterState) -> list[Deployment]:
-        def key(dep: Deployment) -> float:
+        def key(dep: Deployment) -> tuple[bool, float]:
             busy = state.in_flight(dep.name)
-            return busy / dep.max_concurrency if dep.max_concurrency else float(busy)
+            nearly_out = _scarcity(state, dep.name) > 1.0 - LOW_HEADROOM
+            return nearly_out, busy / dep.max_concurrency if dep.max_concurrency else float(busy)
 
         return sorted(candidates, key=key)
 
@@ -164,20 +167,25 @@ class QualityStrategy(Strategy):
 
 
 class BalancedStrategy(Strategy):
-    """A weighted score of quality, cost, latency and load, each scaled to 0..1 across candidates.
+    """A weighted score of quality, cost, latency and load, each scaled to 0..1 across candidates,
+    less the share of its rate budget the provider announced as used.
 
     Args:
         quality: Weight of quality (higher is better).
         cost: Weight of estimated cost (lower is better).
         latency: Weight of EWMA latency (lower is better; unmeasured counts as the best seen).
         load: Weight of requests in flight (fewer is better).
+        headroom: Weight of the announced rate budget used (0..1 as is, not rescaled: 90 % used
+            against 95 % is a small difference); nothing announced counts as 0.
     """
 
     name = "balanced"
     affinity = True
 
-    def __init__(self, quality: float = 1.0, cost: float = 1.0, latency: float = 1.0, load: float = 0.5) -> None:
-        self.weights = {"quality": quality, "cost": cost, "latency": latency, "load": load}
+    def __init__(
+        self, quality: float = 1.0, cost: float = 1.0, latency: float = 1.0, load: float = 0.5, headroom: float = 1.0
+    ) -> None:
+        self.weights = {"quality": quality, "cost": cost, "latency": latency, "load": load, "headroom": headroom}
 
     def order(self, candidates: Sequence[Deployment], request: RequestInfo, state: RouterState) -> list[Deployment]:
         if len(candidates) < 2:
@@ -191,12 +199,19 @@ class BalancedStrategy(Strategy):
         load = [float(state.in_flight(d.name)) for d in candidates]
         w = self.weights
         q, c, lat, ld = _scale(quality), _scale(cost), _scale(latency), _scale(load)
+        used = [_scarcity(state, d.name) for d in candidates]
         scores = [
-            w["quality"] * q[i] - w["cost"] * c[i] - w["latency"] * lat[i] - w["load"] * ld[i]
+            w["quality"] * q[i] - w["cost"] * c[i] - w["latency"] * lat[i] - w["load"] * ld[i] - w["headroom"] * used[i]
             for i in range(len(candidates))
         ]
         ranked = sorted(range(len(candidates)), key=lambda i: -scores[i])
         return [candidates[i] for i in ranked]
+
+
+def _scarcity(state: RouterState, name: str) -> float:
+    """How much of its announced rate budget ``name`` has used (0..1); 0 when nothing was announced."""
+    headroom = state.learned.headroom(name)
+    return 0.0 if headroom is None else 1.0 - headroom
 
 
 def _scale(values: list[float]) -> list[float]:
