@@ -37,7 +37,7 @@ def minute_chart(traffic: Sequence[dict[str, Any]], first_minute: int, minutes: 
         columns.setdefault(row["minute"] - first_minute, {})[key] = row["requests"]
         totals[key] += row["requests"]
     peak = max((sum(c.values()) for c in columns.values()), default=0)
-    width, height, left, bottom = 600, 170, 34, 18
+    width, height, left, bottom = 1000, 190, 34, 18
     plot_w, plot_h = width - left - 4, height - bottom - 6
     step = plot_w / minutes
     parts = [
@@ -73,12 +73,12 @@ def bar_chart(rows: Sequence[tuple[str, float | None]], unit: str) -> Markup:
     if not rows:
         return Markup('<p class="empty">nothing recorded in this period</p>')
     peak = max((v for _, v in rows if v), default=0.0)
-    row_h, label_w, width = 22, 150, 600
+    row_h, label_w, width = 22, 136, 400
     height = row_h * len(rows) + 4
     parts = [f'<svg class="chart bars" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(unit)}">']
     for i, (name, value) in enumerate(rows):
         y = 2 + i * row_h
-        shown = name if len(name) <= 22 else name[:21] + "…"
+        shown = name if len(name) <= 18 else name[:17] + "…"
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 15}" class="label" text-anchor="end">{escape(shown)}'
             f"<title>{escape(name)}</title></text>"
@@ -86,7 +86,7 @@ def bar_chart(rows: Sequence[tuple[str, float | None]], unit: str) -> Markup:
         if value is None:
             parts.append(f'<text x="{label_w + 4}" y="{y + 15}" class="value na">n/a</text>')
             continue
-        bar_w = (width - label_w - 90) * (value / peak) if peak else 0.0
+        bar_w = (width - label_w - 80) * (value / peak) if peak else 0.0
         text = f"${value:,.4f}" if unit == "USD" else f"{int(value):,}"
         parts.append(
             f'<rect x="{label_w}" y="{y + 3}" width="{bar_w:.1f}" height="{row_h - 6}" class="bar"/>'
