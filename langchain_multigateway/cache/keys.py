@@ -8,8 +8,8 @@ Only hashes reach a store, so a scope that happens to be sensitive (a tenant id,
 a key's name) is not readable from the cache file, and neither is the prompt in a key.
 
 The **shape** is the part a semantic match must share exactly: scope, tools, tool
-choice, response format, generation parameters, the system prompt and every turn
-before the embedded ones. Two requests
+choice, response format, generation parameters, the system prompt, every turn
+before the embedded ones, and the numbers and names in the embedded text. Two requests
 with different shapes are never compared, so a paraphrase under another tenant, other
 tools or another system prompt is not a hit.
 """
@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-__all__ = ["IGNORED_PARAMS", "RequestKeys", "canonical_messages", "request_keys", "scope_digest"]
+__all__ = ["IGNORED_PARAMS", "RequestKeys", "canonical_messages", "request_keys", "salient_terms", "scope_digest"]
 
 IGNORED_PARAMS = frozenset(
     {
@@ -135,6 +136,33 @@ def _text_of(message: BaseMessage) -> str:
     return " ".join(parts)
 
 
+_SENTENCE_END = frozenset(".?!:;\n")
+_TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_][\w'-]*")
+
+
+def salient_terms(text: str) -> list[str]:
+    """The numbers and names in ``text`` (capitalised words not opening a sentence; not "I"), sorted, lowercased.
+
+    Embeddings place questions that differ in one number or name very close together
+    (crude ones closer than true paraphrases), so these must match exactly for a
+    semantic hit: they are part of the shape.
+    """
+    terms: set[str] = set()
+    opening = True
+    position = 0
+    for match in _TOKEN.finditer(text):
+        between = text[position : match.start()]
+        opening = opening or any(c in _SENTENCE_END for c in between)
+        position = match.end()
+        word = match.group()
+        if word[0].isdigit():
+            terms.add(word.replace(",", ""))
+        elif word[0].isupper() and not opening and word != "I" and not word.startswith("I'"):
+            terms.add(word.lower())
+        opening = False
+    return sorted(terms)
+
+
 def request_keys(
     scope: str,
     messages: Sequence[BaseMessage],
@@ -155,8 +183,11 @@ def request_keys(
     system = [m for m in messages if m.type == "system"]
     turns = [m for m in messages if m.type != "system"]
     embedded, history = turns[-max(1, last_turns) :], turns[: -max(1, last_turns)]
+    text = "\n".join(f"{m.type}: {_text_of(m)}" if len(embedded) > 1 else _text_of(m) for m in embedded)
     shape_payload = {
         "scope": scope_digest(scope),
+        # a paraphrase never crosses a change of number or name: "capital of France" is not "of Germany"
+        "terms": salient_terms(text),
         "system": canonical_messages(system),
         # earlier turns must match exactly: "tell me more" after two different questions is no paraphrase
         "history": canonical_messages(history),
@@ -168,6 +199,5 @@ def request_keys(
     }
     shape = _digest("shape", shape_payload)
     exact = _digest("exact", {"shape": shape, "messages": canonical_messages(messages)})
-    text = "\n".join(f"{m.type}: {_text_of(m)}" if len(embedded) > 1 else _text_of(m) for m in embedded)
     semantic = bool(embedded) and embedded[-1].type == "human" and bool(text.strip())
     return RequestKeys(exact=exact, shape=shape, text=text if semantic else "")

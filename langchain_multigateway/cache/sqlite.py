@@ -7,8 +7,8 @@ JSON and, for the semantic layer, its vector as float32 bytes. Ids are never reu
 an id above the last one it read. WAL mode and a busy timeout let several processes
 read and write one file; in a process, one connection is shared under a lock.
 
-Size is bounded: after each write the oldest entries (by insertion) beyond
-``max_entries`` are deleted, and expired ones are purged on the way.
+Size is bounded: after each write, only entries among the newest ``max_entries``
+writes are kept (the oldest go first), and expired ones are purged on the way.
 """
 
 from __future__ import annotations
@@ -92,10 +92,9 @@ class SQLiteCacheStore:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.execute(
-                    "INSERT INTO cache_entries (key, shape, created, expires, payload, vector)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
-                    " created = excluded.created, expires = excluded.expires, payload = excluded.payload,"
-                    " vector = coalesce(excluded.vector, vector)",
+                    # a rewrite takes a new id: it counts as the newest write (and is mirrored again)
+                    "INSERT OR REPLACE INTO cache_entries (key, shape, created, expires, payload, vector)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     (key, shape, now, expires, payload, blob),
                 )
                 self._evict(now)
@@ -106,12 +105,11 @@ class SQLiteCacheStore:
 
     def _evict(self, now: float) -> None:
         self._conn.execute("DELETE FROM cache_entries WHERE expires IS NOT NULL AND expires <= ?", (now,))
-        (count,) = self._conn.execute("SELECT COUNT(*) FROM cache_entries").fetchone()
-        if count > self.max_entries:
-            self._conn.execute(
-                "DELETE FROM cache_entries WHERE id IN (SELECT id FROM cache_entries ORDER BY id LIMIT ?)",
-                (count - self.max_entries,),
-            )
+        # Ids only grow: keeping the entries among the newest max_entries ids bounds the count
+        # (holes left by expiry only make it smaller) with one index range delete, no table scan.
+        (newest,) = self._conn.execute("SELECT max(id) FROM cache_entries").fetchone()
+        if newest is not None and newest > self.max_entries:
+            self._conn.execute("DELETE FROM cache_entries WHERE id <= ?", (newest - self.max_entries,))
 
     def delete(self, key: str) -> None:
         with self._lock:
