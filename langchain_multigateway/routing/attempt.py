@@ -259,7 +259,7 @@ class Slot:
             elif self.learned is not None:
                 state.learned.give_back(name, self.learned)  # never sent: it used none of the budget
             if self.limits is not None and self.shared.learn_limits:
-                state.observe_limits(name, self.limits)
+                state.observe_limits(name, self.limits, self.released_at - self.started)
         finally:
             try:
                 if self.gate is not None:

@@ -196,16 +196,17 @@ class RouterState(ABC):
                     found = self._learned = LearnedLimits(clock=clock if callable(clock) else time.monotonic)
         return found
 
-    def observe_limits(self, name: str, limits: Mapping[str, float]) -> None:
-        """Note the rate limits an answer of ``name`` announced; a spent budget cools it down until it resets
-        (through :meth:`cooldown`, so a shared state keeps every process off it)."""
-        wait = self.learned.observe(name, limits)
+    def observe_limits(self, name: str, limits: Mapping[str, float], age: float = 0.0) -> None:
+        """Note the rate limits an answer of ``name`` announced (``age``: seconds since its request was sent);
+        a spent budget cools it down until it resets (through :meth:`cooldown`, so a shared state keeps
+        every process off it)."""
+        wait = self.learned.observe(name, limits, age)
         if wait:
             self.cooldown(name, wait)
 
-    async def aobserve_limits(self, name: str, limits: Mapping[str, float]) -> None:
+    async def aobserve_limits(self, name: str, limits: Mapping[str, float], age: float = 0.0) -> None:
         """:meth:`observe_limits` for the event loop."""
-        wait = self.learned.observe(name, limits)
+        wait = self.learned.observe(name, limits, age)
         if wait:
             await self.acooldown(name, wait)
 

@@ -28,6 +28,10 @@ LOW_HEADROOM = 0.1
 _NO_RESET = 60.0
 """How long an announcement without a reset time is believed (a minute: the usual window)."""
 _MAX_WAIT = 60.0
+_PROBE_HOLD = 1.0
+"""Seconds a probe may go unanswered before another one is let through."""
+_PROBE_POLL = 0.05
+"""How soon a request held back behind a probe looks again (the probe's answer frees the rest)."""
 _SAME_WINDOW = 0.25
 """Seconds by which two announced resets may differ and still be one window (network jitter)."""
 
@@ -45,40 +49,51 @@ class Budget:
     Each announcement's reset, counted from when its answer arrived, is no earlier than the
     provider's real one (the header was written before the answer travelled): so within one
     window the earliest reset is the best, and what is left never rises (an answer announcing
-    more than was counted down to was written before the latest requests arrived). Once the
-    reset passes, a budget whose limit is known starts over full, for a window as long as the
-    longest reset seen from the first request on (so a burst at a window's start does not
-    overshoot it either); the next answer corrects that guess.
+    more than was counted down to was written before the latest requests arrived).
+
+    When the reset passes with budget to spare, the announcement is forgotten. When it passes
+    with the budget spent (requests were being held back), one request goes first as a probe
+    and the rest wait for its answer to announce the new window: windows that do not start
+    when we guess (a provider opening one at the first request after the last) cost at most
+    that probe's 429, never a burst of them.
     """
 
-    __slots__ = ("left", "limit", "until", "window")
+    __slots__ = ("left", "limit", "probing", "until", "window")
 
     def __init__(self) -> None:
         self.left: float | None = None
         self.limit: float | None = None
         self.until = 0.0
         self.window = 0.0
+        self.probing = False
 
-    def observe(self, left: float, limit: float | None, reset: float | None, now: float) -> None:
+    def observe(self, left: float, limit: float | None, reset: float | None, now: float, age: float) -> None:
+        """``age``: seconds since the request was sent (the header was written within them)."""
         until = now + (min(reset, _MAX_WAIT) if reset is not None else _NO_RESET)
-        if self.left is not None and now < self.until and abs(until - self.until) <= _SAME_WINDOW:
+        held = self.left is not None and now < self.until and not self.probing
+        if held and self.left is not None and until - age <= self.until + _SAME_WINDOW:
+            # Its window can end no later than the one held: the same window, told earlier or later.
             left, until = min(left, self.left), min(until, self.until)
-        self.left, self.until = left, until
+        self.left, self.until, self.probing = left, until, False
         if limit is not None:
             self.limit = limit
         if reset is not None:
             self.window = max(self.window, min(reset, _MAX_WAIT))
 
     def current(self, now: float) -> float | None:
-        """What is left now (None: nothing known), a passed window started over when it can be."""
+        """What is left now (None: nothing known); past the reset, nothing or one probe."""
         if self.left is None:
             return None
         if now >= self.until:
-            if self.limit is None or self.window <= 0:
+            if self.left >= 1 and not self.probing:
+                self.left = None
                 return None
-            self.until = now + self.window  # a window opened by this request (periodic or not: the safe guess)
-            self.left = self.limit
+            self.left, self.until, self.probing = 1.0, now + max(self.window, _PROBE_HOLD), True
         return self.left
+
+    def wait(self, now: float) -> float:
+        """Seconds a refused request should wait: to the reset, or (while a probe is out) a moment."""
+        return min(self.until - now, _PROBE_POLL) if self.probing else self.until - now
 
 
 class LearnedLimits:
@@ -93,8 +108,12 @@ class LearnedLimits:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[Budget, Budget]] = {}
 
-    def observe(self, name: str, limits: Mapping[str, float]) -> float | None:
-        """Note an answer's announced limits; the seconds to keep ``name`` out when they say it is spent."""
+    def observe(self, name: str, limits: Mapping[str, float], age: float = 0.0) -> float | None:
+        """Note an answer's announced limits; the seconds to keep ``name`` out when they say it is spent.
+
+        ``age``: seconds between sending the request and noting its answer (the headers were
+        written somewhere in between; a slow answer's reset is not mistaken for a new window).
+        """
         now = self.clock()
         wait = None
         with self._lock:
@@ -106,7 +125,7 @@ class LearnedLimits:
                 if left is None:
                     continue
                 reset = _number(limits, f"reset_{kind}")
-                budget.observe(left, _number(limits, f"limit_{kind}"), reset, now)
+                budget.observe(left, _number(limits, f"limit_{kind}"), reset, now, max(age, 0.0))
                 if budget.left is not None and budget.left < 1 and reset is not None:
                     wait = max(wait or 0.0, budget.until - now)
         asked = _number(limits, "retry_after")
@@ -128,13 +147,13 @@ class LearnedLimits:
         with self._lock:
             left = requests.current(now)
             if left is not None and left < 1:
-                wait = requests.until - now
+                wait = requests.wait(now)
                 reason = f"provider announced no requests left (resets in {wait:.2f}s)"
                 return Admission(ok=False, reason=reason, retry_after=wait, limited=True)
             tokens_left = token_budget.current(now)
             needed = tokens() if tokens_left is not None else 0
             if tokens_left is not None and needed > tokens_left:
-                wait = token_budget.until - now
+                wait = token_budget.wait(now)
                 reason = f"provider announced {tokens_left:.0f} tokens left, ~{needed} needed (resets in {wait:.2f}s)"
                 return Admission(ok=False, reason=reason, retry_after=wait, limited=True)
             if left is not None and requests.left is not None:
