@@ -138,6 +138,8 @@ def _reasoning_items(message: AIMessage) -> Iterator[dict[str, Any]]:
             if isinstance(part, Mapping)
         ]
         item: dict[str, Any] = {"type": "reasoning", "id": rid, "summary": summary}
+        if isinstance(block.get("reasoning"), str) and block["reasoning"]:  # an open model's own reasoning text
+            item["content"] = [{"type": "reasoning_text", "text": block["reasoning"]}]
         if block.get("encrypted_content"):
             item["encrypted_content"] = block["encrypted_content"]
         yield item
