@@ -9,6 +9,7 @@ plain JSON errors with their status; after it, an error event ends the stream.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -188,8 +189,22 @@ class _Server:
                 return StreamingResponse(
                     stream(call, routed), media_type="text/event-stream", headers={**routed.headers(), **_NO_CACHE}
                 )
-            message, outcome = await self.gateway.invoke(call, key, hold)
+            with anyio.CancelScope() as answering:
+                # A client that hangs up cancels the call: the upstream request is cut and
+                # everything it held (key hold, router slot, budget estimate) is given back.
+                watcher = asyncio.ensure_future(_cancel_on_disconnect(request, answering))
+                try:
+                    message, outcome, upstream = await self.gateway.invoke(call, key, hold)
+                finally:
+                    watcher.cancel()
+            if answering.cancel_called:
+                self._count(route, 499)
+                return Response(status_code=499)
             self._count(route, 200)
+            if upstream is not None and route == "chat_completions":
+                # Passed through: the upstream's own answer, under the name the client addressed.
+                upstream["model"] = call.model
+                return _json(upstream, headers=outcome.headers())
             return _json(render(call, message, outcome), headers=outcome.headers())
         except ClientDisconnect:
             return Response(status_code=499)
@@ -317,6 +332,15 @@ class _Server:
 
 
 _NO_CACHE = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` when the client disconnects (the body was read: the next message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
 
 
 def _presented(request: Request) -> str | None:

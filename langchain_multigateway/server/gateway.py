@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from langchain_multigateway.routing import Deployment, RoutingChatModel, routers
 from langchain_multigateway.routing.stream import SERVING
 from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
 from langchain_multigateway.server.keys import VirtualKey
+from langchain_multigateway.server.passthrough import PassThrough
 from langchain_multigateway.usage.pricing import cost_of_usage
 from langchain_multigateway.usage.records import CallRecord
 
@@ -41,6 +43,7 @@ __all__ = ["ClientGoneError", "Gateway", "RoutedStream"]
 
 logger = logging.getLogger("langchain_multigateway.server")
 _OPENAI_COMPATIBLE = frozenset({"openai"})
+FULL_PATH_ENV = "MULTIGATEWAY_SERVE_FULL_PATH"
 
 
 class ClientGoneError(ConnectionAbortedError):
@@ -69,6 +72,9 @@ class Gateway:
         self._openai_only = {
             name: all(d.provider in _OPENAI_COMPATIBLE for d in router.deployments) for name, router in routers.items()
         }
+        # Non-streamed calls skip LangChain's wrappers and the openai SDK (see passthrough.py);
+        # MULTIGATEWAY_SERVE_FULL_PATH=1 sends every call through router.ainvoke instead.
+        self.passthrough = PassThrough({} if os.environ.get(FULL_PATH_ENV) == "1" else routers)
 
     @staticmethod
     def routers_of(config: GatewayConfig) -> dict[str, RoutingChatModel]:
@@ -94,6 +100,7 @@ class Gateway:
                     getattr(dep.model, "async_client", None)
                 except Exception:  # a model that cannot build its client fails on its first call instead
                     logger.warning("could not prepare the client of deployment %r", dep.name, exc_info=True)
+        self.passthrough.warm_up()
 
     # ------------------------------------------------------------------ one call
     def _bind(self, call: ChatCall) -> tuple[Runnable[Any, Any], dict[str, Any], list[str]]:
@@ -103,6 +110,25 @@ class Gateway:
             runnable = router.bind_tools(call.tools, tool_choice=call.tool_choice, **call.tool_kwargs)
         if call.structured is not None:
             runnable = runnable.bind(structured_output=call.structured)
+        kwargs, ignored = self._params(call)
+        return runnable, kwargs, ignored
+
+    def _routed_kwargs(self, call: ChatCall) -> tuple[dict[str, Any], list[str]]:
+        """What :meth:`_bind` binds, as the router's call kwargs (for the engine called directly)."""
+        kwargs, ignored = self._params(call)
+        if call.stop:
+            del kwargs["stop"]  # passed on its own
+        if call.tools is not None:
+            tool_kwargs = dict(call.tool_kwargs)
+            if call.tool_choice is not None:
+                tool_kwargs["tool_choice"] = call.tool_choice
+            kwargs["tools"] = list(call.tools)
+            kwargs["tool_kwargs"] = tool_kwargs
+        if call.structured is not None:
+            kwargs["structured_output"] = call.structured
+        return kwargs, ignored
+
+    def _params(self, call: ChatCall) -> tuple[dict[str, Any], list[str]]:
         kwargs: dict[str, Any] = dict(call.params)
         if call.stop:
             kwargs["stop"] = call.stop
@@ -113,7 +139,7 @@ class Gateway:
             else:
                 # seed, user and penalties would make other providers' APIs refuse the call.
                 ignored = sorted(call.openai_params)
-        return runnable, kwargs, ignored
+        return kwargs, ignored
 
     def _config(self, key: VirtualKey | None) -> RunnableConfig:
         config: RunnableConfig = {}
@@ -127,20 +153,32 @@ class Gateway:
 
     async def invoke(
         self, call: ChatCall, key: VirtualKey | None, hold: KeyHold | None = None
-    ) -> tuple[AIMessage, Outcome]:
-        """Run a call to its end; raises the router's typed errors."""
+    ) -> tuple[AIMessage, Outcome, dict[str, Any] | None]:
+        """Run a call to its end: the answer, what served it, and the upstream's own
+        ``chat.completion`` JSON when it was passed through (else None); raises the router's typed errors."""
         started = time.time()
+        data = None
         try:
-            runnable, kwargs, ignored = self._bind(call)
-            message = await runnable.ainvoke(call.messages, self._config(key), **kwargs)
+            if self.passthrough.serves(call.model):
+                kwargs, ignored = self._routed_kwargs(call)
+                served = await self.passthrough.invoke(call.model, call.messages, call.stop, kwargs)
+                message = served.result.generations[0].message
+                data = served.data
+            else:
+                runnable, kwargs, ignored = self._bind(call)
+                message = await runnable.ainvoke(call.messages, self._config(key), **kwargs)
+        except asyncio.CancelledError:
+            self.settle(call, key, None, started, ClientGoneError("the client went away before the answer"), hold)
+            raise
         except BaseException as exc:
             self.settle(call, key, None, started, exc, hold)
             raise
+        assert isinstance(message, AIMessage)
         meta = message.response_metadata
         outcome = self._outcome(call, meta, message.usage_metadata)
         outcome.ignored = ignored
         self.settle(call, key, outcome, started, None, hold)
-        return message, outcome
+        return message, outcome, data
 
     def stream(self, call: ChatCall, key: VirtualKey | None, hold: KeyHold | None = None) -> RoutedStream:
         """A routed stream; call :meth:`RoutedStream.start` for its first chunk (failover ends there)."""

@@ -8,7 +8,8 @@ knows what the gateway must pass on. ``POST /v1/chat/completions``:
 * ``response_format`` json_schema: content is a JSON object filled from the schema;
   json_object: ``{"ok": true}``
 * otherwise: ``echo: <last user text>``
-* model ``slow*``: streams 50 pieces 0.1 s apart (disconnect and shutdown tests)
+* model ``slow*``: streams 50 pieces 0.1 s apart (disconnect and shutdown tests); not streamed,
+  answers after 5 s unless the caller hangs up first (counted as an abandoned call)
 * model ``cut*``: streams three pieces, then drops the connection
 * model ``leaky*``: 401 whose message quotes the ``Authorization`` header it got
 
@@ -39,6 +40,8 @@ class Stats:
         self.streams_done = 0
         self.streams_abandoned = 0
         self.streams_open = 0
+        self.calls_open = 0
+        self.calls_abandoned = 0
         self.bodies: list[dict[str, Any]] = []
 
 
@@ -102,6 +105,8 @@ def create_app(stats: Stats) -> Starlette:
         if model.startswith("leaky"):  # an upstream that quotes the credential it refused, as some do
             sent = request.headers.get("authorization", "")
             return JSONResponse({"error": {"message": f"Incorrect API key provided: {sent}", "type": "auth"}}, 401)
+        if model.startswith("slow") and not body.get("stream") and not await _patient(request, stats):
+            return Response(status_code=499)
         content, calls = _answer(body)
         if body.get("stream"):
             return StreamingResponse(_stream(stats, body, model, content, calls), media_type="text/event-stream")
@@ -126,6 +131,8 @@ def create_app(stats: Stats) -> Starlette:
                 "streams_done": stats.streams_done,
                 "streams_abandoned": stats.streams_abandoned,
                 "streams_open": stats.streams_open,
+                "calls_open": stats.calls_open,
+                "calls_abandoned": stats.calls_abandoned,
             }
         )
 
@@ -135,6 +142,20 @@ def create_app(stats: Stats) -> Starlette:
             Route("/stats", stats_view, methods=["GET"]),
         ]
     )
+
+
+async def _patient(request: Request, stats: Stats) -> bool:
+    """Wait 5 s before answering; False (counted) when the caller hung up meanwhile."""
+    stats.calls_open += 1
+    try:
+        for _ in range(100):
+            if await request.is_disconnected():
+                stats.calls_abandoned += 1
+                return False
+            await asyncio.sleep(0.05)
+        return True
+    finally:
+        stats.calls_open -= 1
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:

@@ -1,0 +1,244 @@
+"""The server's lean path for non-streamed chat: the router decides, the HTTP request is sent without the SDK.
+
+Profiling ``multigateway serve`` under load showed the openai SDK's request machinery
+(option building, header assembly, auth hooks) costing about as much CPU as the HTTP
+exchange itself, and LangChain's ``ainvoke`` wrappers around the router more than the
+router's own work. The server needs neither: it has no callback handlers, and an
+OpenAI-compatible upstream's answer is already in the shape the client asked for.
+
+So a non-streamed call goes straight to the router's engine (:func:`drive_async` with
+the router's own :class:`Engine`: selection, admission, gates, breakers, rate windows,
+budgets, retries and failover are the router's, decided in the same code as for a
+library call) and each try at an :class:`OpenAIChatModel` deployment is performed here:
+
+* the body is the one the provider builds (``_build_request``: its defaults, bound
+  tools, structured-output format, the call's parameters), never re-derived here;
+* it is POSTed with a plain ``httpx2`` client kept per deployment and event loop,
+  with the headers the SDK would send (key, organization, ``default_headers``);
+* the answer is read by the provider's own parser (usage, malformed answers), and
+  errors are typed by the provider's own rules (``error_from_status``, ``_failure``);
+* the upstream's JSON goes back to the client with only ``model`` rewritten.
+
+Any other deployment (another provider, a Responses-API model, a custom binding) is
+tried with the router's own attempt function, so a mixed router works unchanged. A
+router with a response cache, or a LangChain cache in force, is not served here: its
+calls take the full path so the cache sees them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from langchain_core.globals import get_llm_cache
+from langchain_core.outputs import ChatResult
+
+from langchain_multigateway.chat_models._exchange import Exchange, raise_as
+from langchain_multigateway.chat_models._loops import LoopBound
+from langchain_multigateway.chat_models.openai import OpenAIChatModel
+from langchain_multigateway.errors import error_from_status
+from langchain_multigateway.routing import attempt
+from langchain_multigateway.routing.attempt import Answer, Failed, Shared, Slot, Try, atake
+from langchain_multigateway.routing.engine import drive_async
+from langchain_multigateway.routing.request import Request, read_overrides
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from langchain_multigateway.routing import RoutingChatModel
+    from langchain_multigateway.state.base import Admission
+
+__all__ = ["PassThrough", "Served"]
+
+_CHAT_PATH = "/chat/completions"
+
+
+class Served:
+    """A served call: the router's finished answer, and the upstream's JSON when it was passed through."""
+
+    __slots__ = ("data", "result")
+
+    def __init__(self, result: ChatResult, data: dict[str, Any] | None) -> None:
+        self.result = result
+        self.data = data
+        """The upstream's ``chat.completion`` object (None: a deployment served through LangChain)."""
+
+
+class _Raw(Answer):
+    """A try answered by pass-through: the router's Answer plus the upstream's JSON."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, slot: Slot, result: ChatResult, data: dict[str, Any] | None) -> None:
+        super().__init__(slot, result)
+        self.data = data
+
+
+class _Sender:
+    """How to reach one OpenAI-compatible deployment: its URL, headers, and an httpx2 client per event loop."""
+
+    def __init__(self, model: OpenAIChatModel) -> None:
+        base = model._endpoint() or ""
+        self.url = base.rstrip("/") + _CHAT_PATH
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if model.api_key is not None:
+            headers["authorization"] = f"Bearer {model.api_key.get_secret_value()}"
+        if model.organization:
+            headers["openai-organization"] = model.organization
+        headers.update(model.default_headers or {})
+        self.headers = headers
+        self.params: Any = dict(model.default_query) if model.default_query else None
+        given = model.http_async_client
+        self._clients: LoopBound[httpx2.AsyncClient] = LoopBound(
+            lambda: given if given is not None else _new_client(), lambda client: _close(client, given)
+        )
+
+    @property
+    def client(self) -> httpx2.AsyncClient:
+        return self._clients.get()
+
+
+def _new_client() -> httpx2.AsyncClient:
+    import httpx2
+
+    # Pool sizes as the openai SDK's: many requests in flight to one upstream share its connections.
+    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
+    return httpx2.AsyncClient(limits=limits, follow_redirects=False)
+
+
+async def _close(client: httpx2.AsyncClient, given: Any) -> None:
+    if client is not given:  # a client the user gave the model is theirs to close
+        await client.aclose()
+
+
+class PassThrough:
+    """The lean non-streamed path for the routers that allow it (see the module docstring)."""
+
+    def __init__(self, routers: Mapping[str, RoutingChatModel]) -> None:
+        self._senders: dict[int, _Sender] = {}
+        self._routers = {name: router for name, router in routers.items() if _cache_free(router)}
+
+    def serves(self, model: str) -> bool:
+        """Whether calls to the router ``model`` take this path."""
+        return model in self._routers and get_llm_cache() is None
+
+    def warm_up(self) -> None:
+        """Build each OpenAI deployment's sender now (and its client, in the serving loop)."""
+        for router in self._routers.values():
+            for dep in router.deployments:
+                if type(dep.model) is OpenAIChatModel:
+                    _ = self._sender(dep.model).client
+
+    def _sender(self, model: OpenAIChatModel) -> _Sender:
+        sender = self._senders.get(id(model))
+        if sender is None:
+            sender = self._senders[id(model)] = _Sender(model)
+        return sender
+
+    async def invoke(self, name: str, messages: list[Any], stop: list[str] | None, kwargs: dict[str, Any]) -> Served:
+        """Route one non-streamed call of router ``name``; raises the router's typed errors."""
+        router = self._routers[name]
+        engine = router._engine  # the router's own engine: every routing decision is made there
+        overrides = read_overrides(kwargs, None)
+        request, call = engine.begin(messages, stop, kwargs, overrides, streaming=False, whole=False, runs=None)
+        answer = await drive_async(engine, request, call, self._attempt)
+        result = answer.finish(call.attempts)
+        return Served(result, answer.data if isinstance(answer, _Raw) else None)
+
+    async def _attempt(self, shared: Shared, request: Request, step: Try) -> Answer | Failed | Admission:
+        """One try: passed through for a plain OpenAI deployment, else the router's own attempt."""
+        model = step.prepared.model
+        if type(model) is not OpenAIChatModel or step.prepared.runnable is not None:
+            return await attempt.invoke_async(shared, request, step)
+        slot = await atake(shared, request, step)
+        if not isinstance(slot, Slot):
+            return slot
+        sent: tuple[ChatResult, dict[str, Any] | None] | None = None
+        try:
+            sent = await self._send(model, request, step)
+            slot.succeeded(sent[0].generations[0].message)
+        except BaseException as exc:
+            slot.ended(exc)
+            if slot.failure is None:
+                raise  # cancelled (the client went away) or interrupted: not the deployment's outcome
+        finally:
+            await slot.afinish(None, None)  # the slot's one release, however the try ended
+        if slot.failure is not None or sent is None:
+            assert slot.failure is not None
+            return slot.failure
+        return _Raw(slot, sent[0], sent[1])
+
+    async def _send(
+        self, model: OpenAIChatModel, request: Request, step: Try
+    ) -> tuple[ChatResult, dict[str, Any] | None]:
+        """POST the provider's body: the provider's parse of the answer, and the answer itself (None: not JSON
+        of the chat-completions shape, rendered by the server from the parsed message)."""
+        deadline = None if step.timeout is None else time.monotonic() + max(step.timeout, 0.001)
+        payload = model._build_request(request.messages, request.stop, stream=False, **step.prepared.kwargs)
+        if "messages" not in payload:  # a Responses-API body: the provider's own transport knows its path
+            kwargs = dict(step.prepared.kwargs)
+            if step.timeout is not None:
+                kwargs["timeout"] = max(step.timeout, 0.001)
+            return await model._agenerate(request.messages, request.stop, None, **kwargs), None
+        exchange = Exchange(payload, model._clock(payload, stream=False, deadline=deadline))
+        sender = self._sender(model)
+        try:
+            import httpx2
+
+            timeouts, exchange.waiting_for = exchange.clock.http_timeouts()
+            response = await sender.client.post(
+                sender.url,
+                content=orjson.dumps(payload),
+                headers=sender.headers,
+                params=sender.params,
+                timeout=httpx2.Timeout(**timeouts),
+            )
+            exchange.request_id = response.headers.get("x-request-id")
+            note = getattr(exchange, "note_headers", None)
+            if note is not None:
+                note(response.headers)  # rate limits the upstream announced (learned by the router)
+            if response.status_code >= 400:
+                raise _status_error(model, exchange, response)
+            exchange.answered = True
+            data = orjson.loads(response.content)
+            result = model._parse_response(data, exchange)  # usage, and a malformed answer typed as such
+            stamped = getattr(exchange, "stamped", None)
+            return (stamped(result) if stamped is not None else result), data
+        except Exception as exc:
+            raise_as(model._failure(exc, exchange), exc)
+
+
+def _status_error(model: OpenAIChatModel, exchange: Exchange, response: httpx2.Response) -> Exception:
+    """An HTTP error answer typed as the provider types it (status, message, Retry-After, request id)."""
+    try:
+        body: Any = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        body = response.text
+    return error_from_status(
+        response.status_code,
+        _error_message(body) or f"HTTP {response.status_code}",
+        provider=model.provider_name,
+        model=exchange.model,
+        request_id=exchange.request_id,
+        headers=dict(response.headers),
+        body=body,
+    )
+
+
+def _error_message(body: Any) -> str | None:
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+        if isinstance(inner, str):
+            return inner
+    return body[:500] if isinstance(body, str) and body else None
+
+
+def _cache_free(router: RoutingChatModel) -> bool:
+    """No cache would see the call: the router's response cache and LangChain's ``cache=`` are off."""
+    return getattr(router, "response_cache", None) is None and router.cache in (None, False)
