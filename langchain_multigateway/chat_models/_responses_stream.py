@@ -98,6 +98,7 @@ class ResponsesAssembler:
             yield from self._arguments(event, str(event.get("delta") or ""))
         elif kind == "response.reasoning_summary_text.delta":
             item = self._item(event, "reasoning")
+            item.sent += str(event.get("delta") or "")
             part = {
                 "type": "summary_text",
                 "text": str(event.get("delta") or ""),
@@ -106,6 +107,7 @@ class ResponsesAssembler:
             yield self._chunk([{"type": "reasoning", "summary": [part], "index": item.position}])
         elif kind == "response.reasoning_text.delta":
             item = self._item(event, "reasoning")
+            item.sent += str(event.get("delta") or "")
             yield self._chunk(
                 [{"type": "reasoning", "reasoning": str(event.get("delta") or ""), "index": item.position}]
             )
@@ -179,8 +181,10 @@ class ResponsesAssembler:
         elif kind == "reasoning":
             whole = reasoning_block(raw)
             extra = {k: whole[k] for k in ("encrypted_content",) if k in whole}
-            if not known and (whole["summary"] or whole.get("reasoning")):
-                extra.update({k: v for k, v in whole.items() if k in ("id", "summary", "reasoning")})
+            if not item.sent:  # no delta carried its summary or text: send them now
+                extra.update({k: v for k, v in whole.items() if k in ("summary", "reasoning") and v})
+                if not known:
+                    extra["id"] = whole.get("id")
             if extra:
                 yield self._chunk([{"type": "reasoning", **extra, "index": item.position}])
 
