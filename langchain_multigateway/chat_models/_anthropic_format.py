@@ -91,7 +91,7 @@ def _content_blocks(content: str | list[Any], *, assistant: bool = False) -> lis
             if block.get("cache_control"):
                 image["cache_control"] = block["cache_control"]
             blocks.append(image)
-        elif kind in ("tool_use", "tool_call", "reasoning", "tool_call_chunk"):
+        elif kind in ("tool_use", "tool_call", "reasoning", "tool_call_chunk", "function_call"):
             continue  # tool calls come from message.tool_calls
         elif kind in _ASSISTANT_ONLY_BLOCKS:
             if assistant:  # thinking must go back unchanged with its signature

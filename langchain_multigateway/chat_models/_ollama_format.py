@@ -100,7 +100,7 @@ def _content_and_images(content: str | list[Any]) -> tuple[str, list[str]]:
             images.extend([image] if image is not None else [])
         elif block.get("type") in ("image", "image_url"):
             images.append(_image_to_base64(block))
-        elif block.get("type") in ("tool_use", "tool_call", "reasoning", "thinking"):
+        elif block.get("type") in ("tool_use", "tool_call", "reasoning", "thinking", "function_call"):
             continue
         else:
             msg = f"Ollama cannot take content blocks of type {block.get('type')!r}"
