@@ -18,10 +18,20 @@ table costs ``None`` (with one warning per model), never an invented number.
 Cost of a call (token counts as LangChain's ``UsageMetadata`` reports them, where
 ``input_tokens`` includes cache reads and cache writes)::
 
-    (input - cache_read - cache_creation) * input
+    (input - cache_read - writes) * input
     + cache_read * cached_input          (input price when no cached price is known)
-    + cache_creation * cache_write       (input price when no cache-write price is known)
-    + output * output                    (reasoning tokens are part of output)
+    + writes_5m * cache_write            (input price when no cache-write price is known)
+    + writes_1h * cache_write_1h         (input price when no 1-hour price is known)
+    + output * output                    (reasoning tokens are part of output, priced as output)
+
+Anthropic bills cache writes by their time to live: 5-minute writes at 1.25x the input
+price, 1-hour writes at 2x. Its usage splits them as ``cache_creation.ephemeral_5m_input_tokens``
+and ``ephemeral_1h_input_tokens``; LangChain (langchain-anthropic, and AnthropicChatModel here)
+carries them under those names in ``input_token_details`` and then sets the generic
+``cache_creation`` to 0 so the details do not count a write twice. So ``writes_1h`` is
+``ephemeral_1h_input_tokens`` and ``writes_5m`` is ``ephemeral_5m_input_tokens`` plus whatever
+part of ``cache_creation`` is not already split out (a producer that keeps the total there,
+or usage without the split, which Anthropic bills at the 5-minute rate by default).
 """
 
 from __future__ import annotations
@@ -51,7 +61,9 @@ class ModelPrice:
         input: Uncached input tokens.
         output: Output tokens (reasoning tokens included).
         cached_input: Input tokens read from the provider's prompt cache.
-        cache_write: Input tokens written to the prompt cache (Anthropic's 5-minute writes).
+        cache_write: Input tokens written to the prompt cache (Anthropic's 5-minute writes,
+            and writes whose time to live is not reported).
+        cache_write_1h: Input tokens written to the prompt cache for one hour (Anthropic).
         source: Where the figures come from.
         checked: When they were checked (ISO date).
     """
@@ -62,33 +74,58 @@ class ModelPrice:
     cache_write: float | None = None
     source: str = ""
     checked: str = ""
+    cache_write_1h: float | None = None
 
     def cost(self, usage: Mapping[str, Any]) -> float:
         """USD for one call's usage (a ``UsageMetadata``-shaped mapping)."""
         input_tokens = int(usage.get("input_tokens") or 0)
-        output_tokens = int(usage.get("output_tokens") or 0)
+        output_tokens = int(usage.get("output_tokens") or 0)  # reasoning included: priced as output
         details = usage.get("input_token_details") or {}
-        cache_read = int(details.get("cache_read") or 0)
-        cache_creation = int(details.get("cache_creation") or 0)
-        uncached = max(0, input_tokens - cache_read - cache_creation)
+        cache_read = _count(details, "cache_read")
+        writes_1h = _count(details, "ephemeral_1h_input_tokens")
+        split_5m = _count(details, "ephemeral_5m_input_tokens")
+        # The generic count is either the total of all writes or 0 once they are split out.
+        writes_5m = split_5m + max(0, _count(details, "cache_creation") - split_5m - writes_1h)
+        uncached = max(0, input_tokens - cache_read - writes_5m - writes_1h)
         cached_price = self.input if self.cached_input is None else self.cached_input
         write_price = self.input if self.cache_write is None else self.cache_write
+        write_1h_price = self.input if self.cache_write_1h is None else self.cache_write_1h
         total = (
             uncached * self.input
             + cache_read * cached_price
-            + cache_creation * write_price
+            + writes_5m * write_price
+            + writes_1h * write_1h_price
             + output_tokens * self.output
         )
         return total / 1_000_000
 
 
+def _count(details: Mapping[str, Any], key: str) -> int:
+    """A token count from usage details; absent, null, negative or non-numeric counts are 0."""
+    value = details.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return max(0, int(value))
+
+
 _OPENAI = "OpenAI API pricing page, https://platform.openai.com/docs/pricing (standard tier)"
-_ANTHROPIC = "Anthropic pricing page, https://docs.anthropic.com/en/docs/about-claude/pricing (cache write: 5 minutes)"
+_ANTHROPIC = (
+    "Anthropic pricing page, https://docs.anthropic.com/en/docs/about-claude/pricing "
+    "(cache_write: 5-minute writes, 1.25x input; cache_write_1h: 1-hour writes, 2x input)"
+)
 _MISTRAL = "Mistral pricing page, https://mistral.ai/pricing (La Plateforme, pay-as-you-go)"
 
 
-def _p(input: float, output: float, cached: float | None, write: float | None, source: str, checked: str) -> ModelPrice:
-    return ModelPrice(input, output, cached, write, source, checked)
+def _p(
+    input: float,
+    output: float,
+    cached: float | None,
+    write: float | None,
+    source: str,
+    checked: str,
+    write_1h: float | None = None,
+) -> ModelPrice:
+    return ModelPrice(input, output, cached, write, source, checked, write_1h)
 
 
 # Every figure below was read on the day given as "checked", from the provider's page or
@@ -116,19 +153,23 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "gpt-5": _p(1.25, 10.00, None, None, _OPENAI, "2026-03-01"),
     "gpt-5-mini": _p(0.25, 2.00, None, None, _OPENAI, "2026-03-01"),
     "gpt-5-nano": _p(0.05, 0.40, None, None, _OPENAI, "2026-03-01"),
-    # Anthropic: base input, output, cache hits, 5-minute cache writes, from the pricing
-    # table on Anthropic's page (Opus 4.5 from its platform.claude.com successor page).
-    "claude-opus-4-1": _p(15.00, 75.00, 1.50, 18.75, _ANTHROPIC, "2026-11-23"),
-    "claude-opus-4": _p(15.00, 75.00, 1.50, 18.75, _ANTHROPIC, "2026-11-23"),
-    "claude-opus-4-5": _p(5.00, 25.00, 0.50, 6.25, _ANTHROPIC, "2026-11-23"),
-    "claude-sonnet-4": _p(3.00, 15.00, 0.30, 3.75, _ANTHROPIC, "2026-11-23"),
-    "claude-3-7-sonnet": _p(3.00, 15.00, 0.30, 3.75, _ANTHROPIC, "2026-11-23"),
-    "claude-3-5-haiku": _p(0.80, 4.00, 0.08, 1.00, _ANTHROPIC, "2026-11-23"),
-    "claude-3-haiku": _p(0.25, 1.25, 0.03, 0.30, _ANTHROPIC, "2026-11-23"),
-    # Sonnet 4.5 ($3/$15, Sonnet tier: crazyrouter's breakdown of 2026-04-27) and Haiku 4.5
-    # ($1/$5, cache hits $0.10, 5-minute writes $1.25: Claude API cookbook, 2026).
-    "claude-sonnet-4-5": _p(3.00, 15.00, 0.30, 3.75, _ANTHROPIC, "2026-04-27"),
-    "claude-haiku-4-5": _p(1.00, 5.00, 0.10, 1.25, _ANTHROPIC, "2026-04-27"),
+    # Anthropic: base input, 5-minute cache writes, 1-hour cache writes, cache hits, output,
+    # from the pricing table on Anthropic's page ("Base Input Tokens | 5m Cache Writes | 1h Cache
+    # Writes | Cache Hits & Refreshes | Output Tokens"; Opus 4.5 from its platform.claude.com
+    # successor page). Input/output/hits/5m writes checked 2026-11-23; the 1h column read from a
+    # stored copy of the same page on 2026-11-29 (checked then, so those rows carry that date).
+    "claude-opus-4-1": _p(15.00, 75.00, 1.50, 18.75, _ANTHROPIC, "2026-11-29", 30.00),
+    "claude-opus-4": _p(15.00, 75.00, 1.50, 18.75, _ANTHROPIC, "2026-11-29", 30.00),
+    "claude-sonnet-4": _p(3.00, 15.00, 0.30, 3.75, _ANTHROPIC, "2026-11-29", 6.00),
+    "claude-3-7-sonnet": _p(3.00, 15.00, 0.30, 3.75, _ANTHROPIC, "2026-11-29", 6.00),
+    "claude-3-5-haiku": _p(0.80, 4.00, 0.08, 1.00, _ANTHROPIC, "2026-11-29", 1.60),
+    "claude-3-haiku": _p(0.25, 1.25, 0.03, 0.30, _ANTHROPIC, "2026-11-29", 0.50),
+    # Opus 4.5 ($5/$25), Sonnet 4.5 ($3/$15) and Haiku 4.5 ($1/$5) with all five columns:
+    # Anthropic's table as copied in Electron Hub's prompt-caching guide (read 2026-11-29);
+    # Haiku 4.5's $2 1h write and $0.10 hit also in TokenMix's copy (data checked 2026-04-30).
+    "claude-opus-4-5": _p(5.00, 25.00, 0.50, 6.25, _ANTHROPIC, "2026-11-29", 10.00),
+    "claude-sonnet-4-5": _p(3.00, 15.00, 0.30, 3.75, _ANTHROPIC, "2026-11-29", 6.00),
+    "claude-haiku-4-5": _p(1.00, 5.00, 0.10, 1.25, _ANTHROPIC, "2026-11-29", 2.00),
     # Mistral, dated model ids only; Mistral publishes no cached-input price. Large 2
     # (2411) and Small 3.1/3.2 from margindash's copy of Mistral's docs (2026); Medium 3 /
     # 3.1 as cited from Mistral's pricing page in braintrust-proxy issues #505/#802 (2026-05).
@@ -187,6 +228,7 @@ def _candidates(name: str) -> list[str]:
 
 
 _RESOLVED_LIMIT = 4096
+_CONFIG_KEYS = {"input", "output", "cached_input", "cache_write", "cache_write_1h", "source", "checked"}
 
 
 class PriceTable:
@@ -222,13 +264,20 @@ class PriceTable:
         cache_write: float | None = None,
         source: str = "user",
         checked: str = "",
+        cache_write_1h: float | None = None,
     ) -> ModelPrice:
         """Add or replace the price of ``name`` (a model or a deployment name)."""
-        for label, value in (("input", input), ("output", output), ("cached_input", cached_input)):
+        for label, value in (
+            ("input", input),
+            ("output", output),
+            ("cached_input", cached_input),
+            ("cache_write", cache_write),
+            ("cache_write_1h", cache_write_1h),
+        ):
             if value is not None and value < 0:
                 msg = f"{label} price for {name!r} must be >= 0, got {value}"
                 raise ValueError(msg)
-        price = ModelPrice(float(input), float(output), cached_input, cache_write, source, checked)
+        price = ModelPrice(float(input), float(output), cached_input, cache_write, source, checked, cache_write_1h)
         with self._lock:
             self._prices[name.strip().lower()] = price
             self._warned.discard(name.strip().lower())
@@ -236,7 +285,8 @@ class PriceTable:
         return price
 
     def update_from_config(self, config: Mapping[str, ModelPrice | Mapping[str, Any]]) -> None:
-        """Add entries from a config dict: ``{name: {"input": .., "output": .., "cached_input": ..}}``."""
+        """Add entries from a config dict: ``{name: {"input": .., "output": .., "cached_input": ..}}``
+        (also ``cache_write``, ``cache_write_1h``, ``source``, ``checked``)."""
         for name, entry in config.items():
             if isinstance(entry, ModelPrice):
                 with self._lock:
@@ -246,7 +296,7 @@ class PriceTable:
             if not isinstance(entry, Mapping) or "input" not in entry or "output" not in entry:
                 msg = f"price for {name!r} needs 'input' and 'output' (USD per million tokens), got {entry!r}"
                 raise ValueError(msg)
-            unknown = set(entry) - {"input", "output", "cached_input", "cache_write", "source", "checked"}
+            unknown = set(entry) - _CONFIG_KEYS
             if unknown:
                 msg = f"price for {name!r} has unknown keys {sorted(unknown)}"
                 raise ValueError(msg)
@@ -348,9 +398,17 @@ def set_price(
     output: float,
     cached_input: float | None = None,
     cache_write: float | None = None,
+    cache_write_1h: float | None = None,
 ) -> ModelPrice:
     """Set a price (USD per million tokens) in the default table; ``name`` may be a deployment."""
-    return _default_table.set(name, input=input, output=output, cached_input=cached_input, cache_write=cache_write)
+    return _default_table.set(
+        name,
+        input=input,
+        output=output,
+        cached_input=cached_input,
+        cache_write=cache_write,
+        cache_write_1h=cache_write_1h,
+    )
 
 
 def cost_of_usage(
