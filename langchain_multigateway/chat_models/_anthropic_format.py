@@ -91,7 +91,10 @@ def _content_blocks(content: str | list[Any], *, assistant: bool = False) -> lis
             if block.get("cache_control"):
                 image["cache_control"] = block["cache_control"]
             blocks.append(image)
-        elif kind in ("tool_use", "tool_call", "reasoning", "tool_call_chunk", "function_call"):
+        elif kind == "reasoning":
+            if assistant and (thinking := _signed_thinking(block)) is not None:
+                blocks.append(thinking)
+        elif kind in ("tool_use", "tool_call", "tool_call_chunk", "function_call"):
             continue  # tool calls come from message.tool_calls
         elif kind in _ASSISTANT_ONLY_BLOCKS:
             if assistant:  # thinking must go back unchanged with its signature
@@ -99,6 +102,20 @@ def _content_blocks(content: str | list[Any], *, assistant: bool = False) -> lis
         else:
             blocks.append({k: v for k, v in block.items() if k != "index"})
     return blocks
+
+
+def _signed_thinking(block: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A standard ``reasoning`` block (``output_version="v1"``) as the thinking block it came from.
+
+    Anthropic accepts earlier thinking back only with its signature (it checks it), so a
+    reasoning block that carries one goes back as ``thinking``; one without (another
+    provider's reasoning, a summary) cannot be sent and is left out.
+    """
+    extras = block.get("extras")
+    signature = extras.get("signature") if isinstance(extras, Mapping) else None
+    if not isinstance(signature, str) or not signature:
+        return None
+    return {"type": "thinking", "thinking": str(block.get("reasoning") or ""), "signature": signature}
 
 
 def _tool_result(message: ToolMessage) -> dict[str, Any]:
@@ -221,25 +238,45 @@ def tool_choice_to_anthropic(
 
 
 def usage_from_anthropic(usage: Mapping[str, Any] | None) -> UsageMetadata | None:
-    """Anthropic usage as LangChain's: ``input_tokens`` is the total input, cache reads and writes included."""
+    """Anthropic usage as LangChain's: ``input_tokens`` is the total input, cache reads and writes included.
+
+    Cache writes split by time to live (``cache_creation.ephemeral_5m_input_tokens`` /
+    ``ephemeral_1h_input_tokens``, priced differently) are kept under those names in
+    ``input_token_details``, and the generic ``cache_creation`` is then 0 so that the details
+    never count a write twice (langchain-anthropic's convention).
+    """
     if not usage:
         return None
-    base = int(usage.get("input_tokens") or 0)
+    base = _tokens(usage.get("input_tokens"))
     cache_read = usage.get("cache_read_input_tokens")
     cache_creation = usage.get("cache_creation_input_tokens")
-    input_tokens = base + int(cache_read or 0) + int(cache_creation or 0)
-    output_tokens = int(usage.get("output_tokens") or 0)
+    details = InputTokenDetails()
+    if cache_read is not None:
+        details["cache_read"] = _tokens(cache_read)
+    if cache_creation is not None:
+        details["cache_creation"] = _tokens(cache_creation)
+    by_ttl = usage.get("cache_creation")
+    split = 0
+    if isinstance(by_ttl, Mapping):
+        for key in ("ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens"):
+            if by_ttl.get(key) is not None:
+                details[key] = _tokens(by_ttl[key])  # type: ignore[typeddict-unknown-key]
+                split += _tokens(by_ttl[key])
+        if split:
+            details["cache_creation"] = 0
+    input_tokens = base + details.get("cache_read", 0) + (split or details.get("cache_creation", 0))
+    output_tokens = _tokens(usage.get("output_tokens"))
     result = UsageMetadata(
         input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=input_tokens + output_tokens
     )
-    details = InputTokenDetails()
-    if cache_read is not None:
-        details["cache_read"] = int(cache_read)
-    if cache_creation is not None:
-        details["cache_creation"] = int(cache_creation)
     if details:
         result["input_token_details"] = details
     return result
+
+
+def _tokens(value: Any) -> int:
+    # A count of the wrong type raises here, so a malformed answer is reported, not zeroed.
+    return int(value or 0)
 
 
 def text_of(blocks: Sequence[Mapping[str, Any]]) -> str:

@@ -232,7 +232,9 @@ class AnthropicChatModel(HttpChatModel):
         return {k: v for k, v in payload.items() if v is not None}
 
     def _stream_assembler(self, exchange: Exchange) -> _SSEAssembler:
-        return _SSEAssembler(self, exchange.model)
+        thinking = exchange.payload.get("thinking")
+        asked = isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled")
+        return _SSEAssembler(self, exchange.model, thinking=asked)
 
     def _parse_response(self, data: Any, exchange: Exchange) -> ChatResult:
         model = exchange.model
@@ -250,10 +252,11 @@ class AnthropicChatModel(HttpChatModel):
             for b in blocks
             if b.get("type") == "tool_use"
         ]
-        others = [dict(b) for b in blocks if b.get("type") not in ("text", "tool_use")]
-        content: str | list[Any] = (
-            [dict(b) for b in blocks if b.get("type") != "tool_use"] if others else text_of(blocks)
-        )
+        # Plain text unless the answer holds more than text and tool calls (thinking, citations...)
+        # or standard blocks are asked for: then every block, tool_use included, as Anthropic sent
+        # it (LangChain's Anthropic translator reads tool calls from those blocks).
+        as_blocks = self.output_version == "v1" or any(b.get("type") not in ("text", "tool_use") for b in blocks)
+        content: str | list[Any] = [dict(b) for b in blocks] if as_blocks else text_of(blocks)
         ai = AIMessage(
             content=content,
             tool_calls=tool_calls,
@@ -346,11 +349,19 @@ class _SSEAssembler:
     Text deltas and tool-call fragments (``input_json_delta``) go out as they
     arrive; one closing chunk carries usage (``message_start``'s input counts,
     ``message_delta``'s cumulative output), the model name and the stop reason.
+
+    Extended thinking: ``thinking_delta`` and ``signature_delta`` (and whole
+    ``redacted_thinking`` blocks) go out as content blocks carrying the event's block
+    ``index``, and so do the text and ``tool_use`` blocks of such an answer (and of every
+    answer under ``output_version="v1"``); adding the chunks up merges each
+    block by its index (LangChain's chunk addition), so the aggregated message holds the
+    signed thinking block exactly as a non-streamed answer does, ready to be sent back
+    on the next turn of a tool loop as Anthropic requires.
     """
 
     end_marker = "message_stop"
 
-    def __init__(self, owner: AnthropicChatModel, model: str) -> None:
+    def __init__(self, owner: AnthropicChatModel, model: str, *, thinking: bool = False) -> None:
         self.owner = owner
         self.model = model
         self.message_id: str | None = None
@@ -359,6 +370,9 @@ class _SSEAssembler:
         self.stop_reason: str | None = None
         self.stop_sequence: str | None = None
         self.stopped = False
+        # Content as indexed blocks (not plain text) when thinking or standard blocks
+        # (output_version="v1") are asked for, or once thinking is seen.
+        self.blocks = thinking or owner.output_version == "v1"
 
     @property
     def answered(self) -> bool:
@@ -385,28 +399,9 @@ class _SSEAssembler:
             self.model_name = message.get("model")
             self.usage.update(message.get("usage") or {})
         elif kind == "content_block_start":
-            block = data.get("content_block") or {}
-            index = data.get("index")
-            if block.get("type") == "tool_use":
-                start_args = block.get("input")
-                args = json.dumps(start_args) if start_args else ""
-                yield self._chunk(
-                    tool_call_chunks=[
-                        tool_call_chunk(name=block.get("name"), args=args, id=block.get("id"), index=index)
-                    ]
-                )
-            elif block.get("type") == "text" and block.get("text"):
-                yield self._chunk(content=block["text"])
+            yield from self._block_start(data.get("content_block") or {}, data.get("index"))
         elif kind == "content_block_delta":
-            delta = data.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
-                yield self._chunk(content=delta["text"])
-            elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                yield self._chunk(
-                    tool_call_chunks=[tool_call_chunk(args=delta["partial_json"], index=data.get("index"))]
-                )
-            elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
-                yield self._chunk(additional_kwargs={"reasoning_content": delta["thinking"]})
+            yield from self._block_delta(data.get("delta") or {}, data.get("index"))
         elif kind == "message_delta":
             delta = data.get("delta") or {}
             self.stop_reason = delta.get("stop_reason") or self.stop_reason
@@ -417,8 +412,47 @@ class _SSEAssembler:
             self.stopped = True
         # ping, content_block_stop and unknown events carry nothing to emit.
 
-    def _chunk(self, content: str = "", **kwargs: Any) -> ChatGenerationChunk:
-        return ChatGenerationChunk(message=AIMessageChunk(content=content, id=self.message_id, **kwargs))
+    def _block_start(self, block: Mapping[str, Any], index: Any) -> Iterator[ChatGenerationChunk]:
+        kind = block.get("type")
+        if kind == "tool_use":
+            start_args = block.get("input")
+            args = json.dumps(start_args) if start_args else ""
+            yield self._chunk(
+                content=[{**block, "index": index}] if self.blocks else "",
+                tool_call_chunks=[tool_call_chunk(name=block.get("name"), args=args, id=block.get("id"), index=index)],
+            )
+        elif kind in ("thinking", "redacted_thinking"):
+            self.blocks = True
+            yield self._chunk(content=[{**block, "index": index}])
+        elif kind == "text" and block.get("text"):
+            yield self._text(block["text"], index)
+
+    def _block_delta(self, delta: Mapping[str, Any], index: Any) -> Iterator[ChatGenerationChunk]:
+        kind = delta.get("type")
+        if kind == "text_delta" and delta.get("text"):
+            yield self._text(delta["text"], index)
+        elif kind == "input_json_delta" and delta.get("partial_json"):
+            yield self._chunk(
+                content=[{**delta, "index": index}] if self.blocks else "",
+                tool_call_chunks=[tool_call_chunk(args=delta["partial_json"], index=index)],
+            )
+        elif kind == "thinking_delta" and delta.get("thinking"):
+            yield self._chunk(content=[{"type": "thinking", "thinking": delta["thinking"], "index": index}])
+        elif kind == "signature_delta" and delta.get("signature"):
+            yield self._chunk(content=[{"type": "thinking", "signature": delta["signature"], "index": index}])
+
+    def _text(self, text: str, index: Any) -> ChatGenerationChunk:
+        if self.blocks:
+            return self._chunk(content=[{"type": "text", "text": text, "index": index}])
+        return self._chunk(content=text)
+
+    def _chunk(self, content: str | list[Any] = "", **kwargs: Any) -> ChatGenerationChunk:
+        # Every chunk names its provider: LangChain picks the content-block translator per
+        # chunk (output_version="v1" converts each one), and equal values merge as one.
+        meta = {"model_provider": self.owner.provider_name}
+        return ChatGenerationChunk(
+            message=AIMessageChunk(content=content, id=self.message_id, response_metadata=meta, **kwargs)
+        )
 
     def finish(self) -> ChatGenerationChunk:
         meta = self.owner._response_metadata(
@@ -430,7 +464,7 @@ class _SSEAssembler:
         )
         return ChatGenerationChunk(
             message=AIMessageChunk(
-                content="",
+                content=[] if self.blocks else "",
                 usage_metadata=usage_from_anthropic(self.usage),
                 response_metadata=meta,
                 id=self.message_id,

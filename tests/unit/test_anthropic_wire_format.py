@@ -636,7 +636,7 @@ async def test_ahealth_check_reports_bad_key() -> None:
     assert ok.ok
 
 
-def test_thinking_blocks_are_kept_in_content_and_sent_back() -> None:
+def test_hosted_only_documented_thinking_blocks_are_kept_in_content_and_sent_back() -> None:
     reply = {
         **DOCUMENTED_MESSAGE,
         "content": [
@@ -654,7 +654,9 @@ def test_thinking_blocks_are_kept_in_content_and_sent_back() -> None:
     assert server.body()["messages"][1]["content"][0]["type"] == "thinking"
 
 
-def test_thinking_deltas_stream_to_reasoning_content() -> None:
+def test_hosted_only_documented_thinking_deltas_stream_as_thinking_blocks() -> None:
+    # Not reasoning_content in additional_kwargs: the block (with its index) is what a
+    # tool loop must send back; see test_anthropic_thinking_stream.py for the whole loop.
     body = sse(
         MESSAGE_START,
         block_start(0, {"type": "thinking", "thinking": ""}),
@@ -667,7 +669,59 @@ def test_thinking_deltas_stream_to_reasoning_content() -> None:
         MESSAGE_STOP,
     )
     chunks = list(make(ScriptedServer(PiecewiseBody([body]))).stream("?"))
-    assert chunks[0].additional_kwargs == {"reasoning_content": "Hmm"}
+    assert chain(chunks).content == [{"type": "thinking", "thinking": "Hmm", "index": 0}]
+    assert all(not c.additional_kwargs for c in chunks)
+
+
+# Messages API usage with prompt caching by time to live: cache_creation_input_tokens is the
+# total written, cache_creation splits it into 5-minute and 1-hour writes (priced 1.25x and 2x).
+TTL_USAGE = {
+    "input_tokens": 50,
+    "cache_creation_input_tokens": 1500,
+    "cache_read_input_tokens": 2000,
+    "cache_creation": {"ephemeral_5m_input_tokens": 500, "ephemeral_1h_input_tokens": 1000},
+    "output_tokens": 30,
+}
+
+
+def test_hosted_only_documented_cache_writes_split_by_ttl() -> None:
+    server = ScriptedServer(json_response(200, {**DOCUMENTED_MESSAGE, "usage": TTL_USAGE}))
+    usage = make(server).invoke("?").usage_metadata
+    assert usage == {
+        "input_tokens": 50 + 2000 + 1500,
+        "output_tokens": 30,
+        "total_tokens": 3580,
+        "input_token_details": {
+            "cache_read": 2000,
+            # langchain-anthropic's convention: the split replaces the generic count, so the
+            # details never count a write twice.
+            "cache_creation": 0,
+            "ephemeral_5m_input_tokens": 500,
+            "ephemeral_1h_input_tokens": 1000,
+        },
+    }
+
+
+def test_hosted_only_documented_cache_writes_split_by_ttl_when_streamed() -> None:
+    start = {**MESSAGE_START[1], "message": {**MESSAGE_START[1]["message"], "usage": {**TTL_USAGE, "output_tokens": 1}}}
+    body = sse(("message_start", start), text_delta("Hi"), message_delta("end_turn", 30), MESSAGE_STOP)
+    whole = chain(list(make(ScriptedServer(PiecewiseBody([body]))).stream("?")))
+    assert whole.usage_metadata is not None
+    assert whole.usage_metadata["input_tokens"] == 3550
+    assert whole.usage_metadata["output_tokens"] == 30
+    details = whole.usage_metadata.get("input_token_details", {})
+    assert details.get("ephemeral_1h_input_tokens") == 1000
+    assert details.get("ephemeral_5m_input_tokens") == 500
+    assert details.get("cache_creation") == 0
+
+
+def test_usage_without_the_ttl_split_keeps_the_generic_cache_creation() -> None:
+    usage = {"input_tokens": 5, "cache_creation_input_tokens": 40, "cache_read_input_tokens": 0, "output_tokens": 2}
+    server = ScriptedServer(json_response(200, {**DOCUMENTED_MESSAGE, "usage": usage}))
+    result = make(server).invoke("?").usage_metadata
+    assert result is not None
+    assert result["input_tokens"] == 45
+    assert result.get("input_token_details") == {"cache_read": 0, "cache_creation": 40}
 
 
 def test_token_count_approximation_and_identity() -> None:
