@@ -473,3 +473,32 @@ def test_failed_response_body_is_an_error_not_an_empty_answer() -> None:
     }
     with serve(Reply(body=failed)) as (url, _), pytest.raises(ProviderError, match="overloaded"):
         _model(url, max_retries=0).invoke("x")
+
+
+def test_a_responses_answer_in_history_converts_for_every_provider() -> None:
+    """A router may send a conversation answered in Responses mode to another provider next."""
+    from langchain_multigateway.chat_models._anthropic_format import messages_to_anthropic
+    from langchain_multigateway.chat_models._mistral_format import messages_to_mistral
+    from langchain_multigateway.chat_models._ollama_format import messages_to_ollama
+    from langchain_multigateway.chat_models._openai_format import messages_to_openai
+
+    with serve(Reply(sse=_documented_stream())) as (url, _):
+        chunks = list(_model(url).stream("Weather in Paris?"))
+    answered = _merged(chunks)
+    history = [HumanMessage("Weather in Paris?"), answered, ToolMessage("sunny", tool_call_id="call_9")]
+    chat = messages_to_openai(history)
+    assert chat[1]["content"] == "Let me."
+    assert chat[1]["tool_calls"][0]["id"] == "call_9"
+    assert messages_to_mistral(history)[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+    _, anthropic = messages_to_anthropic(history)
+    assert [b["type"] for b in anthropic[1]["content"]] == ["text", "tool_use"]
+    ollama = messages_to_ollama(history)
+    assert ollama[1]["content"] == "Let me."
+    assert ollama[1]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def _merged(chunks: list[AIMessageChunk]) -> AIMessageChunk:
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full = full + chunk
+    return full
