@@ -8,6 +8,8 @@ a Redis Cluster keeps them in one slot and a script may touch them all. Per depl
 ``<tag>:t``  hash: admission id -> reserved (then real) tokens, for the tpm window
 ``<tag>:f``  sorted set: in-flight admissions (score: lease end, so a dead worker's expire)
 ``<tag>:x``  sorted set: admissions a client gave up on before Redis ran them (score: forget at)
+``<tag>:p``  sorted set: processes admitting to it (score: last seen), so that while Redis is out
+            of reach each process knows its share of a limit
 
 Admission ids are made by the client (``<process>.<n>``), so a client that timed out or was
 cancelled after sending an admission (Redis may still run it) or a release (its reply lost)
@@ -36,12 +38,12 @@ def hash_tag(namespace: str, router: str, deployment: str) -> str:
 
 
 def deployment_keys(namespace: str, router: str, deployment: str) -> list[str]:
-    """The five keys of one deployment, in the order the scripts expect them."""
+    """The six keys of one deployment, in the order the scripts expect them."""
     tag = hash_tag(namespace, router, deployment)
-    return [f"{tag}:s", f"{tag}:w", f"{tag}:t", f"{tag}:f", f"{tag}:x"]
+    return [f"{tag}:s", f"{tag}:w", f"{tag}:t", f"{tag}:f", f"{tag}:x", f"{tag}:p"]
 
 
-# Shared helpers, prepended to each script. KEYS: state, window, tokens, in-flight, forgotten.
+# Shared helpers, prepended to each script. KEYS: state, window, tokens, in-flight, forgotten, processes.
 _COMMON = """
 local WINDOW = 60
 local function clock(arg)
@@ -96,25 +98,31 @@ end
 ADMIT = (
     _COMMON
     + """
--- ARGV: now|'', tokens, rpm|'', tpm|'', probe_timeout, inflight_lease, ttl_ms, id
+-- ARGV: now|'', tokens, rpm|'', tpm|'', probe_timeout, inflight_lease, ttl_ms, id, process
+-- Every reply: ok, code, wait, breaker, id, probe, in-flight, latency, ttft, tokens used, version, processes
 local now = clock(ARGV[1])
 local id = ARGV[8]
+-- the processes admitting here in the last minute: each one's share of a limit while Redis is out of reach
+redis.call('ZADD', KEYS[6], now, ARGV[9])
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - WINDOW)
+redis.call('PEXPIRE', KEYS[6], ARGV[7])
+local peers = redis.call('ZCARD', KEYS[6])
 if redis.call('ZSCORE', KEYS[5], id) then  -- its client gave up on it before it ran (and sent it locally)
   redis.call('ZREM', KEYS[5], id)
   prune(now)
   redis.call('ZADD', KEYS[2], now, id)  -- still counted in the rpm window, never in flight
   touch(ARGV[7])
-  return {0, 'gone', '', 0, 0, 0, 0, '', '', ''}
+  return {0, 'gone', '', 0, 0, 0, 0, '', '', '', '', peers}
 end
 local tokens = num(ARGV[2], 0)
 local rpm, tpm = tonumber(ARGV[3]), tonumber(ARGV[4])
 local br, open_left = breaker_now(now, true)
 local s = redis.call('HMGET', KEYS[1], 'probe', 'ra', 'lat', 'ttft')
 local lat, ttft = s[3] or '', s[4] or ''
-if br == 1 then return {0, 'open', tostring(open_left), br, 0, 0, 0, lat, ttft, ''} end
-if br == 2 and num(s[1], 0) > now then return {0, 'probing', '', br, 0, 0, 0, lat, ttft, ''} end
+if br == 1 then return {0, 'open', tostring(open_left), br, 0, 0, 0, lat, ttft, '', '', peers} end
+if br == 2 and num(s[1], 0) > now then return {0, 'probing', '', br, 0, 0, 0, lat, ttft, '', '', peers} end
 local ra = num(s[2], 0)
-if ra > now then return {0, 'wait', tostring(ra - now), br, 0, 0, 0, lat, ttft, ''} end
+if ra > now then return {0, 'wait', tostring(ra - now), br, 0, 0, 0, lat, ttft, '', '', peers} end
 prune(now)
 local wtok = num(redis.call('HGET', KEYS[1], 'wtok'), 0)
 if rpm ~= nil then
@@ -125,11 +133,11 @@ if rpm ~= nil then
       local oldest = redis.call('ZRANGE', KEYS[2], n - rpm, n - rpm, 'WITHSCORES')
       wait = math.max(tonumber(oldest[2]) + WINDOW - now, 0)
     end
-    return {0, 'rpm', tostring(wait), br, 0, 0, 0, lat, ttft, ''}
+    return {0, 'rpm', tostring(wait), br, 0, 0, 0, lat, ttft, '', '', peers}
   end
 end
 if tpm ~= nil and wtok + tokens > tpm then
-  if tokens > tpm then return {0, 'toobig', '', br, 0, 0, 0, lat, ttft, tostring(wtok)} end
+  if tokens > tpm then return {0, 'toobig', '', br, 0, 0, 0, lat, ttft, tostring(wtok), '', peers} end
   local excess = wtok + tokens - tpm
   local wait = WINDOW
   local entries = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
@@ -140,7 +148,7 @@ if tpm ~= nil and wtok + tokens > tpm then
       break
     end
   end
-  return {0, 'tpm', tostring(math.max(wait, 0)), br, 0, 0, 0, lat, ttft, tostring(wtok)}
+  return {0, 'tpm', tostring(math.max(wait, 0)), br, 0, 0, 0, lat, ttft, tostring(wtok), '', peers}
 end
 redis.call('ZADD', KEYS[2], now, id)
 if tokens ~= 0 then
@@ -155,7 +163,7 @@ if br == 2 then
 end
 touch(ARGV[7])
 local ver = bump(now)
-return {1, '', '', br, id, probe, redis.call('ZCARD', KEYS[4]), lat, ttft, '', ver}
+return {1, '', '', br, id, probe, redis.call('ZCARD', KEYS[4]), lat, ttft, '', ver, peers}
 """
 )
 

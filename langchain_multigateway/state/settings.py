@@ -7,6 +7,7 @@
       url: ${REDIS_URL}         # redis://[user:password@]host:port/db
       namespace: shop           # separates gateways sharing one Redis
       timeout: 0.05             # longest wait per Redis operation, seconds
+      fallback: share           # Redis unreachable: each process keeps to its share of a limit (or: closed)
 
 Each router gets a state of its own (a Redis one keyed by the router's name), with the
 router's ``breaker:`` settings, and may have a ``budget:``:
@@ -35,7 +36,17 @@ from langchain_multigateway.state.memory import MemoryState
 __all__ = ["BACKENDS", "StateSettingsError", "budget_from_settings", "check_state", "state_from_settings"]
 
 BACKENDS = ("memory", "redis")
-_REDIS_KEYS = ("backend", "url", "namespace", "timeout", "reconnect_interval", "ttl", "inflight_lease")
+_REDIS_KEYS = (
+    "backend",
+    "url",
+    "namespace",
+    "timeout",
+    "reconnect_interval",
+    "ttl",
+    "inflight_lease",
+    "fallback",
+    "down_after",
+)
 _BUDGET_KEYS = ("max_cost_usd", "max_tokens", "period", "name", "provider", "model", "scope", "on_exceeded")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections import Counter
 from typing import Any
@@ -26,7 +27,23 @@ def deployment(job: dict[str, Any], model: str, **fields: Any) -> Deployment:
     return Deployment(model=chat, name=model, retry_policy=ONCE, **fields)
 
 
+class Misses(logging.Handler):
+    """Keeps what the shared state logs: each script Redis did not answer in time (a call judged
+    locally) and each fallback of the whole process to local state, with why, for the test to show."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 async def run(job: dict[str, Any]) -> dict[str, Any]:
+    misses = Misses()
+    logger = logging.getLogger("langchain_multigateway.state")
+    logger.addHandler(misses)
+    logger.setLevel(logging.DEBUG)
     state = RedisState(job["redis_url"], namespace=job["namespace"], timeout=1.0, **job.get("breaker", {}))
     first, second = job["deployments"]
     router = RoutingChatModel(
@@ -54,7 +71,7 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(call(i) for i in range(job["calls"])))
     shared = state.health().shared
     state.close()
-    return {"served": dict(served), "tokens": dict(tokens), "shared": shared}
+    return {"served": dict(served), "tokens": dict(tokens), "shared": shared, "misses": misses.messages}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from langchain_multigateway.state import BreakerState
+from langchain_multigateway.state import Admission, BreakerState
+from langchain_multigateway.state._redis_replies import Ticket
 from langchain_multigateway.state._redis_scripts import deployment_keys, hash_tag
 from langchain_multigateway.state.redis import RedisState
 from tests.redis_server import RedisServer, free_port, wait_until
@@ -123,7 +124,8 @@ def test_every_key_gets_a_ttl(state: RedisState, raw: redis.Redis) -> None:
     state.release("d", admission, ok=True, latency=0.1, tokens=7)
     assert all(raw.pttl(k) > 0 for k in keys[:3])  # the in-flight set is empty again, so gone
     assert raw.exists(keys[3]) == 0
-    assert set(raw.scan_iter(f"{{{state.namespace}:*")) == {k.encode() for k in keys[:3]}
+    assert 0 < raw.pttl(keys[5]) <= 86_400_000  # the processes seen admitting (this one)
+    assert set(raw.scan_iter(f"{{{state.namespace}:*")) == {k.encode() for k in (*keys[:3], keys[5])}
 
 
 def test_instances_share_limits_breakers_and_probe(redis_server: RedisServer, namespace: str) -> None:
@@ -247,11 +249,11 @@ async def test_redis_that_hangs_is_bounded_then_resumes(tmp_path: Path) -> None:
         server.pause()  # accepts connections, never answers
         started = time.monotonic()
         served = await state.aadmit("d")
-        served_sync = state.admit("d")
+        served_sync = [state.admit("d") for _ in range(2)]  # the third miss in a row: the process goes local
         waited = time.monotonic() - started
         assert served.ok
-        assert served_sync.ok
-        assert waited < 1.0  # bounded (50 ms by default); without a bound this would hang
+        assert all(admission.ok for admission in served_sync)
+        assert waited < 1.0  # bounded (50 ms each by default); without a bound this would hang
         assert "Timeout" in (state.health().detail or "")
         server.resume()
         assert wait_until(lambda: state.health().shared)  # the background reconnect
@@ -273,7 +275,8 @@ def test_a_process_forked_while_redis_is_down_reconnects_on_its_own(tmp_path: Pa
     state = RedisState(server.url, namespace="fork", reconnect_interval=0.05)
     try:
         server.stop()
-        assert state.admit("d").ok  # goes down, locally served; the parent's reconnection thread runs
+        for _ in range(3):  # served locally; the third miss in a row: down, the parent's reconnection thread runs
+            assert state.admit("d").ok
         assert not state.health().shared
         context = multiprocessing.get_context("fork")
         out = context.Queue()
@@ -304,7 +307,8 @@ def test_prometheus_flag_follows_redis_down_and_back(tmp_path: Path) -> None:
     try:
         assert live() == 1.0
         server.stop()
-        state.admit("d")
+        for _ in range(3):  # three misses in a row: the process routes locally
+            state.admit("d")
         assert live() == 0.0
         server.start()
         assert wait_until(lambda: live() == 1.0)
@@ -348,3 +352,30 @@ def test_figures_start_over_when_redis_lost_its_keys(state: RedisState, raw: red
     assert state.latency("d") == pytest.approx(3.0)  # not the figures from before the loss
     assert state.in_flight("d") == 0
     assert seen == []
+
+
+async def test_an_event_loop_held_up_past_the_bound_keeps_the_replies_redis_sent(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    """The multi-process proof's flake: a worker's loop held up by sync work (its first call
+    imports the provider SDK, ~1.4 s) while admissions await Redis. The replies arrive in time;
+    the read timers fire late, with the replies waiting. They must be used, not thrown away
+    (that sent whole processes to local state, each then admitting the full rpm)."""
+    state = RedisState(redis_server.url, namespace=namespace)  # the default 50 ms bound
+    try:
+        assert (await state.aadmit("d")).ok  # connected
+
+        async def admit() -> Admission:
+            return await state.aadmit("d", rpm=1000)
+
+        async def hold_up_the_loop() -> None:
+            time.sleep(0.3)  # noqa: ASYNC251 - the point: six bounds long, while eight admissions await replies
+
+        for _ in ("while connecting", "while reading replies on connections made before"):
+            *admissions, _ = await asyncio.gather(*(admit() for _ in range(8)), hold_up_the_loop())
+            assert all(isinstance(a.reservation, Ticket) for a in admissions)  # every one answered by Redis
+        assert state.shared
+        assert state.stats("d", rpm=1000).requests_last_minute == 17
+    finally:
+        await state.aclose()
+        state.close()
