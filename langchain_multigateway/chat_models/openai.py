@@ -163,6 +163,29 @@ class OpenAIChatModel(GatewayChatModel):
             llm.with_structured_output(Joke, method="function_calling", include_raw=True)
             llm.with_structured_output(None, method="json_mode")
 
+    Responses API:
+        .. code-block:: python
+
+            reasoning = {"effort": "low", "summary": "auto"}  # summaries of the model's reasoning
+            llm = OpenAIChatModel(model="o4-mini", use_responses_api=True, model_kwargs={"reasoning": reasoning})
+            msg = llm.invoke("How many r's in strawberry?")
+            msg.content_blocks
+            # [{"type": "reasoning", "reasoning": "**Counting** ...", "id": "rs_..."},
+            #  {"type": "text", "text": "There are 3.", "id": "msg_..."}]
+            llm.invoke([*history, msg, HumanMessage("And in raspberry?")])  # reasoning items go back
+            llm.invoke([*history, msg, HumanMessage("...")], previous_response_id=msg.response_metadata["id"])
+
+        ``POST /responses`` through the same SDK client: messages become input items
+        (``function_call`` / ``function_call_output`` for tool calls and results),
+        ``response_format`` becomes ``text.format``, ``max_tokens`` ``max_output_tokens``.
+        Models OpenAI serves only there use it by default (see ``use_responses_api``).
+
+    Reasoning:
+        Reasoning that an OpenAI-compatible server returns beside the answer
+        (``reasoning_content`` from DeepSeek, llama.cpp and vLLM, or ``reasoning``) is a
+        ``reasoning`` block first in ``content_blocks`` (the content is then a list of
+        blocks), also kept in ``additional_kwargs["reasoning_content"]``; it is never sent back.
+
     Token usage:
         .. code-block:: python
 
@@ -174,7 +197,7 @@ class OpenAIChatModel(GatewayChatModel):
 
     Response metadata:
         ``model_name``, ``model_provider`` (``"openai"``), ``finish_reason``, ``id``,
-        ``system_fingerprint`` when the server sends one.
+        ``system_fingerprint`` when the server sends one; in Responses mode also ``status``.
     """
 
     provider_name = "openai"
