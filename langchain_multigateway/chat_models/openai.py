@@ -484,7 +484,7 @@ class OpenAIChatModel(GatewayChatModel):
             parallel_tool_calls: Allow several calls in one turn.
         """
         formatted = tools_to_openai(tools, strict=strict)
-        names = [t["function"]["name"] for t in formatted]
+        names = [t["function"]["name"] for t in formatted if "function" in t]  # built-in tools have no name
         choice = tool_choice_to_openai(tool_choice, names)
         if choice is not None:
             kwargs["tool_choice"] = choice

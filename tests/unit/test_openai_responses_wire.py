@@ -502,3 +502,47 @@ def _merged(chunks: list[AIMessageChunk]) -> AIMessageChunk:
     for chunk in chunks[1:]:
         full = full + chunk
     return full
+
+
+def test_built_in_tool_and_its_documented_answer_with_citations() -> None:
+    """OpenAI's documented web_search answer: a web_search_call item, then text with url_citation annotations."""
+    answer = {
+        "id": "resp_ws",
+        "object": "response",
+        "status": "completed",
+        "model": "gpt-4.1",
+        "output": [
+            {"type": "web_search_call", "id": "ws_67c9", "status": "completed"},
+            {
+                "type": "message",
+                "id": "msg_67c9",
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "output_text",
+                        "text": "A positive story: otters are back.",
+                        "annotations": [
+                            {
+                                "type": "url_citation",
+                                "start_index": 18,
+                                "end_index": 33,
+                                "url": "https://example.org/otters",
+                                "title": "Otters return",
+                            }
+                        ],
+                    }
+                ],
+            },
+        ],
+    }
+    with serve(Reply(body=answer)) as (url, script):
+        message = _model(url).bind_tools([{"type": "web_search"}]).invoke("good news today?")
+    assert script.requests[0]["body"]["tools"] == [{"type": "web_search"}]
+    assert message.text == "A positive story: otters are back."
+    assert message.tool_calls == []
+    text = next(b for b in message.content_blocks if b["type"] == "text")
+    [citation] = text["annotations"]  # type: ignore[typeddict-item]
+    assert citation["type"] == "citation"
+    assert citation["url"] == "https://example.org/otters"
+    kinds = [b["type"] for b in message.content_blocks]
+    assert kinds == ["server_tool_call", "server_tool_result", "text"]  # langchain-core reads the kept item
