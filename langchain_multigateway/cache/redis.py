@@ -166,13 +166,15 @@ class RedisCacheStore:
                 seen = 0
         records = self.client.lrange(vectors, seen, -1) if length > seen else []
         with self._lock:
+            batches: dict[int, tuple[list[str], list[bytes]]] = {}
             for record in records:
                 if isinstance(record, bytes) and len(record) > _KEY_BYTES and (len(record) - _KEY_BYTES) % 4 == 0:
-                    index.add(
-                        shape,
-                        record[:_KEY_BYTES].decode("ascii", "replace"),
-                        np.frombuffer(record[_KEY_BYTES:], dtype="<f4"),
-                    )
+                    keys, blobs = batches.setdefault(len(record), ([], []))
+                    keys.append(record[:_KEY_BYTES].decode("ascii", "replace"))
+                    blobs.append(record[_KEY_BYTES:])
+            for size, (keys, blobs) in batches.items():
+                vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(-1, (size - _KEY_BYTES) // 4)
+                index.add_many(shape, keys, vectors)
             self._seen[shape] = (generation, seen + len(records))
         return index
 

@@ -155,10 +155,15 @@ class SQLiteCacheStore:
                 "SELECT id, shape, vector FROM cache_entries WHERE id > ? AND vector IS NOT NULL ORDER BY id",
                 (self._mirrored,),
             ).fetchall()
+            batches: dict[tuple[str, int], tuple[list[int], list[bytes]]] = {}
             for entry_id, shape, blob in rows:
                 self._mirrored = max(self._mirrored, int(entry_id))
-                if isinstance(blob, bytes) and len(blob) % 4 == 0 and isinstance(shape, str):
-                    index.add(shape, int(entry_id), np.frombuffer(blob, dtype="<f4"))
+                if isinstance(blob, bytes) and blob and len(blob) % 4 == 0 and isinstance(shape, str):
+                    ids, blobs = batches.setdefault((shape, len(blob)), ([], []))
+                    ids.append(int(entry_id))
+                    blobs.append(blob)
+            for (shape, size), (ids, blobs) in batches.items():
+                index.add_many(shape, ids, np.frombuffer(b"".join(blobs), dtype="<f4").reshape(-1, size // 4))
         return index
 
 

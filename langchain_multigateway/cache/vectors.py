@@ -31,32 +31,32 @@ def numpy() -> Any:
 
 
 class _Shelf:
-    """The vectors of one shape: a matrix grown by doubling, the store ids of its rows, and which rows are gone."""
+    """The vectors of one shape: a matrix grown by doubling, and the store ids of its rows.
 
-    __slots__ = ("alive", "count", "dim", "ids", "matrix", "row_of")
+    A row whose entry is gone is zeroed: its cosine with anything is 0, below every threshold."""
+
+    __slots__ = ("count", "dim", "ids", "matrix", "row_of")
 
     def __init__(self, dim: int) -> None:
         np = numpy()
         self.dim = dim
         self.count = 0
         self.matrix = np.zeros((16, dim), dtype=np.float32)
-        self.alive = np.zeros(16, dtype=bool)
         self.ids: list[Any] = []
         self.row_of: dict[Any, int] = {}
 
-    def add(self, entry_id: Any, unit: Any) -> None:
+    def extend(self, ids: list[Any], units: Any) -> None:
         np = numpy()
-        if self.count == len(self.matrix):
-            grown = np.zeros((2 * len(self.matrix), self.dim), dtype=np.float32)
+        needed = self.count + len(ids)
+        if needed > len(self.matrix):
+            grown = np.zeros((max(needed, 2 * len(self.matrix)), self.dim), dtype=np.float32)
             grown[: self.count] = self.matrix[: self.count]
-            alive = np.zeros(len(grown), dtype=bool)
-            alive[: self.count] = self.alive[: self.count]
-            self.matrix, self.alive = grown, alive
-        self.matrix[self.count] = unit
-        self.alive[self.count] = True
-        self.ids.append(entry_id)
-        self.row_of[entry_id] = self.count
-        self.count += 1
+            self.matrix = grown
+        self.matrix[self.count : needed] = units
+        for offset, entry_id in enumerate(ids):
+            self.row_of[entry_id] = self.count + offset
+        self.ids.extend(ids)
+        self.count = needed
 
 
 class VectorIndex:
@@ -84,16 +84,28 @@ class VectorIndex:
     def add(self, shape: str, entry_id: Any, vector: Sequence[float] | Any) -> None:
         """Mirror one stored vector (a vector of another dimension than its shape's is ignored)."""
         unit = self.unit(vector)
-        if unit is None:
+        if unit is not None:
+            self.add_many(shape, [entry_id], unit.reshape(1, -1))
+
+    def add_many(self, shape: str, ids: list[Any], vectors: Any) -> None:
+        """Mirror many stored vectors of one shape at once (a 2-D array, one row per id), normalised together."""
+        np = numpy()
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or len(matrix) != len(ids) or not len(ids):
             return
+        norms = np.linalg.norm(matrix, axis=1)
+        usable = np.isfinite(norms) & (norms > 0)
         with self._lock:
             shelf = self._shelves.get(shape)
             if shelf is None:
-                shelf = self._shelves[shape] = _Shelf(len(unit))
-            if shelf.dim != len(unit) or entry_id in shelf.row_of:
+                shelf = self._shelves[shape] = _Shelf(matrix.shape[1])
+            if shelf.dim != matrix.shape[1]:
                 return
-            shelf.add(entry_id, unit)
-            self.size += 1
+            keep = [i for i, entry_id in enumerate(ids) if usable[i] and entry_id not in shelf.row_of]
+            if not keep:
+                return
+            shelf.extend([ids[i] for i in keep], matrix[keep] / norms[keep, None])
+            self.size += len(keep)
 
     def drop(self, shape: str, entry_id: Any) -> None:
         """Forget an id the store no longer holds."""
@@ -101,7 +113,7 @@ class VectorIndex:
             shelf = self._shelves.get(shape)
             row = None if shelf is None else shelf.row_of.pop(entry_id, None)
             if shelf is not None and row is not None:
-                shelf.alive[row] = False
+                shelf.matrix[row] = 0.0
 
     def forget(self, shape: str) -> None:
         """Forget every vector of ``shape`` (the store is about to mirror them again)."""
@@ -126,7 +138,6 @@ class VectorIndex:
             if shelf is None or shelf.dim != len(unit) or shelf.count == 0:
                 return []
             scores = shelf.matrix[: shelf.count] @ unit
-            scores = np.where(shelf.alive[: shelf.count], scores, -2.0)
             top = np.argpartition(-scores, limit)[:limit] if shelf.count > limit else np.arange(shelf.count)
             ranked = sorted(((float(scores[i]), int(i)) for i in top), reverse=True)
-            return [(shelf.ids[i], s) for s, i in ranked if s >= threshold]
+            return [(shelf.ids[i], s) for s, i in ranked if s >= threshold and shelf.ids[i] in shelf.row_of]
