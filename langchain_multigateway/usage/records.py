@@ -40,7 +40,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from langchain_multigateway.usage.pricing import PriceTable, as_price_table
+from langchain_multigateway.usage.pricing import PriceTable, as_price_table, cache_write_tokens
 
 __all__ = ["CallRecord", "CallRecorder", "usage_counts"]
 
@@ -122,7 +122,7 @@ def _counts(usage: Mapping[str, Any] | None) -> tuple[int, int, int, int, int, i
         output_tokens,
         int(usage.get("total_tokens") or input_tokens + output_tokens),
         int(input_details.get("cache_read") or 0),
-        int(input_details.get("cache_creation") or 0),
+        sum(cache_write_tokens(input_details)),  # generic, or split by TTL (Anthropic), counted once
         int(output_details.get("reasoning") or 0),
     )
 
