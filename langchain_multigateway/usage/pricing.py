@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_PRICES",
     "ModelPrice",
     "PriceTable",
+    "cache_write_tokens",
     "cost_of_usage",
     "default_price_table",
     "set_price",
@@ -82,10 +83,7 @@ class ModelPrice:
         output_tokens = int(usage.get("output_tokens") or 0)  # reasoning included: priced as output
         details = usage.get("input_token_details") or {}
         cache_read = _count(details, "cache_read")
-        writes_1h = _count(details, "ephemeral_1h_input_tokens")
-        split_5m = _count(details, "ephemeral_5m_input_tokens")
-        # The generic count is either the total of all writes or 0 once they are split out.
-        writes_5m = split_5m + max(0, _count(details, "cache_creation") - split_5m - writes_1h)
+        writes_5m, writes_1h = cache_write_tokens(details)
         uncached = max(0, input_tokens - cache_read - writes_5m - writes_1h)
         cached_price = self.input if self.cached_input is None else self.cached_input
         write_price = self.input if self.cache_write is None else self.cache_write
@@ -98,6 +96,18 @@ class ModelPrice:
             + output_tokens * self.output
         )
         return total / 1_000_000
+
+
+def cache_write_tokens(details: Mapping[str, Any]) -> tuple[int, int]:
+    """Prompt-cache writes in ``input_token_details`` as ``(5-minute, 1-hour)`` token counts.
+
+    The generic ``cache_creation`` is either the total of all writes or 0 once
+    langchain-anthropic's convention split them out by time to live; writes with no time
+    to live reported count as 5-minute writes (Anthropic's default).
+    """
+    writes_1h = _count(details, "ephemeral_1h_input_tokens")
+    split_5m = _count(details, "ephemeral_5m_input_tokens")
+    return split_5m + max(0, _count(details, "cache_creation") - split_5m - writes_1h), writes_1h
 
 
 def _count(details: Mapping[str, Any], key: str) -> int:

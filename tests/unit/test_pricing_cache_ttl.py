@@ -138,3 +138,14 @@ def test_a_real_anthropic_usage_end_to_end_through_the_parser() -> None:
     price = DEFAULT_PRICES["claude-haiku-4-5"]
     expected = (40 * 1.00 + 7276 * 0.10 + 12145 * 2.00 + 20 * 5.00) / MILLION
     assert price.cost(usage) == pytest.approx(expected)
+
+
+def test_usage_records_count_split_cache_writes_once() -> None:
+    from langchain_multigateway.usage.records import usage_counts
+
+    split = {"cache_creation": 0, "ephemeral_5m_input_tokens": 7, "ephemeral_1h_input_tokens": 5}
+    both = {"cache_creation": 12, "ephemeral_5m_input_tokens": 7, "ephemeral_1h_input_tokens": 5}
+    plain = {"cache_creation": 12}
+    for details in (split, both, plain):
+        usage = {"input_tokens": 20, "output_tokens": 1, "input_token_details": details}
+        assert usage_counts(usage)["cache_creation_tokens"] == 12, details
