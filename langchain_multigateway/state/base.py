@@ -26,6 +26,7 @@ __all__ = [
     "BreakerPolicy",
     "BreakerState",
     "DeploymentStats",
+    "Outcome",
     "RouterState",
     "StateHealth",
 ]
@@ -62,6 +63,17 @@ class Admission:
     limited: bool = False
     probe: bool = False
     reservation: Any = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an admitted request ended, as :meth:`RouterState.release` was told."""
+
+    ok: bool
+    latency: float | None = None
+    ttft: float | None = None
+    tokens: int | None = None
+    counts_against_breaker: bool = True
 
 
 _logger = logging.getLogger(__name__)
@@ -243,7 +255,6 @@ class RouterState(ABC):
         """Check breaker and budgets, and if admitted count the request in flight
         and reserve ``tokens`` in the tpm window, all at once."""
 
-    @abstractmethod
     def release(
         self,
         name: str,
@@ -257,6 +268,11 @@ class RouterState(ABC):
     ) -> None:
         """Record the outcome of an admitted request (``latency``/``ttft`` in seconds,
         ``tokens`` the real total that replaces the reservation)."""
+        self._finish(name, admission, Outcome(ok, latency, ttft, tokens, counts_against_breaker))
+
+    @abstractmethod
+    def _finish(self, name: str, admission: Admission, outcome: Outcome) -> None:
+        """:meth:`release`'s work, for each implementation."""
 
     @abstractmethod
     def cooldown(self, name: str, seconds: float) -> None:
@@ -292,15 +308,10 @@ class RouterState(ABC):
         counts_against_breaker: bool = True,
     ) -> None:
         """:meth:`release` for the event loop."""
-        self.release(
-            name,
-            admission,
-            ok=ok,
-            latency=latency,
-            ttft=ttft,
-            tokens=tokens,
-            counts_against_breaker=counts_against_breaker,
-        )
+        await self._afinish(name, admission, Outcome(ok, latency, ttft, tokens, counts_against_breaker))
+
+    async def _afinish(self, name: str, admission: Admission, outcome: Outcome) -> None:
+        self._finish(name, admission, outcome)
 
     async def acooldown(self, name: str, seconds: float) -> None:
         """:meth:`cooldown` for the event loop."""

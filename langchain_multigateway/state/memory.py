@@ -7,7 +7,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from langchain_multigateway.state.base import Admission, BreakerPolicy, BreakerState, DeploymentStats, RouterState
+from langchain_multigateway.state.base import (
+    Admission,
+    BreakerPolicy,
+    BreakerState,
+    DeploymentStats,
+    Outcome,
+    RouterState,
+)
 
 __all__ = ["MemoryState"]
 
@@ -188,34 +195,16 @@ class MemoryState(RouterState):
             )
         return None
 
-    def release(
-        self,
-        name: str,
-        admission: Admission,
-        *,
-        ok: bool,
-        latency: float | None = None,
-        ttft: float | None = None,
-        tokens: int | None = None,
-        counts_against_breaker: bool = True,
-    ) -> None:
+    def _finish(self, name: str, admission: Admission, outcome: Outcome) -> None:
         if not admission.ok:
             return
-        changed = self._release(name, admission, ok, latency, ttft, tokens, counts_against_breaker)
+        changed = self._release(name, admission, outcome)
         if changed is not None and self._breaker_listeners:
             self._notify_breaker([(name, changed)])
 
-    def _release(
-        self,
-        name: str,
-        admission: Admission,
-        ok: bool,
-        latency: float | None,
-        ttft: float | None,
-        tokens: int | None,
-        counts_against_breaker: bool,
-    ) -> BreakerState | None:
+    def _release(self, name: str, admission: Admission, outcome: Outcome) -> BreakerState | None:
         """Record the outcome; the breaker's new state if it changed."""
+        ok, latency, ttft, tokens = outcome.ok, outcome.latency, outcome.ttft, outcome.tokens
         alpha = self.alpha
         with self._lock:
             now = self.clock()
@@ -244,7 +233,7 @@ class MemoryState(RouterState):
             record.ewma_error += alpha * (1.0 - record.ewma_error)
             if admission.probe:
                 record.probe_until = 0.0  # an uncounted failure (e.g. a bad request) lets the next probe go
-            if not counts_against_breaker:
+            if not outcome.counts_against_breaker:
                 return None
             record.streak += 1
             policy = self.breaker

@@ -27,6 +27,7 @@ from langchain_multigateway.state.base import (
     BreakerPolicy,
     BreakerState,
     DeploymentStats,
+    Outcome,
     RouterState,
     StateHealth,
 )
@@ -303,25 +304,16 @@ class RedisState(RouterState):
             return self._admit_locally(name, tokens, rpm, tpm)
         return self._admission(name, reply, tokens, rpm, tpm)
 
-    def _release_args(
-        self,
-        ticket: Ticket,
-        probe: bool,
-        ok: bool,
-        latency: float | None,
-        ttft: float | None,
-        tokens: int | None,
-        counts: bool,
-    ) -> list[Any]:
+    def _release_args(self, ticket: Ticket, probe: bool, outcome: Outcome) -> list[Any]:
         policy = self.breaker
         return [
             self._now(),
             ticket.id,
-            int(ok),
-            "" if latency is None else repr(latency),
-            "" if ttft is None else repr(ttft),
-            "" if tokens is None else int(tokens),
-            int(counts),
+            int(outcome.ok),
+            "" if outcome.latency is None else repr(outcome.latency),
+            "" if outcome.ttft is None else repr(outcome.ttft),
+            "" if outcome.tokens is None else int(outcome.tokens),
+            int(outcome.counts_against_breaker),
             int(probe),
             repr(self.alpha),
             policy.failure_threshold,
@@ -331,61 +323,25 @@ class RedisState(RouterState):
             self._ttl_ms,
         ]
 
-    def release(
-        self,
-        name: str,
-        admission: Admission,
-        *,
-        ok: bool,
-        latency: float | None = None,
-        ttft: float | None = None,
-        tokens: int | None = None,
-        counts_against_breaker: bool = True,
-    ) -> None:
+    def _finish(self, name: str, admission: Admission, outcome: Outcome) -> None:
         ticket = admission.reservation
         if isinstance(ticket, Local):
-            self.local.release(
-                name,
-                ticket.admission,
-                ok=ok,
-                latency=latency,
-                ttft=ttft,
-                tokens=tokens,
-                counts_against_breaker=counts_against_breaker,
-            )
+            self.local._finish(name, ticket.admission, outcome)
         elif admission.ok and isinstance(ticket, Ticket):
-            args = self._release_args(ticket, admission.probe, ok, latency, ttft, tokens, counts_against_breaker)
+            args = self._release_args(ticket, admission.probe, outcome)
             reply = self._link.run("release", self.keys(name), args, (ticket.id, True))
             if reply is not None:
                 self._observe(name, *reply)
 
-    async def arelease(
-        self,
-        name: str,
-        admission: Admission,
-        *,
-        ok: bool,
-        latency: float | None = None,
-        ttft: float | None = None,
-        tokens: int | None = None,
-        counts_against_breaker: bool = True,
-    ) -> None:
+    async def _afinish(self, name: str, admission: Admission, outcome: Outcome) -> None:
         ticket = admission.reservation
-        if isinstance(ticket, Ticket) and admission.ok:
-            args = self._release_args(ticket, admission.probe, ok, latency, ttft, tokens, counts_against_breaker)
-            reply = await self._link.arun("release", self.keys(name), args, (ticket.id, True))
-            if reply is not None:
-                self._observe(name, *reply)
+        if not (admission.ok and isinstance(ticket, Ticket)):
+            self._finish(name, admission, outcome)  # a local admission (or none): no I/O
             return
-        self.release(
-            name,
-            admission,
-            ok=ok,
-            latency=latency,
-            ttft=ttft,
-            tokens=tokens,
-            counts_against_breaker=counts_against_breaker,
-        )
+        args = self._release_args(ticket, admission.probe, outcome)
+        reply = await self._link.arun("release", self.keys(name), args, (ticket.id, True))
+        if reply is not None:
+            self._observe(name, *reply)
 
     def cooldown(self, name: str, seconds: float) -> None:
         self.local.cooldown(name, seconds)  # also here, so a fallback to local honours it
