@@ -123,26 +123,41 @@ def _input_content(content: str | list[Any], role: str) -> str | list[dict[str, 
 
 
 def _reasoning_items(message: AIMessage) -> Iterator[dict[str, Any]]:
-    """Reasoning items of an earlier Responses answer, sent back as the API asks (by id)."""
+    """Reasoning items of an earlier Responses answer, sent back as the API asks (by id).
+
+    Two spellings arrive: this module's own (``summary`` parts, and ``reasoning`` for an
+    open model's raw reasoning text) and LangChain's v1 blocks (one block per summary
+    part, its text in ``reasoning``, ``encrypted_content`` under ``extras``), which are
+    joined back into one item per id.
+    """
     if not isinstance(message.content, list):
         return
+    items: dict[str, dict[str, Any]] = {}
     for block in message.content:
         if not (isinstance(block, Mapping) and block.get("type") == "reasoning"):
             continue
         rid = block.get("id")
         if not (isinstance(rid, str) and rid.startswith("rs_")):
             continue  # reasoning of another provider: not an item this API knows
-        summary = [
-            {"type": "summary_text", "text": part.get("text", "")}
-            for part in block.get("summary") or []
-            if isinstance(part, Mapping)
-        ]
-        item: dict[str, Any] = {"type": "reasoning", "id": rid, "summary": summary}
-        if isinstance(block.get("reasoning"), str) and block["reasoning"]:  # an open model's own reasoning text
-            item["content"] = [{"type": "reasoning_text", "text": block["reasoning"]}]
-        if block.get("encrypted_content"):
-            item["encrypted_content"] = block["encrypted_content"]
-        yield item
+        item = items.setdefault(rid, {"type": "reasoning", "id": rid, "summary": []})
+        text = block.get("reasoning")
+        if "summary" in block:
+            item["summary"] += [
+                {"type": "summary_text", "text": part.get("text", "")}
+                for part in block.get("summary") or []
+                if isinstance(part, Mapping)
+            ]
+            if isinstance(text, str) and text:  # an open model's own reasoning text
+                item["content"] = [{"type": "reasoning_text", "text": text}]
+        elif isinstance(text, str) and text:  # a v1 block: one summary part
+            item["summary"].append({"type": "summary_text", "text": text})
+        extras = block.get("extras")
+        encrypted = block.get("encrypted_content") or (
+            extras.get("encrypted_content") if isinstance(extras, Mapping) else None
+        )
+        if encrypted:
+            item["encrypted_content"] = encrypted
+    yield from items.values()
 
 
 def _assistant_text(content: str | list[Any]) -> str:

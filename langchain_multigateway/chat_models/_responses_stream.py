@@ -109,7 +109,14 @@ class ResponsesAssembler:
             item = self._item(event, "reasoning")
             item.sent += str(event.get("delta") or "")
             yield self._chunk(
-                [{"type": "reasoning", "reasoning": str(event.get("delta") or ""), "index": item.position}]
+                [
+                    {
+                        "type": "reasoning",
+                        "summary": [],
+                        "reasoning": str(event.get("delta") or ""),
+                        "index": item.position,
+                    }
+                ]
             )
 
     def _item(self, event: Mapping[str, Any], kind: str) -> _Item:
@@ -180,17 +187,24 @@ class ResponsesAssembler:
                 yield from self._arguments({"item_id": raw.get("id")}, arguments[len(item.sent) :])
         elif kind == "reasoning":
             whole = reasoning_block(raw)
-            extra = {k: whole[k] for k in ("encrypted_content",) if k in whole}
+            extra = {k: whole[k] for k in ("encrypted_content",) if k in whole}  # what no delta carries
             if not item.sent:  # no delta carried its summary or text: send them now
                 extra.update({k: v for k, v in whole.items() if k in ("summary", "reasoning") and v})
                 if not known:
                     extra["id"] = whole.get("id")
-            if extra:
-                yield self._chunk([{"type": "reasoning", **extra, "index": item.position}])
+            if extra:  # "summary" keeps it one block with the item's earlier pieces (LangChain's v1 translator)
+                yield self._chunk([{"type": "reasoning", "summary": [], **extra, "index": item.position}])
 
     # ------------------------------------------------------------------ output
     def _chunk(self, content: list[dict[str, Any]], calls: list[ToolCallChunk] | None = None) -> ChatGenerationChunk:
-        message = AIMessageChunk(content=content, tool_call_chunks=calls or [], id=self.response.get("id"))
+        # model_provider on every chunk: LangChain turns each chunk into v1 blocks (output_version="v1")
+        # with the provider's translator, which knows these Responses blocks.
+        message = AIMessageChunk(
+            content=content,
+            tool_call_chunks=calls or [],
+            id=self.response.get("id"),
+            response_metadata={"model_provider": self.owner.provider_name},
+        )
         return ChatGenerationChunk(message=message)
 
     def _raise(self, event: Mapping[str, Any]) -> None:

@@ -546,3 +546,28 @@ def test_built_in_tool_and_its_documented_answer_with_citations() -> None:
     assert citation["url"] == "https://example.org/otters"
     kinds = [b["type"] for b in message.content_blocks]
     assert kinds == ["server_tool_call", "server_tool_result", "text"]  # langchain-core reads the kept item
+
+
+def test_output_version_v1_stream_gives_standard_blocks_and_they_go_back_as_items() -> None:
+    with serve(Reply(sse=_documented_stream()), Reply(body=DOCUMENTED_RESPONSE)) as (url, script):
+        llm = _model(url, output_version="v1")
+        answered = _merged(list(llm.stream("Weather in Paris?")))
+        assert [b["type"] for b in answered.content if isinstance(b, dict)] == ["reasoning", "text", "tool_call"]
+        reasoning, text, call = answered.content  # type: ignore[misc]
+        assert reasoning["reasoning"] == "**Planning** look it up"  # type: ignore[index]
+        assert reasoning["extras"] == {"encrypted_content": "gAAAAB-opaque"}  # type: ignore[index]
+        assert text["text"] == "Let me."  # type: ignore[index]
+        assert call["args"] == {"location": "Paris"}  # type: ignore[index]
+        llm.invoke([HumanMessage("Weather in Paris?"), answered, ToolMessage("sunny", tool_call_id="call_9")])
+    sent = script.requests[1]["body"]["input"]
+    assert sent[1:] == [
+        {
+            "type": "reasoning",
+            "id": "rs_stream_01",
+            "summary": [{"type": "summary_text", "text": "**Planning** look it up"}],
+            "encrypted_content": "gAAAAB-opaque",
+        },
+        {"type": "message", "role": "assistant", "content": "Let me."},
+        {"type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": '{"location": "Paris"}'},
+        {"type": "function_call_output", "call_id": "call_9", "output": "sunny"},
+    ]
