@@ -13,6 +13,7 @@
         failover: {content_policy: raise}
         breaker: {failure_threshold: 5, cooldown: 30}
         budget: {max_cost_usd: 5, period: 1d, provider: openai, on_exceeded: cheaper}
+        cache: {path: answers.sqlite3, ttl: 3600}   # the response cache; see langchain_multigateway.cache.settings
         deployments:
           - model: fast                    # a name under models:, or "provider:model"
             name: primary
@@ -70,6 +71,7 @@ ROUTER_KEYS = (
     "name",
     "stream_recovery",
     "budget",
+    "cache",
 )
 DEPLOYMENT_KEYS = ("model", "params", *(k for k in Deployment.model_fields if k != "model"))
 
@@ -128,6 +130,13 @@ def router_from_config(config: GatewayConfig, name: str) -> RoutingChatModel:
             )
         except StateSettingsError as exc:
             problems.append(((*where, "budget", *([exc.key] if exc.key else [])), str(exc)))
+    if "cache" in raw:
+        from langchain_multigateway.cache.settings import CacheSettingsError, cache_from_settings
+
+        try:
+            kwargs["response_cache"] = cache_from_settings(raw["cache"], state=config.state)
+        except CacheSettingsError as exc:
+            problems.append(((*where, "cache", *([exc.key] if exc.key else [])), str(exc)))
     if problems:
         raise config.error(*problems)
     for key in ("max_wait", "timeout", "max_retries", "stream_recovery"):

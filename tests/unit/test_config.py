@@ -775,7 +775,7 @@ def test_router_mistakes_are_reported_together_with_did_you_mean(tmp_path: Path)
     with pytest.raises(ConfigurationError) as info:
         router_from_config(load_config(path), "main")
     assert info.value.problems == [
-        "line 5, routers.main.stratgy: unknown key; did you mean 'strategy'? expected one of: breaker, budget,"
+        "line 5, routers.main.stratgy: unknown key; did you mean 'strategy'? expected one of: breaker, budget, cache,"
         " deployments, failover, max_retries, max_wait, name, strategy, stream_recovery, timeout",
         "line 7, routers.main.deployments[0].weigth: unknown key; did you mean 'weight'? expected one of: "
         + ", ".join(sorted(("model", "params", *(k for k in _deployment_fields() if k != "model")))),
