@@ -2,16 +2,17 @@
 
 Each query opens its own read-only connection (``mode=ro``): the dashboard can never
 write the ledger, and in WAL mode it reads beside the ledger's writer without
-blocking it. Every figure is summed by SQLite over indexed time ranges, so the page
-costs a few scans of the last 30 days whatever the ledger holds before them.
+blocking it. Every figure is summed by SQLite over indexed time ranges (``calls.ts``),
+so what the ledger holds before the last 30 days costs nothing; the sums of the days
+before today are kept between pages while no row is added to them.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 __all__ = ["GROUPS", "PERIODS", "LedgerReader", "LedgerUnavailableError", "period_starts"]
 
 PERIODS = ("today", "7d", "30d")
-"""Today (since UTC midnight), the last 7 days and the last 30 days."""
+"""Today, and the last 7 and 30 days counting today (UTC calendar days)."""
 GROUPS = ("model", "deployment", "key", "tag")
 """Usage is broken down by these. ``key``: the server's virtual keys (tag ``key:<id>``);
 ``tag``: every other tag (``router:<name>``, a library user's own tags)."""
@@ -33,17 +34,55 @@ class LedgerUnavailableError(RuntimeError):
 
 
 def period_starts(now: float) -> dict[str, float]:
-    """Epoch seconds each period starts at, for ``now``."""
+    """Epoch seconds each period starts at, for ``now``: UTC midnight today, 6 and 29 days before it."""
     midnight = datetime.fromtimestamp(now, tz=timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
-    return {"today": midnight.timestamp(), "7d": now - 7 * _DAY, "30d": now - 30 * _DAY}
+    today = midnight.timestamp()
+    return {"today": today, "7d": today - 6 * _DAY, "30d": today - 29 * _DAY}
 
 
-@dataclass(frozen=True)
+_SUMS = (
+    "COUNT(*), SUM(c.outcome = 'error'), SUM(c.input_tokens), SUM(c.output_tokens), SUM(c.total_tokens),"
+    " SUM(c.cost_usd), SUM(c.cost_usd IS NULL)"
+)
+
+
+def _day_sums(conn: sqlite3.Connection, since: float, until: float | None) -> list[tuple[Any, ...]]:
+    """``(day, group, name, *figures)`` for the calls in ``[since, until)``: two scans, one per table."""
+    where, params = ("c.ts >= ?", [since]) if until is None else ("c.ts >= ? AND c.ts < ?", [since, until])
+    by_call = conn.execute(
+        f"SELECT c.day, COALESCE(c.model, '(unknown)'), COALESCE(c.deployment, '(none)'), {_SUMS}"
+        f" FROM calls c WHERE {where} GROUP BY 1, 2, 3",
+        params,
+    ).fetchall()
+    by_tag = conn.execute(
+        f"SELECT c.day, t.tag, {_SUMS} FROM calls c JOIN call_tags t ON t.call_id = c.id WHERE {where} GROUP BY 1, 2",
+        params,
+    ).fetchall()
+    out: list[tuple[Any, ...]] = []
+    for day, model, deployment, *figures in by_call:
+        out.append((day, "model", model, *figures))
+        out.append((day, "deployment", deployment, *figures))
+    for day, tag, *figures in by_tag:
+        out.append((day, "key", tag[4:], *figures) if tag.startswith("key:") else (day, "tag", tag, *figures))
+    return out
+
+
+def _add(total: list[Any], figures: list[Any]) -> None:
+    """Add one day's figures to a running total (a cost stays None until something was priced)."""
+    for i, value in enumerate(figures):
+        if value is not None:
+            total[i] = value if total[i] is None else total[i] + value
+
+
 class LedgerReader:
-    """Aggregates over one ledger file (never writes it)."""
+    """Aggregates over one ledger file (never writes it); keep one per file, for its cache of past days."""
 
-    path: Path
-    busy_timeout: float = 5.0
+    def __init__(self, path: Path, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._closed_key: tuple[Any, ...] | None = None
+        self._closed_days: list[tuple[Any, ...]] = []
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -120,44 +159,36 @@ class LedgerReader:
 
         ``cost_usd`` sums the priced calls only and is None when none was priced;
         ``unpriced`` counts the calls whose price is unknown (shown as "n/a", never 0).
-        One pass per group over the last 30 days: each period is a conditional sum.
+        SQL sums the calls per UTC day and name; the days before today are kept until
+        a row is added to them (checked each time by the count and highest id of their
+        rows, an index-only read), so a page costs a scan of today's calls only.
         """
         starts = period_starts(now)
-        first = min(starts.values())
-        sums = []
-        params: list[float] = []
-        for period in PERIODS:
-            inside = "c.ts >= ?"
-            params.extend([starts[period]] * 7)
-            sums.append(
-                f"SUM({inside}), SUM(CASE WHEN {inside} THEN c.outcome = 'error' END),"
-                f" SUM(CASE WHEN {inside} THEN c.input_tokens END), SUM(CASE WHEN {inside} THEN c.output_tokens END),"
-                f" SUM(CASE WHEN {inside} THEN c.total_tokens END), SUM(CASE WHEN {inside} THEN c.cost_usd END),"
-                f" SUM(CASE WHEN {inside} THEN c.cost_usd IS NULL END)"
-            )
-        columns = ", ".join(sums)
-        sources = {
-            "model": ("COALESCE(c.model, '(unknown)')", "calls c", ""),
-            "deployment": ("COALESCE(c.deployment, '(none)')", "calls c", ""),
-            "key": ("substr(t.tag, 5)", "calls c JOIN call_tags t ON t.call_id = c.id", " AND t.tag LIKE 'key:%'"),
-            "tag": ("t.tag", "calls c JOIN call_tags t ON t.call_id = c.id", " AND t.tag NOT LIKE 'key:%'"),
-        }
-        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        today, first = starts["today"], starts["30d"]
         with self._connect() as conn:
-            for group in GROUPS:
-                key, source, extra = sources[group]
-                sql = f"SELECT {key} AS k, {columns} FROM {source} WHERE c.ts >= ?{extra} GROUP BY k ORDER BY k"
-                rows = conn.execute(sql, [*params, first]).fetchall()
-                out[group] = {p: [] for p in PERIODS}
-                for row in rows:
-                    for i, period in enumerate(PERIODS):
-                        values = row[1 + i * 7 : 8 + i * 7]
-                        if not values[0]:
-                            continue
-                        entry = dict(zip(_USAGE_FIELDS, values, strict=True))
-                        entry = {name: (value or 0) for name, value in entry.items()}
-                        entry["cost_usd"] = values[5]  # None stays None: nothing priced
-                        out[group][period].append({"key": row[0], **entry})
+            fingerprint = conn.execute(
+                "SELECT COUNT(*), MAX(id) FROM calls WHERE ts >= ? AND ts < ?", (first, today)
+            ).fetchone()
+            with self._lock:
+                cached = self._closed_days if self._closed_key == (first, today, fingerprint) else None
+            if cached is None:
+                cached = _day_sums(conn, first, today)
+                with self._lock:
+                    self._closed_key, self._closed_days = (first, today, fingerprint), cached
+            days = cached + _day_sums(conn, today, None)
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for group in GROUPS:
+            out[group] = {}
+            for period in PERIODS:
+                since = datetime.fromtimestamp(starts[period], tz=timezone.utc).strftime("%Y-%m-%d")
+                totals: dict[str, list[Any]] = {}
+                for day, kind, name, *figures in days:
+                    if kind == group and day >= since:
+                        _add(totals.setdefault(name, [0, 0, 0, 0, 0, None, 0]), figures)
+                out[group][period] = [
+                    {"key": name, **dict(zip(_USAGE_FIELDS, figures, strict=True))}
+                    for name, figures in sorted(totals.items())
+                ]
         return out
 
     def spent(self, tag: str, since: float) -> float:

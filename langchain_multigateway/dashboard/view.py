@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,8 +41,9 @@ class DashboardSource:
     ledger_path: Path | None = None
     keys: KeyStore | None = None
 
-    @property
+    @cached_property
     def reader(self) -> LedgerReader | None:
+        """One reader for the source's life: it keeps the sums of past days between pages."""
         return None if self.ledger_path is None else LedgerReader(self.ledger_path)
 
     def deployments(self) -> dict[str, Any]:

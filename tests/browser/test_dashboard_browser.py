@@ -40,9 +40,9 @@ def _wait_for_rows(served: Served, count: int) -> None:
 
 
 def _starts() -> dict[str, float]:
-    now = time.time()
+    """Today, and the 7 and 30 days counting today (UTC calendar days), as the page states."""
     midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    return {"today": midnight, "7d": now - 7 * 86400, "30d": now - 30 * 86400}
+    return {"today": midnight, "7d": midnight - 6 * 86400, "30d": midnight - 29 * 86400}
 
 
 def _expected_usage(served: Served, period: str) -> dict[str, dict[str, tuple[int, int, str]]]:

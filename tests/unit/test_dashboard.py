@@ -258,3 +258,20 @@ def test_served_dashboard_is_mounted_and_reads_the_gateways_ledger(tmp_path: Pat
     monkeypatch.delenv("MULTIGATEWAY_MASTER_KEY")
     with TestClient(build_app(config, keys_path=tmp_path / "keys.sqlite3")) as client:
         assert client.get("/ui").status_code == 404  # no master key: no page, whatever else is set
+
+
+def test_sums_of_past_days_are_reused_until_a_row_is_added_to_them(tmp_path: Path) -> None:
+    path = tmp_path / "usage.sqlite3"
+    with Ledger(path) as ledger:
+        ledger.add(_record(3 * 86400, "gpt", "a", 1.0, ()))
+    reader = LedgerReader(path)
+    now = time.time()
+    assert reader.usage(now)["model"]["30d"][0]["cost_usd"] == pytest.approx(1.0)
+    with sqlite3.connect(path) as conn:  # a change no ledger would make: shows whether the sums were kept
+        conn.execute("UPDATE calls SET cost_usd = 5.0")
+    assert reader.usage(now)["model"]["30d"][0]["cost_usd"] == pytest.approx(1.0)
+    with Ledger(path) as ledger:  # a late row for a past day (a sidecar imported, another process)
+        ledger.add(_record(2 * 86400, "gpt", "a", 0.5, ()))
+    (row,) = reader.usage(now)["model"]["30d"]
+    assert row["requests"] == 2
+    assert row["cost_usd"] == pytest.approx(5.5)
