@@ -9,8 +9,9 @@ Why its own connections rather than redis-py's pool and ``Script`` objects:
   loop is held up past the bound (a provider SDK imported on a call's first use, sync work on
   the loop, a starved CPU), the timer fires *with the reply already received*, and the reply
   is thrown away: the multi-process proof saw whole workers fall back to local state that way,
-  four processes each then admitting the full rpm. Here a read whose timer fired late (the
-  loop, not Redis, was slow) reads once more: the reply that came in meanwhile is used.
+  four processes each then admitting the full rpm. Here a read that timed out looks once
+  more, without waiting, and uses a reply that came in meanwhile; a connect whose timer fired
+  late (the loop, not Redis, was slow) gets one more bound.
 - One unanswered script is not an outage: the call it served goes local, and the process
   falls back to local state only after ``down_after`` failures in a row (3 by default).
 """
@@ -206,11 +207,11 @@ class RedisLink:
         if not conn.is_connected:
             await self._aconnect(conn, loop)
         await conn.send_command(*command)
-        due = loop.time() + self.timeout
         reply = await conn.read_response(timeout=self.timeout, disconnect_on_error=False)
-        if reply is None and loop.time() - due > self.timeout / 2:
-            # the timer fired late: this loop was held up, not Redis; its reply may be waiting
-            reply = await conn.read_response(timeout=self.timeout, disconnect_on_error=False)
+        if reply is None:
+            # If this loop was held up, the reply came in with the timer (socket events are handled
+            # before timers in a loop turn): it is in the buffer now. Take it without waiting.
+            reply = await conn.read_response(timeout=0, disconnect_on_error=False)
         if reply is None:  # no script answers nil: this is redis-py's "timed out"
             raise self._redis.TimeoutError(f"no reply within {self.timeout * 1000:.0f} ms")
         return reply
@@ -221,7 +222,7 @@ class RedisLink:
         try:
             due = loop.time() + self.timeout
             done, _ = await asyncio.wait((connecting,), timeout=self.timeout)
-            if not done and loop.time() - due > self.timeout / 2:  # the loop was held up: look again
+            if not done and loop.time() - due > self.timeout / 10:  # the loop was held up: look again
                 done, _ = await asyncio.wait((connecting,), timeout=self.timeout)
         except BaseException:
             connecting.cancel()

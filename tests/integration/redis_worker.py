@@ -3,8 +3,9 @@
     python tests/integration/redis_worker.py '<json job>'
 
 Builds a router over OpenAI-compatible deployments on the loopback stub, with a RedisState
-shared through ``redis_url`` / ``namespace``, runs the job's calls, and prints one JSON line:
-how many calls each deployment answered and the tokens the responses reported.
+shared through ``redis_url`` / ``namespace``, prints ``ready``, waits for a line on stdin, runs
+the job's calls, and prints one JSON line: how many calls each deployment answered, the tokens
+the responses reported, and what the shared state logged (scripts Redis did not answer).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
         state=state,
         max_wait=0,
     )
+    # built (the SDK itself is still imported on the first call, as in a real app): wait for the
+    # test's "go", so that the four processes' calls start together however slowly each started
+    print("ready", flush=True)
+    sys.stdin.readline()
     served: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
     semaphore = asyncio.Semaphore(job.get("concurrency", 8))

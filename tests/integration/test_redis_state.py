@@ -354,8 +354,9 @@ def test_figures_start_over_when_redis_lost_its_keys(state: RedisState, raw: red
     assert seen == []
 
 
+@pytest.mark.parametrize("held_up", [0.08, 0.3])
 async def test_an_event_loop_held_up_past_the_bound_keeps_the_replies_redis_sent(
-    redis_server: RedisServer, namespace: str
+    redis_server: RedisServer, namespace: str, held_up: float
 ) -> None:
     """The multi-process proof's flake: a worker's loop held up by sync work (its first call
     imports the provider SDK, ~1.4 s) while admissions await Redis. The replies arrive in time;
@@ -369,7 +370,7 @@ async def test_an_event_loop_held_up_past_the_bound_keeps_the_replies_redis_sent
             return await state.aadmit("d", rpm=1000)
 
         async def hold_up_the_loop() -> None:
-            time.sleep(0.3)  # noqa: ASYNC251 - the point: six bounds long, while eight admissions await replies
+            time.sleep(held_up)  # noqa: ASYNC251 - the point: past the bound, while eight admissions await replies
 
         for _ in ("while connecting", "while reading replies on connections made before"):
             *admissions, _ = await asyncio.gather(*(admit() for _ in range(8)), hold_up_the_loop())
