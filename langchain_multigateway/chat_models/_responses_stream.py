@@ -90,30 +90,30 @@ class ResponsesAssembler:
         elif kind == "response.output_item.done":
             yield from self._item_done(event)
         elif kind == "response.output_text.delta":
-            yield from self._text(event, str(event.get("delta") or ""))
+            yield from self._text(event, _delta(event))
         elif kind == "response.refusal.delta":
             item = self._item(event, "message")
-            yield self._chunk([{"type": "refusal", "refusal": str(event.get("delta") or ""), "index": item.position}])
+            yield self._chunk([{"type": "refusal", "refusal": _delta(event), "index": item.position}])
         elif kind == "response.function_call_arguments.delta":
-            yield from self._arguments(event, str(event.get("delta") or ""))
+            yield from self._arguments(event, _delta(event))
         elif kind == "response.reasoning_summary_text.delta":
             item = self._item(event, "reasoning")
-            item.sent += str(event.get("delta") or "")
+            item.sent += _delta(event)
             part = {
                 "type": "summary_text",
-                "text": str(event.get("delta") or ""),
+                "text": _delta(event),
                 "index": event.get("summary_index", 0),
             }
             yield self._chunk([{"type": "reasoning", "summary": [part], "index": item.position}])
         elif kind == "response.reasoning_text.delta":
             item = self._item(event, "reasoning")
-            item.sent += str(event.get("delta") or "")
+            item.sent += _delta(event)
             yield self._chunk(
                 [
                     {
                         "type": "reasoning",
                         "summary": [],
-                        "reasoning": str(event.get("delta") or ""),
+                        "reasoning": _delta(event),
                         "index": item.position,
                     }
                 ]
@@ -248,3 +248,14 @@ def _finish_reason(response: Mapping[str, Any], *, calls: int) -> str | None:
     if status == "completed":
         return "tool_calls" if calls else "stop"
     return None
+
+
+def _delta(event: Mapping[str, Any]) -> str:
+    """An event's text delta; anything but a string is a malformed event (skipped, not shown as text)."""
+    delta = event.get("delta")
+    if delta is None:
+        return ""
+    if not isinstance(delta, str):
+        msg = f"{event.get('type')} delta is not a string: {str(delta)[:100]!r}"
+        raise TypeError(msg)
+    return delta

@@ -571,3 +571,39 @@ def test_output_version_v1_stream_gives_standard_blocks_and_they_go_back_as_item
         {"type": "function_call", "call_id": "call_9", "name": "get_weather", "arguments": '{"location": "Paris"}'},
         {"type": "function_call_output", "call_id": "call_9", "output": "sunny"},
     ]
+
+
+def test_abandoned_and_cancelled_responses_calls_hold_no_connection() -> None:
+    import asyncio
+
+    from tests.unit.test_provider_abandon_cancel import _held, _pool
+
+    slow = Reply(sse=[x for e in _documented_stream() for x in (e, 0.02)])
+    with serve(slow, slow, Reply(body=DOCUMENTED_RESPONSE, delay=1.0), Reply(body=DOCUMENTED_RESPONSE)) as (url, _):
+        model = _model(url, max_retries=0)
+        for _chunk in model.stream("hi"):
+            break
+        assert _held(_pool(model.client)) == []
+
+        async def scenario() -> str:
+            chunks = model.astream("hi")
+            async for _chunk in chunks:
+                break
+            await chunks.aclose()  # type: ignore[attr-defined]
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(model.ainvoke("slow"), 0.2)
+            assert _held(_pool(model.async_client)) == []
+            return (await model.ainvoke("again")).text
+
+        assert asyncio.run(scenario()) == "There are 3 r's in strawberry."
+
+
+def test_a_malformed_event_is_skipped_and_the_rest_of_the_answer_kept() -> None:
+    events = _documented_stream()
+    bad = {"type": "response.output_text.delta", "item_id": "msg_stream_01", "output_index": 1, "delta": {"x": 1}}
+    events.insert(9, bad)
+    events.insert(3, "{not json")
+    with serve(Reply(sse=events)) as (url, _):
+        full = _merged(list(_model(url).stream("x")))
+    assert full.text == "Let me."  # nothing of the bad delta shown as text
+    assert full.tool_calls[0]["args"] == {"location": "Paris"}
