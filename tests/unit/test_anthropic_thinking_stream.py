@@ -240,3 +240,20 @@ def test_text_stays_plain_text_without_thinking(thinking: dict[str, Any] | None)
     server = ScriptedServer(PiecewiseBody([body + sse(MESSAGE_STOP)]))
     whole = chain(list(make(server, thinking=thinking).stream("?")))
     assert whole.content == "Hi"
+
+
+def test_v1_invoke_of_a_documented_tool_use_answer_shows_text_and_tool_call_blocks() -> None:
+    from tests.unit._http_mock import json_response
+    from tests.unit.test_anthropic_wire_format import DOCUMENTED_TOOL_USE
+
+    server = ScriptedServer(json_response(200, DOCUMENTED_TOOL_USE), json_response(200, DOCUMENTED_TOOL_USE))
+    llm = make(server, output_version="v1").bind_tools([GetWeather])
+    reply = llm.invoke("Weather in San Francisco?")
+    assert [b["type"] for b in reply.content_blocks] == ["text", "tool_call"]
+    assert reply.content_blocks[1].get("args") == {"location": "San Francisco, CA", "unit": "celsius"}
+    # Sent back, the tool_use is built once, from tool_calls.
+    result = ToolMessage("15 degrees", tool_call_id=reply.tool_calls[0]["id"])
+    llm.invoke([HumanMessage("Weather in San Francisco?"), reply, result])
+    assistant = server.body()["messages"][1]["content"]
+    assert [b["type"] for b in assistant] == ["text", "tool_use"]
+    assert assistant[1]["input"] == {"location": "San Francisco, CA", "unit": "celsius"}
