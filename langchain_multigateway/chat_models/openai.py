@@ -316,6 +316,12 @@ class OpenAIChatModel(GatewayChatModel):
                 params["stream_options"] = {"include_usage": True}
         return params
 
+    @property
+    def responses_api(self) -> bool:
+        """Whether this model's calls go to the Responses API (``use_responses_api``, resolved
+        for its model name); a call passing ``previous_response_id`` goes there too."""
+        return self._responses_mode({})
+
     def _responses_mode(self, params: Mapping[str, Any]) -> bool:
         """Whether this call goes to ``/responses`` (see ``use_responses_api``)."""
         if self.use_responses_api is not None:

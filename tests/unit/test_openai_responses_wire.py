@@ -607,3 +607,19 @@ def test_a_malformed_event_is_skipped_and_the_rest_of_the_answer_kept() -> None:
         full = _merged(list(_model(url).stream("x")))
     assert full.text == "Let me."  # nothing of the bad delta shown as text
     assert full.tool_calls[0]["args"] == {"location": "Paris"}
+
+
+def test_the_router_keeps_responses_parameters_for_a_model_that_speaks_it_by_default() -> None:
+    from langchain_multigateway.chat_models._params import fit_params
+
+    kwargs = {"reasoning": {"summary": "auto"}, "include": ["reasoning.encrypted_content"], "store": False}
+    pro = OpenAIChatModel(model="o3-pro", api_key=SECRET)
+    chat = OpenAIChatModel(model="gpt-4o-mini", api_key=SECRET)
+    assert pro.responses_api is True
+    assert chat.responses_api is False
+    kept, dropped = fit_params(pro, kwargs)
+    assert kept == kwargs
+    assert dropped == {}
+    kept, dropped = fit_params(chat, kwargs)
+    assert "reasoning" in dropped
+    assert "include" in dropped
