@@ -9,6 +9,7 @@ before today are kept between pages while no row is added to them.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -67,6 +68,16 @@ def _day_sums(conn: sqlite3.Connection, since: float, until: float | None) -> li
     return out
 
 
+def _router_of(tags: str | None) -> str | None:
+    """The router a call went through, from its ``router:<name>`` tag (the server tags every call)."""
+    try:
+        names = json.loads(tags or "[]")
+    except ValueError:
+        return None
+    found = [t[7:] for t in names if isinstance(t, str) and t.startswith("router:")] if isinstance(names, list) else []
+    return found[0] if found else None
+
+
 def _add(total: list[Any], figures: list[Any]) -> None:
     """Add one day's figures to a running total (a cost stays None until something was priced)."""
     for i, value in enumerate(figures):
@@ -122,7 +133,7 @@ class LedgerReader:
             if not self._has_table(conn, "call_attempts"):  # a ledger older than failed-try recording
                 return []
             calls = conn.execute(
-                "SELECT c.id, c.ts, c.model, c.deployment, c.outcome, c.error_type, c.latency_ms FROM calls c"
+                "SELECT c.id, c.ts, c.model, c.deployment, c.outcome, c.error_type, c.latency_ms, c.tags FROM calls c"
                 " WHERE c.id IN (SELECT DISTINCT call_id FROM call_attempts ORDER BY call_id DESC LIMIT ?)"
                 " ORDER BY c.id DESC",
                 (limit,),
@@ -144,13 +155,14 @@ class LedgerReader:
                 "id": cid,
                 "ts": ts,
                 "model": model,
+                "router": _router_of(tags),
                 "served_by": deployment,
                 "outcome": outcome,
                 "error_type": error_type,
                 "latency_ms": latency,
                 "failed": by_call[cid],
             }
-            for cid, ts, model, deployment, outcome, error_type, latency in calls
+            for cid, ts, model, deployment, outcome, error_type, latency, tags in calls
         ]
 
     # ------------------------------------------------------------------ usage and cost

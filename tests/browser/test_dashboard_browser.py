@@ -182,6 +182,7 @@ def test_traffic_panel_counts_match_the_ledger_and_failovers_list_each_failed_tr
     row = page.locator(f'#failovers tr[data-call="{main_call}"]')
     assert "503" in row.inner_text()
     assert "served by backup" in row.inner_text()
+    assert row.locator("td").nth(1).inner_text().startswith("main")  # the router it went through
     page.locator("#traffic").screenshot(path=str(screenshot_dir() / "traffic.png"))
 
 

@@ -139,6 +139,7 @@ def test_summary_figures_match_the_ledger(setup: Any) -> None:
     assert sum(row["requests"] for row in summary["traffic"]) == recent
     (failover,) = summary["failovers"]
     assert failover["served_by"] == "backup"
+    assert failover["router"] == "main"  # from the call's router:<name> tag
     assert failover["failed"] == [
         {"deployment": "primary", "error_type": "ProviderError", "status_code": 503, "latency_ms": 12.0}
     ]
