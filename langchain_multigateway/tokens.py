@@ -12,6 +12,13 @@ with one warning per encoding, to:
 
 Set ``MULTIGATEWAY_TIKTOKEN_DOWNLOAD=1`` to let tiktoken download a missing
 encoding once (it is then cached like any tiktoken file).
+
+Long texts are counted once: a count of any text of :data:`MEMO_MIN_CHARS` or more is
+remembered per encoding (a system prompt, a tool schema, an earlier turn sent again), in
+a memo holding at most :data:`MEMO_MAX_CHARS` characters of text. Counting is
+thread-safe, so an event loop can hand a large prompt to a worker thread
+(``asyncio.to_thread``) instead of stalling on it (the router does, see
+``routing.request.count_ahead``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from typing import Any
 
 __all__ = [
     "APPROXIMATION_NOTE",
+    "MEMO_MAX_CHARS",
+    "MEMO_MIN_CHARS",
     "count_message_tokens",
     "count_text_tokens",
     "encoding_for_model",
@@ -48,6 +57,13 @@ Encode = Callable[[str], int]
 _lock = threading.Lock()
 _encoders: dict[str, Encode] = {}
 _warned: set[str] = set()
+
+MEMO_MIN_CHARS = 1024
+"""Texts this long or longer have their count remembered (shorter ones cost less to count than to key)."""
+MEMO_MAX_CHARS = 8_000_000
+"""Characters of text the memo may hold before it starts over (about 8 MB of keys)."""
+_memo: dict[tuple[str, str], int] = {}
+_memo_chars = [0]
 
 
 def encoding_for_model(model: str) -> str:
@@ -133,10 +149,27 @@ def get_encoder(encoding: str) -> tuple[Encode, bool]:
     return found, encoding not in _warned
 
 
+def _counted(encoding: str, encode: Encode, text: str) -> int:
+    """``encode(text)``, remembered for long texts (see the module doc)."""
+    if len(text) < MEMO_MIN_CHARS:
+        return encode(text)
+    key = (encoding, text)
+    found = _memo.get(key)
+    if found is None:
+        found = encode(text)
+        if _memo_chars[0] + len(text) > MEMO_MAX_CHARS:
+            _memo.clear()  # start over rather than keep a bookkeeping structure per entry
+            _memo_chars[0] = 0
+        _memo[key] = found
+        _memo_chars[0] += len(text)
+    return found
+
+
 def count_text_tokens(text: str, model: str = "gpt-4o-mini") -> int:
     """Tokens in ``text`` for ``model``'s encoding (see the module doc for fallbacks)."""
-    encode, _ = get_encoder(encoding_for_model(model))
-    return encode(text)
+    encoding = encoding_for_model(model)
+    encode, _ = get_encoder(encoding)
+    return _counted(encoding, encode, text)
 
 
 def _content_text(content: Any) -> str:
@@ -159,13 +192,14 @@ def count_message_tokens(messages: Sequence[dict[str, Any]], model: str = "gpt-4
     Images and audio are not counted (their cost depends on resolution and
     provider); tool calls count their name and JSON arguments.
     """
-    encode, _ = get_encoder(encoding_for_model(model))
+    encoding = encoding_for_model(model)
+    encode, _ = get_encoder(encoding)
     total = _REPLY_PRIMING
     for message in messages:
         total += _TOKENS_PER_MESSAGE
         for key, value in message.items():
             if key == "content" and value is not None:
-                total += encode(_content_text(value))
+                total += _counted(encoding, encode, _content_text(value))
             elif key == "name" and isinstance(value, str):
                 total += encode(value) + _TOKENS_PER_NAME
             elif key == "role" and isinstance(value, str):

@@ -7,8 +7,11 @@ send) is refused here, before any deployment is admitted or sent anything.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,7 +37,9 @@ __all__ = [
     "STREAM_RUN",
     "Overrides",
     "Request",
+    "OFF_LOOP_CHARS",
     "continuation",
+    "count_ahead",
     "describe",
     "estimate_tokens",
     "exact_tokens",
@@ -46,6 +51,11 @@ ROUTER_KWARGS = ("routing_strategy", "routing_tags", "routing_priority", "stream
 STREAM_RECOVERIES = ("error", "continue")
 OUTPUT_RESERVE_CAP = 1024
 """Output tokens a tpm reservation assumes when the call sets no ``max_tokens`` (reconciled after)."""
+
+OFF_LOOP_CHARS = 16_000
+"""Prompts of this many characters or more (about 4k tokens, ~1 ms of tiktoken here) are counted
+in a worker thread on the async path: a 100k-token prompt takes tiktoken 50-100 ms, which
+would stall every other call on the event loop."""
 
 _SENDABLE = (SystemMessage, HumanMessage, AIMessage, ToolMessage, FunctionMessage, ChatMessage)
 
@@ -283,6 +293,44 @@ class Request:
         """Tokens a tpm window reserves for this call on ``deployment``: counted prompt + output."""
         prompt = self.counted(deployment)
         return prompt + (self.output_tokens or min(prompt, OUTPUT_RESERVE_CAP))
+
+
+async def count_ahead(request: Request, deployments: Sequence[Deployment], *, budget: bool) -> None:
+    """Count a large prompt in a worker thread, once per model whose deployments will need it.
+
+    Called by the async driver before the (sync) filter: the context-window check, tpm
+    reservations and budget estimates then find the count made (``request.counts``). A
+    small prompt is left to be counted inline, where a thread hand-off costs more.
+    """
+    chars = request.upper_tokens or estimate_tokens(request.messages)[1]
+    if chars < OFF_LOOP_CHARS:
+        return
+    needed: dict[str, Deployment] = {}
+    for dep in deployments:
+        if dep.model_name in request.counts:
+            continue
+        window = dep.context_window
+        if budget or dep.tpm is not None or (window is not None and chars + request.output_tokens > window):
+            needed.setdefault(dep.model_name, dep)
+    loop = asyncio.get_running_loop()
+    for name, dep in needed.items():
+        request.counts[name] = await loop.run_in_executor(_counting_pool(), exact_tokens, dep, request.messages)
+
+
+_COUNTING_WORKERS = 2
+"""Threads counting large prompts: tiktoken is CPU-bound (and lets go of the GIL), so more
+threads than cores only queue; their own pool keeps them from starving the loop's default
+executor, and its threads are started once (the first two large counts in a process)."""
+_pool: list[ThreadPoolExecutor] = []
+_pool_lock = threading.Lock()
+
+
+def _counting_pool() -> ThreadPoolExecutor:
+    if not _pool:
+        with _pool_lock:
+            if not _pool:
+                _pool.append(ThreadPoolExecutor(_COUNTING_WORKERS, thread_name_prefix="multigateway-count"))
+    return _pool[0]
 
 
 def continuation(request: Request, delivered: str) -> Request:
