@@ -32,7 +32,7 @@ from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.policy import Action, NoDeploymentAvailableError
 from langchain_multigateway.routing.prepare import Prepared, PreparedCache, prepare
-from langchain_multigateway.routing.request import Overrides, Request, describe
+from langchain_multigateway.routing.request import Overrides, Request, count_ahead, describe
 from langchain_multigateway.routing.runs import AttemptRuns
 from langchain_multigateway.routing.selection import exclusion, plan
 from langchain_multigateway.routing.strategies import Strategy, get_strategy
@@ -373,6 +373,7 @@ async def drive_async(
     engine: Engine, request: Request, call: CallState, attempt: Callable[[Shared, Request, Try], Awaitable[T]]
 ) -> Any:
     """Run the loop, performing each step by awaiting; a try past the call's deadline is cancelled."""
+    await count_ahead(request, engine.deployments, budget=call.guard is not None)  # a large prompt: off the loop
     steps = failover(engine, request, call)
     outcome: Any = None
     while True:
