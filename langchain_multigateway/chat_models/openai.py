@@ -335,9 +335,11 @@ class OpenAIChatModel(GatewayChatModel):
         return self.base_url or "https://api.openai.com/v1"
 
     # ------------------------------------------------------------------ transport
-    # Both kinds of call go through the SDK client's own ``post`` (auth, base URL,
-    # headers and typed HTTP errors as usual) with the body we built and the raw
-    # response back: no per-request TypedDict transform, no typed response objects.
+    # Both kinds of call, to either API, go through the SDK client's own ``post`` (auth,
+    # base URL, headers and typed HTTP errors as with ``client.chat.completions.create``
+    # or ``client.responses.create``) with the body we built and the raw response back:
+    # no per-request TypedDict transform, no typed response or event objects, and one
+    # transport (time limits, retries, SSE reading) for both APIs.
     def _options(self, exchange: Exchange) -> Any:  # the SDK's RequestOptions
         import httpx2
 
