@@ -171,7 +171,7 @@ class _Server:
                 self.admit(call, key)
                 if self.gateway.limits is not None and key is not None and key is not _MASTER:
                     try:
-                        hold = await self.gateway.limits.ahold(key)
+                        hold = await self.gateway.limits.ahold(key, lambda: self.gateway.estimate_cost(call))
                     except BaseException:
                         self.gateway.limits.cancel(key)  # admitted above: give its budget reservation back
                         raise

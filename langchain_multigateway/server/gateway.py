@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from langchain_multigateway.errors import AllDeploymentsFailedError
 from langchain_multigateway.routing import Deployment, RoutingChatModel, routers_from_config
+from langchain_multigateway.routing.request import OUTPUT_RESERVE_CAP, estimate_tokens
 from langchain_multigateway.routing.stream import SERVING
 from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
 from langchain_multigateway.server.keys import VirtualKey
@@ -189,6 +191,29 @@ class Gateway:
             raise
         chunks = runnable.astream(call.messages, self._config(key), **kwargs)
         return RoutedStream(self, call, key, chunks, ignored, hold)
+
+    def estimate_cost(self, call: ChatCall) -> float | None:
+        """The most ``call`` may cost on a deployment of its router (None: no price known).
+
+        Its prompt estimated (characters / 4), its ``max_tokens`` (else 1,024) of output,
+        at the dearest deployment's prices: what a budget holds for a call whose key has
+        no call of known cost yet.
+        """
+        router = self.routers[call.model]
+        prompt = estimate_tokens(call.messages)[0]
+        output = call.max_output_tokens() or OUTPUT_RESERVE_CAP
+        usage = {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output}
+        costs = []
+        for dep in router.deployments:
+            if dep.input_price or dep.output_price:
+                costs.append(dep.estimated_cost(prompt, output))
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an unpriced model: no estimate, and no warning per call
+                cost = cost_of_usage(usage, dep.model_name, deployment=dep.name)
+            if cost is not None:
+                costs.append(cost)
+        return max(costs) if costs else None
 
     def _outcome(self, call: ChatCall, meta: dict[str, Any], usage: Any) -> Outcome:
         router = self.routers[call.model]

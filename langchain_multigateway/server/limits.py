@@ -15,10 +15,13 @@ runs one call at a time (the others get a 429 with ``Retry-After``).
 
 With shared state, budgets are shared too: each key's spend for its current period
 lives in the Redis spend store (:class:`~langchain_multigateway.state.spend_redis.RedisSpendStore`),
-under ``key:<id>@<period start>``. A call is judged and its estimate (the largest cost
-one of the key's calls has had in this process; none before the first) held in one
+under ``key:<id>@<period start>``. A call is judged and its estimate held in one
 atomic step, so the workers and hosts sharing the store cannot all pass on the same
-remaining spend; the real cost replaces the estimate when the call ends. An unreachable
+remaining spend; the real cost replaces the estimate when the call ends. The estimate
+is the largest cost one of the key's calls has had in this process; before this process
+has seen one end, what the call may cost at its router's prices (its prompt, estimated,
+and its ``max_tokens``, else 1,024 output tokens, at the dearest deployment), so a new
+key's first calls, sent at once to every worker, are held against the budget too. An unreachable
 store refuses budgeted calls (503): each worker granting the whole budget again would
 be worse.
 """
@@ -111,26 +114,32 @@ class KeyLimits:
                 raise ApiError(429, "rate_limit", msg, code="key_rpm_exceeded", retry_after=wait)
             window.append(now)
 
-    async def ahold(self, key: VirtualKey) -> KeyHold | None:
-        """With shared state: count the call in ``key``'s shared windows and budget (429 when over)."""
+    async def ahold(self, key: VirtualKey, estimate: Callable[[], float | None] | None = None) -> KeyHold | None:
+        """With shared state: count the call in ``key``'s shared windows and budget (429 when over).
+
+        ``estimate``: what the call may cost at its router's prices (None: no price known),
+        held for a key whose calls this process has not seen end yet.
+        """
         hold = KeyHold(window=await self._hold_window(key))
         if self._store is not None and key.budget_usd is not None:
+            guess = self._call_cost.get(key.id)
+            if guess is None and estimate is not None:
+                guess = estimate()
             try:
-                hold.budget = await asyncio.to_thread(self._reserve, key)
+                hold.budget = await asyncio.to_thread(self._reserve, key, guess)
             except BaseException:
                 if hold.window is not None:
                     self._release(key, hold.window, 0)
                 raise
         return hold if hold.window is not None or hold.budget is not None else None
 
-    def _reserve(self, key: VirtualKey) -> tuple[str, str]:
+    def _reserve(self, key: VirtualKey, estimate: float | None) -> tuple[str, str]:
         """Judge ``key``'s budget and hold this call's estimate in the shared store, in one step."""
         assert self._store is not None
         assert key.budget_usd is not None
         now = time.time()
         budget = f"{key.tag}@{int(key.period_start(now))}"
         reservation = uuid.uuid4().hex
-        estimate = self._call_cost.get(key.id)
         try:
             # The limit is raised by the call's own estimate: as in this process, the call that
             # crosses the budget is let in; the others in flight count at their estimates.

@@ -81,3 +81,42 @@ async def test_two_servers_share_a_keys_budget(
     assert after.status_code == 429
     assert after.json()["error"]["code"] == "budget_exceeded"
     assert "$0.1200 of its $0.10 budget" in after.json()["error"]["message"]
+
+
+async def test_a_new_keys_first_calls_on_two_servers_at_once_stay_within_its_budget(
+    upstream: Upstream, redis_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, upstream.url)
+    config.write_text(
+        config.read_text()
+        + f"state: {{backend: redis, url: '{redis_server.url}', namespace: {namespace}, timeout: 2}}\n"
+    )
+    keys = tmp_path / "keys.sqlite3"
+    store = KeyStore(keys)
+    # $0.03 a call on "clean"; no server has seen a call of this key end, so none knows that yet
+    secret, _ = store.create("fresh-budget", budget_usd=0.10, models=["main"])
+    store.close()
+    apps = [build_app(config, keys_path=keys, ledger_path=None) for _ in range(2)]
+    # No max_tokens: each first call is held at 1,024 output tokens' price ($2.06), so until a call of
+    # this key has ended on a server, that server's calls pass one at a time across both servers.
+    body = {"model": "main", "messages": [{"role": "user", "content": "x"}]}
+    headers = {"authorization": f"Bearer {secret}"}
+    with ThreadedServer(apps[0]) as first, ThreadedServer(apps[1]) as second:
+        async with httpx.AsyncClient(timeout=30) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(server.url + "/v1/chat/completions", json=body, headers=headers)
+                    for server in [first, second] * 8
+                )
+            )
+            await asyncio.sleep(0.3)  # the last settlements reach Redis
+            after = await client.post(second.url + "/v1/chat/completions", json=body, headers=headers)
+    served = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code != 200]
+    # Each call was held at its price estimate before it was sent: at most the budget and the one
+    # call that crosses it were served ($0.12), never all sixteen ($0.48) as with no estimate held.
+    assert 1 <= len(served) <= 4, [a.status_code for a in answers]
+    assert {a.status_code for a in refused} == {429}
+    assert {a.json()["error"]["code"] for a in refused} <= {"key_budget_reserved", "budget_exceeded"}
+    if len(served) == 4:
+        assert after.json()["error"]["code"] == "budget_exceeded"
