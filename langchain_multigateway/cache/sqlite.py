@@ -67,9 +67,14 @@ class SQLiteCacheStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.executescript(_SCHEMA)
+        self._busy_timeout = busy_timeout
         self._index: VectorIndex | None = None
         self._mirrored = 0
         """The highest id whose vector this process's index has read."""
+        self._mirror_lock = self._lock
+        self._mirror_conn: sqlite3.Connection | None = None
+        """A file's vectors are read on a connection of their own: mirroring many of them never holds up
+        an exact lookup. (A ``":memory:"`` database exists on its one connection only.)"""
 
     def __repr__(self) -> str:
         return f"SQLiteCacheStore(path={self.path!r}, max_entries={self.max_entries})"
@@ -129,6 +134,9 @@ class SQLiteCacheStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        if self._mirror_conn is not None and self._mirror_conn is not self._conn:
+            with self._mirror_lock:
+                self._mirror_conn.close()
 
     # ------------------------------------------------------------------ semantic
     def nearest(self, shape: str, vector: Sequence[float], threshold: float) -> Found | None:
@@ -147,11 +155,14 @@ class SQLiteCacheStore:
     def _mirror(self) -> VectorIndex:
         """The in-memory index, with every vector written since the last call (by this or another process)."""
         np = numpy()
-        with self._lock:
+        if self._mirror_conn is None:
+            self._open_mirror()
+        assert self._mirror_conn is not None
+        with self._mirror_lock:
             if self._index is None or self._index.size > 2 * self.max_entries:
                 self._index, self._mirrored = VectorIndex(), 0  # rebuilt: too many dead rows held
             index = self._index
-            rows = self._conn.execute(
+            rows = self._mirror_conn.execute(
                 "SELECT id, shape, vector FROM cache_entries WHERE id > ? AND vector IS NOT NULL ORDER BY id",
                 (self._mirrored,),
             ).fetchall()
@@ -165,6 +176,18 @@ class SQLiteCacheStore:
             for (shape, size), (ids, blobs) in batches.items():
                 index.add_many(shape, ids, np.frombuffer(b"".join(blobs), dtype="<f4").reshape(-1, size // 4))
         return index
+
+    def _open_mirror(self) -> None:
+        with self._lock:
+            if self._mirror_conn is not None:
+                return
+            if self.path == ":memory:":
+                self._mirror_conn = self._conn
+                return
+            self._mirror_lock = threading.Lock()
+            self._mirror_conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout, check_same_thread=False, isolation_level=None
+            )
 
 
 def _expired(expires: Any) -> bool:

@@ -93,7 +93,8 @@ class VectorIndex:
         matrix = np.asarray(vectors, dtype=np.float32)
         if matrix.ndim != 2 or len(matrix) != len(ids) or not len(ids):
             return
-        norms = np.linalg.norm(matrix, axis=1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            norms = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
         usable = np.isfinite(norms) & (norms > 0)
         with self._lock:
             shelf = self._shelves.get(shape)
@@ -101,11 +102,15 @@ class VectorIndex:
                 shelf = self._shelves[shape] = _Shelf(matrix.shape[1])
             if shelf.dim != matrix.shape[1]:
                 return
-            keep = [i for i, entry_id in enumerate(ids) if usable[i] and entry_id not in shelf.row_of]
-            if not keep:
+            if not (usable.all() and shelf.row_of.keys().isdisjoint(ids)):  # the usual case skips this copy
+                keep = [i for i, entry_id in enumerate(ids) if usable[i] and entry_id not in shelf.row_of]
+                ids, matrix, norms = [ids[i] for i in keep], matrix[keep], norms[keep]
+            if not ids:
                 return
-            shelf.extend([ids[i] for i in keep], matrix[keep] / norms[keep, None])
-            self.size += len(keep)
+            start = shelf.count
+            shelf.extend(ids, matrix)
+            shelf.matrix[start : shelf.count] /= norms[:, None]  # in place: no second copy of the batch
+            self.size += len(ids)
 
     def drop(self, shape: str, entry_id: Any) -> None:
         """Forget an id the store no longer holds."""
