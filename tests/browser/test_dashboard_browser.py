@@ -282,3 +282,60 @@ def test_the_page_fits_a_phone_and_a_laptop(served: Served, browser: Any) -> Non
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         page.screenshot(path=str(screenshot_dir() / f"dashboard-{name}.png"), full_page=True)
         context.close()
+
+
+def test_multigateway_dashboard_opens_a_library_users_ledger_with_a_key_made_for_the_run(
+    served: Served, browser: Any, tmp_path: Path
+) -> None:
+    """The second command: ``multigateway dashboard --ledger … --config …`` as a user runs it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.server.conftest import free_port
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MULTIGATEWAY_MASTER_KEY"}
+    command = [sys.executable, "-m", "langchain_multigateway", "dashboard", "--ledger", str(served.ledger)]
+    command += ["--config", str(served.ledger.parent / "gateway.yaml"), "--keys", str(served.keys)]
+    command += ["--port", str(port)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        lines = [process.stderr.readline(), process.stderr.readline()]
+        assert lines[0].startswith(f"multigateway dashboard on http://127.0.0.1:{port}/ui")
+        run_key = lines[1].rsplit(" ", 1)[-1].strip()
+        assert run_key.startswith("mg-dash-")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/ui/login", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "multigateway dashboard did not start"
+                time.sleep(0.1)
+        assert httpx.get(url + "/ui/api/summary", headers={"authorization": f"Bearer {MASTER_KEY}"}).status_code == 401
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url + "/")  # the root leads to the page, the page to its login
+        page.fill("#key", run_key)
+        page.click("button[type=submit]")
+        page.goto(url + "/ui?period=30d")
+        expected = _expected_usage(served, "30d")
+        shown = {
+            row.get_attribute("data-name"): int(row.locator("td").nth(1).inner_text())
+            for row in page.locator('table.usage[data-group="key"] tbody tr[data-name]').all()
+        }
+        assert shown == {name: figures[0] for name, figures in expected["key"].items()}
+        # The config's routers, in this process's own (idle, unshared) state.
+        assert (
+            page.locator('#deployments .router[data-router="main"] [data-field="state"]')
+            .inner_text()
+            .startswith("memory state")
+        )
+        assert run_key not in page.content()
+        context.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
