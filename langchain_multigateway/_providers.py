@@ -445,8 +445,15 @@ def _declare_credentials(info: ProviderInfo) -> None:
     add_credential_names(headers=info.credential_headers, query=info.credential_query)
 
 
+_LANGCHAIN_PROVIDER_KEYS = {"mistralai": "mistral"}
+"""``init_chat_model``'s provider keys that name a provider here by another name (``"mistralai:..."``)."""
+
+
 def _normalize_provider(name: str) -> str:
-    return name.strip().lower() if isinstance(name, str) else name
+    if not isinstance(name, str):
+        return name
+    key = name.strip().lower()
+    return _LANGCHAIN_PROVIDER_KEYS.get(key, key)
 
 
 def _import_target(info: ProviderInfo) -> ModelFactory:

@@ -100,6 +100,9 @@ _RESPONSES = frozenset(
 )
 """What the OpenAI Responses API adds (used when the model speaks it)."""
 
+_NOT_IN_RESPONSES = frozenset({"seed", "frequency_penalty", "presence_penalty", "logit_bias", "n", "logprobs", "stop"})
+"""Chat-completions parameters the Responses API has no field for."""
+
 
 @cache
 def _openai() -> frozenset[str]:
@@ -217,7 +220,7 @@ _TRANSLATIONS: dict[str, dict[str, Translate]] = {
 def _accepted(provider: str, model: Any) -> tuple[frozenset[str], bool]:
     """The names ``model`` takes as they are, and whether names nobody declares are kept too."""
     if provider == "openai":
-        names = _openai() | _RESPONSES if getattr(model, "responses_api", False) else _openai()
+        names = (_openai() - _NOT_IN_RESPONSES) | _RESPONSES if getattr(model, "responses_api", False) else _openai()
         base_url = getattr(model, "base_url", None)
         return names, bool(base_url) and "api.openai.com" not in str(base_url)
     if provider == "mistral":

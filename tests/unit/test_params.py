@@ -272,3 +272,10 @@ def test_a_model_of_another_package_gets_the_kwargs_unchanged() -> None:
         provider_name = "elsewhere"
 
     assert fit_params(Foreign(), {"anything": 1}) == ({"anything": 1}, {})
+
+
+def test_a_responses_api_model_is_not_sent_what_that_api_lacks() -> None:
+    pro = OpenAIChatModel(model="o3-pro", api_key="k")  # served only by the Responses API
+    fitted, dropped = fit_params(pro, {"seed": 7, "reasoning_effort": "high", "previous_response_id": "resp_1"})
+    assert fitted == {"reasoning_effort": "high", "previous_response_id": "resp_1"}
+    assert set(dropped) == {"seed"}
