@@ -79,6 +79,7 @@ COLUMNS = (
     "outcome",
     "error_type",
     "tags",
+    "cache",
 )
 
 _SCHEMA = """
@@ -101,7 +102,8 @@ CREATE TABLE IF NOT EXISTS calls (
     latency_ms REAL,
     outcome TEXT NOT NULL,
     error_type TEXT,
-    tags TEXT NOT NULL DEFAULT '[]'
+    tags TEXT NOT NULL DEFAULT '[]',
+    cache TEXT
 );
 CREATE TABLE IF NOT EXISTS call_tags (
     call_id INTEGER NOT NULL REFERENCES calls(id),
@@ -323,6 +325,8 @@ def _add_served_model_column(conn: sqlite3.Connection) -> None:
     names = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
     if "served_model" not in names:
         conn.execute("ALTER TABLE calls ADD COLUMN served_model TEXT")
+    if "cache" not in names:  # a response-cache hit (exact / semantic) or miss, since issue 16
+        conn.execute("ALTER TABLE calls ADD COLUMN cache TEXT")
 
 
 _Spilled = tuple[str, CallRecord, tuple[Mapping[str, Any], ...], str]
@@ -447,7 +451,7 @@ def _insert_row(conn: sqlite3.Connection, record: CallRecord, failed: tuple[Mapp
     cursor = conn.execute(
         "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, provider, model, served_model,"
         " input_tokens, output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms,"
-        " outcome, error_type, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " outcome, error_type, tags, cache) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.ended_at,
             day,
@@ -467,6 +471,7 @@ def _insert_row(conn: sqlite3.Connection, record: CallRecord, failed: tuple[Mapp
             record.outcome,
             record.error_type,
             json.dumps(list(record.tags)),
+            record.cache,
         ),
     )
     call_id = cursor.lastrowid
@@ -700,7 +705,8 @@ class Ledger:
         deployment: str | None = None,
         provider: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Requests, errors, tokens, cost and mean latency per model, day, tag, deployment or provider."""
+        """Requests, errors, tokens, cost, mean latency and response-cache hits per model, day, tag, deployment
+        or provider."""
         if by not in _GROUPS:
             msg = f"by must be one of {sorted(_GROUPS)}, not {by!r}"
             raise ValueError(msg)
@@ -711,7 +717,8 @@ class Ledger:
         sql = (
             f"SELECT {key} AS key, COUNT(*), SUM(c.outcome = 'error'), SUM(c.input_tokens), SUM(c.output_tokens),"
             " SUM(c.total_tokens), SUM(c.cached_tokens), SUM(c.reasoning_tokens), SUM(c.cost_usd),"
-            f" SUM(c.cost_usd IS NULL), AVG(c.latency_ms) FROM calls c{join}{where}"
+            f" SUM(c.cost_usd IS NULL), AVG(c.latency_ms), SUM(c.cache IN ('exact', 'semantic'))"
+            f" FROM calls c{join}{where}"
             f" GROUP BY {key} ORDER BY {key}"
         )
         names = (
@@ -726,6 +733,7 @@ class Ledger:
             "cost_usd",
             "unpriced",
             "mean_latency_ms",
+            "cache_hits",
         )
 
         def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
