@@ -374,3 +374,20 @@ def test_concurrent_calls_from_tasks_store_once_each() -> None:
     again = [r.invoke(f"q{i}", config=SCOPE) for i in range(10)]
     assert all(a.response_metadata["cache"] == "exact" for a in again)
     assert all(h.in_flight == 0 for h in r.health().values())
+
+
+def test_a_hit_is_in_the_ledger_as_a_hit_with_zero_cost() -> None:
+    from langchain_multigateway.usage import Ledger, LedgerCallbackHandler
+
+    with Ledger(":memory:") as ledger:
+        config: Any = {**SCOPE, "callbacks": [LedgerCallbackHandler(ledger)]}
+        r = router(GatewayCache())
+        r.invoke("hello", config=config)
+        r.invoke("hello", config=config)
+        rows = ledger.records()
+        assert [row["cache"] for row in rows] == ["miss", "exact"]
+        hit = rows[1]
+        assert (hit["cost_usd"], hit["total_tokens"], hit["outcome"]) == (0.0, 0, "ok")
+        assert rows[0]["cost_usd"] > 0
+        (total,) = ledger.totals(by="outcome")
+        assert (total["requests"], total["cache_hits"]) == (2, 1)
