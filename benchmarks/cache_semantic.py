@@ -67,7 +67,9 @@ def main() -> None:
         )
         started = time.perf_counter()
         first = fresh.nearest(shape, near[0], 0.92)
-        print(f"first semantic query (mirrors {args.entries:,} vectors): {(time.perf_counter() - started) * 1000:.0f} ms")
+        print(
+            f"first semantic query (mirrors {args.entries:,} vectors): {(time.perf_counter() - started) * 1000:.0f} ms"
+        )
         assert first is not None
         semantic: list[float] = []
         hits = 0
