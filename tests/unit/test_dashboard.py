@@ -276,3 +276,56 @@ def test_sums_of_past_days_are_reused_until_a_row_is_added_to_them(tmp_path: Pat
     (row,) = reader.usage(now)["model"]["30d"]
     assert row["requests"] == 2
     assert row["cost_usd"] == pytest.approx(5.5)
+
+
+def test_cli_dashboard_serves_the_config_routers_with_the_key_it_prints(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    """``run`` builds the app and hands it to uvicorn; here the app is driven in-process instead of a port."""
+    import uvicorn
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text('models:\n  m: {model: "openai:m", base_url: "http://127.0.0.1:9/v1", api_key: none}\n')
+    keys = KeyStore(tmp_path / "keys.sqlite3")
+    keys.create("team-a")
+    keys.close()
+    ledger_path = tmp_path / "usage.sqlite3"
+    with Ledger(ledger_path) as ledger:
+        ledger.add(_record(5, "m", "m", None, ()))
+    seen: dict[str, Any] = {}
+
+    def serve(app: Any, **options: Any) -> None:
+        import os
+
+        seen["printed"] = capsys.readouterr().err
+        seen["key"] = os.environ.get("MULTIGATEWAY_MASTER_KEY") or seen["printed"].rsplit(" ", 1)[-1].strip()
+        seen["options"] = options
+        with TestClient(app) as client:
+            assert client.get("/", follow_redirects=False).headers["location"] == "/ui"
+            bearer = {"authorization": f"Bearer {seen['key']}"}
+            seen["routers"] = [r["router"] for r in client.get("/ui/api/deployments", headers=bearer).json()["routers"]]
+            seen["rows"] = client.get("/ui/api/summary", headers=bearer).json()["rows"]
+
+    monkeypatch.setattr(uvicorn, "run", serve)
+    monkeypatch.delenv("MULTIGATEWAY_MASTER_KEY", raising=False)
+    args = [
+        "dashboard",
+        "--ledger",
+        str(ledger_path),
+        "--config",
+        str(config),
+        "--keys",
+        str(tmp_path / "keys.sqlite3"),
+    ]
+    assert main([*args, "--port", "4199"]) == 0
+    assert seen["key"].startswith("mg-dash-")
+    assert seen["options"]["host"] == "127.0.0.1"
+    assert seen["options"]["port"] == 4199
+    assert seen["routers"] == ["m"]
+    assert seen["rows"] == 1
+    monkeypatch.setenv("MULTIGATEWAY_MASTER_KEY", MASTER)  # when set, it is the key, and it is not printed
+    seen.clear()
+    assert main(args) == 0
+    assert seen["routers"] == ["m"]  # opened with the master key
+    assert MASTER not in seen["printed"]
+    assert "sign in with $MULTIGATEWAY_MASTER_KEY" in seen["printed"]
