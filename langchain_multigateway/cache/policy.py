@@ -25,7 +25,7 @@ from langchain_multigateway.cache.answers import CorruptEntryError, Hit, dump_an
 from langchain_multigateway.cache.base import CacheStore, Found
 from langchain_multigateway.cache.keys import RequestKeys, request_keys
 from langchain_multigateway.cache.sqlite import SQLiteCacheStore
-from langchain_multigateway.errors import GatewayError
+from langchain_multigateway.errors import InvalidRequestError
 
 __all__ = ["CACHE_MODES", "CacheMode", "CacheScopeError", "CacheStats", "GatewayCache", "Lookup", "SemanticCache"]
 
@@ -36,8 +36,9 @@ CACHE_MODES: tuple[str, ...] = ("off", "read", "write", "readwrite")
 DEFAULT_THRESHOLD = 0.92
 
 
-class CacheScopeError(GatewayError, ValueError):
-    """A cached call named no scope: whose answers may it share? Raised before anything is sent."""
+class CacheScopeError(InvalidRequestError, ValueError):
+    """A cached call named no scope (whose answers may it share?) or a mode that is none: raised before
+    anything is sent; the request is at fault (an HTTP server answers 400)."""
 
 
 class SemanticCache(BaseModel):
