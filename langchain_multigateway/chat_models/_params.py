@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-__all__ = ["EFFORT_BUDGETS", "fit_params", "reasoning_effort_for_budget"]
+__all__ = ["EFFORT_BUDGETS", "ParamFit", "fit_params", "param_fit", "reasoning_effort_for_budget"]
 
 EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
 """Anthropic ``thinking.budget_tokens`` for an OpenAI-style ``reasoning_effort`` (1024 is Anthropic's minimum)."""
@@ -146,7 +147,7 @@ def _to(name: str) -> Translate:
 
 def _reasons(model: Any) -> bool | None:
     profile = getattr(model, "profile", None)
-    found = profile.get("reasoning_output") if isinstance(profile, Mapping) else None
+    found = profile.get("reasoning_output") if isinstance(profile, dict) else None
     return found if isinstance(found, bool) else None
 
 
@@ -157,7 +158,7 @@ def _openai_max_tokens(value: Any, model: Any, out: dict[str, Any]) -> None:
 
 def _openai_temperature(value: Any, model: Any, out: dict[str, Any]) -> str | None:
     profile = getattr(model, "profile", None)
-    if isinstance(profile, Mapping) and profile.get("temperature") is False:
+    if isinstance(profile, dict) and profile.get("temperature") is False:
         return f"{model.model} takes no temperature (its profile says temperature=False)"
     out.setdefault("temperature", value)
     return None
@@ -217,44 +218,71 @@ _TRANSLATIONS: dict[str, dict[str, Translate]] = {
 }
 
 
-def _accepted(provider: str, model: Any) -> tuple[frozenset[str], bool]:
-    """The names ``model`` takes as they are, and whether names nobody declares are kept too."""
+@dataclass(frozen=True, slots=True)
+class ParamFit:
+    """What one model's API takes, worked out once per model (the call path only looks names up)."""
+
+    provider: str
+    accepted: frozenset[str]
+    open_ended: bool
+    """Keep names beyond ``accepted`` (an OpenAI-compatible server), except other APIs' native fields."""
+    translations: Mapping[str, Translate]
+
+
+def _fit_of(model: Any) -> ParamFit | None:
+    provider = getattr(model, "provider_name", None)
+    declared = getattr(type(model), "accepted_call_params", None)  # on the class: no instance lookup per call
+    if declared is not None:
+        return ParamFit(str(provider), frozenset(declared), False, _TRANSLATIONS.get(str(provider), {}))
+    if provider not in _TRANSLATIONS:
+        return None
+    open_ended = False
     if provider == "openai":
-        names = (_openai() - _NOT_IN_RESPONSES) | _RESPONSES if getattr(model, "responses_api", False) else _openai()
+        responses = bool(getattr(model, "responses_api", False))
+        accepted = (_openai() - _NOT_IN_RESPONSES) | _RESPONSES if responses else _openai()
         base_url = getattr(model, "base_url", None)
-        return names, bool(base_url) and "api.openai.com" not in str(base_url)
-    if provider == "mistral":
-        return _mistral(), False
-    if provider == "anthropic":
-        return _ANTHROPIC, False
-    return _OLLAMA, False
+        open_ended = bool(base_url) and "api.openai.com" not in str(base_url)
+    else:
+        accepted = _mistral() if provider == "mistral" else _ANTHROPIC if provider == "anthropic" else _OLLAMA
+    return ParamFit(provider, accepted, open_ended, _TRANSLATIONS[provider])
+
+
+_FITS: dict[int, tuple[Any, ParamFit | None]] = {}
+_FITS_LIMIT = 1024
+
+
+def param_fit(model: Any) -> ParamFit | None:
+    """``model``'s :class:`ParamFit` (remembered per model object); None: give it the kwargs unchanged."""
+    found = _FITS.get(id(model))
+    if found is not None and found[0] is model:
+        return found[1]
+    if len(_FITS) >= _FITS_LIMIT:
+        _FITS.clear()
+    fit = _fit_of(model)
+    _FITS[id(model)] = (model, fit)
+    return fit
 
 
 def fit_params(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """``kwargs`` as ``model``'s API takes them, and what was dropped (name → why)."""
-    provider = getattr(model, "provider_name", None)
-    declared = getattr(model, "accepted_call_params", None)
-    if provider not in _TRANSLATIONS and declared is None:
+    fit = param_fit(model)
+    if fit is None:
         return dict(kwargs), {}
-    translations = _TRANSLATIONS.get(str(provider), {})
-    if declared is not None:
-        accepted, open_ended = frozenset(declared), False
-    else:
-        accepted, open_ended = _accepted(str(provider), model)
+    provider, accepted, translations = fit.provider, fit.accepted, fit.translations
     out: dict[str, Any] = {}
     dropped: dict[str, str] = {}
     for name, value in kwargs.items():  # the caller's own names first: a translation never overrides them
         if name in _ALWAYS or (name in accepted and name not in translations):
             out[name] = value
-    for name, value in kwargs.items():
-        if name in out:
-            continue
+    rest = [name for name in kwargs if name not in out] if len(out) < len(kwargs) else ()  # usually none
+    for name in rest:
+        value = kwargs[name]
         translate = translations.get(name)
         if translate is not None:
             why = translate(value, model, out)
             if why is not None:
                 dropped[name] = why
-        elif name not in accepted and not (open_ended and name not in _NOT_OPENAI_COMPATIBLE):
+        elif name not in accepted and not (fit.open_ended and name not in _NOT_OPENAI_COMPATIBLE):
             dropped[name] = f"not a parameter of {provider}'s API"
         else:
             out[name] = value
