@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -82,12 +83,26 @@ class Served:
     secrets: list[str]
     """Every secret that must not appear in the page, its JSON or its CSV."""
     key_ids: dict[str, str]
+    rows: int = 0
+    """Ledger rows there will be once the server has committed every call it answered."""
 
     def chat(self, key: str, model: str, text: str = "hello") -> httpx.Response:
         body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 8}
-        return httpx.post(
+        response = httpx.post(
             self.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=60
         )
+        self.rows += 1
+        return response
+
+    def settled(self) -> None:
+        """Wait until the server's ledger writer has committed every call (it commits in batches)."""
+        deadline = time.monotonic() + 30
+        while True:
+            with sqlite3.connect(self.ledger) as conn:
+                if conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0] >= self.rows:
+                    return
+            assert time.monotonic() < deadline, "the server's ledger never got its rows"
+            time.sleep(0.05)
 
 
 def _start(config: Path, env: dict[str, str], ledger: Path, keys: Path) -> tuple[subprocess.Popen[str], str]:
@@ -160,6 +175,7 @@ def served(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
             assert served.chat(team_b, "main", f"b{i}").status_code == 200
         assert served.chat(team_b, "clean").status_code == 200  # no price known for "clean": n/a
         _old_rows(ledger, made["team-a"]["id"])
+        served.rows += 3
         yield served
     finally:
         process.terminate()

@@ -31,14 +31,6 @@ def _sql(served: Served, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return conn.execute(query, params).fetchall()
 
 
-def _wait_for_rows(served: Served, count: int) -> None:
-    """The server's ledger writer commits each call a moment after answering it."""
-    deadline = time.monotonic() + 30
-    while _sql(served, "SELECT COUNT(*) FROM calls")[0][0] < count:
-        assert time.monotonic() < deadline, "the server's ledger never got its rows"
-        time.sleep(0.05)
-
-
 def _starts() -> dict[str, float]:
     """Today, and the 7 and 30 days counting today (UTC calendar days), as the page states."""
     midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
@@ -70,7 +62,7 @@ def _expected_usage(served: Served, period: str) -> dict[str, dict[str, tuple[in
 
 @pytest.fixture(scope="module")
 def page(browser: Any, served: Served) -> Iterator[Any]:
-    _wait_for_rows(served, 9)  # 6 calls through the server, 3 older rows
+    served.settled()
     context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
     page = context.new_page()
     page.goto(served.url + "/ui")
@@ -144,6 +136,7 @@ def test_a_breaker_opened_by_a_loopback_fault_shows_open_within_one_refresh(serv
 
 
 def test_traffic_panel_counts_match_the_ledger_and_failovers_list_each_failed_try(served: Served, page: Any) -> None:
+    served.settled()
     page.reload()
     since = (int(time.time() // 60) - 59) * 60
     expected = {
@@ -188,6 +181,7 @@ def test_traffic_panel_counts_match_the_ledger_and_failovers_list_each_failed_tr
 
 @pytest.mark.parametrize("period", ["today", "7d", "30d"])
 def test_usage_panel_matches_the_ledger_for_each_period(served: Served, page: Any, period: str) -> None:
+    served.settled()
     page.goto(f"{served.url}/ui?period={period}#usage")
     expected = _expected_usage(served, period)
     for group, rows in expected.items():
@@ -202,6 +196,7 @@ def test_usage_panel_matches_the_ledger_for_each_period(served: Served, page: An
 
 
 def test_budgets_show_what_is_left(served: Served, page: Any) -> None:
+    served.settled()
     page.goto(served.url + "/ui#usage")
     key_id = served.key_ids["team-a"]
     created = _sql_keys(served, key_id)
@@ -221,6 +216,7 @@ def _sql_keys(served: Served, key_id: str) -> float:
 
 
 def test_csv_download_matches_the_ledger_and_cannot_run_formulas(served: Served, page: Any) -> None:
+    served.settled()
     page.goto(served.url + "/ui#usage")
     with page.expect_download() as info:
         page.click("#csv-link")
@@ -299,6 +295,7 @@ def test_multigateway_dashboard_opens_a_library_users_ledger_with_a_key_made_for
     command = [sys.executable, "-m", "langchain_multigateway", "dashboard", "--ledger", str(served.ledger)]
     command += ["--config", str(served.ledger.parent / "gateway.yaml"), "--keys", str(served.keys)]
     command += ["--port", str(port)]
+    served.settled()
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert process.stderr is not None
