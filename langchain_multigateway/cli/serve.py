@@ -33,6 +33,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
+    for flag, value in (("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout)):
+        if not value > 0:
+            raise UsageError(f"{flag} must be a positive number of seconds (got {value})")
+    http: Any = "auto"
+    try:
+        from langchain_multigateway.server.protocol import BoundedHttpToolsProtocol
+
+        http = BoundedHttpToolsProtocol  # each request's headers within --header-timeout
+    except ImportError:  # no httptools: uvicorn's h11 protocol, whose headers have no deadline
+        print("warning: httptools is not installed: request headers have no deadline", file=sys.stderr)
     config = load_config(args.config)  # fail here, once, with the file's line, not in every worker
     if not config.models and not config.routers:
         raise UsageError(f"{args.config} declares no models and no routers: nothing to serve")
@@ -44,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         ENV["max_body_bytes"]: str(args.max_body_bytes),
         ENV["metrics"]: "0" if args.no_metrics else "1",
         ENV["body_timeout"]: str(args.body_timeout),
+        ENV["header_timeout"]: str(args.header_timeout),
     }
     os.environ.update(env)
     if args.workers > 1:
@@ -75,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         # Longer than clients' idle-connection expiry (httpx and the openai SDK: 5 s), so the client
         # closes an idle connection first; equal timeouts race and drop a request sent as the server closes.
         timeout_keep_alive=args.keep_alive,
+        http=http,
         access_log=args.access_log,
         log_level=args.log_level,
         server_header=False,
@@ -122,6 +134,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         default=30.0,
         metavar="SECONDS",
         help="a request body not received within this gets 408 (default 30: slow-sending clients are cut off)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request whose line and headers take longer gets 408 and its connection closed (default 10)",
     )
     parser.add_argument(
         "--graceful-timeout",

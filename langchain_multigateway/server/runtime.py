@@ -32,6 +32,7 @@ ENV = {
     "max_body_bytes": "MULTIGATEWAY_SERVE_MAX_BODY_BYTES",
     "metrics": "MULTIGATEWAY_SERVE_METRICS",
     "body_timeout": "MULTIGATEWAY_SERVE_BODY_TIMEOUT",
+    "header_timeout": "MULTIGATEWAY_SERVE_HEADER_TIMEOUT",
 }
 
 
