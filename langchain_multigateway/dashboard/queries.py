@@ -9,7 +9,6 @@ before today are kept between pages while no row is added to them.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from langchain_multigateway.dashboard.failovers import recent_failovers
 
 __all__ = ["GROUPS", "PERIODS", "LedgerReader", "LedgerUnavailableError", "period_starts"]
 
@@ -68,16 +69,6 @@ def _day_sums(conn: sqlite3.Connection, since: float, until: float | None) -> li
     return out
 
 
-def _router_of(tags: str | None) -> str | None:
-    """The router a call went through, from its ``router:<name>`` tag (the server tags every call)."""
-    try:
-        names = json.loads(tags or "[]")
-    except ValueError:
-        return None
-    found = [t[7:] for t in names if isinstance(t, str) and t.startswith("router:")] if isinstance(names, list) else []
-    return found[0] if found else None
-
-
 def _add(total: list[Any], figures: list[Any]) -> None:
     """Add one day's figures to a running total (a cost stays None until something was priced)."""
     for i, value in enumerate(figures):
@@ -111,10 +102,6 @@ class LedgerReader:
         finally:
             conn.close()
 
-    def _has_table(self, conn: sqlite3.Connection, name: str) -> bool:
-        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
-        return found is not None
-
     # ------------------------------------------------------------------ traffic
     def traffic(self, now: float, minutes: int = 60) -> list[dict[str, Any]]:
         """Requests per minute (epoch minute), deployment and outcome over the last ``minutes``."""
@@ -127,43 +114,10 @@ class LedgerReader:
             rows = conn.execute(sql, (since,)).fetchall()
         return [{"minute": m, "deployment": d, "outcome": o, "requests": n} for m, d, o, n in rows]
 
-    def failovers(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The most recent calls that had failed tries, newest first, each with its tries in order."""
+    def failovers(self, now: float, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent calls that failed over, newest first, each with its failed tries (see ``failovers``)."""
         with self._connect() as conn:
-            if not self._has_table(conn, "call_attempts"):  # a ledger older than failed-try recording
-                return []
-            calls = conn.execute(
-                "SELECT c.id, c.ts, c.model, c.deployment, c.outcome, c.error_type, c.latency_ms, c.tags FROM calls c"
-                " WHERE c.id IN (SELECT DISTINCT call_id FROM call_attempts ORDER BY call_id DESC LIMIT ?)"
-                " ORDER BY c.id DESC",
-                (limit,),
-            ).fetchall()
-            ids = [row[0] for row in calls]
-            marks = ",".join("?" * len(ids))
-            tries = conn.execute(
-                "SELECT call_id, deployment, error_type, status_code, latency_ms FROM call_attempts"
-                f" WHERE call_id IN ({marks}) ORDER BY call_id, rowid",
-                ids,
-            ).fetchall()
-        by_call: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-        for call_id, deployment, error_type, status, latency in tries:
-            by_call[call_id].append(
-                {"deployment": deployment, "error_type": error_type, "status_code": status, "latency_ms": latency}
-            )
-        return [
-            {
-                "id": cid,
-                "ts": ts,
-                "model": model,
-                "router": _router_of(tags),
-                "served_by": deployment,
-                "outcome": outcome,
-                "error_type": error_type,
-                "latency_ms": latency,
-                "failed": by_call[cid],
-            }
-            for cid, ts, model, deployment, outcome, error_type, latency, tags in calls
-        ]
+            return recent_failovers(conn, now, limit)
 
     # ------------------------------------------------------------------ usage and cost
     def usage(self, now: float) -> dict[str, dict[str, list[dict[str, Any]]]]:

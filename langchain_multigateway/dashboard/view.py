@@ -80,7 +80,7 @@ class DashboardSource:
                 rows=reader.row_count(),
                 traffic=reader.traffic(now),
                 first_minute=int(now // 60) - 59,
-                failovers=reader.failovers(),
+                failovers=reader.failovers(now),
                 usage=usage,
                 budgets=budgets + self._key_budgets(reader, now),
             )

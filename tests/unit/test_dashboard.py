@@ -202,7 +202,7 @@ def test_a_ledger_without_failed_tries_or_a_missing_one_is_said_plainly(tmp_path
         ledger.add(_record(5, "gpt", "a", 0.1, ()))
     with sqlite3.connect(old) as conn:
         conn.execute("DROP TABLE call_attempts")  # as written before failed tries were recorded
-    assert LedgerReader(old).failovers() == []
+    assert LedgerReader(old).failovers(time.time()) == []
     with pytest.raises(LedgerUnavailableError, match="no ledger at"):
         LedgerReader(tmp_path / "none.sqlite3").row_count()
     (tmp_path / "junk.sqlite3").write_text("not a database")
@@ -329,3 +329,42 @@ def test_cli_dashboard_serves_the_config_routers_with_the_key_it_prints(
     assert seen["routers"] == ["m"]  # opened with the master key
     assert MASTER not in seen["printed"]
     assert "sign in with $MULTIGATEWAY_MASTER_KEY" in seen["printed"]
+
+
+def test_failovers_of_a_library_users_ledger_come_from_its_failed_try_rows(tmp_path: Path) -> None:
+    """A ``LedgerCallbackHandler`` writes each failed try as an error row under the router's run."""
+    from langchain_core.runnables import RunnableLambda
+
+    from langchain_multigateway.errors import ProviderError
+    from langchain_multigateway.testing import Step
+    from langchain_multigateway.usage import LedgerCallbackHandler
+
+    def failing(n: int = 10) -> ScriptedChatModel:
+        return ScriptedChatModel(steps=[Step(error=ProviderError("upstream 503", status_code=503))] * n)
+
+    path = tmp_path / "usage.sqlite3"
+    with Ledger(path) as ledger, pytest.warns(RuntimeWarning, match="No price known"):
+        handler = LedgerCallbackHandler(ledger)
+        served = RoutingChatModel(
+            deployments=[
+                Deployment(model=failing(), name="primary"),
+                Deployment(model=ScriptedChatModel(), name="backup"),
+            ]
+        )
+        served.invoke("hi", config={"callbacks": [handler], "tags": ["router:main"]})
+        doomed = RoutingChatModel(
+            deployments=[Deployment(model=failing(), name="p1"), Deployment(model=failing(), name="p2")]
+        )
+        with pytest.raises(Exception, match="p2"):
+            doomed.invoke("hi", config={"callbacks": [handler]})
+        alone = RunnableLambda(lambda text: text) | failing()  # one failed call in a chain: no failover
+        with pytest.raises(ProviderError):
+            alone.invoke("hi", config={"callbacks": [handler]})
+    newest, oldest = LedgerReader(path).failovers(time.time())
+    assert (oldest["served_by"], oldest["outcome"], oldest["router"]) == ("backup", "ok", "main")
+    assert [(t["deployment"], t["error_type"], t["status_code"]) for t in oldest["failed"]] == [
+        ("primary", "ProviderError", None),  # a library ledger does not record the status
+        ("primary", "ProviderError", None),
+    ]
+    assert newest["outcome"] == "error"
+    assert [t["deployment"] for t in newest["failed"]] == ["p1", "p1", "p2", "p2"]
