@@ -74,9 +74,13 @@ class Outcome:
     ttft_ms: float | None = None
     failed: list[dict[str, Any]] = field(default_factory=list)
     """The router's ``failed_attempts``: the tries before the one that answered."""
+    cache: str | None = None
+    """The router's response cache: ``"exact"`` / ``"semantic"`` (a hit), ``"miss"``, or None (no cache)."""
 
     def headers(self) -> dict[str, str]:
         headers = {"x-multigateway-deployment": self.deployment, "x-multigateway-attempts": str(self.attempts)}
+        if self.cache:
+            headers["x-multigateway-cache"] = self.cache
         if self.ignored:
             headers["x-multigateway-ignored-params"] = ",".join(self.ignored)
         return headers

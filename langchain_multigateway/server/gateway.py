@@ -227,8 +227,10 @@ class Gateway:
             usage=dict(usage) if usage else None,
             ttft_ms=meta.get("ttft_ms"),
             failed=list(meta.get("failed_attempts") or ()),
+            cache=meta.get("cache") if meta.get("cache") in ("exact", "semantic", "miss") else None,
         )
-        outcome.cost_usd = _cost(router, deployment, model_name, outcome.usage)
+        hit = outcome.cache in ("exact", "semantic")  # answered by the router's response cache: nothing billed
+        outcome.cost_usd = 0.0 if hit else _cost(router, deployment, model_name, outcome.usage)
         return outcome
 
     def settle(
@@ -270,6 +272,7 @@ class Gateway:
             tags=(key.tag, f"router:{call.model}") if key is not None else (f"router:{call.model}",),
             attempts=outcome.attempts if outcome is not None else 1,
             ttft_ms=outcome.ttft_ms if outcome is not None else None,
+            cache=outcome.cache if outcome is not None else None,
         )
         if self.ledger is not None:
             if outcome is not None:
