@@ -7,20 +7,23 @@ The gateway (``build_app``) and the upstream STUB run under uvicorn on loopback 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.redis_server import wait_until
 from tests.server.conftest import MASTER_KEY, ThreadedServer, Upstream
 from tests.server.upstream_stub import Stats, create_app
 
 pytest.importorskip("starlette")
 
 from langchain_multigateway.server import KeyStore, build_app
+from langchain_multigateway.usage import Ledger
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, KeyStore, Upstream]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, KeyStore, Upstream, Path]]:
     directory = tmp_path_factory.mktemp("cached-gateway")
     stats = Stats()
     with ThreadedServer(create_app(stats)) as upstream_server:
@@ -44,7 +47,7 @@ routers:
         keys = KeyStore(keys_path)
         try:
             with ThreadedServer(app, timeout_graceful_shutdown=5) as gateway:
-                yield gateway.url, keys, upstream
+                yield gateway.url, keys, upstream, directory
         finally:
             keys.close()
             mp.undo()
@@ -59,8 +62,8 @@ def upstream_calls(upstream: Upstream) -> int:
     return sum(upstream.stats.by_model.values())
 
 
-def test_each_virtual_key_is_its_own_cache_scope(served: tuple[str, KeyStore, Upstream]) -> None:
-    url, keys, upstream = served
+def test_each_virtual_key_is_its_own_cache_scope(served: tuple[str, KeyStore, Upstream, Path]) -> None:
+    url, keys, upstream, directory = served
     key_a, _ = keys.create("tenant-a")
     key_b, _ = keys.create("tenant-b")
     first = ask(url, key_a, "What is our refund policy?")
@@ -70,6 +73,7 @@ def test_each_virtual_key_is_its_own_cache_scope(served: tuple[str, KeyStore, Up
     assert again.status_code == 200
     assert again.json()["choices"][0]["message"]["content"] == first.json()["choices"][0]["message"]["content"]
     assert upstream_calls(upstream) == calls  # served from the cache
+    assert (first.headers["x-multigateway-cache"], again.headers["x-multigateway-cache"]) == ("miss", "exact")
     streamed = ask(url, key_a, "What is our refund policy?", stream=True)
     assert streamed.status_code == 200
     assert "data: [DONE]" in streamed.text
@@ -77,3 +81,13 @@ def test_each_virtual_key_is_its_own_cache_scope(served: tuple[str, KeyStore, Up
     other = ask(url, key_b, "What is our refund policy?")
     assert other.status_code == 200
     assert upstream_calls(upstream) == calls + 1  # another key: never the first key's answer
+    assert other.headers["x-multigateway-cache"] == "miss"
+    ledger = Ledger(str(directory / "usage.sqlite3"))
+    try:  # the server's ledger commits in batches: wait for its four rows (a hang guard, not a timing assertion)
+        assert wait_until(lambda: ledger.count() >= 4)
+        rows = [(r["cache"], r["cost_usd"]) for r in ledger.records()]
+    finally:
+        ledger.close()
+    assert rows[:2] == [("miss", pytest.approx(rows[0][1])), ("exact", 0.0)]
+    assert rows[0][1] > 0
+    assert ("miss", pytest.approx(rows[0][1])) in rows[2:]  # key B's call was billed
