@@ -11,7 +11,7 @@ Why its own connections rather than redis-py's pool and ``Script`` objects:
   is thrown away: the multi-process proof saw whole workers fall back to local state that way,
   four processes each then admitting the full rpm. Here a read that timed out looks once
   more, without waiting, and uses a reply that came in meanwhile; a connect whose timer fired
-  late (the loop, not Redis, was slow) gets one more bound.
+  late (the loop, not Redis, was slow) gets its bound again (up to 5 times).
 - One unanswered script is not an outage: the call it served goes local, and the process
   falls back to local state only after ``down_after`` failures in a row (3 by default).
 """
@@ -35,6 +35,9 @@ from langchain_multigateway.state._redis_replies import masked
 __all__ = ["RedisLink"]
 
 _logger = logging.getLogger("langchain_multigateway.state.redis")
+
+_HELD_UP_RETRIES = 5
+"""Times a connect's bound starts again because the event loop, not Redis, was late."""
 
 Lost = tuple[list[str], str, bool]
 """An admission whose script's outcome never reached this process: (its keys, its id, sent)."""
@@ -196,9 +199,10 @@ class RedisLink:
         return reply
 
     def _new_async_connection(self) -> Any:
-        # no socket timeout on the connection: sends would each cost a task (asyncio.wait_for);
-        # connect and reads are bounded in _aexchange
-        pool = self._redis.asyncio.Redis.from_url(self.url, **self._options(None)).connection_pool
+        # no timeouts of redis-py's own: its timers throw away what came in while the loop was held
+        # up, and sends would each cost a task (asyncio.wait_for); _aexchange bounds each wait
+        options = {**self._options(None), "socket_connect_timeout": None}
+        pool = self._redis.asyncio.Redis.from_url(self.url, **options).connection_pool
         return pool.connection_class(**pool.connection_kwargs)
 
     async def _aexchange(self, conn: Any, *command: Any) -> Any:
@@ -217,13 +221,18 @@ class RedisLink:
         return reply
 
     async def _aconnect(self, conn: Any, loop: asyncio.AbstractEventLoop) -> None:
-        """Connect (and read the handshake's replies) within ``timeout``, by Redis' doing, not the loop's."""
+        """Connect (and read the handshake's replies) within ``timeout`` of the loop's own time.
+
+        A connection takes a few loop turns; when the loop was held up past the bound, the
+        bound starts again from when it ran (a few times at most): Redis was not the slow one.
+        """
         connecting = loop.create_task(conn.connect())  # a task per new connection only
         try:
-            due = loop.time() + self.timeout
-            done, _ = await asyncio.wait((connecting,), timeout=self.timeout)
-            if not done and loop.time() - due > self.timeout / 10:  # the loop was held up: look again
+            for _ in range(_HELD_UP_RETRIES + 1):
+                due = loop.time() + self.timeout
                 done, _ = await asyncio.wait((connecting,), timeout=self.timeout)
+                if done or loop.time() - due < self.timeout / 10:
+                    break
         except BaseException:
             connecting.cancel()
             raise

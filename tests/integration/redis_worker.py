@@ -5,7 +5,8 @@
 Builds a router over OpenAI-compatible deployments on the loopback stub, with a RedisState
 shared through ``redis_url`` / ``namespace``, prints ``ready``, waits for a line on stdin, runs
 the job's calls, and prints one JSON line: how many calls each deployment answered, the tokens
-the responses reported, and what the shared state logged (scripts Redis did not answer).
+the responses reported, the admissions granted (by Redis or locally) and what the shared state
+logged (scripts Redis did not answer).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 from langchain_multigateway import Deployment, OpenAIChatModel, RetryPolicy, RoutingChatModel
+from langchain_multigateway.state import Admission
 from langchain_multigateway.state.redis import RedisState
 
 ONCE = RetryPolicy(max_attempts=1)
@@ -46,6 +48,16 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
     logger.addHandler(misses)
     logger.setLevel(logging.DEBUG)
     state = RedisState(job["redis_url"], namespace=job["namespace"], timeout=1.0, **job.get("breaker", {}))
+    admitted: Counter[str] = Counter()  # "<deployment> <granted by: Ticket (Redis) | Local>"
+    admit = state.aadmit
+
+    async def counted(name: str, **limits: Any) -> Admission:
+        admission = await admit(name, **limits)
+        if admission.ok:
+            admitted[f"{name} {type(admission.reservation).__name__}"] += 1
+        return admission
+
+    state.aadmit = counted  # type: ignore[method-assign]
     first, second = job["deployments"]
     router = RoutingChatModel(
         deployments=[deployment(job, first, priority=0, rpm=job.get("rpm")), deployment(job, second, priority=1)],
@@ -76,7 +88,13 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(call(i) for i in range(job["calls"])))
     shared = state.health().shared
     state.close()
-    return {"served": dict(served), "tokens": dict(tokens), "shared": shared, "misses": misses.messages}
+    return {
+        "served": dict(served),
+        "tokens": dict(tokens),
+        "shared": shared,
+        "misses": misses.messages,
+        "admitted": dict(admitted),
+    }
 
 
 if __name__ == "__main__":

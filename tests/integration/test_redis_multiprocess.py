@@ -150,9 +150,14 @@ def test_four_processes_share_one_rpm_limit_and_usage_adds_up(redis_server: Redi
     limited = stub.arrivals("limited")
     # every admission was Redis' (a loop held up by the SDK's first import once sent processes local)
     assert [r["misses"] for r in results] == [[]] * 4
+    admitted: Counter[str] = Counter()
+    for r in results:
+        admitted.update(r["admitted"])
+    assert admitted == {"limited Ticket": 100, "overflow Ticket": 900}, admitted
     # counted server-side, across all four processes: the limit is reached, never passed
     span = limited[-1] - limited[0]
-    assert max_in_any_window(limited) == 100, f"{len(limited)} requests over {span:.1f}s"
+    arrived = Counter(model for model, _, _ in stub.log)
+    assert max_in_any_window(limited) == 100, f"{len(limited)} requests over {span:.1f}s; {arrived}; {results}"
     assert all(r["shared"] for r in results)
     served: Counter[str] = Counter()
     tokens: Counter[str] = Counter()
