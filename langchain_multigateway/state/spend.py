@@ -26,7 +26,17 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-__all__ = ["SpendStore", "SpendStoreError", "SpendTotals", "buckets", "check_period", "judge", "nano", "period_seconds"]
+__all__ = [
+    "Hold",
+    "SpendStore",
+    "SpendStoreError",
+    "SpendTotals",
+    "buckets",
+    "check_period",
+    "judge",
+    "nano",
+    "period_seconds",
+]
 
 _DAYS = re.compile(r"^([1-9][0-9]{0,2})d$")
 RESERVATION_LEASE = 600.0
@@ -88,20 +98,30 @@ class SpendTotals:
     reserved_cost_usd: float = 0.0
 
 
-def judge(
-    totals: SpendTotals, tokens: int, cost: float | None, max_tokens: int | None, max_cost: float | None
-) -> str | None:
-    """Which limit a call of ``tokens`` / ``cost`` would pass (``"tokens"``, ``"cost"``) or None.
+@dataclass(frozen=True)
+class Hold:
+    """One call's reservation request: its key, its estimate, and the limits it is judged on."""
+
+    key: str
+    tokens: int
+    cost: float | None
+    max_tokens: int | None
+    max_cost: float | None
+
+
+def judge(totals: SpendTotals, hold: Hold) -> str | None:
+    """Which limit ``hold`` would pass (``"tokens"``, ``"cost"``) or None.
 
     The rule ``Budget`` applies: spend plus reservations plus this estimate must stay within
     each limit; a call of unknown cost fits only while spend plus reservations is below it.
     (The Redis script applies the same rule on the server.)
     """
-    if max_tokens is not None and totals.spent_tokens + totals.reserved_tokens + tokens > max_tokens:
+    if hold.max_tokens is not None and totals.spent_tokens + totals.reserved_tokens + hold.tokens > hold.max_tokens:
         return "tokens"
-    if max_cost is not None:
+    if hold.max_cost is not None:
         held = nano(totals.spent_cost_usd) + nano(totals.reserved_cost_usd)
-        if (held >= nano(max_cost)) if cost is None else (held + nano(cost) > nano(max_cost)):
+        limit = nano(hold.max_cost)
+        if (held >= limit) if hold.cost is None else (held + nano(hold.cost) > limit):
             return "cost"
     return None
 
@@ -109,7 +129,6 @@ def judge(
 class SpendStore(ABC):
     """Spend per budget and period, with atomic judge-and-hold reservations."""
 
-    @abstractmethod
     def reserve(
         self,
         budget: str,
@@ -124,6 +143,11 @@ class SpendStore(ABC):
 
         Returns the limit it would pass (None: held) and the totals it was judged on.
         """
+        return self._reserve(budget, period, Hold(key, int(tokens), cost, max_tokens, max_cost))
+
+    @abstractmethod
+    def _reserve(self, budget: str, period: str | None, hold: Hold) -> tuple[str | None, SpendTotals]:
+        """:meth:`reserve`'s work, for each store."""
 
     @abstractmethod
     def settle(self, budget: str, period: str | None, key: str, tokens: int, cost: float) -> None:

@@ -17,6 +17,7 @@ from langchain_multigateway.state._redis_replies import masked
 from langchain_multigateway.state._redis_scripts import hash_tag
 from langchain_multigateway.state.spend import (
     RESERVATION_LEASE,
+    Hold,
     SpendStore,
     SpendStoreError,
     SpendTotals,
@@ -176,7 +177,7 @@ class RedisSpendStore(SpendStore):
             retry = redis.retry.Retry(redis.backoff.NoBackoff(), 0)
             client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry)
         self._client = client
-        self._reserve = client.register_script(RESERVE)
+        self._reserve_script = client.register_script(RESERVE)
         self._totals = client.register_script(TOTALS)
         self._settle = client.register_script(SETTLE)
         self._reset = client.register_script(RESET)
@@ -193,26 +194,17 @@ class RedisSpendStore(SpendStore):
         tag = hash_tag(self.namespace, "budget", budget)
         return [f"{tag}:spend", f"{tag}:res"]
 
-    def reserve(
-        self,
-        budget: str,
-        period: str | None,
-        key: str,
-        tokens: int,
-        cost: float | None,
-        max_tokens: int | None,
-        max_cost: float | None,
-    ) -> tuple[str | None, SpendTotals]:
+    def _reserve(self, budget: str, period: str | None, hold: Hold) -> tuple[str | None, SpendTotals]:
         args = [
             *period_args(period),
-            key,
-            int(tokens),
-            "" if cost is None else nano(cost),
-            "" if max_tokens is None else int(max_tokens),
-            "" if max_cost is None else nano(max_cost),
+            hold.key,
+            hold.tokens,
+            "" if hold.cost is None else nano(hold.cost),
+            "" if hold.max_tokens is None else int(hold.max_tokens),
+            "" if hold.max_cost is None else nano(hold.max_cost),
             RESERVATION_LEASE,
         ]
-        over, *numbers = self._call(self._reserve, budget, args)
+        over, *numbers = self._call(self._reserve_script, budget, args)
         return (over.decode() if isinstance(over, bytes) else over) or None, _totals(numbers)
 
     def settle(self, budget: str, period: str | None, key: str, tokens: int, cost: float) -> None:

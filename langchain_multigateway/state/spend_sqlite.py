@@ -17,6 +17,7 @@ from pathlib import Path
 
 from langchain_multigateway.state.spend import (
     RESERVATION_LEASE,
+    Hold,
     SpendStore,
     SpendStoreError,
     SpendTotals,
@@ -73,24 +74,15 @@ class SQLiteSpendStore(SpendStore):
         ).fetchone()
         return SpendTotals(int(spent[0]), spent[1] / 1e9, int(reserved[0]), reserved[1] / 1e9)
 
-    def reserve(
-        self,
-        budget: str,
-        period: str | None,
-        key: str,
-        tokens: int,
-        cost: float | None,
-        max_tokens: int | None,
-        max_cost: float | None,
-    ) -> tuple[str | None, SpendTotals]:
+    def _reserve(self, budget: str, period: str | None, hold: Hold) -> tuple[str | None, SpendTotals]:
         now = time.time()
         with self._lock, self._transaction(budget):
             totals = self._read(budget, buckets(period, now)[1], now)
-            over = judge(totals, tokens, cost, max_tokens, max_cost)
+            over = judge(totals, hold)
             if over is None:
                 self._conn.execute(
                     "INSERT OR REPLACE INTO budget_reservations VALUES (?, ?, ?, ?, ?)",
-                    (budget, key, int(tokens), nano(cost), now + RESERVATION_LEASE),
+                    (budget, hold.key, hold.tokens, nano(hold.cost), now + RESERVATION_LEASE),
                 )
         return over, totals
 
