@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS call_tags (
 CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
 CREATE INDEX IF NOT EXISTS calls_model ON calls(model);
 CREATE INDEX IF NOT EXISTS call_tags_tag ON call_tags(tag);
+CREATE INDEX IF NOT EXISTS call_tags_call ON call_tags(call_id, tag);
 CREATE TABLE IF NOT EXISTS call_attempts (
     call_id INTEGER NOT NULL REFERENCES calls(id),
     deployment TEXT,
