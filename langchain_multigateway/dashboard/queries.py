@@ -69,6 +69,23 @@ def _day_sums(conn: sqlite3.Connection, since: float, until: float | None) -> li
     return out
 
 
+_Totals = dict[tuple[str, str], dict[str, list[Any]]]
+"""``{(group, period): {name: figures}}``."""
+
+
+def _fold(totals: _Totals, day_sums: list[tuple[Any, ...]], since: dict[str, str]) -> _Totals:
+    """Add ``_day_sums`` rows to ``totals``, each to every period its day is in."""
+    for day, group, name, *figures in day_sums:
+        for period in PERIODS:
+            if day >= since[period]:
+                _add(totals.setdefault((group, period), {}).setdefault(name, [0, 0, 0, 0, 0, None, 0]), figures)
+    return totals
+
+
+def _copy(totals: _Totals) -> _Totals:
+    return {key: {name: list(figures) for name, figures in names.items()} for key, names in totals.items()}
+
+
 def _add(total: list[Any], figures: list[Any]) -> None:
     """Add one day's figures to a running total (a cost stays None until something was priced)."""
     for i, value in enumerate(figures):
@@ -83,8 +100,9 @@ class LedgerReader:
         self.path = path
         self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
-        self._closed_key: tuple[Any, ...] | None = None
-        self._closed_days: list[tuple[Any, ...]] = []
+        self._past_key: tuple[Any, ...] | None = None
+        self._past: _Totals = {}
+        """The days before today, summed per group, period and name (see :meth:`usage`)."""
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -131,31 +149,28 @@ class LedgerReader:
         """
         starts = period_starts(now)
         today, first = starts["today"], starts["30d"]
+        days = {p: datetime.fromtimestamp(starts[p], tz=timezone.utc).strftime("%Y-%m-%d") for p in PERIODS}
         with self._connect() as conn:
             fingerprint = conn.execute(
                 "SELECT COUNT(*), MAX(id) FROM calls WHERE ts >= ? AND ts < ?", (first, today)
             ).fetchone()
             with self._lock:
-                cached = self._closed_days if self._closed_key == (first, today, fingerprint) else None
-            if cached is None:
-                cached = _day_sums(conn, first, today)
+                past = self._past if self._past_key == (first, today, fingerprint) else None
+            if past is None:
+                past = _fold({}, _day_sums(conn, first, today), days)
                 with self._lock:
-                    self._closed_key, self._closed_days = (first, today, fingerprint), cached
-            days = cached + _day_sums(conn, today, None)
-        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for group in GROUPS:
-            out[group] = {}
-            for period in PERIODS:
-                since = datetime.fromtimestamp(starts[period], tz=timezone.utc).strftime("%Y-%m-%d")
-                totals: dict[str, list[Any]] = {}
-                for day, kind, name, *figures in days:
-                    if kind == group and day >= since:
-                        _add(totals.setdefault(name, [0, 0, 0, 0, 0, None, 0]), figures)
-                out[group][period] = [
+                    self._past_key, self._past = (first, today, fingerprint), past
+            totals = _fold(_copy(past), _day_sums(conn, today, None), days)
+        return {
+            group: {
+                period: [
                     {"key": name, **dict(zip(_USAGE_FIELDS, figures, strict=True))}
-                    for name, figures in sorted(totals.items())
+                    for name, figures in sorted(totals.get((group, period), {}).items())
                 ]
-        return out
+                for period in PERIODS
+            }
+            for group in GROUPS
+        }
 
     def spent(self, tag: str, since: float) -> float:
         """USD recorded under ``tag`` since ``since`` (priced calls only)."""
