@@ -7,7 +7,8 @@ text-embedding-3-small), all in one request shape: the worst case, one tenant an
 prompt shape holding every entry, so a query compares against all of them. Then times:
 
 * ``put`` per entry (upsert, TTL purge and size bound in one transaction, WAL);
-* the first semantic query of a fresh process (the store mirrors every vector from SQLite);
+* the first semantic query of a fresh process (a miss: the vectors are mirrored in the background),
+  and how long that mirroring (or ``warm()``) takes;
 * semantic queries after that (``nearest``: one matrix-vector product, then the hit read back);
 * exact lookups (``get``: one primary-key read).
 
@@ -66,11 +67,14 @@ def main() -> None:
             (args.queries, args.dim), dtype=np.float32
         )
         started = time.perf_counter()
-        first = fresh.nearest(shape, near[0], 0.92)
-        print(
-            f"first semantic query (mirrors {args.entries:,} vectors): {(time.perf_counter() - started) * 1000:.0f} ms"
-        )
-        assert first is not None
+        assert fresh.nearest(shape, near[0], 0.92) is None  # a cold index: mirrored in the background
+        print(f"first semantic query of a fresh process (a miss): {(time.perf_counter() - started) * 1000:.1f} ms")
+        warmed = SQLiteCacheStore(path, max_entries=args.entries)
+        started = time.perf_counter()
+        warmed.warm()
+        print(f"mirroring {args.entries:,} vectors (background, or warm()): {time.perf_counter() - started:.1f} s")
+        if fresh._warming is not None:
+            fresh._warming.join()
         semantic: list[float] = []
         hits = 0
         for query in near:
@@ -96,6 +100,7 @@ def main() -> None:
         print(f"exact lookup: {_ms(exact)}")
         store.close()
         fresh.close()
+        warmed.close()
 
 
 if __name__ == "__main__":

@@ -4,8 +4,11 @@ One table holds each entry: its key and shape (hashes), when it expires, the ans
 JSON and, for the semantic layer, its vector as float32 bytes. Ids are never reused
 (``AUTOINCREMENT``), so each process mirrors the vectors into its in-memory
 :class:`~langchain_multigateway.cache.vectors.VectorIndex` incrementally: only rows with
-an id above the last one it read. WAL mode and a busy timeout let several processes
-read and write one file; in a process, one connection is shared under a lock.
+an id above the last one it read (a lookup does that itself for a few new rows; a large
+backlog, such as a fresh process over a full file, is mirrored by a background thread while
+lookups miss the semantic layer, so none waits seconds; ``warm()`` does it up front). WAL mode
+and a busy timeout let several processes read and write one file; in a process, one connection
+is shared under a lock.
 
 Size is bounded: after each write, only entries among the newest ``max_entries``
 writes are kept (the oldest go first), and expired ones are purged on the way.
@@ -13,6 +16,7 @@ writes are kept (the oldest go first), and expired ones are purged on the way.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -23,7 +27,11 @@ from typing import Any
 from langchain_multigateway.cache.base import Found
 from langchain_multigateway.cache.vectors import VectorIndex, numpy
 
-__all__ = ["SQLiteCacheStore"]
+__all__ = ["INLINE_MIRROR_ROWS", "SQLiteCacheStore"]
+
+logger = logging.getLogger(__name__)
+INLINE_MIRROR_ROWS = 2000
+"""New vectors a lookup mirrors itself; more than that are mirrored by a background thread."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache_entries (
@@ -72,6 +80,7 @@ class SQLiteCacheStore:
         self._mirrored = 0
         """The highest id whose vector this process's index has read."""
         self._mirror_lock = self._lock
+        self._warming: threading.Thread | None = None
         self._mirror_conn: sqlite3.Connection | None = None
         """A file's vectors are read on a connection of their own: mirroring many of them never holds up
         an exact lookup. (A ``":memory:"`` database exists on its one connection only.)"""
@@ -140,7 +149,9 @@ class SQLiteCacheStore:
 
     # ------------------------------------------------------------------ semantic
     def nearest(self, shape: str, vector: Sequence[float], threshold: float) -> Found | None:
-        index = self._mirror()
+        index = self._ready_index()
+        if index is None:
+            return None  # the first mirror of a large file runs in the background: a miss, never a wait
         for entry_id, score in index.search(shape, vector, threshold):
             with self._lock:
                 row = self._conn.execute(
@@ -152,7 +163,33 @@ class SQLiteCacheStore:
             return Found(str(row[0]), _text(row[1]), score)
         return None
 
-    def _mirror(self) -> VectorIndex:
+    def warm(self) -> None:
+        """Mirror every stored vector now (at startup, say), instead of in the background on first use."""
+        self._catch_up()
+
+    def _ready_index(self) -> VectorIndex | None:
+        """The index, caught up inline when few rows are new; else caught up by a background thread
+        (a fresh process over 100k entries would otherwise hold its first semantic lookup for seconds)."""
+        warming = self._warming
+        if warming is not None and warming.is_alive():
+            return self._index  # partly filled, or None: fewer hits meanwhile, never a wrong one
+        with self._lock:
+            (newest,) = self._conn.execute("SELECT coalesce(max(id), 0) FROM cache_entries").fetchone()
+        if int(newest) - self._mirrored <= INLINE_MIRROR_ROWS:
+            return self._catch_up()
+        index = self._index  # as it stands before the background catch-up begins
+        thread = threading.Thread(target=self._catch_up_quietly, name="multigateway-cache-mirror", daemon=True)
+        self._warming = thread
+        thread.start()
+        return index
+
+    def _catch_up_quietly(self) -> None:
+        try:
+            self._catch_up()
+        except Exception as exc:  # a closed or broken file: the next lookup tries again
+            logger.warning("response cache: mirroring vectors failed (%s)", type(exc).__name__)
+
+    def _catch_up(self) -> VectorIndex:
         """The in-memory index, with every vector written since the last call (by this or another process)."""
         np = numpy()
         if self._mirror_conn is None:

@@ -154,7 +154,7 @@ def test_unreadable_expiry_blob_payload_and_vector_are_misses_not_crashes() -> N
 def test_a_cache_file_overwritten_with_garbage_costs_hits_not_calls(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite3"
     cache = GatewayCache(store=SQLiteCacheStore(path))
-    router, llm = routed(cache)
+    router, _ = routed(cache)
     router.invoke("hello", config=SCOPE)
     cache.store.close()
     path.write_bytes(b"this is not a database" * 200)
@@ -233,3 +233,29 @@ def test_many_threads_asking_at_once_are_all_served() -> None:
     # no request coalescing: calls that missed together were each served; once stored, one answer holds
     assert router.invoke("the same question", config=SCOPE).response_metadata["cache"] == "exact"
     assert all(h.in_flight == 0 for h in router.health().values())
+
+
+def test_a_large_backlog_is_mirrored_in_the_background_never_on_the_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_multigateway.cache import sqlite as cache_sqlite
+
+    monkeypatch.setattr(cache_sqlite, "INLINE_MIRROR_ROWS", 5)
+    path = tmp_path / "c.sqlite3"
+    writer = SQLiteCacheStore(path)
+    for i in range(20):
+        writer.put(f"{i:064x}", "shape", json.dumps(i), ttl=None, vector=unit(i))
+    reader = SQLiteCacheStore(path)
+    assert reader.nearest("shape", unit(7), 0.99) is None  # not mirrored yet: a miss at once
+    assert reader._warming is not None
+    reader._warming.join(timeout=30)
+    found = reader.nearest("shape", unit(7), 0.99)
+    assert found is not None
+    assert found.payload == "7"
+    writer.put("f" * 64, "shape", '"new"', ttl=None, vector=unit(99))  # a few new rows: mirrored inline
+    again = reader.nearest("shape", unit(99), 0.99)
+    assert again is not None
+    assert again.payload == '"new"'
+    warmed = SQLiteCacheStore(path)
+    warmed.warm()
+    assert warmed.nearest("shape", unit(3), 0.99) is not None
