@@ -16,8 +16,9 @@ rate, in flight, rpm/tpm left, whether the state is shared and live; refreshed e
 last hour; recent failovers with each failed try), Usage and cost (tokens and USD by
 model, deployment, key and tag for today, 7 and 30 days, as SVG charts and a CSV;
 budgets and what is left). Only the master key opens it. Modules: ``queries`` (SQL
-over the ledger), ``live`` (router health), ``view`` (the figures of one request),
-``charts`` (SVG), ``export`` (CSV), ``auth`` (login), ``web`` (routes).
+over the ledger), ``failovers`` (the failed tries of recent calls), ``live`` (router
+health), ``view`` (the figures of one request), ``charts`` (SVG), ``export`` (CSV),
+``auth`` (login), ``web`` (routes).
 """
 
 from langchain_multigateway.dashboard.auth import Gatekeeper
