@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 import orjson
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +41,8 @@ REFRESH_SECONDS = 3.0
 _STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 _PERIOD_NAMES = {"today": "Today", "7d": "7 days", "30d": "30 days"}
 _MAX_LOGIN_BYTES = 4096
+LOGIN_BODY_SECONDS = 10.0
+"""A login form's body must arrive within this (it is a few dozen bytes)."""
 _NONE = "\u2013"  # an en dash: no figure yet
 _HEADERS = {
     # Only the package's own script and style run; no page may frame this one.
@@ -157,10 +160,13 @@ def dashboard_routes(source: DashboardSource, gate: Gatekeeper) -> list[BaseRout
         if not gate.enabled:
             return login_page()
         body = bytearray()
-        async for piece in request.stream():
-            body += piece
-            if len(body) > _MAX_LOGIN_BYTES:
-                return login_page(413, failed=True)
+        with anyio.move_on_after(LOGIN_BODY_SECONDS) as reading:  # a form trickled a byte at a time is cut off
+            async for piece in request.stream():
+                body += piece
+                if len(body) > _MAX_LOGIN_BYTES:
+                    return login_page(413, failed=True)
+        if reading.cancelled_caught:
+            return login_page(408, failed=True)
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         presented = (fields.get("key") or [""])[0].strip()
         if not gate.key_matches(presented):

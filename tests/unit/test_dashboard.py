@@ -368,3 +368,18 @@ def test_failovers_of_a_library_users_ledger_come_from_its_failed_try_rows(tmp_p
     ]
     assert newest["outcome"] == "error"
     assert [t["deployment"] for t in newest["failed"]] == ["p1", "p1", "p2", "p2"]
+
+
+def test_a_login_form_trickled_byte_by_byte_is_cut_off(setup: Any, monkeypatch: Any) -> None:
+    import socket
+
+    from langchain_multigateway.dashboard import web
+    from tests.server.conftest import ThreadedServer
+
+    client, *_ = setup
+    monkeypatch.setattr(web, "LOGIN_BODY_SECONDS", 0.5)
+    with ThreadedServer(client.app) as server, socket.create_connection(("127.0.0.1", server.config.port)) as sock:
+        head = "POST /ui/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        sock.sendall((head + "Content-Length: 100\r\n\r\nk").encode())  # then nothing more
+        sock.settimeout(20)
+        assert sock.recv(200).startswith(b"HTTP/1.1 408")
