@@ -82,8 +82,11 @@ _PROFILE_FLAG = {"image": "image_inputs", "file": "pdf_inputs", "audio": "audio_
 _OPENAI_AUDIO = frozenset({"wav", "mp3", "mpeg", "x-wav"})
 
 
-class UnsupportedInputBlockError(InvalidRequestError):
+class UnsupportedInputBlockError(InvalidRequestError, ValueError):
     """A content block the provider's API cannot take (refused before anything was sent).
+
+    An ``InvalidRequestError`` (LangChain's ``ModelInvalidRequestError``) and, as the format
+    modules' refusals always were, a ``ValueError``.
 
     ``block_type`` and ``source`` say what was refused; ``provider`` where. Send the
     content another way (see the message), or route the call to a deployment that takes it.
@@ -99,7 +102,8 @@ class UnsupportedInputBlockError(InvalidRequestError):
         else:
             kinds = sorted(SUPPORT.get(provider, {}))
             hint = f"{provider} takes these input blocks: {', '.join(kinds) or 'none'}"
-        msg = f"a {block_type!r} content block{given} cannot be sent to {provider}: {hint}"
+        article = "an" if block_type[:1] in "aeiou" else "a"
+        msg = f"{article} {block_type!r} content block{given} cannot be sent to {provider}: {hint}"
         super().__init__(msg, provider=provider, model=model, retryable=False)
 
 

@@ -60,6 +60,7 @@ _ANTHROPIC = frozenset(
         "metadata",
         "thinking",
         "service_tier",
+        "parallel_tool_calls",  # AnthropicChatModel sends it as tool_choice.disable_parallel_tool_use
         "system",
         "container",
         "mcp_servers",

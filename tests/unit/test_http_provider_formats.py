@@ -77,8 +77,11 @@ def test_anthropic_content_edge_cases() -> None:
 def test_anthropic_refuses_what_it_cannot_send() -> None:
     with pytest.raises(TypeError, match="FunctionMessage"):
         messages_to_anthropic([FunctionMessage(content="x", name="f")])
-    with pytest.raises(ValueError, match="Unsupported image block"):
-        messages_to_anthropic([HumanMessage(content=[{"type": "image", "source_type": "id", "id": "file_1"}])])
+    # A file id is sent as the Files API's source (issue 15: standard input blocks); audio is refused by name.
+    _, turns = messages_to_anthropic([HumanMessage(content=[{"type": "image", "source_type": "id", "id": "file_1"}])])
+    assert turns[0]["content"][0] == {"type": "image", "source": {"type": "file", "file_id": "file_1"}}
+    with pytest.raises(ValueError, match="an 'audio' content block given as base64 cannot be sent to anthropic"):
+        messages_to_anthropic([HumanMessage(content=[{"type": "audio", "base64": "AAAA", "mime_type": "audio/wav"}])])
 
 
 def test_anthropic_tool_choice_and_usage_edges() -> None:
@@ -131,7 +134,7 @@ def test_ollama_conversion_edges() -> None:
 def test_ollama_refuses_what_it_cannot_send() -> None:
     with pytest.raises(TypeError, match="FunctionMessage"):
         messages_to_ollama([FunctionMessage(content="x", name="f")])
-    with pytest.raises(ValueError, match="cannot take content blocks"):
+    with pytest.raises(ValueError, match="'audio' content block given as base64 cannot be sent to ollama"):
         messages_to_ollama([HumanMessage(content=[{"type": "audio", "base64": "AAA"}])])
 
 

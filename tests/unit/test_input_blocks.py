@@ -112,7 +112,7 @@ REFUSED = [
     ("openai", PDF_URL, "'file' content block given as url cannot be sent to openai"),
     ("openai", VIDEO, "'video' content block given as url cannot be sent to openai"),
     ("openai", {"type": "audio", "base64": WAV, "mime_type": "audio/ogg"}, "audio (audio/ogg)"),
-    ("anthropic", AUDIO, "'audio' content block given as base64 cannot be sent to anthropic"),
+    ("anthropic", AUDIO, "an 'audio' content block given as base64 cannot be sent to anthropic"),
     ("mistral", VIDEO, "'video' content block given as url cannot be sent to mistral"),
     ("ollama", PDF_BLOCK, "'file' content block given as base64 cannot be sent to ollama"),
     ("ollama", IMAGE_URL, "'image' content block given as url cannot be sent to ollama"),
@@ -131,6 +131,7 @@ def test_unsupported_blocks_are_refused_by_name(provider: str, block: dict[str, 
         convert([ask(block)])
     error = info.value
     assert isinstance(error, InvalidRequestError)
+    assert isinstance(error, ValueError)  # what the format modules' refusals always were
     assert said in str(error)
     assert error.provider == provider
     assert error.retryable is False

@@ -284,7 +284,7 @@ def test_a_responses_api_model_is_not_sent_what_that_api_lacks() -> None:
 def test_every_name_is_either_sent_or_reported() -> None:
     """A translation that adds names never hides a later parameter: each is sent, translated or reported."""
     claude = AnthropicChatModel(model="claude-sonnet-4-5", api_key="k")
-    fitted, dropped = fit_params(claude, {"reasoning_effort": "low", "parallel_tool_calls": False, "top_k": 5})
+    fitted, dropped = fit_params(claude, {"reasoning_effort": "low", "logit_bias": {"1": 2}, "top_k": 5})
     assert fitted["thinking"] == {"type": "enabled", "budget_tokens": 1024}
     assert fitted["top_k"] == 5
-    assert set(dropped) == {"parallel_tool_calls"}
+    assert set(dropped) == {"logit_bias"}
