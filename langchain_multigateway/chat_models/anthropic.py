@@ -59,6 +59,8 @@ class AnthropicChatModel(HttpChatModel):
             only one of temperature / top_p).
         stop: list[str] | None
             Stop sequences (sent as ``stop_sequences``).
+        parallel_tool_calls: bool | None
+            ``False`` allows one tool call per answer (``disable_parallel_tool_use``).
         thinking: dict | None
             Extended thinking, e.g. ``{"type": "enabled", "budget_tokens": 2048}``.
         model_kwargs: dict
@@ -180,6 +182,9 @@ class AnthropicChatModel(HttpChatModel):
     top_p: float | None = None
     top_k: int | None = None
     thinking: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    """``False``: at most one tool call per answer (sent as ``tool_choice.disable_parallel_tool_use``
+    whenever tools are sent), as OpenAIChatModel's field of the same name. ``None`` leaves the API's default."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def _resolve_model_profile(self) -> ModelProfile | None:
@@ -223,7 +228,13 @@ class AnthropicChatModel(HttpChatModel):
         if "stop" in kwargs:
             payload["stop_sequences"] = kwargs.pop("stop")
         kwargs.pop("ls_structured_output_format", None)
+        parallel = kwargs.pop("parallel_tool_calls", self.parallel_tool_calls)  # not a Messages API field
         payload.update(kwargs)
+        if parallel is False and payload.get("tools"):
+            choice = dict(payload.get("tool_choice") or {"type": "auto"})
+            if choice.get("type") != "none":
+                choice.setdefault("disable_parallel_tool_use", True)
+            payload["tool_choice"] = choice
         payload["messages"] = turns
         if system is not None:
             payload["system"] = system

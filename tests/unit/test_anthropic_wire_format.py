@@ -763,3 +763,31 @@ def test_capabilities_say_structured_output_is_a_forced_tool_and_no_response_for
     body = script.requests[0]["body"]
     assert "response_format" not in body
     assert body["tool_choice"] == {"type": "tool", "name": "Joke"}
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (None, {"type": "auto", "disable_parallel_tool_use": True}),
+        ("any", {"type": "any", "disable_parallel_tool_use": True}),
+        ("GetWeather", {"type": "tool", "name": "GetWeather", "disable_parallel_tool_use": True}),
+        ("none", {"type": "none"}),
+    ],
+)
+def test_parallel_tool_calls_false_field_sends_disable_parallel_tool_use(
+    choice: str | None, expected: dict[str, Any]
+) -> None:
+    server = ScriptedServer(json_response(200, DOCUMENTED_TOOL_USE))
+    make(server, parallel_tool_calls=False).bind_tools([GetWeather], tool_choice=choice).invoke("?")
+    assert server.body()["tool_choice"] == expected
+    assert "parallel_tool_calls" not in server.body()
+
+
+def test_parallel_tool_calls_call_kwarg_is_translated_and_never_sent_as_is() -> None:
+    server = ScriptedServer(json_response(200, DOCUMENTED_MESSAGE), json_response(200, DOCUMENTED_TOOL_USE))
+    make(server).invoke("?", parallel_tool_calls=False)  # no tools: nothing to disable, nothing sent
+    assert "parallel_tool_calls" not in server.body()
+    assert "tool_choice" not in server.body()
+    make(server).bind_tools([GetWeather]).invoke("?", parallel_tool_calls=False)
+    assert server.body()["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+    assert "parallel_tool_calls" not in server.body()
