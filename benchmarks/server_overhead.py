@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--out", default="server_overhead.json")
     args = parser.parse_args()
     processes: list[subprocess.Popen[bytes]] = []
+    load_before = os.getloadavg()  # a shared machine inflates every time: say how busy it was
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         stub = subprocess.Popen([sys.executable, str(STUB), "--port", "0"], stdout=subprocess.PIPE)
@@ -239,8 +240,10 @@ def main() -> None:
     for row in rows:
         for key in ("sequential_p50_ms", "sequential_p99_ms", "loaded_p50_ms", "loaded_p99_ms"):
             row["added_" + key] = row[key] - direct[key]
-    Path(args.out).write_text(json.dumps(rows, indent=2))
-    print(f"\n{args.requests} requests at concurrency {args.concurrency}; sequential: 300 one at a time\n")
+    load_after = os.getloadavg()
+    Path(args.out).write_text(json.dumps({"load_average": [load_before, load_after], "rows": rows}, indent=2))
+    print(f"\n{args.requests} requests at concurrency {args.concurrency}; sequential: 300 one at a time")
+    print(f"load average (1, 5, 15 min) before: {load_before}, after: {load_after}\n")
     print(
         "| target | added p50 (seq) | added p99 (seq) | p50 loaded | p99 loaded | added p50 loaded | throughput | "
         "server CPU / request | answered once |"
