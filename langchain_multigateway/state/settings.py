@@ -47,7 +47,7 @@ _REDIS_KEYS = (
     "fallback",
     "down_after",
 )
-_BUDGET_KEYS = ("max_cost_usd", "max_tokens", "period", "name", "provider", "model", "scope", "on_exceeded")
+_BUDGET_KEYS = ("max_cost_usd", "max_tokens", "period", "name", "provider", "model", "scope", "key", "on_exceeded")
 
 
 class StateSettingsError(ValueError):

@@ -13,6 +13,9 @@ Scopes:
   of the model with the budget among its callbacks (still a ``BaseChatModel``);
 * a tag: ``Budget(max_cost_usd=5, scope="team-a")`` judges and counts only runs
   tagged ``team-a`` (``config={"tags": ["team-a"]}``);
+* a key: ``Budget(max_cost_usd=5, key="team-a")`` judges and counts only runs whose
+  metadata names that virtual key (``config={"metadata": {"virtual_key": "team-a"}}``,
+  as ``multigateway serve`` sets for each of its keys);
 * a provider or a model: ``Budget(max_cost_usd=5, provider="openai")`` (or
   ``model="gpt-4o"``, or both) judges and counts only calls to it; in a router, other
   deployments are routed without it (a cheaper provider stays usable once it is spent);
@@ -96,6 +99,8 @@ class _RefusalLogFilter(logging.Filter):
 
 _refusals = _RefusalLogFilter()
 logging.getLogger("langchain_core.callbacks.manager").addFilter(_refusals)
+KEY_METADATA = "virtual_key"
+"""The run metadata naming the caller's key, which ``Budget(key=...)`` matches."""
 _MAX_TOKEN_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict")
 
 
@@ -109,6 +114,7 @@ class Budget(CallRecorder):
             ``UsageCallbackHandler`` whose totals are the spend.
         provider: Only calls to this provider (``"openai"``, a deployment's ``provider``).
         model: Only calls to this model (a deployment's ``model_name``).
+        key: Only runs whose metadata's ``virtual_key`` is this (one caller's key).
         name: Shown in error messages.
         prices: Price table for estimates and spend (the default table when None).
         default_output_tokens: Output assumed for a call that sets no ``max_tokens``
@@ -152,6 +158,7 @@ class Budget(CallRecorder):
         store: SpendStore | None = None,
         provider: str | None = None,
         model: str | None = None,
+        key: str | None = None,
     ) -> None:
         if max_cost_usd is None and max_tokens is None:
             msg = "A Budget needs max_cost_usd, max_tokens, or both"
@@ -171,6 +178,7 @@ class Budget(CallRecorder):
         self.scope = scope
         self.provider = provider
         self.model = model
+        self.key = key
         self.name = name
         self.default_output_tokens = default_output_tokens
         self._lock = threading.Lock()
@@ -369,8 +377,13 @@ class Budget(CallRecorder):
     def _in_scope(self, tags: Sequence[str], provider: str | None = None, model: str | None = None) -> bool:
         return (not isinstance(self.scope, str) or self.scope in tags) and self.covers(provider, model)
 
+    def _key_in_scope(self, run: _Run) -> bool:
+        return self.key is None or run.metadata.get(KEY_METADATA) == self.key
+
     def _run_in_scope(self, run: _Run) -> bool:
-        """Whether a call's run is judged by this budget (its tags, provider and model)."""
+        """Whether a call's run is judged by this budget (its key, tags, provider and model)."""
+        if not self._key_in_scope(run):
+            return False
         model = run.metadata.get("ls_model_name") or run.params.get("model") or run.params.get("model_name")
         provider = run.metadata.get("ls_provider")
         return self._in_scope(
@@ -396,6 +409,8 @@ class Budget(CallRecorder):
             raise problem
 
     def _emit_run(self, run: _Run, records: list[CallRecord]) -> None:
+        if not self._key_in_scope(run):
+            return  # another caller's run: nothing held, nothing of it counts here
         if self.store is not None:
             mine = [r for r in records if self._in_scope(r.tags, r.provider, r.model)]
             if not mine and not self._run_in_scope(run):

@@ -257,3 +257,35 @@ def test_a_provider_scoped_budget_as_a_callback_judges_only_that_provider() -> N
     assert mine.spent_tokens > 15
     with pytest.raises(BudgetExceededError):
         model.invoke("hi", config={"callbacks": [mine]})
+
+
+@pytest.mark.filterwarnings("ignore:No price known")
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_a_key_scoped_budget_judges_and_counts_only_that_keys_runs(store: SpendStore, asynchronous: bool) -> None:
+    """``Budget(key=...)``: one caller's daily tokens, shared through the store (two handlers
+    stand for two processes); other keys' runs and runs naming no key are neither judged nor counted."""
+    name = f"key-{uuid.uuid4().hex[:6]}"
+    model = ScriptedChatModel(default_reply="a reply of several words", model="m")
+
+    async def call(budget: Budget, key: str | None) -> None:
+        config: Any = {"callbacks": [budget]}
+        if key is not None:
+            config["metadata"] = {"virtual_key": key}  # as multigateway serve names each virtual key
+        if asynchronous:
+            await model.ainvoke("a prompt of a few words", config=config)
+        else:
+            model.invoke("a prompt of a few words", config=config)
+
+    one, two = (Budget(max_tokens=40, period="1d", name=name, store=store, key="team-a") for _ in range(2))
+    await call(one, "team-a")
+    spent = store.totals(name, "1d").spent_tokens
+    assert spent > 10
+    await call(two, "team-b")
+    await call(two, None)
+    assert store.totals(name, "1d").spent_tokens == spent  # neither counted
+    with pytest.raises(BudgetExceededError):  # team-a's next calls pass 40 tokens: refused, by either process
+        for budget in (two, one, two):
+            await call(budget, "team-a")
+    for _ in range(3):
+        await call(one, "team-b")  # another key is never refused by it
+    assert store.totals(name, "1d").spent_tokens <= 40
