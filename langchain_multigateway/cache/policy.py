@@ -24,7 +24,6 @@ from langchain_multigateway._redact import redact
 from langchain_multigateway.cache.answers import CorruptEntryError, Hit, dump_answer, load_answer
 from langchain_multigateway.cache.base import CacheStore, Found
 from langchain_multigateway.cache.keys import RequestKeys, request_keys
-from langchain_multigateway.cache.sqlite import SQLiteCacheStore
 from langchain_multigateway.errors import InvalidRequestError
 
 __all__ = ["CACHE_MODES", "CacheMode", "CacheScopeError", "CacheStats", "GatewayCache", "Lookup", "SemanticCache"]
@@ -114,6 +113,12 @@ class Lookup:
             await asyncio.to_thread(self.cache._put, self, message)
 
 
+def _default_store() -> CacheStore:
+    from langchain_multigateway.cache.sqlite import SQLiteCacheStore  # imported when a cache is built
+
+    return SQLiteCacheStore()
+
+
 def keepable(message: AIMessage) -> bool:
     """Whether an answer may be cached: a served, whole answer (no cache hit, no broken tool call, not empty)."""
     meta = message.response_metadata
@@ -200,7 +205,7 @@ class GatewayCache(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    store: Any = Field(default_factory=SQLiteCacheStore)
+    store: Any = Field(default_factory=lambda: _default_store())
     ttl: float | None = Field(default=86400.0, gt=0)
     mode: CacheMode = "readwrite"
     semantic: SemanticCache | None = None
