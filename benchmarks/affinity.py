@@ -2,12 +2,13 @@
 
 Three llama.cpp servers (``/work/shared/tools/local-llm start 8095`` / 8096 / 8097, started with
 ``LOCAL_LLM_CTX=8192 LLAMA_ARG_THREADS=1``: one thread each, or three servers' spinning threads
-fight over two cores) behind one router; 20 conversations of 6 turns each, the turns
-interleaved (turn 1 of every conversation, then turn 2, ...) as a busy gateway sees them,
-three calls at a time; ``--grouped`` runs three conversations at a time to their end instead. Each mode is run with the same strategy, with affinity off and on, and
-a system prompt of its own (so no cache carries over from the other mode). Reported per
-mode: prompt tokens, the tokens the servers said were cached
-(``usage.prompt_tokens_details.cached_tokens``), their share, and the mean latency.
+fight over two cores) behind one router; 20 conversations of 6 turns each, the turns interleaved
+(turn 1 of every conversation, then turn 2, ...) as a busy gateway sees them, three calls at a
+time; ``--grouped`` runs three conversations at a time to their end instead. Each mode runs the
+same strategy with affinity off and on, with a system prompt of its own (so no cache carries
+over from the other mode). Reported per mode: prompt tokens, the tokens the servers said were
+cached (``usage.prompt_tokens_details.cached_tokens``), their share (all turns, and turns 2-6),
+the mean latency, and how many deployments each conversation met.
 Run by hand (not a test)::
 
     .venv/bin/python benchmarks/affinity.py --ports 8095 8096 8097 --strategy round_robin
