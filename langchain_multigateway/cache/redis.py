@@ -9,21 +9,25 @@ Layout under ``namespace`` (only hashes in key names, never a scope or a prompt)
 
 Each process mirrors a shape's list into its in-memory
 :class:`~langchain_multigateway.cache.vectors.VectorIndex` incrementally (the records past
-the ones it has read; all of them again after a trim), and a semantic hit is read back
+the ones it has read; all of them again after a trim; a large backlog in a background thread,
+while lookups miss), and a semantic hit is read back
 from its ``e:`` entry, so an expired or evicted answer is never served.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from langchain_multigateway.cache.base import Found
-from langchain_multigateway.cache.vectors import VectorIndex, numpy
+from langchain_multigateway.cache.vectors import INLINE_MIRROR_ROWS, VectorIndex, numpy
 
 __all__ = ["RedisCacheStore"]
+
+logger = logging.getLogger(__name__)
 
 _KEY_BYTES = 64
 """A key is a SHA-256 in hex: the first 64 bytes of each vector record."""
@@ -71,6 +75,7 @@ class RedisCacheStore:
         self._seen: dict[str, tuple[int, int]] = {}
         """Per shape: (trim generation, records read) of the list this process has mirrored."""
         self._lock = threading.Lock()
+        self._warming: dict[str, threading.Thread] = {}
 
     def __repr__(self) -> str:  # never the URL (it may hold a password)
         return f"RedisCacheStore(namespace={self.namespace!r}, max_entries={self.max_entries})"
@@ -138,7 +143,9 @@ class RedisCacheStore:
 
     # ------------------------------------------------------------------ semantic
     def nearest(self, shape: str, vector: Sequence[float], threshold: float) -> Found | None:
-        index = self._mirror(shape)
+        index = self._ready_index(shape)
+        if index is None:
+            return None  # the shape's first mirror runs in the background: a miss, never a wait
         for key, score in index.search(shape, vector, threshold):
             found = self.get(key)
             if found is None:
@@ -146,6 +153,29 @@ class RedisCacheStore:
                 continue
             return Found(key, found.payload, score)
         return None
+
+    def _ready_index(self, shape: str) -> VectorIndex | None:
+        """The index, caught up inline when few of the shape's records are new, else by a background thread."""
+        warming = self._warming.get(shape)
+        if warming is not None and warming.is_alive():
+            return self._index
+        length = int(self.client.llen(self._k("v", shape)))
+        seen = self._seen.get(shape, (0, 0))[1]
+        pending = length if length < seen else length - seen
+        if pending <= INLINE_MIRROR_ROWS:
+            return self._mirror(shape)
+        index = self._index  # as it stands before the background catch-up begins
+        thread = threading.Thread(target=self._mirror_quietly, args=(shape,), name="multigateway-cache-mirror")
+        thread.daemon = True
+        self._warming[shape] = thread
+        thread.start()
+        return index
+
+    def _mirror_quietly(self, shape: str) -> None:
+        try:
+            self._mirror(shape)
+        except Exception as exc:  # Redis gone meanwhile: the next lookup tries again
+            logger.warning("response cache: mirroring vectors failed (%s)", type(exc).__name__)
 
     def _mirror(self, shape: str) -> VectorIndex:
         """The index, with the shape's vectors appended since the last read (all of them after a trim)."""

@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from langchain_multigateway.cache.base import Found
-from langchain_multigateway.cache.vectors import VectorIndex, numpy
+from langchain_multigateway.cache.vectors import INLINE_MIRROR_ROWS, VectorIndex, numpy
 
-__all__ = ["INLINE_MIRROR_ROWS", "SQLiteCacheStore"]
+__all__ = ["SQLiteCacheStore"]
 
 logger = logging.getLogger(__name__)
-INLINE_MIRROR_ROWS = 2000
-"""New vectors a lookup mirrors itself; more than that are mirrored by a background thread."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache_entries (

@@ -17,7 +17,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["VectorIndex", "numpy"]
+__all__ = ["INLINE_MIRROR_ROWS", "VectorIndex", "numpy"]
+
+INLINE_MIRROR_ROWS = 2000
+"""New vectors a store's lookup mirrors itself; more than that, a background thread mirrors (the lookup misses)."""
 
 
 def numpy() -> Any:

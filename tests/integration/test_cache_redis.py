@@ -101,3 +101,20 @@ def test_redis_down_costs_hits_not_calls() -> None:
     assert router.invoke("hello", config=scope).content == "one"
     assert router.invoke("hello", config=scope).content == "two"
     assert cache.stats.errors >= 3  # two lookups and one store, each logged and read as a miss
+
+
+def test_a_large_backlog_is_mirrored_in_the_background(
+    redis_server: RedisServer, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langchain_multigateway.cache import redis as cache_redis
+
+    monkeypatch.setattr(cache_redis, "INLINE_MIRROR_ROWS", 5)
+    writer = store(redis_server, namespace)
+    for i in range(20):
+        writer.put(f"{i:064x}", "shape", json.dumps(i), ttl=60, vector=unit(i))
+    reader = store(redis_server, namespace)
+    assert reader.nearest("shape", unit(7), 0.99) is None  # not mirrored yet: a miss at once
+    reader._warming["shape"].join(timeout=30)
+    found = reader.nearest("shape", unit(7), 0.99)
+    assert found is not None
+    assert found.payload == "7"
