@@ -4,7 +4,9 @@ Every key of one deployment carries the same hash tag ``{namespace:router:deploy
 a Redis Cluster keeps them in one slot and a script may touch them all. Per deployment:
 
 ``<tag>:s``  hash: breaker, streak, open period, probe lease, Retry-After, EWMAs, counters
-``<tag>:w``  sorted set: the sliding minute (member: admission id, score: admitted at)
+``<tag>:w``  sorted set: the rate window (member: admission id, score: when it ended, or while in
+            flight its lease end: a request counts from its admission until a minute after it
+            ended, since the provider counts it on arrival, which may be long after admission)
 ``<tag>:t``  hash: admission id -> reserved (then real) tokens, for the tpm window
 ``<tag>:f``  sorted set: in-flight admissions (score: lease end, so a dead worker's expire)
 ``<tag>:x``  sorted set: admissions a client gave up on before Redis ran them (score: forget at)
@@ -129,9 +131,9 @@ if rpm ~= nil then
   local n = redis.call('ZCARD', KEYS[2])
   if n >= rpm then
     local wait = WINDOW
-    if rpm > 0 then
+    if rpm > 0 then  -- the one that must leave first; one in flight leaves a minute after it ends, at best
       local oldest = redis.call('ZRANGE', KEYS[2], n - rpm, n - rpm, 'WITHSCORES')
-      wait = math.max(tonumber(oldest[2]) + WINDOW - now, 0)
+      wait = math.max(math.min(tonumber(oldest[2]), now) + WINDOW - now, 0)
     end
     return {0, 'rpm', tostring(wait), br, 0, 0, 0, lat, ttft, '', '', peers}
   end
@@ -144,13 +146,13 @@ if tpm ~= nil and wtok + tokens > tpm then
   for i = 1, #entries, 2 do
     excess = excess - num(redis.call('HGET', KEYS[3], entries[i]), 0)
     if excess <= 0 then
-      wait = tonumber(entries[i + 1]) + WINDOW - now
+      wait = math.min(tonumber(entries[i + 1]), now) + WINDOW - now
       break
     end
   end
   return {0, 'tpm', tostring(math.max(wait, 0)), br, 0, 0, 0, lat, ttft, tostring(wtok), '', peers}
 end
-redis.call('ZADD', KEYS[2], now, id)
+redis.call('ZADD', KEYS[2], now + num(ARGV[6], 600), id)  -- in flight: kept until it ends (or its lease does)
 if tokens ~= 0 then
   redis.call('HSET', KEYS[3], id, tokens)
   redis.call('HINCRBY', KEYS[1], 'wtok', tokens)
@@ -177,7 +179,9 @@ local id, ok, counts, probe = ARGV[2], ARGV[3] == '1', ARGV[7] == '1', ARGV[8] =
 local alpha = tonumber(ARGV[9])
 redis.call('ZREM', KEYS[4], id)
 local tokens = tonumber(ARGV[6])
-if tokens ~= nil and redis.call('ZSCORE', KEYS[2], id) then
+local at = tonumber(redis.call('ZSCORE', KEYS[2], id))
+if at ~= nil and at > now then redis.call('ZADD', KEYS[2], now, id) end  -- ended: a minute from now
+if tokens ~= nil and at ~= nil then
   local old = num(redis.call('HGET', KEYS[3], id), 0)
   redis.call('HSET', KEYS[3], id, tokens)
   redis.call('HINCRBY', KEYS[1], 'wtok', tokens - old)
@@ -248,9 +252,11 @@ FORGET = (
 local now = clock(ARGV[1])
 local id = ARGV[2]
 local was_in_flight = redis.call('ZREM', KEYS[4], id) == 1
+local at = tonumber(redis.call('ZSCORE', KEYS[2], id))
+if at ~= nil and at > now then redis.call('ZADD', KEYS[2], now, id) end  -- ended (or never sent): from now
 if redis.call('HGET', KEYS[1], 'probe_by') == id then redis.call('HSET', KEYS[1], 'probe', 0, 'probe_by', '') end
 -- its window entry stays: a caller that gave up on Redis went on with local state and sent it anyway
-if ARGV[3] ~= '1' and not was_in_flight and not redis.call('ZSCORE', KEYS[2], id) then
+if ARGV[3] ~= '1' and not was_in_flight and at == nil then
   redis.call('ZADD', KEYS[5], now + tonumber(ARGV[4]), id)  -- not run yet: refuse it if it ever does
 end
 touch(ARGV[5])

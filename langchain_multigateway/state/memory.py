@@ -22,14 +22,14 @@ WINDOW = 60.0
 
 
 class _Entry:
-    """One request in a deployment's sliding minute: when, and how many tokens."""
+    """One request in a deployment's rate window: how many tokens, and when it ended (once it has)."""
 
-    __slots__ = ("alive", "at", "tokens")
+    __slots__ = ("at", "flying", "tokens")
 
-    def __init__(self, at: float, tokens: int) -> None:
-        self.at = at
+    def __init__(self, tokens: int) -> None:
+        self.at = 0.0
         self.tokens = tokens
-        self.alive = True
+        self.flying = True
 
 
 class _Record:
@@ -40,6 +40,7 @@ class _Record:
         "ewma_latency",
         "ewma_ttft",
         "failures",
+        "flying",
         "in_flight",
         "open_for",
         "opened_at",
@@ -63,8 +64,12 @@ class _Record:
         self.in_flight = 0
         self.successes = 0
         self.failures = 0
-        self.window: deque[_Entry] = deque()
-        self.window_tokens = 0
+        # A request counts against rpm / tpm from its admission until a minute after it ended: the
+        # provider counts it when it arrives, which may be long after the admission (a loop held up,
+        # a slow connect), so no admission time can stand for it; its end is never earlier.
+        self.flying: set[_Entry] = set()
+        self.window: deque[_Entry] = deque()  # ended, oldest end first
+        self.window_tokens = 0  # of both
 
 
 class MemoryState(RouterState):
@@ -119,9 +124,7 @@ class MemoryState(RouterState):
         window = record.window
         horizon = now - WINDOW
         while window and window[0].at <= horizon:
-            entry = window.popleft()
-            entry.alive = False
-            record.window_tokens -= entry.tokens
+            record.window_tokens -= window.popleft().tokens
 
     def _breaker_now(
         self, record: _Record, now: float, name: str, changes: list[tuple[str, BreakerState]]
@@ -161,8 +164,8 @@ class MemoryState(RouterState):
                 refused = self._over_budget(record, now, tokens, rpm, tpm)
                 if refused is not None:
                     return refused
-            entry = _Entry(now, tokens)
-            record.window.append(entry)
+            entry = _Entry(tokens)
+            record.flying.add(entry)
             record.window_tokens += tokens
             record.in_flight += 1
             probe = breaker is BreakerState.HALF_OPEN
@@ -173,9 +176,11 @@ class MemoryState(RouterState):
     @staticmethod
     def _over_budget(record: _Record, now: float, tokens: int, rpm: int | None, tpm: int | None) -> Admission | None:
         window = record.window
-        if rpm is not None and len(window) >= rpm:
-            # The oldest requests must leave the window before one more fits.
-            wait = window[len(window) - rpm].at + WINDOW - now if rpm > 0 else WINDOW
+        if rpm is not None and len(window) + len(record.flying) >= rpm:
+            # The oldest ended requests must leave the window before one more fits (those in
+            # flight leave last: a minute after they end, at the soonest).
+            leaving = len(window) + len(record.flying) - rpm
+            wait = window[leaving].at + WINDOW - now if rpm > 0 and leaving < len(window) else WINDOW
             return Admission(ok=False, reason=f"rpm limit {rpm} reached", retry_after=max(wait, 0.0), limited=True)
         if tpm is not None and record.window_tokens + tokens > tpm:
             if tokens > tpm:
@@ -211,9 +216,14 @@ class MemoryState(RouterState):
             record = self._record(name)
             record.in_flight = max(0, record.in_flight - 1)
             entry = admission.reservation
-            if tokens is not None and isinstance(entry, _Entry) and entry.alive:
-                record.window_tokens += tokens - entry.tokens
-                entry.tokens = tokens
+            if isinstance(entry, _Entry) and entry.flying:
+                record.flying.discard(entry)
+                entry.flying = False
+                if tokens is not None:
+                    record.window_tokens += tokens - entry.tokens
+                    entry.tokens = tokens
+                entry.at = now
+                record.window.append(entry)
             if latency is not None:
                 prev = record.ewma_latency
                 record.ewma_latency = latency if prev is None else prev + alpha * (latency - prev)
@@ -282,7 +292,7 @@ class MemoryState(RouterState):
             record = self._record(name)
             breaker = self._breaker_now(record, now, name, changes)
             self._prune(record, now)
-            requests = len(record.window)
+            requests = len(record.window) + len(record.flying)
             retry_after = None
             if breaker is BreakerState.OPEN:
                 retry_after = record.opened_at + record.open_for - now

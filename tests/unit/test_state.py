@@ -190,17 +190,42 @@ def test_rpm_window_slides(make: Make) -> None:
     clock = Clock()
     state = make(clock=clock)
     for _ in range(3):
-        assert state.admit("d", rpm=3).ok
+        admission = state.admit("d", rpm=3)
+        assert admission.ok
+        state.release("d", admission, ok=True)
         clock.advance(1.0)
     refused = state.admit("d", rpm=3)
     assert not refused.ok
     assert refused.limited
-    assert refused.retry_after == pytest.approx(57.0)
+    assert refused.retry_after == pytest.approx(57.0)  # a minute after the first one ended
     assert state.stats("d", rpm=3).remaining_rpm == 0
     clock.advance(57.0)
     assert state.admit("d", rpm=3).ok
     zero = state.admit("x", rpm=0)
     assert not zero.ok
+
+
+def test_a_request_in_flight_counts_until_a_minute_after_it_ended(make: Make) -> None:
+    """The provider counts a request when it arrives, which may be long after its admission
+    (a loop held up, a slow connect): so it stays in the window while in flight, and for a
+    minute after it ended, never only a minute after it was admitted."""
+    clock = Clock()
+    state = make(clock=clock)
+    slow = state.admit("d", rpm=2, tokens=10, tpm=100)
+    quick = state.admit("d", rpm=2, tokens=10, tpm=100)
+    state.release("d", quick, ok=True, tokens=20)
+    clock.advance(90.0)  # the quick one left the window; the slow one is still out there
+    assert state.stats("d", rpm=2).requests_last_minute == 1
+    assert state.stats("d", tpm=100).tokens_last_minute == 10
+    assert state.admit("d", rpm=2).ok
+    refused = state.admit("d", rpm=2)
+    assert not refused.ok
+    assert refused.retry_after == pytest.approx(60.0)  # both in flight: a minute after one ends, at best
+    state.release("d", slow, ok=True, tokens=30)
+    clock.advance(59.0)
+    assert state.stats("d", tpm=100).tokens_last_minute == 30  # counted a minute from its end
+    clock.advance(1.0)
+    assert state.stats("d", tpm=100).tokens_last_minute == 0
 
 
 def test_tpm_reserves_then_reconciles_with_real_usage(make: Make) -> None:
@@ -221,8 +246,11 @@ def test_tpm_reserves_then_reconciles_with_real_usage(make: Make) -> None:
     too_big = state.admit("d", tokens=5000, tpm=1000)
     assert not too_big.ok
     assert not too_big.limited
-    clock.advance(61)
-    state.release("d", second, ok=True, tokens=999)  # pruned already: no effect on the sum
+    clock.advance(61)  # the first left the window a minute after it ended; the second is in flight
+    assert state.stats("d", tpm=1000).tokens_last_minute == 500
+    state.release("d", second, ok=True, tokens=999)
+    assert state.stats("d", tpm=1000).tokens_last_minute == 999
+    clock.advance(60)
     assert state.stats("d", tpm=1000).tokens_last_minute == 0
 
 
