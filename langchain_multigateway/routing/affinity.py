@@ -61,7 +61,8 @@ def affinity_key(messages: Sequence[BaseMessage], session: Any = None) -> bytes 
     later request, so the strategy places it (``invoke("hi")`` still rotates round robin).
     """
     if session is not None and session != "":
-        return b"s\0" + str(session).encode("utf-8", "replace")
+        # Digested, so a session id of any length costs one short hash per deployment ranked.
+        return b"s\0" + hashlib.blake2b(str(session).encode("utf-8", "replace"), digest_size=16).digest()
     if len(messages) < 2:
         return None
     digest = hashlib.blake2b(digest_size=16)
