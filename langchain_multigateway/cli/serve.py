@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         # closes an idle connection first; equal timeouts race and drop a request sent as the server closes.
         timeout_keep_alive=args.keep_alive,
         http=http,
+        # With --workers, uvicorn pings each worker and kills one that does not answer in time; its
+        # default of 5 s killed workers still importing on a busy machine, over and over (none came up).
+        timeout_worker_healthcheck=30,
         access_log=args.access_log,
         log_level=args.log_level,
         server_header=False,
