@@ -107,7 +107,8 @@ def test_an_upstream_refusal_is_typed_and_holds_no_credential(gateway: Gateway) 
 
 
 def test_a_client_that_hangs_up_cancels_the_upstream_call_and_releases_everything(gateway: Gateway) -> None:
-    key = gateway.new_key("passthrough-hangup")
+    # A budgeted key: while a call of it is held (its first, of unknown cost) the next gets 429 key_budget_pending.
+    key = gateway.new_key("passthrough-hangup", budget_usd=5.0, rpm=100)
     body = orjson.dumps({"model": "slow", "messages": [{"role": "user", "content": "take your time"}]})
     host, port = gateway.url.removeprefix("http://").split(":")
     before = gateway.upstream.counts()
@@ -131,5 +132,5 @@ def test_a_client_that_hangs_up_cancels_the_upstream_call_and_releases_everythin
     ready = httpx.get(gateway.url + "/health/readiness").json()
     held = {name: d["in_flight"] for name, d in ready["routers"]["slow"]["deployments"].items()}
     assert held == {"slow": 0}
-    # The key's limits hold nothing either: the same key is served again at once.
+    # The key's limits hold nothing either: its budget reservation was given back, so it is served at once.
     assert post(gateway, {"model": "clean", "messages": [{"role": "user", "content": "again"}]}, key).status_code == 200
