@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from redis.cluster import RedisCluster
 
 from langchain_multigateway.state import Admission, BreakerState
 from langchain_multigateway.state._redis_replies import Ticket
-from langchain_multigateway.state._redis_scripts import deployment_keys, hash_tag
+from langchain_multigateway.state._redis_scripts import ADMIT, RELEASE, deployment_keys, hash_tag
 from langchain_multigateway.state.redis import RedisState
 from tests.redis_server import RedisServer, free_port, wait_until
 
@@ -380,3 +381,38 @@ async def test_an_event_loop_held_up_past_the_bound_keeps_the_replies_redis_sent
     finally:
         await state.aclose()
         state.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_a_routed_call_costs_two_redis_round_trips(tmp_path: Path, asynchronous: bool) -> None:
+    """Counted by the server (INFO commandstats): one script for the admission, one for the
+    release, nothing else, sync and async; rate limits, tpm reservation and breakers all on."""
+    from langchain_multigateway.routing import Deployment, RoutingChatModel
+    from langchain_multigateway.testing import ScriptedChatModel
+
+    server = RedisServer(tmp_path)  # a server of its own: no other test's client talks to it
+    server.start()
+    state = RedisState(server.url, namespace="trips")
+    raw = redis.Redis.from_url(server.url)
+    deployments = [
+        Deployment(name="a", model=ScriptedChatModel(model="m", default_reply="x"), rpm=10**6, tpm=10**9),
+        Deployment(name="b", model=ScriptedChatModel(model="m", default_reply="y"), priority=1, rpm=10**6),
+    ]
+    router = RoutingChatModel(deployments=deployments, state=state)
+    try:
+        for _ in range(2):  # scripts loaded, connections made
+            await router.ainvoke("hi") if asynchronous else router.invoke("hi")
+        raw.config_resetstat()
+        for _ in range(20):
+            answer = await router.ainvoke("hi") if asynchronous else router.invoke("hi")
+            assert answer.content == "x"
+        commands = {name.removeprefix("cmdstat_"): entry["calls"] for name, entry in raw.info("commandstats").items()}
+        assert commands.pop("evalsha") == 40
+        # the server also counts what the scripts ran; anything else came from the client
+        in_scripts = {name.lower() for name in re.findall(r"redis\.call\('(\w+)'", ADMIT + RELEASE)}
+        assert set(commands) - in_scripts <= {"config|resetstat", "info"}, commands  # the counting itself
+        assert state.shared
+    finally:
+        raw.close()
+        state.close()
+        server.stop()
