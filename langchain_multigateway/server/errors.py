@@ -9,6 +9,8 @@ typed errors (``langchain_multigateway.errors``) to one:
 error                                   status  why
 ======================================  ======  ===============================
 InvalidRequestError (context, policy)   400     the request itself is at fault
+ModelRefusalError                       400     the model declined the structured output asked
+                                                for (code ``model_refusal``, its reason quoted)
 RateLimitError                          429     ``Retry-After`` from the provider
 BudgetExceededError (router budget)     429     no ``Retry-After``: waiting alone will not help
 GatewayTimeoutError                     504
@@ -27,6 +29,8 @@ import logging
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from langchain_core.exceptions import ModelRefusalError
 
 from langchain_multigateway.errors import (
     AllDeploymentsFailedError,
@@ -102,13 +106,20 @@ def api_error_from(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, AllDeploymentsFailedError):
         return _all_failed(exc)
-    if isinstance(exc, GatewayError):
-        return _one(exc, exc.message)
+    if isinstance(exc, (GatewayError, ModelRefusalError)):
+        return _cause(exc)
     if isinstance(exc, (ValueError, TypeError)):
         # Raised while binding tools or a schema the client sent (bad tool_choice, schema).
         return ApiError(400, "invalid_request", str(exc))
     logger.exception("internal error while serving a call")
     return ApiError(500, "internal", "internal error in the gateway (see its log)")
+
+
+def _cause(exc: GatewayError | ModelRefusalError) -> ApiError:
+    if isinstance(exc, ModelRefusalError):
+        # A 200 with a refusal upstream; the router made it an error (its content policy), so it is the call's answer.
+        return ApiError(400, "invalid_request", str(exc), code="model_refusal")
+    return _one(exc, exc.message)
 
 
 def _one(exc: GatewayError, message: str) -> ApiError:
@@ -133,11 +144,11 @@ def _one(exc: GatewayError, message: str) -> ApiError:
 
 
 def _all_failed(exc: AllDeploymentsFailedError) -> ApiError:
-    causes = [a.error for a in exc.attempts if isinstance(a.error, GatewayError)]
+    causes = [a.error for a in exc.attempts if isinstance(a.error, (GatewayError, ModelRefusalError))]
     if not causes:
         # Nothing was tried: every deployment was excluded (open breakers, capabilities).
         return ApiError(503, "unavailable", exc.message, code="no_deployment_available")
-    answers = [_one(cause, cause.message) for cause in causes]
+    answers = [_cause(cause) for cause in causes]
     statuses = {a.status for a in answers}
     status = statuses.pop() if len(statuses) == 1 else 502
     waits = [a.retry_after for a in answers if a.retry_after is not None]

@@ -17,7 +17,12 @@ library call) and each try at an :class:`OpenAIChatModel` deployment is performe
   with the headers the SDK would send (key, organization, ``default_headers``);
 * the answer is read by the provider's own parser (usage, malformed answers), and
   errors are typed by the provider's own rules (``error_from_status``, ``_failure``);
-* the upstream's JSON goes back to the client with only ``model`` rewritten.
+* the upstream's JSON goes back to the client with only ``model`` rewritten, except an
+  answer the full path would shape otherwise, which the server renders from the parsed
+  message as the full path does: one quoting a credential the deployment was sent (an
+  upstream echoing its key in some field), and structured output answered as a tool call;
+* a structured-output refusal is the router's :class:`ModelRefusalError` (its content
+  policy: raise, or the next deployment), as :func:`check_refusal` makes it on the full path.
 
 Any other deployment (another provider, a Responses-API model, a custom binding) is
 tried with the router's own attempt function, so a mixed router works unchanged. A
@@ -35,6 +40,7 @@ import orjson
 from langchain_core.globals import get_llm_cache
 from langchain_core.outputs import ChatResult
 
+from langchain_multigateway._redact import MIN_SECRET_LENGTH, is_secret_header, is_secret_query
 from langchain_multigateway.chat_models._exchange import Exchange, raise_as
 from langchain_multigateway.chat_models._loops import LoopBound
 from langchain_multigateway.chat_models.openai import OpenAIChatModel
@@ -43,6 +49,7 @@ from langchain_multigateway.routing import attempt
 from langchain_multigateway.routing.attempt import Answer, Failed, Shared, Slot, Try, atake
 from langchain_multigateway.routing.engine import drive_async
 from langchain_multigateway.routing.request import Request, read_overrides
+from langchain_multigateway.routing.structured import check_refusal
 
 if TYPE_CHECKING:
     import httpx2
@@ -90,6 +97,11 @@ class _Sender:
         headers.update(model.default_headers or {})
         self.headers = headers
         self.params: Any = dict(model.default_query) if model.default_query else None
+        # What an answer must not quote to be passed on verbatim (placeholders like "none" are no secret).
+        sent = [v for k, v in headers.items() if is_secret_header(k)]
+        sent += [str(v) for k, v in (self.params or {}).items() if is_secret_query(k)]
+        sent += [v.removeprefix("Bearer ") for v in sent if v.startswith("Bearer ")]
+        self.secrets = tuple({v.encode() for v in sent if len(v) >= MIN_SECRET_LENGTH})
         given = model.http_async_client
         self._clients: LoopBound[httpx2.AsyncClient] = LoopBound(
             lambda: given if given is not None else _new_client(), lambda client: _close(client, given)
@@ -158,6 +170,7 @@ class PassThrough:
         sent: tuple[ChatResult, dict[str, Any] | None] | None = None
         try:
             sent = await self._send(model, request, step)
+            check_refusal(request.structured, sent[0])  # as the full path: the router's content policy decides
             slot.succeeded(sent[0].generations[0].message)
         except BaseException as exc:
             slot.ended(exc)
@@ -205,9 +218,19 @@ class PassThrough:
             data = orjson.loads(response.content)
             result = model._parse_response(data, exchange)  # usage, and a malformed answer typed as such
             stamped = getattr(exchange, "stamped", None)
-            return (stamped(result) if stamped is not None else result), data
+            result = stamped(result) if stamped is not None else result
+            return result, data if _verbatim(sender, request, response.content, result) else None
         except Exception as exc:
             raise_as(model._failure(exc, exchange), exc)
+
+
+def _verbatim(sender: _Sender, request: Request, raw: bytes, result: ChatResult) -> bool:
+    """Whether the upstream's JSON may go to the client as it is (else the server renders the parsed answer)."""
+    if any(secret in raw for secret in sender.secrets):
+        return False  # it quotes a credential it was sent: only the parsed answer's fields go out
+    message = result.generations[0].message
+    # Structured output a deployment answered with a tool call: the client asked for content (JSON text).
+    return request.structured is None or not getattr(message, "tool_calls", None)
 
 
 def _status_error(model: OpenAIChatModel, exchange: Exchange, response: httpx2.Response) -> Exception:
