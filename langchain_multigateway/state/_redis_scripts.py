@@ -227,7 +227,8 @@ end
 redis.call('HSET', KEYS[1], 'lat', lat, 'ttft', ttft, 'err', tostring(err), 'streak', streak)
 touch(ARGV[14])
 local ver = bump(now)
-return {br, lat, ttft, redis.call('ZCARD', KEYS[4]), ver}
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - WINDOW)
+return {br, lat, ttft, redis.call('ZCARD', KEYS[4]), ver, redis.call('ZCARD', KEYS[6])}
 """
 )
 

@@ -167,7 +167,8 @@ class RedisState(RouterState):
         self._ids = itertools.count(1)
         self._id_prefix = ("", -1)
         self._seen: dict[str, tuple[BreakerState, float | None, float | None, int, tuple[float, int]]] = {}
-        self._peers: dict[str, int] = {}  # processes Redis saw admitting to each deployment in the last minute
+        # processes Redis saw admitting to each deployment in the last minute (at our last admission or release)
+        self._peers: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"RedisState(url={masked(self.url)!r}, namespace={self.namespace!r}, router={self.router!r})"
@@ -240,6 +241,11 @@ class RedisState(RouterState):
             was = BreakerState.CLOSED if seen is None else seen[0]
         if breaker is not was and self._breaker_listeners:
             self._notify_breaker([(name, breaker)])
+
+    def _released(self, name: str, reply: Any) -> None:
+        code, lat, ttft, in_flight, version, peers = reply
+        self._peers[name] = int(peers)
+        self._observe(name, code, lat, ttft, in_flight, version)
 
     def _observe_breaker(self, name: str, breaker: BreakerState) -> None:
         """A refusal carries only the breaker state: note it, and tell listeners if it changed."""
@@ -331,7 +337,7 @@ class RedisState(RouterState):
             args = self._release_args(ticket, admission.probe, outcome)
             reply = self._link.run("release", self.keys(name), args, (ticket.id, True))
             if reply is not None:
-                self._observe(name, *reply)
+                self._released(name, reply)
 
     async def _afinish(self, name: str, admission: Admission, outcome: Outcome) -> None:
         ticket = admission.reservation
@@ -341,7 +347,7 @@ class RedisState(RouterState):
         args = self._release_args(ticket, admission.probe, outcome)
         reply = await self._link.arun("release", self.keys(name), args, (ticket.id, True))
         if reply is not None:
-            self._observe(name, *reply)
+            self._released(name, reply)
 
     def cooldown(self, name: str, seconds: float) -> None:
         self.local.cooldown(name, seconds)  # also here, so a fallback to local honours it

@@ -416,3 +416,44 @@ async def test_a_routed_call_costs_two_redis_round_trips(tmp_path: Path, asynchr
         raw.close()
         state.close()
         server.stop()
+
+
+def test_processes_cut_off_together_keep_to_their_share_of_a_limit(tmp_path: Path) -> None:
+    """fallback="share" (the default): four processes (four states) that saw each other admit to
+    "d" each admit rpm // 4 locally once Redis is gone, not the whole rpm each."""
+    server = RedisServer(tmp_path)
+    server.start()
+    states = [RedisState(server.url, namespace="share", reconnect_interval=60.0) for _ in range(4)]
+    try:
+        for _ in range(2):  # each learns, at its admissions and releases, how many admit there
+            for state in states:
+                state.release("d", state.admit("d", rpm=1000), ok=True)
+        server.stop()
+        local = [sum(state.admit("d", rpm=8).ok for _ in range(10)) for state in states]
+        assert local == [2, 2, 2, 2]  # 8 together: each process's share of the limit
+        assert not any(state.shared for state in states)
+        assert all(state.admit("no-limit").ok for state in states)  # a deployment without a limit: served
+    finally:
+        for state in states:
+            state.close()
+        server.stop()
+
+
+def test_fallback_closed_refuses_limited_deployments_while_redis_is_unreachable(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    state = RedisState(server.url, namespace="closed", fallback="closed", reconnect_interval=0.05)
+    try:
+        assert state.admit("d", rpm=100).ok
+        server.stop()
+        refused = state.admit("d", rpm=100)
+        assert not refused.ok
+        assert refused.limited
+        assert "Redis state unreachable" in (refused.reason or "")
+        assert not state.admit("t", tpm=10_000).ok
+        assert state.admit("free").ok  # no limit to keep: served locally
+        server.start()
+        assert wait_until(lambda: state.admit("d", rpm=100).ok)  # shared again
+    finally:
+        state.close()
+        server.stop()
