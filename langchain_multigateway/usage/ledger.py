@@ -39,7 +39,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
@@ -548,6 +548,7 @@ class Ledger:
         self._thread.start()
         self._writer = ready.result()
         self._closed = False
+        self._late_lock = threading.Lock()
         # The worker needs one busy_timeout for the record in hand, then spills the rest at once.
         wait = 2 * self.busy_timeout + 30
         self._finalizer = weakref.finalize(
@@ -562,13 +563,33 @@ class Ledger:
         ``failed_attempts`` metadata gives them (``deployment``, ``error_type``,
         ``status_code``, ``latency_ms``); kept in ``call_attempts`` with the call.
         """
+        entry = (record, tuple(failed))
         if self._closed:
             msg = "this Ledger is closed"
             raise RuntimeError(msg)
         pending = self._pending
-        pending.append((record, tuple(failed)))
-        if len(pending) == BATCH_RECORDS:
+        pending.append(entry)
+        if self._closed:
+            # close() began between the check and the append: the writer may have drained for the last time.
+            self._keep_late()
+        elif len(pending) == BATCH_RECORDS:
             self._jobs.put(_WAKE)  # a full batch: commit now rather than at the next tick
+
+    def _keep_late(self) -> None:
+        """Once the writer stopped, put what it left queued in the sidecar (the next open imports it)."""
+        self._thread.join(timeout=2 * self.busy_timeout + 30)
+        if self._thread.is_alive():
+            return  # still writing: it drains the queue before it stops, or close() reports what it left
+        writer = self._writer
+        with self._late_lock:
+            lost = writer.lost
+            while self._pending:
+                record, failed = self._pending.popleft()
+                writer._spill(redact_fields(record), failed)
+            lost = writer.lost - lost
+        if lost:
+            msg = f"ledger {self.path}: {lost} record(s) added as it closed could not be kept"
+            raise LedgerWriteError(msg, lost=lost, spill_path=self.spill_path)
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -603,7 +624,8 @@ class Ledger:
         self._closed = True
         self._finalizer.detach()
         self._jobs.put(_STOP)
-        self._thread.join(timeout=2 * self.busy_timeout + 30)
+        with suppress(LedgerWriteError):  # counted in writer.lost, reported below
+            self._keep_late()  # the writer drains on its way out; a record added meanwhile goes to the sidecar
         writer = self._writer
         lost = writer.lost + (len(self._pending) if self._thread.is_alive() else 0)
         if writer.spilled:

@@ -98,3 +98,45 @@ def test_records_from_many_threads_at_once_are_all_committed(tmp_path: Path) -> 
     ledger.close()
     ids = rows_in_file(path)
     assert len(ids) == len(set(ids)) == 6 * 500
+
+
+class _SlowTries(list[dict[str, object]]):
+    """A caller's ``failed`` list that is read while ``close()`` runs: ``add`` is paused between
+    its closed check and its append, as a thread the scheduler switches out there would be."""
+
+    def __init__(self, reading: threading.Event, closed: threading.Event) -> None:
+        super().__init__([{"deployment": "primary", "error_type": "RateLimitError"}])
+        self.reading, self.closed = reading, closed
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self.reading.set()
+        self.closed.wait(10)
+        return super().__iter__()
+
+
+def test_a_record_added_while_close_runs_is_kept_or_refused_never_lost(tmp_path: Path) -> None:
+    path = tmp_path / "late.sqlite3"
+    ledger = Ledger(path)
+    reading, closed = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def add_late() -> None:
+        try:
+            ledger.add(record(1), failed=_SlowTries(reading, closed))
+            outcome.append("added")
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    producer = threading.Thread(target=add_late)
+    producer.start()
+    assert reading.wait(10)
+    ledger.close()  # the writer drains and stops while the producer is still inside add()
+    closed.set()
+    producer.join(10)
+    assert outcome, "add() never returned"
+    Ledger(path).close()  # imports a sidecar, if the late record went there
+    kept = rows_in_file(path)
+    if outcome == ["added"]:
+        assert len(kept) == 1  # add() returned normally: the record is in the ledger
+    else:
+        assert kept == []  # refused with an error the caller sees: nothing half-kept
