@@ -27,7 +27,8 @@ library call) and each try at an :class:`OpenAIChatModel` deployment is performe
 Any other deployment (another provider, a Responses-API model, a custom binding) is
 tried with the router's own attempt function, so a mixed router works unchanged. A
 router with a response cache, or a LangChain cache in force, is not served here: its
-calls take the full path so the cache sees them.
+calls take the full path so the cache sees them. Nor is any call while LangSmith tracing
+is on (``LANGSMITH_TRACING=true``): only LangChain's run machinery on the full path traces it.
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ class PassThrough:
     def __init__(self, routers: Mapping[str, RoutingChatModel]) -> None:
         self._senders: dict[int, _Sender] = {}
         self._routers = {name: router for name, router in routers.items() if _cache_free(router)}
+        if _tracing_on():  # read once, as LangSmith reads its environment once
+            self._routers = {}
 
     def serves(self, model: str) -> bool:
         """Whether calls to the router ``model`` take this path."""
@@ -260,6 +263,13 @@ def _error_message(body: Any) -> str | None:
         if isinstance(inner, str):
             return inner
     return body[:500] if isinstance(body, str) and body else None
+
+
+def _tracing_on() -> bool:
+    """Whether LangChain would trace a call to LangSmith (a tracer the lean path, without runs, would skip)."""
+    from langchain_core.tracers.context import _tracing_v2_is_enabled
+
+    return bool(_tracing_v2_is_enabled())
 
 
 def _cache_free(router: RoutingChatModel) -> bool:

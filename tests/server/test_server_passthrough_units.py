@@ -49,3 +49,17 @@ def test_a_router_with_a_response_cache_takes_the_full_path() -> None:
 )
 def test_an_upstream_error_bodys_message_is_found_in_each_shape(body: Any, message: str | None) -> None:
     assert _error_message(body) == message
+
+
+def test_with_langsmith_tracing_on_every_call_takes_the_traced_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langsmith import utils as ls_utils
+
+    router = RoutingChatModel(deployments=[Deployment(model=ScriptedChatModel(model="m"), name="d")], model="r")
+    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    ls_utils.get_env_var.cache_clear()  # LangSmith reads its environment once
+    try:
+        assert not PassThrough({"r": router}).serves("r")  # the lean path makes no LangChain run to trace
+    finally:
+        monkeypatch.delenv("LANGSMITH_TRACING")
+        ls_utils.get_env_var.cache_clear()
+    assert PassThrough({"r": router}).serves("r")
