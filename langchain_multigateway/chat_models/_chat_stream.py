@@ -122,7 +122,9 @@ class ChatCompletionsAssembler:
             text, reasoning = self.split_content(delta.get("content"))
             reasoning = reasoning or _reasoning_of(delta)
             calls = [self._tool_call(call, position) for position, call in enumerate(delta.get("tool_calls") or [])]
-            additional = {"reasoning_content": reasoning} if reasoning else {}
+            additional: dict[str, Any] = {"reasoning_content": reasoning} if reasoning else {}
+            if delta.get("refusal"):  # Structured Outputs' refusal, in pieces (joined as the chunks add up)
+                additional["refusal"] = str(delta["refusal"])
             self.generated.extend([text, reasoning])
             self.generated.extend(f"{c.get('name') or ''}{c.get('args') or ''}" for c in calls)
             if text or calls or additional:

@@ -32,7 +32,7 @@ from langchain_multigateway.routing.learned import announced, announced_by_error
 from langchain_multigateway.routing.policy import Action, Decision, FailoverPolicy
 from langchain_multigateway.routing.prepare import Prepared, input_error
 from langchain_multigateway.routing.request import Request
-from langchain_multigateway.routing.structured import check_refusal
+from langchain_multigateway.routing.structured import check_refusal, refusal_watch
 from langchain_multigateway.state.base import Admission, RouterState
 
 if TYPE_CHECKING:
@@ -260,6 +260,8 @@ class Slot:
                 state.learned.give_back(name, self.learned)  # never sent: it used none of the budget
             if self.limits is not None and self.shared.learn_limits:
                 state.observe_limits(name, self.limits, self.released_at - self.started)
+            elif self.learned is not None and self.admission is not None:
+                state.learned.unanswered(name, opened=self.ok)  # a probe that said nothing frees the rest
         finally:
             try:
                 if self.gate is not None:
@@ -573,9 +575,15 @@ def _chunks_sync(slot: Slot, request: Request, step: Try) -> Iterator[ChatGenera
         if request.runs is not None:
             slot.child = request.runs.start(step.dep, step.prepared, request.messages, request.stop, step.index)
         stream = _provider_stream_sync(step.prepared, request, slot.child, step.timeout)
+        watch = refusal_watch(request.structured)  # a structured answer's refusal meets the content policy here
         for chunk in stream:
             slot.saw(chunk)
-            yield chunk
+            if watch is None:
+                yield chunk
+            else:
+                yield from watch.take(chunk)
+        if watch is not None:
+            yield from watch.end()
         slot.succeeded(None)
     except BaseException as exc:
         error = slot.ended(exc)
@@ -593,9 +601,17 @@ async def _chunks_async(slot: Slot, request: Request, step: Try) -> AsyncIterato
         if request.runs is not None:
             slot.child = await request.runs.astart(step.dep, step.prepared, request.messages, request.stop, step.index)
         stream = await _provider_stream_async(step.prepared, request, slot.child, step.timeout)
+        watch = refusal_watch(request.structured)
         async for chunk in stream:
             slot.saw(chunk)
-            yield chunk
+            if watch is None:
+                yield chunk
+            else:
+                for held in watch.take(chunk):
+                    yield held
+        if watch is not None:
+            for held in watch.end():
+                yield held
         slot.succeeded(None)
     except BaseException as exc:
         error = slot.ended(exc)

@@ -15,7 +15,7 @@ from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.outputs import ChatGeneration, ChatResult, Generation
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, Generation
 from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.json import parse_json_markdown
@@ -25,9 +25,11 @@ from pydantic import BaseModel
 from langchain_multigateway.chat_models._refusal import raise_if_refused
 
 __all__ = [
+    "RefusalWatch",
     "StructuredMethod",
     "StructuredOutputParser",
     "check_refusal",
+    "refusal_watch",
     "StructuredSpec",
     "schema_name",
     "with_raw",
@@ -127,6 +129,58 @@ def check_refusal(structured: StructuredSpec | None, result: ChatResult) -> None
     """
     if structured is not None and result.generations:
         raise_if_refused(result.generations[0].message)
+
+
+class RefusalWatch:
+    """A structured-output stream's chunks, held while they carry nothing of the answer.
+
+    A refusal comes first (OpenAI's ``delta.refusal`` pieces, a Responses ``refusal``
+    block) or as the only thing (Anthropic's ``stop_reason: "refusal"`` on an empty
+    answer), so holding the chunks until the first text or tool-call piece lets the try
+    raise ``ModelRefusalError`` before anything reached the caller: the failover policy
+    then decides it as for a non-streamed try. A refusal after some of the answer was
+    passed on cannot be routed around (the caller has it); the parser raises it at the end.
+    """
+
+    __slots__ = ("held", "opened")
+
+    def __init__(self) -> None:
+        self.held: list[ChatGenerationChunk] = []
+        self.opened = False
+
+    def take(self, chunk: ChatGenerationChunk) -> list[ChatGenerationChunk]:
+        """The chunks to pass on now (none while only non-answer pieces have come)."""
+        if self.opened:
+            return [chunk]
+        self.held.append(chunk)
+        message = chunk.message
+        if not chunk.text and not getattr(message, "tool_call_chunks", None):
+            return []
+        self._check()
+        self.opened = True
+        return self._release()
+
+    def end(self) -> list[ChatGenerationChunk]:
+        """The stream ended: raise a refusal it held, else pass on what is left."""
+        if not self.opened:
+            self._check()
+        return self._release()
+
+    def _check(self) -> None:
+        if self.held:
+            merged = self.held[0]
+            for chunk in self.held[1:]:
+                merged = merged + chunk
+            raise_if_refused(merged.message)
+
+    def _release(self) -> list[ChatGenerationChunk]:
+        out, self.held = self.held, []
+        return out
+
+
+def refusal_watch(structured: StructuredSpec | None) -> RefusalWatch | None:
+    """A watch for a structured-output stream's refusal; None for any other stream (passed on as it comes)."""
+    return None if structured is None else RefusalWatch()
 
 
 def with_raw(
