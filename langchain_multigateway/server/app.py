@@ -319,7 +319,9 @@ class _Server:
             health = router.health()
             usable = any(h.breaker != "open" for h in health.values())
             ready = ready and usable
-            deployments = {dep: {"breaker": h.breaker, "in_flight": h.in_flight} for dep, h in health.items()}
+            deployments = {
+                dep: {"breaker": h.breaker, "in_flight": h.in_flight, "waiting": h.waiting} for dep, h in health.items()
+            }  # waiting: calls queued for one of a max_concurrency deployment's slots
             routers[name] = {"ready": usable, "deployments": deployments}
         return _json({"status": "ready" if ready else "unavailable", "routers": routers}, 200 if ready else 503)
 

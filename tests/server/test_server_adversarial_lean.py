@@ -17,11 +17,15 @@ config: one with the lean path (``server/passthrough.py``), one with
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,7 +34,7 @@ from starlette.routing import Route
 
 from langchain_multigateway.server import build_app
 from langchain_multigateway.server.gateway import FULL_PATH_ENV
-from tests.server.conftest import MASTER_KEY, ThreadedServer
+from tests.server.conftest import MASTER_KEY, ThreadedServer, Upstream
 
 pytestmark = pytest.mark.filterwarnings("ignore:No price known")  # the stub's models are unpriced
 UPSTREAM_KEY = "sk-planted-" + "u9" * 20
@@ -152,3 +156,70 @@ def test_structured_output_answered_with_a_tool_call_reaches_the_client_as_json_
     message = response.json()["choices"][0]["message"]
     assert message.get("tool_calls") in (None, [])
     assert message["content"] == '{"n": 7}'
+
+
+# ---------------------------------------------------------------- hang-ups at each phase
+@pytest.fixture(scope="module")
+def gated(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Upstream]]:
+    """A lean-path server whose router ``one-at-a-time`` has one slot (max_concurrency 1) on the
+    STUB's ``slow`` model (answers after 5 s unless the caller hangs up)."""
+    directory = tmp_path_factory.mktemp("gated")
+    base = f"{upstream.url}/v1"
+    config = directory / "gateway.yaml"
+    config.write_text(
+        "models:\n"
+        f'  slow: {{model: "openai:slow", base_url: "{base}", api_key: none}}\n'
+        f'  clean: {{model: "openai:clean", base_url: "{base}", api_key: none}}\n'
+        "routers:\n"
+        "  one-at-a-time:\n"
+        "    deployments:\n"
+        "      - {model: slow, name: gated-slow, max_concurrency: 1}\n"
+    )
+    app = build_app(config, keys_path=directory / "keys.sqlite3", require_key=False)
+    with ThreadedServer(app) as server:
+        yield server.url, upstream
+
+
+def _hang_up_after(url: str, body: dict[str, Any], sent: Callable[[], bool]) -> None:
+    """Send ``body`` on a raw connection, wait until ``sent()`` holds, then hang up."""
+    raw = orjson.dumps(body)
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(raw)}\r\n\r\n".encode()
+            + raw
+        )
+        deadline = time.monotonic() + 20
+        while not sent():
+            assert time.monotonic() < deadline, "the call never reached the phase under test"
+            time.sleep(0.02)
+
+
+def _router_health(url: str) -> dict[str, Any]:
+    ready = httpx.get(url + "/health/readiness", timeout=30).json()
+    return dict(ready["routers"]["one-at-a-time"]["deployments"]["gated-slow"])
+
+
+def test_a_call_queued_for_a_slot_whose_client_leaves_holds_nothing(gated: tuple[str, Upstream]) -> None:
+    url, upstream = gated
+    body = {"model": "one-at-a-time", "messages": [{"role": "user", "content": "wait"}]}
+    before = upstream.counts()
+    with ThreadPoolExecutor(1) as pool:
+        # The first call takes the slot (the upstream answers it after 5 s) ...
+        first = pool.submit(httpx.post, url + "/v1/chat/completions", json=body, timeout=60)
+        deadline = time.monotonic() + 20
+        while upstream.counts()["calls_open"] <= before["calls_open"]:
+            assert time.monotonic() < deadline, "the first call never reached the upstream"
+            time.sleep(0.02)
+        # ... the second queues for it, and its client hangs up while it waits.
+        _hang_up_after(url, body, lambda: _router_health(url)["waiting"] == 1)
+        deadline = time.monotonic() + 20
+        while _router_health(url)["waiting"] != 0:
+            assert time.monotonic() < deadline, "the abandoned call is still queued for the slot"
+            time.sleep(0.05)
+        assert first.result().status_code == 200
+    health = _router_health(url)
+    assert (health["in_flight"], health["waiting"]) == (0, 0)
+    after = upstream.counts()["by_model"]
+    assert after.get("slow", 0) - before["by_model"].get("slow", 0) == 1  # the abandoned call never reached it
