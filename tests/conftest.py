@@ -70,7 +70,7 @@ def vcr_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     return config
 
 
-_GENERATED_ID_KEYS = {"id", "tool_call_id", "call_id"}  # call_id: Responses API items
+_GENERATED_ID_KEYS = {"id", "tool_call_id", "call_id", "tool_use_id"}  # call_id: Responses; tool_use_id: Anthropic
 
 
 def _normalise(value: Any) -> Any:
