@@ -23,6 +23,7 @@ COOKIE = "multigateway_dashboard"
 SESSION_SECONDS = 12 * 3600
 """A login lasts a working day; after that the form asks for the key again."""
 _CONTEXT = b"multigateway-dashboard-session:"
+_MAX_DIGITS = 12
 
 
 class Gatekeeper:
@@ -49,7 +50,11 @@ class Gatekeeper:
 
     def session_valid(self, value: str, now: float | None = None) -> bool:
         expires, _, mac = value.partition(".")
-        if not self.enabled or not expires.isdigit() or int(expires) < (time.time() if now is None else now):
+        # ASCII digits of a plausible length only: int() refuses other "digits" ("²") and
+        # more than 4,300 of them, which a forged cookie must not turn into a 500.
+        if not self.enabled or not (expires.isascii() and expires.isdigit() and len(expires) <= _MAX_DIGITS):
+            return False
+        if int(expires) < (time.time() if now is None else now):
             return False
         return hmac.compare_digest(mac.encode(), self._mac(expires).encode())
 

@@ -75,6 +75,15 @@ def _limit(left: int | None, configured: int | None) -> str:
     return "no limit" if configured is None else f"{left if left is not None else '?'} / {configured}"
 
 
+def _learned(d: dict[str, Any], kind: str) -> str:
+    """A provider's announced budget: "4,990 / 5,000 · resets in 12.3 s"; a dash when none was announced."""
+    left, limit, reset = d.get(f"learned_{kind}_left"), d.get(f"learned_{kind}_limit"), d.get(f"learned_{kind}_reset")
+    if left is None:
+        return _NONE
+    text = f"{left:,.0f}" + (f" / {limit:,.0f}" if limit is not None else "")
+    return text + (f" · resets in {reset:g} s" if reset is not None else "")
+
+
 def _budget(row: dict[str, Any], which: str) -> str:
     usd, tokens = row.get(f"{which}_usd"), row.get(f"{which}_tokens")
     parts = [f"${usd:,.4f}"] if usd is not None else []
@@ -93,6 +102,7 @@ def _environment() -> Environment:
         ms=_ms,
         usd=_usd,
         limit=_limit,
+        learned=_learned,
         budget=_budget,
         pct=lambda v: f"{v * 100:.1f} %",
         seconds=lambda v: _NONE if v is None else f"{v:g} s",

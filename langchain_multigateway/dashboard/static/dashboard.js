@@ -18,6 +18,12 @@
   function ms(v) { return v === null || v === undefined ? "\u2013" : Math.round(v).toLocaleString("en-US") + " ms"; }
   function pct(v) { return (v * 100).toFixed(1) + " %"; }
   function limit(left, set) { return set === null || set === undefined ? "no limit" : (left === null ? "?" : left) + " / " + set; }
+  function learned(d, kind) {
+    var left = d["learned_" + kind + "_left"], limit = d["learned_" + kind + "_limit"], reset = d["learned_" + kind + "_reset"];
+    if (left === null || left === undefined) { return "\u2013"; }
+    var text = left.toLocaleString("en-US") + (limit === null || limit === undefined ? "" : " / " + limit.toLocaleString("en-US"));
+    return text + (reset === null || reset === undefined ? "" : " \u00b7 resets in " + reset + " s");
+  }
   function seconds(v) { return v === null || v === undefined ? "\u2013" : v + " s"; }
   function clock(ts) { return new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19); }
 
@@ -43,7 +49,8 @@
       var wrap = el("div", "scroll");
       var table = el("table", "deployments");
       var head = el("tr");
-      ["deployment", "breaker", "EWMA latency", "TTFT", "error rate", "in flight", "rpm left / set", "tpm left / set", "cooldown"]
+      ["deployment", "breaker", "EWMA latency", "TTFT", "error rate", "in flight", "rpm left / set", "tpm left / set",
+        "requests left (provider)", "tokens left (provider)", "cooldown"]
         .forEach(function (t) { head.appendChild(el("th", null, t)); });
       var thead = el("thead"); thead.appendChild(head); table.appendChild(thead);
       var tbody = el("tbody");
@@ -66,6 +73,8 @@
         cell(row, "in_flight", d.in_flight);
         cell(row, "rpm", limit(d.remaining_rpm, d.rpm));
         cell(row, "tpm", limit(d.remaining_tpm, d.tpm));
+        cell(row, "learned_requests", learned(d, "requests"));
+        cell(row, "learned_tokens", learned(d, "tokens"));
         cell(row, "retry_after", seconds(d.retry_after));
         tbody.appendChild(row);
       });
