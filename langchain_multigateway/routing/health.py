@@ -38,6 +38,12 @@ class DeploymentHealth(BaseModel):
     """Slots of ``max_concurrency`` taken now (0 when the deployment has no limit)."""
     waiting: int = 0
     """Calls queued for one of those slots."""
+    learned_remaining_requests: float | None = None
+    """Requests the provider's rate-limit headers announced as left, less those sent since (None: none announced)."""
+    learned_remaining_tokens: float | None = None
+    """Tokens the provider announced as left, less those sent since (None: none announced)."""
+    learned_reset_s: float | None = None
+    """Seconds until the sooner of those announced budgets resets (None: nothing announced in force)."""
     provider_health: Any = None
     """The model's own ``health_check()`` result, when asked for and available."""
 
@@ -50,6 +56,7 @@ def _report(
     dep: Deployment, state: RouterState, provider_health: Any, gate: ConcurrencyGate | None
 ) -> DeploymentHealth:
     stats = state.stats(dep.name, rpm=dep.rpm, tpm=dep.tpm)
+    requests_left, tokens_left, reset = state.learned.left(dep.name)
     return DeploymentHealth(
         name=dep.name,
         provider=dep.provider,
@@ -69,6 +76,9 @@ def _report(
         failures=stats.failures,
         concurrency_in_use=0 if gate is None else gate.active,
         waiting=0 if gate is None else gate.waiting,
+        learned_remaining_requests=requests_left,
+        learned_remaining_tokens=tokens_left,
+        learned_reset_s=None if reset is None else round(reset, 3),
         provider_health=provider_health,
     )
 

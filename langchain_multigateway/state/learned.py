@@ -91,6 +91,21 @@ class Budget:
             self.left, self.until, self.probing = 1.0, now + max(self.window, _PROBE_HOLD), True
         return self.left
 
+    def seen(self, now: float) -> float | None:
+        """What is left now, read without starting a probe (None: nothing known, or the window passed)."""
+        return self.left if self.left is not None and now < self.until else None
+
+    def unanswered(self, opened: bool) -> None:
+        """A request sent while probing ended with no announcement: if the provider ``opened`` it
+        (an answer, or a stream the caller left), the window is open and nothing is known any more;
+        else (an error without headers, a cancelled call) the next request may probe at once."""
+        if not self.probing:
+            return
+        if opened:
+            self.left, self.probing = None, False
+        elif self.left is not None and self.left < 1:
+            self.left = 1.0
+
     def wait(self, now: float) -> float:
         """Seconds a refused request should wait: to the reset, or (while a probe is out) a moment."""
         return min(self.until - now, _PROBE_POLL) if self.probing else self.until - now
@@ -174,6 +189,20 @@ class LearnedLimits:
             if token_budget.left is not None and tokens:
                 token_budget.left += tokens
 
+    def unanswered(self, name: str, *, opened: bool) -> None:
+        """A request counted by :meth:`take` and sent ended without announcing limits.
+
+        Without this, a probe whose answer says nothing (the provider stopped sending the
+        headers, a stream left before the last chunk that carries them, a cancelled call)
+        would hold every other request back until the probe's own window passed, and again
+        after each later probe: one request per window, for good.
+        """
+        with self._lock:
+            budgets = self._known.get(name)
+            if budgets is not None:
+                for budget in budgets:
+                    budget.unanswered(opened)
+
     def headroom(self, name: str) -> float | None:
         """The smaller share left of the announced request and token budgets (0..1); None when unknown."""
         budgets = self._known.get(name)
@@ -183,16 +212,21 @@ class LearnedLimits:
         shares = []
         with self._lock:
             for budget in budgets:
-                left = budget.current(now)
+                left = budget.seen(now)
+                if budget.probing and left is not None and left >= 1:
+                    continue  # a probe may go: ranking the deployment last would keep it from ever going
                 if left is not None and budget.limit:
                     shares.append(max(0.0, min(1.0, left / budget.limit)))
         return min(shares) if shares else None
 
-    def left(self, name: str) -> tuple[float | None, float | None]:
-        """Requests and tokens left of ``name``'s announced budgets now (None: not announced)."""
+    def left(self, name: str) -> tuple[float | None, float | None, float | None]:
+        """Requests and tokens left of ``name``'s announced budgets, and seconds until the sooner of
+        their resets (None: not announced, or the window passed); a read, it starts no probe."""
         budgets = self._known.get(name)
         if budgets is None:
-            return None, None
+            return None, None, None
         now = self.clock()
         with self._lock:
-            return budgets[0].current(now), budgets[1].current(now)
+            requests, tokens = budgets[0].seen(now), budgets[1].seen(now)
+            resets = [b.until - now for b, left in zip(budgets, (requests, tokens), strict=True) if left is not None]
+        return requests, tokens, min(resets) if resets else None
