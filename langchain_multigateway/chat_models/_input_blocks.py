@@ -79,7 +79,8 @@ SUPPORT: dict[str, dict[str, frozenset[str]]] = {
 """Per provider: block type → the sources its API takes (absent: the type is refused)."""
 
 _PROFILE_FLAG = {"image": "image_inputs", "file": "pdf_inputs", "audio": "audio_inputs", "video": "video_inputs"}
-_OPENAI_AUDIO = frozenset({"wav", "mp3", "mpeg", "x-wav"})
+_OPENAI_AUDIO = {"wav": "wav", "x-wav": "wav", "wave": "wav", "vnd.wave": "wav", "mp3": "mp3", "mpeg": "mp3"}
+"""An audio MIME subtype → the ``input_audio.format`` OpenAI takes (only ``wav`` and ``mp3``)."""
 
 
 class UnsupportedInputBlockError(InvalidRequestError, ValueError):
@@ -92,14 +93,16 @@ class UnsupportedInputBlockError(InvalidRequestError, ValueError):
     content another way (see the message), or route the call to a deployment that takes it.
     """
 
-    def __init__(self, block_type: str, source: str | None, provider: str, *, model: str | None = None) -> None:
+    def __init__(
+        self, block_type: str, source: str | None, provider: str, *, model: str | None = None, hint: str | None = None
+    ) -> None:
         self.block_type = block_type
         self.source = source
         takes = SUPPORT.get(provider, {}).get(block_type)
         given = f" given as {source}" if source else ""
-        if takes:
+        if hint is None and takes:
             hint = f"{provider} takes {block_type} blocks as {', '.join(sorted(takes))} only"
-        else:
+        elif hint is None:
             kinds = sorted(SUPPORT.get(provider, {}))
             hint = f"{provider} takes these input blocks: {', '.join(kinds) or 'none'}"
         article = "an" if block_type[:1] in "aeiou" else "a"
@@ -112,7 +115,7 @@ def source_of(block: Mapping[str, Any]) -> str | None:
     """Where the block's data is: ``base64``, ``url``, ``file_id`` or ``text`` (v1 and v0 shapes)."""
     legacy = block.get("source_type")  # LangChain v0: {"source_type": "base64" | "url" | "id" | "text", ...}
     if legacy == "id":
-        return FILE_ID
+        return FILE_ID if isinstance(block.get("id"), str) else None
     if legacy in (BASE64, URL, TEXT):
         return str(legacy)
     if isinstance(block.get("base64"), str):
@@ -205,8 +208,8 @@ def _openai(kind: str, source: str | None, block: Mapping[str, Any]) -> dict[str
 
     if source == BASE64:
         mime, data = _base64(block)
-        if kind == "audio" and mime.rsplit("/", 1)[-1] not in _OPENAI_AUDIO:
-            raise UnsupportedInputBlockError(f"audio ({mime or 'no mime_type'})", source, "openai")
+        if kind == "audio" and openai_audio_format(mime) is None:
+            raise UnsupportedInputBlockError("audio", source, "openai", hint=_OPENAI_AUDIO_HINT.format(mime=mime))
         normal: dict[str, Any] = {"type": kind, "base64": data, "mime_type": mime or _DEFAULT_MIME[kind]}
         filename = _filename(block)
         if kind == "file":
@@ -216,6 +219,8 @@ def _openai(kind: str, source: str | None, block: Mapping[str, Any]) -> dict[str
     else:
         normal = {"type": kind, "file_id": _file_id(block)}
     out = convert_to_openai_data_block(normal)
+    if kind == "audio":  # langchain-core sends the MIME subtype as it is ("mpeg", "x-wav"): OpenAI takes two names
+        out["input_audio"]["format"] = openai_audio_format(normal["mime_type"])
     detail = block.get("detail") or (block.get("extras") or {}).get("detail")
     if kind == "image" and detail:
         out["image_url"]["detail"] = detail
@@ -223,6 +228,24 @@ def _openai(kind: str, source: str | None, block: Mapping[str, Any]) -> dict[str
 
 
 _DEFAULT_MIME = {"image": "image/png", "file": "application/pdf", "audio": "audio/wav"}
+_OPENAI_AUDIO_HINT = "openai takes audio as wav or mp3 only (mime_type audio/wav or audio/mpeg), not {mime!r}"
+
+
+def openai_audio_format(mime: str | None) -> str | None:
+    """OpenAI's ``input_audio.format`` for an audio MIME type (no type: ``wav``), or None when it takes none such."""
+    if not mime:
+        return "wav"
+    return _OPENAI_AUDIO.get(mime.split(";", 1)[0].strip().lower().rsplit("/", 1)[-1])
+
+
+def mime_of(block: Mapping[str, Any]) -> str | None:
+    """The block's MIME type: its ``mime_type``, else a ``data:`` URL's."""
+    mime = block.get("mime_type")
+    if isinstance(mime, str) and mime:
+        return mime
+    url = block.get("url")
+    found = _data_url(url) if isinstance(url, str) else None
+    return found[0] or None if found is not None else None
 
 
 def _mistral(kind: str, source: str | None, block: Mapping[str, Any]) -> dict[str, Any]:
@@ -276,27 +299,28 @@ def ollama_input(block: Mapping[str, Any]) -> tuple[str | None, str | None]:
 
 
 # ---------------------------------------------------------------------- the router's question
-def input_kinds(messages: Sequence[BaseMessage]) -> set[tuple[str, str | None]]:
-    """The ``(block type, source)`` of every standard data block in ``messages``."""
-    found: set[tuple[str, str | None]] = set()
+def input_kinds(messages: Sequence[BaseMessage]) -> set[tuple[str, str | None, str | None]]:
+    """The ``(block type, source, MIME type)`` of every standard data block in ``messages``."""
+    found: set[tuple[str, str | None, str | None]] = set()
     for message in messages:
         content = message.content
         if isinstance(content, str):
             continue
         for block in content:
             if isinstance(block, dict) and block.get("type") in INPUT_BLOCK_TYPES:
-                found.add((str(block["type"]), source_of(block)))
+                kind = str(block["type"])
+                found.add((kind, source_of(block), mime_of(block) if kind == "audio" else None))
     return found
 
 
 def block_exclusion(
-    kinds: Iterable[tuple[str, str | None]], provider: str | None, profile: Mapping[str, Any] | None
+    kinds: Iterable[tuple[str, str | None, str | None]], provider: str | None, profile: Mapping[str, Any] | None
 ) -> str | None:
     """Why a model (``provider``'s, with ``profile``) cannot take blocks of these kinds, or None.
 
     ``provider`` None: a model of another package, judged by its profile alone.
     """
-    for kind, source in sorted(kinds, key=str):
+    for kind, source, mime in sorted(kinds, key=str):
         flag = _PROFILE_FLAG.get(kind)
         if flag is not None and profile and profile.get(flag) is False:
             return f"does not accept {kind} inputs (profile {flag}=False)"
@@ -307,4 +331,6 @@ def block_exclusion(
             return f"{provider} does not take {kind!r} content blocks"
         if source not in takes:
             return f"{provider} takes {kind!r} blocks as {', '.join(sorted(takes))}, not {source}"
+        if provider == "openai" and kind == "audio" and openai_audio_format(mime) is None:
+            return _OPENAI_AUDIO_HINT.format(mime=mime)
     return None

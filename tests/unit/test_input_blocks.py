@@ -111,7 +111,11 @@ def test_legacy_v0_blocks_still_convert() -> None:
 REFUSED = [
     ("openai", PDF_URL, "'file' content block given as url cannot be sent to openai"),
     ("openai", VIDEO, "'video' content block given as url cannot be sent to openai"),
-    ("openai", {"type": "audio", "base64": WAV, "mime_type": "audio/ogg"}, "audio (audio/ogg)"),
+    (
+        "openai",
+        {"type": "audio", "base64": WAV, "mime_type": "audio/ogg"},
+        "wav or mp3 only (mime_type audio/wav or audio/mpeg), not 'audio/ogg'",
+    ),
     ("anthropic", AUDIO, "an 'audio' content block given as base64 cannot be sent to anthropic"),
     ("mistral", VIDEO, "'video' content block given as url cannot be sent to mistral"),
     ("ollama", PDF_BLOCK, "'file' content block given as base64 cannot be sent to ollama"),
