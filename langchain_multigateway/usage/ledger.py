@@ -332,6 +332,10 @@ def _add_served_model_column(conn: sqlite3.Connection) -> None:
 
 _Spilled = tuple[str, CallRecord, tuple[Mapping[str, Any], ...], str]
 _Queued = tuple[CallRecord, tuple[Mapping[str, Any], ...]]
+_OPEN_LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
+"""Every ledger of this process, so a forked child starts a writer for each (:meth:`Ledger._forked`)."""
+_INHERITED: list[_Writer] = []
+"""In a forked child: the parent's writers, kept unused (see :meth:`Ledger._forked`)."""
 
 
 def _read_spill(text: str) -> tuple[list[_Spilled], list[str]]:
@@ -497,6 +501,15 @@ def _stop_worker(
         logger.error("ledger %s: %d record(s) could not be written and are lost", writer.path, unwritten)
 
 
+def _after_fork_in_child() -> None:
+    for ledger in list(_OPEN_LEDGERS):
+        ledger._forked()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Ledger:
     """Every call's record in SQLite: time, run id, deployment, provider, model, tokens,
     cost, latency, outcome (ok / error and its type), tags.
@@ -535,6 +548,12 @@ class Ledger:
         self.spill_path: str | None = (
             str(spill_path) if spill_path is not None else None if memory else self.path + ".spill.jsonl"
         )
+        self._closed = False
+        self._start_writer()
+        _OPEN_LEDGERS.add(self)
+
+    def _start_writer(self) -> None:
+        """A writer thread with its own connection, and an empty queue for it."""
         self._jobs: queue.Queue[Any] = queue.Queue()
         # Records waiting for the writer: deque.append is atomic, so adding one takes no lock.
         self._pending: deque[_Queued] = deque()
@@ -547,13 +566,29 @@ class Ledger:
         )
         self._thread.start()
         self._writer = ready.result()
-        self._closed = False
         self._late_lock = threading.Lock()
         # The worker needs one busy_timeout for the record in hand, then spills the rest at once.
         wait = 2 * self.busy_timeout + 30
         self._finalizer = weakref.finalize(
             self, _stop_worker, self._jobs, self._pending, self._thread, self._writer, wait
         )
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's writer thread did not come along; start this process's own.
+
+        The queue copied from the parent is dropped (the parent writes those records), and the
+        parent's connection is kept, unused and never closed: closing a connection carried
+        across ``fork`` may checkpoint and delete the WAL file the parent is still writing.
+        """
+        if self._closed:
+            return
+        self._finalizer.detach()
+        _INHERITED.append(self._writer)
+        try:
+            self._start_writer()
+        except Exception:
+            self._closed = True  # its calls now say so, rather than queue records nobody writes
+            logger.exception("ledger %s: no writer could be started in this forked process", self.path)
 
     # ------------------------------------------------------------------ writing
     def add(self, record: CallRecord, *, failed: Sequence[Mapping[str, Any]] = ()) -> None:

@@ -8,11 +8,15 @@ refuses inside a batch costs only itself (it goes to the sidecar).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
+
+import pytest
 
 from langchain_multigateway.usage import CallRecord, Ledger
 from langchain_multigateway.usage.ledger import BATCH_RECORDS
@@ -140,3 +144,33 @@ def test_a_record_added_while_close_runs_is_kept_or_refused_never_lost(tmp_path:
         assert len(kept) == 1  # add() returned normally: the record is in the ledger
     else:
         assert kept == []  # refused with an error the caller sees: nothing half-kept
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_writes_and_reads_its_own_records_and_never_rewrites_its_parents(tmp_path: Path) -> None:
+    path = tmp_path / "fork.sqlite3"
+    ledger = Ledger(path)
+    for n in range(200):  # queued, maybe not yet committed, when the process forks
+        ledger.add(record(n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork of a threaded process: the point of the test
+        pid = os.fork()
+    if pid == 0:  # the child: the parent's writer thread did not come along
+        code = 1
+        try:
+            ledger.add(record(1_000_000))
+            counted: list[int] = []
+            reader = threading.Thread(target=lambda: counted.append(ledger.count()), daemon=True)
+            reader.start()
+            reader.join(20)
+            ledger.close()
+            code = 0 if counted and counted[0] >= 1 else 3  # 3: a read in the child never returned
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.add(record(2_000_000))
+    ledger.close()
+    Ledger(path).close()  # imports a sidecar, if anything went there
+    ids = rows_in_file(path)
+    assert len(ids) == len(set(ids)) == 202  # the parent's 201 and the child's one, each once
