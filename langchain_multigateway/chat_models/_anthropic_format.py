@@ -193,8 +193,12 @@ def tools_to_anthropic(tools: Sequence[Any]) -> list[dict[str, Any]]:
     """Any LangChain tool description as Anthropic tools (``name``, ``description``, ``input_schema``)."""
     out: list[dict[str, Any]] = []
     for tool in tools:
-        if isinstance(tool, Mapping) and ("input_schema" in tool or tool.get("type") not in (None, "function")):
-            out.append(dict(tool))  # already Anthropic-shaped, or a server tool (web_search_..., ...)
+        # Already Anthropic-shaped, or a server tool ({"type": "web_search_20250305", "name": ...});
+        # a bare JSON schema ({"type": "object", "title": ...}) is converted like any other tool.
+        if isinstance(tool, Mapping) and (
+            "input_schema" in tool or tool.get("type") not in (None, "function", "object")
+        ):
+            out.append(dict(tool))
             continue
         fn = convert_to_openai_tool(tool)["function"]
         spec: dict[str, Any] = {

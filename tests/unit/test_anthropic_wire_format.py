@@ -791,3 +791,21 @@ def test_parallel_tool_calls_call_kwarg_is_translated_and_never_sent_as_is() -> 
     make(server).bind_tools([GetWeather]).invoke("?", parallel_tool_calls=False)
     assert server.body()["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
     assert "parallel_tool_calls" not in server.body()
+
+
+def test_a_bare_json_schema_becomes_a_named_tool() -> None:
+    # with_structured_output(SomeModel.schema()) hands bind_tools a JSON schema, not a tool.
+    from langchain_multigateway.chat_models._anthropic_format import tools_to_anthropic
+
+    schema = {
+        "title": "Joke",
+        "description": "Joke to tell user.",
+        "type": "object",
+        "properties": {"setup": {"type": "string"}, "punchline": {"type": "string"}},
+        "required": ["setup", "punchline"],
+    }
+    (tool,) = tools_to_anthropic([schema])
+    assert tool["name"] == "Joke"
+    assert tool["input_schema"]["required"] == ["setup", "punchline"]
+    server_tool = {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}
+    assert tools_to_anthropic([server_tool]) == [server_tool]
