@@ -27,6 +27,11 @@ parameter                   openai                                 anthropic    
                             o3, gpt-5 …)
 ==========================  =====================================  ==========================  ======================
 
+Refused before any deployment is tried (the same at every one): ``max_tokens`` and
+``max_completion_tokens`` given with two values, a ``reasoning_effort`` OpenAI does not
+document. A ``None`` value means "not set": left out where the API has no such field,
+never reported as dropped nor refused by ``strict_params``.
+
 An OpenAI model pointed at another server (``base_url``: llama.cpp, vLLM …) keeps
 parameters beyond OpenAI's list (``top_k``, ``min_p``, ``repetition_penalty`` …): such
 servers take more; only Anthropic's and Ollama's native fields are dropped for them.
@@ -42,10 +47,21 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-__all__ = ["EFFORT_BUDGETS", "ParamFit", "fit_params", "param_fit", "reasoning_effort_for_budget"]
+__all__ = [
+    "EFFORTS",
+    "EFFORT_BUDGETS",
+    "ParamFit",
+    "check_common",
+    "fit_params",
+    "param_fit",
+    "reasoning_effort_for_budget",
+]
 
-EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384}
+EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768}
 """Anthropic ``thinking.budget_tokens`` for an OpenAI-style ``reasoning_effort`` (1024 is Anthropic's minimum)."""
+
+EFFORTS = frozenset({"none", *EFFORT_BUDGETS})
+"""The ``reasoning_effort`` values OpenAI documents; anything else is refused before sending (every API would 400)."""
 
 _ALWAYS = frozenset({"timeout", "stop", "tools", "tool_choice", "model", "ls_structured_output_format", "stream"})
 """Handled by every provider of ours (or by the call template) whatever the API."""
@@ -189,13 +205,15 @@ def _anthropic_effort(value: Any, model: Any, out: dict[str, Any]) -> str | None
         return f"reasoning_effort {value!r} has no thinking budget (use one of {sorted(EFFORT_BUDGETS)})"
     out.setdefault("thinking", {"type": "enabled", "budget_tokens": budget})
     answer = out.get("max_tokens") or getattr(model, "max_tokens", None) or 1024
-    if answer <= budget:  # Anthropic counts the thinking inside max_tokens: keep room for the answer
+    if (
+        isinstance(answer, int) and answer <= budget
+    ):  # Anthropic counts the thinking inside max_tokens: keep room for the answer
         out["max_tokens"] = budget + answer
     return None
 
 
 def _ollama_effort(value: Any, model: Any, out: dict[str, Any]) -> None:
-    out.setdefault("think", False if value == "none" else "low" if value == "minimal" else value)
+    out.setdefault("think", False if value == "none" else {"minimal": "low", "xhigh": "high"}.get(value, value))
 
 
 def _ollama_thinking(value: Any, model: Any, out: dict[str, Any]) -> None:
@@ -264,11 +282,41 @@ def param_fit(model: Any) -> ParamFit | None:
     return fit
 
 
+def check_common(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The common parameters as one meaning (raises ValueError for a contradiction or an unknown effort).
+
+    ``max_tokens`` and ``max_completion_tokens`` name one limit: both given, they must agree
+    (one is kept, each API then gets its own name), else which one a deployment obeyed would
+    depend on its provider. A ``reasoning_effort`` no API documents would end in a 400 at
+    every deployment; it is refused here, before any is tried.
+    """
+    effort = kwargs.get("reasoning_effort")
+    if effort is not None and effort not in EFFORTS:
+        msg = f"reasoning_effort={effort!r} is not one of {sorted(EFFORTS)}"
+        raise ValueError(msg)
+    both = kwargs.get("max_tokens"), kwargs.get("max_completion_tokens")
+    if None in both:
+        return kwargs
+    if both[0] != both[1]:
+        msg = (
+            f"max_tokens={both[0]!r} and max_completion_tokens={both[1]!r} name one limit with two values; "
+            "give one (the router sends it under each deployment's own name)"
+        )
+        raise ValueError(msg)
+    return {k: v for k, v in kwargs.items() if k != "max_completion_tokens"}
+
+
 def fit_params(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """``kwargs`` as ``model``'s API takes them, and what was dropped (name → why)."""
+    """``kwargs`` as ``model``'s API takes them, and what was dropped (name → why).
+
+    Raises ValueError for contradicting or unknown common values (:func:`check_common`).
+    A ``None`` the API does not take is left out unreported: None says "not set", so nothing is lost.
+    """
     fit = param_fit(model)
     if fit is None:
         return dict(kwargs), {}
+    if "reasoning_effort" in kwargs or "max_completion_tokens" in kwargs:
+        kwargs = check_common(kwargs)
     provider, accepted, translations = fit.provider, fit.accepted, fit.translations
     out: dict[str, Any] = {}
     dropped: dict[str, str] = {}
@@ -278,6 +326,8 @@ def fit_params(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], d
     rest = [name for name in kwargs if name not in out] if len(out) < len(kwargs) else ()  # usually none
     for name in rest:
         value = kwargs[name]
+        if value is None:
+            continue  # not set: nothing to send, translate or report (strict_params has nothing to refuse)
         translate = translations.get(name)
         if translate is not None:
             why = translate(value, model, out)

@@ -31,7 +31,7 @@ from langchain_multigateway.routing.budget import BudgetGuard
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.policy import Action, NoDeploymentAvailableError
-from langchain_multigateway.routing.prepare import Prepared, PreparedCache, prepare
+from langchain_multigateway.routing.prepare import Prepared, PreparedCache, prepare, refuse_unfit
 from langchain_multigateway.routing.request import Overrides, Request, count_ahead, describe
 from langchain_multigateway.routing.runs import AttemptRuns
 from langchain_multigateway.routing.selection import exclusion, plan
@@ -229,6 +229,7 @@ class CallState:
 def failover(engine: Engine, request: Request, call: CallState) -> Generator[Step, Any, Any]:
     """Every decision of one routed call, as steps; returns the served outcome (``Answer`` / ``Opened``)."""
     ordered, call.excluded = plan(engine.deployments, request, engine.shared.state, call.guard)
+    refuse_unfit(engine.prepared, ordered, request)  # strict_params: decided before the first try
     while True:
         call.limited = {}
         call.tried = False

@@ -8,7 +8,7 @@ never counts against a breaker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
@@ -23,7 +23,15 @@ from langchain_multigateway.routing.policy import RequestPreparationError, Unsup
 from langchain_multigateway.routing.request import Request
 from langchain_multigateway.routing.structured import json_schema_of, schema_name
 
-__all__ = ["Prepared", "PreparedCache", "Preparations", "StructuredHooks", "input_error", "prepare"]
+__all__ = [
+    "Prepared",
+    "PreparedCache",
+    "Preparations",
+    "StructuredHooks",
+    "input_error",
+    "prepare",
+    "refuse_unfit",
+]
 
 PreparedCache = dict[tuple[str, int], tuple[Any, dict[str, Any], "Prepared"]]
 """Bindings kept per (deployment, tools or schema object): binding tools is slow, calls repeat them."""
@@ -119,12 +127,24 @@ def _fit(cache: PreparedCache, dep: Deployment, kwargs: dict[str, Any]) -> tuple
         return kwargs, _NOTHING_DROPPED
     if "model" in kwargs:  # a model= override chose this deployment (see eligibility): it serves its own model
         kwargs = {k: v for k, v in kwargs.items() if k != "model"}
-    fitted, dropped = fit_params(dep.model, kwargs)
+    try:
+        fitted, dropped = fit_params(dep.model, kwargs)
+    except ValueError as exc:  # contradicting or unknown common values: the same at every deployment
+        raise _refuse(dep, exc) from exc
     if not dropped:
         return fitted, _NOTHING_DROPPED
     if getattr(cache, "strict_params", False):
         raise UnsupportedParameterError(dep.name, dropped, provider=dep.provider, model=dep.model_name)
     return fitted, MappingProxyType(dropped)
+
+
+def refuse_unfit(cache: PreparedCache, deployments: Sequence[Deployment], request: Request) -> None:
+    """Under ``strict_params``: refuse the call before its first try when any deployment that may serve it
+    would drop a parameter (not when the failover reaches that one, after others were tried)."""
+    if not getattr(cache, "strict_params", False) or not request.kwargs:
+        return
+    for dep in deployments:
+        _fit(cache, dep, request.kwargs)  # raises UnsupportedParameterError (each model's fit is remembered)
 
 
 def _bind(dep: Deployment, request: Request) -> Prepared:
