@@ -333,7 +333,7 @@ def _add_served_model_column(conn: sqlite3.Connection) -> None:
 _Spilled = tuple[str, CallRecord, tuple[Mapping[str, Any], ...], str]
 _Queued = tuple[CallRecord, tuple[Mapping[str, Any], ...]]
 _OPEN_LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
-"""Every ledger of this process, so a forked child starts a writer for each (:meth:`Ledger._forked`)."""
+"""Every ledger of this process, so a forked child gives each its own writer (:meth:`Ledger._forked`)."""
 _INHERITED: list[_Writer] = []
 """In a forked child: the parent's writers, kept unused (see :meth:`Ledger._forked`)."""
 
@@ -549,6 +549,8 @@ class Ledger:
             str(spill_path) if spill_path is not None else None if memory else self.path + ".spill.jsonl"
         )
         self._closed = False
+        self._orphaned = False
+        """A forked child's copy whose writer is not started yet (see :meth:`_forked`)."""
         self._start_writer()
         _OPEN_LEDGERS.add(self)
 
@@ -574,21 +576,32 @@ class Ledger:
         )
 
     def _forked(self) -> None:
-        """In a forked child: the parent's writer thread did not come along; start this process's own.
+        """Right after ``fork``, in the child: the parent's writer thread did not come along.
 
-        The queue copied from the parent is dropped (the parent writes those records), and the
-        parent's connection is kept, unused and never closed: closing a connection carried
-        across ``fork`` may checkpoint and delete the WAL file the parent is still writing.
+        Only marked here (a child that never uses the ledger, or one about to ``exec``,
+        starts nothing); its first use starts this process's own writer (:meth:`_adopt`).
+        The parent's exit hook is dropped: the parent writes what it had queued.
         """
-        if self._closed:
-            return
         self._finalizer.detach()
-        _INHERITED.append(self._writer)
-        try:
-            self._start_writer()
-        except Exception:
-            self._closed = True  # its calls now say so, rather than queue records nobody writes
-            logger.exception("ledger %s: no writer could be started in this forked process", self.path)
+        self._fork_lock = threading.Lock()
+        self._orphaned = not self._closed
+
+    def _adopt(self) -> None:
+        """Start this (forked) process's writer, with its own connection and an empty queue.
+
+        The parent's connection is kept, unused and never closed: closing a connection
+        carried across ``fork`` may checkpoint and delete the WAL file the parent still writes.
+        """
+        with self._fork_lock:
+            if not self._orphaned:
+                return
+            _INHERITED.append(self._writer)
+            try:
+                self._start_writer()
+            except Exception:
+                self._closed = True  # its calls now say so, rather than queue records nobody writes
+                logger.exception("ledger %s: no writer could be started in this forked process", self.path)
+            self._orphaned = False
 
     # ------------------------------------------------------------------ writing
     def add(self, record: CallRecord, *, failed: Sequence[Mapping[str, Any]] = ()) -> None:
@@ -599,6 +612,8 @@ class Ledger:
         ``status_code``, ``latency_ms``); kept in ``call_attempts`` with the call.
         """
         entry = (record, tuple(failed))
+        if self._orphaned:
+            self._adopt()
         if self._closed:
             msg = "this Ledger is closed"
             raise RuntimeError(msg)
@@ -627,6 +642,8 @@ class Ledger:
             raise LedgerWriteError(msg, lost=lost, spill_path=self.spill_path)
 
     def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._orphaned:
+            self._adopt()
         if self._closed:
             msg = "this Ledger is closed"
             raise RuntimeError(msg)
@@ -654,6 +671,8 @@ class Ledger:
             LedgerWriteError: Records could be neither committed nor kept in the
                 sidecar file (or were still queued when the writer gave up).
         """
+        if self._orphaned:
+            self._adopt()
         if self._closed:
             return
         self._closed = True
