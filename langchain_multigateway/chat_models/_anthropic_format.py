@@ -96,6 +96,11 @@ def _content_blocks(content: str | list[Any], *, assistant: bool = False) -> lis
                 blocks.append(thinking)
         elif kind in ("tool_use", "tool_call", "tool_call_chunk", "function_call"):
             continue  # tool calls come from message.tool_calls
+        elif kind == "refusal":  # an OpenAI answer's refusal: what the assistant said, as text
+            if block.get("refusal"):
+                blocks.append({"type": "text", "text": str(block["refusal"])})
+        elif isinstance(kind, str) and kind.endswith("_call"):
+            continue  # an OpenAI built-in tool call (web_search_call, ...): run by OpenAI, its result is in the text
         elif kind in _ASSISTANT_ONLY_BLOCKS:
             if assistant:  # thinking must go back unchanged with its signature
                 blocks.append({k: v for k, v in block.items() if k != "index"})

@@ -102,6 +102,10 @@ def _content_and_images(content: str | list[Any]) -> tuple[str, list[str]]:
             images.append(_image_to_base64(block))
         elif block.get("type") in ("tool_use", "tool_call", "reasoning", "thinking", "function_call"):
             continue
+        elif block.get("type") == "refusal":  # an OpenAI answer's refusal: what the assistant said
+            texts.append(str(block.get("refusal") or ""))
+        elif str(block.get("type")).endswith("_call"):
+            continue  # an OpenAI built-in tool call (web_search_call, ...): run by OpenAI, its result is in the text
         else:
             msg = f"Ollama cannot take content blocks of type {block.get('type')!r}"
             raise ValueError(msg)

@@ -1,0 +1,63 @@
+"""A Responses-mode conversation failing over to another provider mid-conversation.
+
+An earlier OpenAI Responses answer leaves blocks in the history that other APIs do not
+know: ``refusal`` (what the assistant said when it refused), built-in tool items such as
+``web_search_call`` (run by OpenAI, their result is in the answer's text), reasoning items
+and ``function_call`` blocks. Each request builder must turn them into something its API
+takes — never pass them through for the API to reject, never raise on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from langchain_multigateway.chat_models._anthropic_format import messages_to_anthropic
+from langchain_multigateway.chat_models._ollama_format import messages_to_ollama
+
+REFUSAL = "I can't help with that."
+
+
+def _history() -> list[BaseMessage]:
+    refused = AIMessage(
+        content=[
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "think"}]},
+            {"type": "refusal", "refusal": REFUSAL, "id": "msg_1"},
+        ],
+        response_metadata={"id": "resp_1", "model_provider": "openai"},
+    )
+    searched = AIMessage(
+        content=[
+            {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"query": "q"}},
+            {"type": "text", "text": "Found it.", "id": "msg_2"},
+            {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{}", "id": "fc_1"},
+        ],
+        tool_calls=[{"name": "lookup", "args": {}, "id": "call_1"}],
+        response_metadata={"id": "resp_2", "model_provider": "openai"},
+    )
+    return [
+        HumanMessage("hi"),
+        refused,
+        HumanMessage("something else then"),
+        searched,
+        ToolMessage("ok", tool_call_id="call_1"),
+        HumanMessage("go on"),
+    ]
+
+
+def _types(content: Any) -> list[str]:
+    return [] if isinstance(content, str) else [block["type"] for block in content]
+
+
+def test_anthropic_gets_refusal_as_text_and_no_openai_items() -> None:
+    _, messages = messages_to_anthropic(_history())
+    assert messages[1] == {"role": "assistant", "content": REFUSAL}
+    assert _types(messages[3]["content"]) == ["text", "tool_use"]
+
+
+def test_ollama_gets_refusal_as_text_and_no_openai_items() -> None:
+    messages = messages_to_ollama(_history())
+    assert messages[1] == {"role": "assistant", "content": REFUSAL}
+    assert messages[3]["content"] == "Found it."
+    assert messages[3]["tool_calls"] == [{"function": {"name": "lookup", "arguments": {}}}]
