@@ -61,9 +61,14 @@ _warned: set[str] = set()
 MEMO_MIN_CHARS = 1024
 """Texts this long or longer have their count remembered (shorter ones cost less to count than to key)."""
 MEMO_MAX_CHARS = 8_000_000
-"""Characters of text the memo may hold before it starts over (about 8 MB of keys)."""
-_memo: dict[tuple[str, str], int] = {}
+"""Characters of text the memo may hold before it starts over (about 8 MB of keys); a longer text
+is counted each time, never kept."""
+_memo: dict[tuple[Encode, str], int] = {}
+"""Keyed by the counting function itself, not the encoding's name: a count made by a fallback is
+never given for the exact encoder (or the reverse)."""
 _memo_chars = [0]
+_memo_lock = threading.Lock()
+"""Guards the memo's books (never held while counting)."""
 
 
 def encoding_for_model(model: str) -> str:
@@ -149,19 +154,22 @@ def get_encoder(encoding: str) -> tuple[Encode, bool]:
     return found, encoding not in _warned
 
 
-def _counted(encoding: str, encode: Encode, text: str) -> int:
+def _counted(encode: Encode, text: str) -> int:
     """``encode(text)``, remembered for long texts (see the module doc)."""
-    if len(text) < MEMO_MIN_CHARS:
+    size = len(text)
+    if size < MEMO_MIN_CHARS or size > MEMO_MAX_CHARS:
         return encode(text)
-    key = (encoding, text)
+    key = (encode, text)
     found = _memo.get(key)
     if found is None:
-        found = encode(text)
-        if _memo_chars[0] + len(text) > MEMO_MAX_CHARS:
-            _memo.clear()  # start over rather than keep a bookkeeping structure per entry
-            _memo_chars[0] = 0
-        _memo[key] = found
-        _memo_chars[0] += len(text)
+        found = encode(text)  # outside the lock: threads count at once (tiktoken lets go of the GIL)
+        with _memo_lock:
+            if key not in _memo:
+                if _memo_chars[0] + size > MEMO_MAX_CHARS:
+                    _memo.clear()  # start over rather than keep a bookkeeping structure per entry
+                    _memo_chars[0] = 0
+                _memo[key] = found
+                _memo_chars[0] += size
     return found
 
 
@@ -169,7 +177,7 @@ def count_text_tokens(text: str, model: str = "gpt-4o-mini") -> int:
     """Tokens in ``text`` for ``model``'s encoding (see the module doc for fallbacks)."""
     encoding = encoding_for_model(model)
     encode, _ = get_encoder(encoding)
-    return _counted(encoding, encode, text)
+    return _counted(encode, text)
 
 
 def _content_text(content: Any) -> str:
@@ -199,7 +207,7 @@ def count_message_tokens(messages: Sequence[dict[str, Any]], model: str = "gpt-4
         total += _TOKENS_PER_MESSAGE
         for key, value in message.items():
             if key == "content" and value is not None:
-                total += _counted(encoding, encode, _content_text(value))
+                total += _counted(encode, _content_text(value))
             elif key == "name" and isinstance(value, str):
                 total += encode(value) + _TOKENS_PER_NAME
             elif key == "role" and isinstance(value, str):
