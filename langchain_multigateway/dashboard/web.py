@@ -14,10 +14,11 @@ in a worker thread so the gateway's event loop keeps serving calls meanwhile.
 
 from __future__ import annotations
 
+import heapq
 import time
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import orjson
@@ -33,11 +34,14 @@ from langchain_multigateway.dashboard.export import usage_csv
 from langchain_multigateway.dashboard.queries import GROUPS, PERIODS
 from langchain_multigateway.dashboard.view import DashboardSource, usage_table
 
-__all__ = ["BASE", "REFRESH_SECONDS", "dashboard_routes"]
+__all__ = ["BASE", "REFRESH_SECONDS", "SHOWN_ROWS", "dashboard_routes"]
 
 BASE = "/ui"
 REFRESH_SECONDS = 3.0
 """The Deployments panel polls this often: a breaker that opens shows within about 3 s."""
+SHOWN_ROWS = 25
+"""Rows per usage table and chart on the page: a ledger with thousands of tags or keys drew
+every one (tens of MB of HTML, minutes to render); the rest are counted and are in the CSV."""
 _STATIC = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 _PERIOD_NAMES = {"today": "Today", "7d": "7 days", "30d": "30 days"}
 _MAX_LOGIN_BYTES = 4096
@@ -110,8 +114,28 @@ def _environment() -> Environment:
     return env
 
 
+def _cross_site(request: Request) -> bool:
+    """A form posted from another site's page (login or logout CSRF): the browser says so in
+    ``Sec-Fetch-Site``, or (older browsers) in an ``Origin`` that is not this page's host."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False  # not a browser's cross-site form (curl, scripts): nothing to forge
+    return origin == "null" or urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
+
+
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=_HEADERS)
+
+
+def _biggest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``SHOWN_ROWS`` rows that cost most (then used most tokens), in name order; the CSV has all."""
+    if len(rows) <= SHOWN_ROWS:
+        return rows
+    top = heapq.nlargest(SHOWN_ROWS, rows, key=lambda r: (r["cost_usd"] or 0.0, r["total_tokens"], r["requests"]))
+    return sorted(top, key=lambda r: str(r["key"]))
 
 
 def _page_context(source: DashboardSource, period: str) -> dict[str, Any]:
@@ -120,12 +144,14 @@ def _page_context(source: DashboardSource, period: str) -> dict[str, Any]:
     summary = source.summary(now)
     svg, legend = charts.minute_chart(summary.get("traffic") or [], int(summary.get("first_minute") or now // 60))
     usage = summary.get("usage") or {}
-    drawn = {}
+    drawn, shown, hidden = {}, {}, {}
     for group in GROUPS:
         rows = usage.get(group, {}).get(period, [])
+        shown[group] = top = _biggest(rows)
+        hidden[group] = len(rows) - len(top)
         drawn[group] = {
-            "tokens": charts.bar_chart([(r["name"], r["total_tokens"]) for r in rows], "tokens"),
-            "usd": charts.bar_chart([(r["name"], r["cost_usd"]) for r in rows], "USD"),
+            "tokens": charts.bar_chart([(r["name"], r["total_tokens"]) for r in top], "tokens"),
+            "usd": charts.bar_chart([(r["name"], r["cost_usd"]) for r in top], "USD"),
         }
     return {
         "summary": summary,
@@ -133,6 +159,8 @@ def _page_context(source: DashboardSource, period: str) -> dict[str, Any]:
         "traffic_svg": svg,
         "traffic_legend": legend,
         "charts": drawn,
+        "shown": shown,
+        "hidden": hidden,
         "period": period,
         "periods": PERIODS,
         "period_names": _PERIOD_NAMES,
@@ -169,6 +197,8 @@ def dashboard_routes(source: DashboardSource, gate: Gatekeeper) -> list[BaseRout
     async def login(request: Request) -> Response:
         if not gate.enabled:
             return login_page()
+        if _cross_site(request):
+            return _json({"error": {"message": "sign in from the dashboard's own page (/ui/login)"}}, 403)
         body = bytearray()
         with anyio.move_on_after(LOGIN_BODY_SECONDS) as reading:  # a form trickled a byte at a time is cut off
             async for piece in request.stream():
@@ -186,6 +216,8 @@ def dashboard_routes(source: DashboardSource, gate: Gatekeeper) -> list[BaseRout
         return response
 
     async def logout(request: Request) -> Response:
+        if _cross_site(request):
+            return _json({"error": {"message": "sign out from the dashboard's own page"}}, 403)
         response = RedirectResponse(f"{BASE}/login", status_code=303, headers=_HEADERS)
         gate.log_out(response)
         return response

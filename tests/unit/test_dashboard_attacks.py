@@ -8,7 +8,11 @@ panel, read without changing how calls are routed.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
+import time
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +23,13 @@ from starlette.testclient import TestClient
 
 from langchain_multigateway.cli.dashboard import build_dashboard_app
 from langchain_multigateway.dashboard import DashboardSource, Gatekeeper
+from langchain_multigateway.dashboard.export import csv_cell
+from langchain_multigateway.dashboard.web import SHOWN_ROWS
 from langchain_multigateway.routing import Deployment, RoutingChatModel
 from langchain_multigateway.state import MemoryState
 from langchain_multigateway.testing import ScriptedChatModel
+from langchain_multigateway.usage import Ledger
+from langchain_multigateway.usage.records import CallRecord
 
 MASTER = "mg-master-attack-" + "k3y" * 8
 BEARER = {"authorization": f"Bearer {MASTER}"}
@@ -107,3 +115,88 @@ def test_deployments_panel_shows_learned_limits_beside_the_configured_ones_and_r
         assert shown["learned_requests_reset"] is None
     assert not state.learned._known["announcing"][0].probing
     assert state.learned._known["announcing"][0].left == 0
+
+
+def _record(i: int, tag: str, cost: float | None, model: str = "gpt") -> CallRecord:
+    ts = time.time() - 30
+    return CallRecord(
+        run_id=f"r{i}", started_at=ts - 1, ended_at=ts, latency_ms=10.0, provider="openai", model=model,
+        deployment="dep", outcome="ok", input_tokens=10, output_tokens=5, total_tokens=15, cost_usd=cost,
+        has_usage=True, tags=(tag,),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- cross-site forms
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"}, {"origin": "https://evil.example"}],
+)
+def test_login_and_logout_posted_from_another_site_are_refused(headers: dict[str, str]) -> None:
+    # Found: another site's page could sign the user out (the answer's Set-Cookie ended the session).
+    client = _client(DashboardSource())
+    out = client.post("/ui/logout", headers=headers, follow_redirects=False)
+    assert out.status_code == 403
+    assert "set-cookie" not in out.headers
+    login = client.post("/ui/login", data={"key": MASTER}, headers=headers, follow_redirects=False)
+    assert login.status_code == 403
+    assert "set-cookie" not in login.headers
+    # The dashboard's own form (same origin), and clients that are not browsers, still work.
+    own = {"sec-fetch-site": "same-origin", "origin": "http://testserver"}
+    assert client.post("/ui/login", data={"key": MASTER}, headers=own, follow_redirects=False).status_code == 303
+    assert client.post("/ui/logout", follow_redirects=False).status_code == 303
+    assert client.post("/ui/login", data={"key": MASTER}, headers={"origin": "http://testserver"}).status_code == 200
+
+
+# ---------------------------------------------------------------- CSV
+
+
+def test_csv_cells_split_by_a_semicolon_locale_or_led_by_other_formula_marks_stay_text(tmp_path: Path) -> None:
+    hostile = ['a;=HYPERLINK("http://x")', "|calc", "%0A=1", " =1+1", "\n=1", "\uff1d1+1", "-1"]
+    path = tmp_path / "usage.sqlite3"
+    with Ledger(path) as ledger:
+        for i, tag in enumerate(hostile):
+            ledger.add(_record(i, tag, 0.001))
+    text = _client(DashboardSource(ledger_path=path)).get("/ui/usage.csv", headers=BEARER).text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    tags = {r["key"] for r in rows if r["group"] == "tag"}
+    assert tags == {'a;\'=HYPERLINK("http://x")', "'|calc", "'%0A=1", "' =1+1", "\\x0a=1", "'\uff1d1+1", "'-1"}
+    # Opened with ";" as the separator (a spreadsheet in a European locale): no cell is a formula.
+    for line in csv.reader(io.StringIO(text), delimiter=";"):
+        assert not any(cell.lstrip(" ").startswith(("=", "+", "@", "|", "\uff1d")) for cell in line), line
+    assert all(r["cost_usd"] == "0.001" for r in rows if r["group"] == "tag")
+    assert [csv_cell(v) for v in ("|x", "%x", " -x", "\uff20x", "a b", "x, +1")] == [
+        "'|x",
+        "'%x",
+        "' -x",
+        "'\uff20x",
+        "a b",
+        "x, '+1",
+    ]
+
+
+# ---------------------------------------------------------------- many names
+
+
+def test_a_ledger_with_many_distinct_tags_shows_the_costliest_and_counts_the_rest(tmp_path: Path) -> None:
+    # Found: 100,000 calls under 20,000 tags drew every one: 38-64 MB of HTML and minutes per page.
+    path = tmp_path / "usage.sqlite3"
+    names = 3 * SHOWN_ROWS
+    with Ledger(path) as ledger:
+        for i in range(names):
+            ledger.add(_record(i, f"tag-{i:03d}", None if i == names - 1 else (i + 1) / 1000, model=f"m{i:03d}"))
+    client = _client(DashboardSource(ledger_path=path))
+    page = client.get("/ui", headers=BEARER).text
+    for group in ("tag", "model"):
+        table = re.search(rf'<table class="usage" data-group="{group}">(.*?)</table>', page, re.S)
+        assert table is not None
+        shown = re.findall(r'<tr data-name="([^"]+)"', table.group(1))
+        prefix = "tag-" if group == "tag" else "m"
+        # The costliest SHOWN_ROWS (the last names), in name order; the unpriced one is not among them.
+        assert shown == [f"{prefix}{i:03d}" for i in range(names - 1 - SHOWN_ROWS, names - 1)]
+        assert f"{names - SHOWN_ROWS} more {group}s" in table.group(1)
+    assert page.count("<rect") <= 8 * SHOWN_ROWS  # bars for the shown rows only (no traffic bars here)
+    csv_rows = list(csv.DictReader(io.StringIO(client.get("/ui/usage.csv", headers=BEARER).text)))
+    assert len([r for r in csv_rows if r["group"] == "tag" and r["period"] == "today"]) == names
+    assert len(client.get("/ui/api/summary", headers=BEARER).json()["usage"]["tag"]["today"]) == names
