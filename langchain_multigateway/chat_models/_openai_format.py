@@ -42,6 +42,8 @@ __all__ = [
 
 ToolChoice = str | bool | dict[str, Any] | None
 
+_SAID = ("text", "refusal")  # the blocks of an AI message sent back as its text
+
 
 def content_to_openai(content: str | list[Any], provider: str | None = "openai") -> str | list[dict[str, Any]]:
     """Message content as OpenAI's string or list of content parts.
@@ -88,8 +90,8 @@ def message_to_openai(message: BaseMessage, provider: str | None = "openai") -> 
     elif isinstance(message, AIMessage):
         content = content_to_openai(message.content, provider)
         if isinstance(content, list):
-            content = [part for part in content if part.get("type") == "text"]
-            content = "".join(part["text"] for part in content)
+            # a refusal (block of a Responses answer) is what the assistant said: sent as its text
+            content = "".join(p.get("text") or p.get("refusal") or "" for p in content if p.get("type") in _SAID)
         calls = [tool_call_to_openai(c) for c in message.tool_calls]
         calls += [tool_call_to_openai(c) for c in message.invalid_tool_calls]
         out = {"role": "assistant", "content": content or (None if calls else "")}

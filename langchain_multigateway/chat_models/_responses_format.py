@@ -163,12 +163,17 @@ def _reasoning_items(message: AIMessage) -> Iterator[dict[str, Any]]:
 def _assistant_text(content: str | list[Any]) -> str:
     if isinstance(content, str):
         return content
-    texts = [b if isinstance(b, str) else b.get("text", "") for b in content if isinstance(b, str) or _is_text(b)]
+    # a refusal block is what the assistant said: sent back as its text
+    texts = [
+        b if isinstance(b, str) else b.get("text") or b.get("refusal") or ""
+        for b in content
+        if isinstance(b, str) or _is_text(b)
+    ]
     return "".join(texts)
 
 
 def _is_text(block: Any) -> bool:
-    return isinstance(block, Mapping) and block.get("type") in ("text", "output_text")
+    return isinstance(block, Mapping) and block.get("type") in ("text", "output_text", "refusal")
 
 
 def _message_items(message: BaseMessage) -> Iterator[dict[str, Any]]:

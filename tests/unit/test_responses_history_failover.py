@@ -15,6 +15,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 from langchain_multigateway.chat_models._anthropic_format import messages_to_anthropic
 from langchain_multigateway.chat_models._ollama_format import messages_to_ollama
+from langchain_multigateway.chat_models._openai_format import messages_to_openai
+from langchain_multigateway.chat_models._responses_format import messages_to_responses
 
 REFUSAL = "I can't help with that."
 
@@ -61,3 +63,21 @@ def test_ollama_gets_refusal_as_text_and_no_openai_items() -> None:
     assert messages[1] == {"role": "assistant", "content": REFUSAL}
     assert messages[3]["content"] == "Found it."
     assert messages[3]["tool_calls"] == [{"function": {"name": "lookup", "arguments": {}}}]
+
+
+def test_chat_completions_gets_refusal_as_text() -> None:
+    messages = messages_to_openai(_history())
+    assert messages[1] == {"role": "assistant", "content": REFUSAL}
+    assert messages[3]["content"] == "Found it."
+    assert [call["id"] for call in messages[3]["tool_calls"]] == ["call_1"]
+
+
+def test_responses_gets_refusal_back_as_assistant_text() -> None:
+    items = messages_to_responses(_history())
+    said = [item for item in items if item.get("role") == "assistant"]
+    assert said[0]["content"] == REFUSAL
+    assert [item["type"] for item in items if item.get("type") != "message"] == [
+        "reasoning",
+        "function_call",
+        "function_call_output",
+    ]
