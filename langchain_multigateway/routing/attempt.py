@@ -10,7 +10,8 @@ stops reading or abandons the stream. Callback handlers hear of the outcome only
 after that release, so no handler can stand between taking and giving back.
 
 The four attempt functions (invoke/stream, sync/async) differ only in I/O; every
-decision lives in :class:`Slot` and in the failover policy.
+decision lives in :class:`Slot` and in the failover policy. The call to the provider
+itself is :mod:`~langchain_multigateway.routing.calling`.
 """
 
 from __future__ import annotations
@@ -19,25 +20,27 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
-from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.errors import AttemptRecord, GatewayTimeoutError
+from langchain_multigateway.routing.calling import (
+    generate_async,
+    generate_sync,
+    provider_stream_async,
+    provider_stream_sync,
+)
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.learned import announced, announced_by_error, take_learned
 from langchain_multigateway.routing.policy import Action, Decision, FailoverPolicy
 from langchain_multigateway.routing.prepare import Prepared, input_error
 from langchain_multigateway.routing.request import Request
-from langchain_multigateway.routing.structured import check_refusal, refusal_watch
+from langchain_multigateway.routing.structured import refusal_watch
 from langchain_multigateway.state.base import Admission, RouterState
 
 if TYPE_CHECKING:
     from langchain_multigateway.routing.budget import BudgetGuard
-    from langchain_multigateway.routing.runs import AsyncChildRun, ChildRun
 
 __all__ = [
     "BUSY",
@@ -422,68 +425,6 @@ class Opened:
         self.chunks = chunks
 
 
-# ---------------------------------------------------------------------- calling the provider (I/O only)
-def _kwargs(p: Prepared, timeout: float | None) -> dict[str, Any]:
-    """The call kwargs, with the call's time left as the request's ``timeout`` where the model takes one."""
-    if timeout is None or not isinstance(p.model, GatewayChatModel):
-        return p.kwargs
-    return {**p.kwargs, "timeout": max(timeout, 0.001)}
-
-
-def _config(child: ChildRun | AsyncChildRun | None) -> Any:
-    return None if child is None else {"callbacks": child.callbacks}
-
-
-def _generates_only(model: BaseChatModel, *, is_async: bool) -> bool:
-    cls = type(model)
-    if cls._stream is not BaseChatModel._stream:
-        return False
-    return not is_async or cls._astream is BaseChatModel._astream
-
-
-def _generate_sync(p: Prepared, request: Request, child: ChildRun | None, timeout: float | None) -> ChatResult:
-    kwargs = _kwargs(p, timeout)
-    if p.runnable is not None:
-        output = p.runnable.invoke(request.messages, _config(child), stop=request.stop, **kwargs)
-        return raw_result(output, p.raw_key)
-    result = p.model._generate(request.messages, request.stop, None if child is None else child.run, **kwargs)
-    check_refusal(request.structured, result)  # a declined structured answer meets the content policy here
-    return result
-
-
-async def _generate_async(
-    p: Prepared, request: Request, child: AsyncChildRun | None, timeout: float | None
-) -> ChatResult:
-    kwargs = _kwargs(p, timeout)
-    if p.runnable is not None:
-        output = await p.runnable.ainvoke(request.messages, _config(child), stop=request.stop, **kwargs)
-        return raw_result(output, p.raw_key)
-    result = await p.model._agenerate(request.messages, request.stop, None if child is None else child.run, **kwargs)
-    check_refusal(request.structured, result)
-    return result
-
-
-def _provider_stream_sync(
-    p: Prepared, request: Request, child: ChildRun | None, timeout: float | None
-) -> Iterator[ChatGenerationChunk]:
-    if p.runnable is not None or _generates_only(p.model, is_async=False):
-        return iter((as_last_chunk(_generate_sync(p, request, child, timeout)),))
-    return p.model._stream(request.messages, request.stop, None if child is None else child.run, **_kwargs(p, timeout))
-
-
-async def _provider_stream_async(
-    p: Prepared, request: Request, child: AsyncChildRun | None, timeout: float | None
-) -> AsyncIterator[ChatGenerationChunk]:
-    if p.runnable is not None or _generates_only(p.model, is_async=True):
-        return _one(as_last_chunk(await _generate_async(p, request, child, timeout)))
-    run = None if child is None else child.run
-    return p.model._astream(request.messages, request.stop, run, **_kwargs(p, timeout))
-
-
-async def _one(chunk: ChatGenerationChunk) -> AsyncIterator[ChatGenerationChunk]:
-    yield chunk
-
-
 # ---------------------------------------------------------------------- the attempts
 def invoke_sync(shared: Shared, request: Request, step: Try) -> Answer | Failed | Admission:
     """One non-streamed try."""
@@ -494,7 +435,7 @@ def invoke_sync(shared: Shared, request: Request, step: Try) -> Answer | Failed 
     try:
         if request.runs is not None:
             slot.child = request.runs.start(step.dep, step.prepared, request.messages, request.stop, step.index)
-        result = _generate_sync(step.prepared, request, slot.child, step.timeout)
+        result = generate_sync(step.prepared, request, slot.child, step.timeout)
         slot.succeeded(result.generations[0].message)
     except BaseException as exc:
         slot.ended(exc)
@@ -516,7 +457,7 @@ async def invoke_async(shared: Shared, request: Request, step: Try) -> Answer | 
     try:
         if request.runs is not None:
             slot.child = await request.runs.astart(step.dep, step.prepared, request.messages, request.stop, step.index)
-        result = await _generate_async(step.prepared, request, slot.child, step.timeout)
+        result = await generate_async(step.prepared, request, slot.child, step.timeout)
         slot.succeeded(result.generations[0].message)
     except BaseException as exc:
         slot.ended(exc)
@@ -574,7 +515,7 @@ def _chunks_sync(slot: Slot, request: Request, step: Try) -> Iterator[ChatGenera
     try:
         if request.runs is not None:
             slot.child = request.runs.start(step.dep, step.prepared, request.messages, request.stop, step.index)
-        stream = _provider_stream_sync(step.prepared, request, slot.child, step.timeout)
+        stream = provider_stream_sync(step.prepared, request, slot.child, step.timeout)
         watch = refusal_watch(request.structured)  # a structured answer's refusal meets the content policy here
         for chunk in stream:
             slot.saw(chunk)
@@ -600,7 +541,7 @@ async def _chunks_async(slot: Slot, request: Request, step: Try) -> AsyncIterato
     try:
         if request.runs is not None:
             slot.child = await request.runs.astart(step.dep, step.prepared, request.messages, request.stop, step.index)
-        stream = await _provider_stream_async(step.prepared, request, slot.child, step.timeout)
+        stream = await provider_stream_async(step.prepared, request, slot.child, step.timeout)
         watch = refusal_watch(request.structured)
         async for chunk in stream:
             slot.saw(chunk)
@@ -620,36 +561,3 @@ async def _chunks_async(slot: Slot, request: Request, step: Try) -> AsyncIterato
         raise error from exc
     finally:
         await slot.afinish(stream, None)
-
-
-# ---------------------------------------------------------------------- shaping answers
-def as_last_chunk(result: ChatResult) -> ChatGenerationChunk:
-    """A whole answer as one final stream chunk."""
-    import json
-
-    message = result.generations[0].message
-    assert isinstance(message, AIMessage)
-    calls = [
-        tool_call_chunk(name=c["name"], args=json.dumps(c["args"]), id=c.get("id"), index=i)
-        for i, c in enumerate(message.tool_calls)
-    ]
-    return ChatGenerationChunk(
-        message=AIMessageChunk(
-            content=message.content,
-            tool_call_chunks=calls,
-            additional_kwargs=message.additional_kwargs,
-            usage_metadata=message.usage_metadata,
-            response_metadata=dict(message.response_metadata),
-            id=message.id,
-            chunk_position="last",
-        )
-    )
-
-
-def raw_result(output: Any, raw_key: str | None) -> ChatResult:
-    """A structured-output runnable's raw message as a chat result."""
-    message = output[raw_key] if raw_key is not None and isinstance(output, dict) else output
-    if not isinstance(message, BaseMessage):
-        msg = f"Expected a message from the deployment, got {type(message).__name__}"
-        raise TypeError(msg)
-    return ChatResult(generations=[ChatGeneration(message=message)])
