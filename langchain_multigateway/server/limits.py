@@ -125,13 +125,24 @@ class KeyLimits:
             guess = self._call_cost.get(key.id)
             if guess is None and estimate is not None:
                 guess = estimate()
+            # The reservation runs in a thread that a cancelled wait would not stop: shielded, so a
+            # call cancelled meanwhile (the server stopping) gives back what the thread still holds.
+            reserving = asyncio.ensure_future(asyncio.to_thread(self._reserve, key, guess))
             try:
-                hold.budget = await asyncio.to_thread(self._reserve, key, guess)
+                hold.budget = await asyncio.shield(reserving)
             except BaseException:
+                reserving.add_done_callback(self._give_back)
                 if hold.window is not None:
                     self._release(key, hold.window, 0)
                 raise
         return hold if hold.window is not None or hold.budget is not None else None
+
+    def _give_back(self, reserving: asyncio.Future[tuple[str, str]]) -> None:
+        """Drop a reservation whose call will never run (nothing spent)."""
+        if reserving.cancelled() or reserving.exception() is not None or self._store is None:
+            return
+        budget, reservation = reserving.result()
+        self._background(asyncio.to_thread(self._store.settle, budget, None, reservation, 0, 0.0))
 
     def _reserve(self, key: VirtualKey, estimate: float | None) -> tuple[str, str]:
         """Judge ``key``'s budget and hold this call's estimate in the shared store, in one step."""
