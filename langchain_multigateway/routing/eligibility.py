@@ -24,9 +24,14 @@ from langchain_multigateway.routing.request import Request
 __all__ = ["call_exclusion", "serves_model"]
 
 
-def serves_model(dep: Deployment, asked: Any) -> bool:
-    """Whether ``dep`` is what ``model=asked`` names."""
-    return asked in (dep.name, dep.model_name, f"{dep.provider}:{dep.model_name}")
+def serves_model(dep: Deployment, asked: Any, *, by_name: bool = True) -> bool:
+    """Whether ``dep`` is what ``model=asked`` names (its model's name, ``provider:model``, or its own name).
+
+    A router refuses a deployment named after a model another deployment serves, so the three never clash.
+    """
+    if by_name and asked == dep.name:
+        return True
+    return asked in (dep.model_name, f"{dep.provider}:{dep.model_name}")
 
 
 def call_exclusion(request: Request, dep: Deployment) -> str | None:

@@ -29,6 +29,7 @@ from langchain_multigateway.cache.routed import (
 from langchain_multigateway.routing import attempt
 from langchain_multigateway.routing.attempt import Shared
 from langchain_multigateway.routing.deployment import Deployment, deployments_from
+from langchain_multigateway.routing.eligibility import serves_model
 from langchain_multigateway.routing.engine import Engine, drive_async, drive_sync
 from langchain_multigateway.routing.gate import ConcurrencyGate
 from langchain_multigateway.routing.health import DeploymentHealth, deployment_health
@@ -555,7 +556,7 @@ class RoutingChatModel(BaseChatModel):
         request, call = self._engine.begin(
             messages, stop, kwargs, overrides, streaming=streaming, whole=whole, runs=runs
         )
-        return request, call, open_lookup(self.response_cache, request, cache_args)
+        return request, call, open_lookup(self.response_cache, request, cache_args, router=self.model)
 
     # ------------------------------------------------------------------ cache & health
     def _convert_cached_generations(self, cache_val: list[Generation]) -> list[ChatGeneration]:
@@ -631,6 +632,16 @@ def _unique_names(deployments: Sequence[Deployment]) -> None:
     for name in given:
         if given.count(name) > 1:
             msg = f"deployment name {name!r} is used twice; give each deployment its own name="
+            raise ValueError(msg)
+    served = {m for d in deployments for m in (d.model_name, f"{d.provider}:{d.model_name}")}
+    for dep in deployments:
+        # model= picks deployments by name or by model: a name that is another deployment's model would
+        # send model="gpt-4.1" to a deployment serving something else. Refused here, once.
+        if dep.named and dep.name in served and not serves_model(dep, dep.name, by_name=False):
+            msg = (
+                f"deployment name {dep.name!r} is the model another deployment serves, but this one serves "
+                f"{dep.model_name!r}: invoke(model={dep.name!r}) would be ambiguous; give it another name="
+            )
             raise ValueError(msg)
     taken = set(given)
     for dep in deployments:
