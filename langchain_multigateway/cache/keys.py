@@ -173,11 +173,14 @@ def request_keys(
     response_format: Any = None,
     stop: Sequence[str] | None = None,
     last_turns: int = 1,
+    router: str = "",
 ) -> RequestKeys:
     """The exact key, the shape key and the embedded text of one request in ``scope``.
 
     ``last_turns``: how many of the last non-system messages the semantic text holds
-    (the shape already pins the system prompt).
+    (the shape already pins the system prompt). ``router``: the name of the router asked
+    (its deployments are not in the key, but which router answers is: two routers sharing
+    one store, such as a server's "smart" and "cheap", never serve each other's answers).
     """
     answer_params = {k: v for k, v in params.items() if k not in IGNORED_PARAMS}
     system = [m for m in messages if m.type == "system"]
@@ -186,6 +189,7 @@ def request_keys(
     text = "\n".join(f"{m.type}: {_text_of(m)}" if len(embedded) > 1 else _text_of(m) for m in embedded)
     shape_payload = {
         "scope": scope_digest(scope),
+        "router": router,
         # a paraphrase never crosses a change of number or name: "capital of France" is not "of Germany"
         "terms": salient_terms(text),
         "system": canonical_messages(system),

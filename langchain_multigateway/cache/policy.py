@@ -242,8 +242,11 @@ class GatewayCache(BaseModel):
         tool_kwargs: Mapping[str, Any] | None = None,
         response_format: Any = None,
         stop: Sequence[str] | None = None,
+        router: str = "",
     ) -> Lookup | None:
-        """This call's :class:`Lookup`; None when its mode is ``"off"``. Raises on a bad mode or no scope."""
+        """This call's :class:`Lookup`; None when its mode is ``"off"``. Raises on a bad mode or no scope.
+
+        ``router`` names the router asked: answers are shared across its deployments, never across routers."""
         mode = self.mode if mode is None else mode
         if mode not in CACHE_MODES:
             msg = f"cache must be one of {list(CACHE_MODES)}, not {mode!r}"
@@ -267,6 +270,7 @@ class GatewayCache(BaseModel):
             response_format=response_format,
             stop=stop,
             last_turns=self.semantic.last_turns if self.semantic is not None else 1,
+            router=router,
         )
         return Lookup(self, keys, mode)
 

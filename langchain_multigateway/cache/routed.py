@@ -36,12 +36,15 @@ def take_cache_args(kwargs: dict[str, Any], metadata: Mapping[str, Any] | None) 
     return mode, scope
 
 
-def open_lookup(cache: GatewayCache | None, request: Any, args: CacheArgs) -> Lookup | None:
-    """The call's lookup (None without a cache or with ``cache="off"``); ``request`` is the router's ``Request``."""
+def open_lookup(cache: GatewayCache | None, request: Any, args: CacheArgs, *, router: str = "") -> Lookup | None:
+    """The call's lookup (None without a cache or with ``cache="off"``); ``request`` is the router's ``Request``,
+    ``router`` the asked router's name (its answers are its own, whichever deployment served them)."""
     if cache is None:
         return None
     mode, scope = args
     structured = request.structured
+    if request.tags:  # routing_tags pick which deployments (models) may answer: part of whose answer it is
+        router = f"{router}#{','.join(sorted(request.tags))}"
     return cache.begin(
         request.messages,
         scope=scope,
@@ -51,6 +54,7 @@ def open_lookup(cache: GatewayCache | None, request: Any, args: CacheArgs) -> Lo
         tool_kwargs=request.tool_kwargs,
         response_format=dict(structured) if structured is not None else None,
         stop=request.stop,
+        router=router,
     )
 
 

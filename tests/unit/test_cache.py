@@ -391,3 +391,30 @@ def test_a_hit_is_in_the_ledger_as_a_hit_with_zero_cost() -> None:
         assert rows[0]["cost_usd"] > 0
         (total,) = ledger.totals(by="outcome")
         assert (total["requests"], total["cache_hits"]) == (2, 1)
+
+
+# ---------------------------------------------------------------------- routers sharing one store
+def test_two_routers_sharing_one_store_never_serve_each_others_answers() -> None:
+    """A server's "smart" and "cheap" routers (one cache file, or one Redis) are asked by name: each
+    answers with its own models, so one's cached answer is never the other's (deployments within one
+    router still share)."""
+    store = SQLiteCacheStore()
+    smart_llm, cheap_llm = model(name="gpt-4o"), model(name="tiny")
+    smart = router(GatewayCache(store=store), smart_llm, model="smart")
+    cheap = router(GatewayCache(store=store), cheap_llm, model="cheap")
+    assert smart.invoke("hello", config=SCOPE).content == "answer 1"
+    served = cheap.invoke("hello", config=SCOPE)
+    assert served.response_metadata["cache"] == "miss"
+    assert cheap_llm.call_count == 1
+    assert smart.invoke("hello", config=SCOPE).response_metadata["cache"] == "exact"
+
+
+def test_routing_tags_are_part_of_the_key() -> None:
+    """routing_tags pick which deployments (models) may answer: an answer for one tag set is not another's."""
+    llm = model()
+    r = RoutingChatModel(deployments=[Deployment(model=llm, name="d", tags=["fast"])], response_cache=GatewayCache())
+    r.invoke("hello", config=SCOPE)
+    r.invoke("hello", config={"metadata": {"cache_scope": "tenant-a", "routing_tags": "fast"}})
+    assert llm.call_count == 2
+    again = r.invoke("hello", config={"metadata": {"cache_scope": "tenant-a", "routing_tags": ["fast"]}})
+    assert again.response_metadata["cache"] == "exact"
