@@ -38,12 +38,13 @@ _ENDED = ("response.completed", "response.incomplete")
 class _Item:
     """What has been sent of one output item so far."""
 
-    __slots__ = ("kind", "position", "sent")
+    __slots__ = ("done", "kind", "position", "sent")
 
     def __init__(self, kind: str, position: int) -> None:
         self.kind = kind
         self.position = position
         self.sent = ""  # text or arguments already streamed
+        self.done = False  # output_item.done seen: a repeat would send its summary or encrypted_content twice
 
 
 class ResponsesAssembler:
@@ -85,6 +86,7 @@ class ResponsesAssembler:
             self.response.update(event["response"])
         if kind in _ENDED:
             self.ended = True
+            yield from self._finish_items()
         elif kind == "response.output_item.added":
             yield from self._item_added(event)
         elif kind == "response.output_item.done":
@@ -169,12 +171,23 @@ class ResponsesAssembler:
         block = {"type": "function_call", "arguments": delta, "index": item.position}
         yield self._chunk([block], [tool_call_chunk(args=delta, index=item.position)])
 
+    def _finish_items(self) -> Iterator[ChatGenerationChunk]:
+        """The final response's output items, for what no delta or ``output_item.done`` carried
+        (a server that skipped them, or a function call whose argument deltas stopped short)."""
+        output = self.response.get("output")
+        for position, raw in enumerate(output if isinstance(output, list) else []):
+            if isinstance(raw, Mapping) and raw.get("id"):
+                yield from self._item_done({"item": raw, "output_index": position})
+
     def _item_done(self, event: Mapping[str, Any]) -> Iterator[ChatGenerationChunk]:
         """Send what of a finished item no delta carried (a server that sends items whole)."""
         raw = event.get("item") or {}
         kind = str(raw.get("type") or "")
         known = str(raw.get("id") or "") in self.items
         item = self._item(event, kind)
+        if item.done:
+            return  # a repeated output_item.done (or the final response's copy): already sent
+        item.done = True
         if kind == "message":
             text = "".join(p.get("text") or "" for p in raw.get("content") or [] if p.get("type") == "output_text")
             if text.startswith(item.sent) and len(text) > len(item.sent):
