@@ -28,7 +28,7 @@ from langchain_core.messages import BaseMessage
 
 from langchain_multigateway.routing.deployment import Deployment
 
-__all__ = ["SESSION_KEYS", "affinity_key", "rendezvous"]
+__all__ = ["SESSION_KEYS", "affinity_key", "named", "rendezvous"]
 
 SESSION_KEYS = ("session_id", "thread_id")
 """Run metadata naming a conversation, in the order read (``thread_id`` is LangGraph's)."""
@@ -54,15 +54,23 @@ def _text(message: BaseMessage) -> str:
     return "\n".join(parts)
 
 
+def named(session: Any) -> bool:
+    """Whether ``session`` names a conversation: not None, not empty text (and never compared with
+    ``==``, which an array answers with an array)."""
+    return session is not None and not (isinstance(session, (str, bytes)) and not session)
+
+
 def affinity_key(messages: Sequence[BaseMessage], session: Any = None) -> bytes | None:
     """The conversation's key: its ``session`` when given, else a digest of its prefix.
 
     None for a lone message (no system prompt, no history): nothing in it is repeated by a
     later request, so the strategy places it (``invoke("hi")`` still rotates round robin).
     """
-    if session is not None and session != "":
-        # Digested, so a session id of any length costs one short hash per deployment ranked.
-        return b"s\0" + hashlib.blake2b(str(session).encode("utf-8", "replace"), digest_size=16).digest()
+    if named(session):
+        # Digested, so a session id of any length costs one short hash per deployment ranked; any
+        # value names a conversation by its text (an int, a UUID, an array), never compared as such.
+        text = session if isinstance(session, str) else str(session)
+        return b"s\0" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
     if len(messages) < 2:
         return None
     digest = hashlib.blake2b(digest_size=16)
@@ -86,5 +94,6 @@ def _score(key: bytes, dep: Deployment) -> float:
 
 def rendezvous(candidates: Sequence[Deployment], key: bytes) -> list[Deployment]:
     """``candidates`` ranked for ``key``: the same key ranks the same deployments the same way."""
-    scored = sorted(((_score(key, dep), index) for index, dep in enumerate(candidates)), reverse=True)
+    # Ties (weight 0, or an infinite weight) keep the listed order, as the strategies' ties do.
+    scored = sorted(((-_score(key, dep), index) for index, dep in enumerate(candidates)))
     return [candidates[index] for _, index in scored]

@@ -25,7 +25,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from langchain_multigateway.routing.affinity import SESSION_KEYS, affinity_key
+from langchain_multigateway.routing.affinity import SESSION_KEYS, affinity_key, named
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.policy import RequestPreparationError
 from langchain_multigateway.routing.runs import STREAM_RUN, AttemptRuns
@@ -200,7 +200,7 @@ def from_configurable(config: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     for key in ROUTER_KWARGS:
         if key in configurable and key not in kwargs:
             kwargs[key] = configurable[key]
-    if "session_id" not in kwargs and configurable.get("thread_id") not in (None, ""):
+    if "session_id" not in kwargs and named(configurable.get("thread_id")):
         kwargs["session_id"] = configurable["thread_id"]  # LangGraph's name for a conversation
     return kwargs
 
@@ -233,7 +233,7 @@ def read_overrides(kwargs: dict[str, Any], metadata: Mapping[str, Any] | None) -
         priority = 0
     if kwargs.get("session_id") is None:
         # The conversation's name travels with the call kwargs to ``describe`` (which pops it).
-        session = next((meta[k] for k in SESSION_KEYS if meta.get(k) not in (None, "")), None)
+        session = next((meta[k] for k in SESSION_KEYS if named(meta.get(k))), None)
         if session is not None:
             kwargs["session_id"] = session
     return Overrides(strategy, tags, priority, recovery)
