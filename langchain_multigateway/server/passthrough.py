@@ -14,7 +14,7 @@ library call) and each try at an :class:`OpenAIChatModel` deployment is performe
 * the body is the one the provider builds (``_build_request``: its defaults, bound
   tools, structured-output format, the call's parameters), never re-derived here;
 * it is POSTed with a plain ``httpx2`` client kept per deployment and event loop,
-  with the headers the SDK would send (key, organization, ``default_headers``);
+  with the headers the SDK would send (key, organization, project, ``default_headers``);
 * the answer is read by the provider's own parser (usage, malformed answers), and
   errors are typed by the provider's own rules (``error_from_status``, ``_failure``);
 * the upstream's JSON goes back to the client with only ``model`` rewritten, except an
@@ -33,6 +33,7 @@ is on (``LANGSMITH_TRACING=true``): only LangChain's run machinery on the full p
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,9 @@ class _Sender:
             headers["authorization"] = f"Bearer {model.api_key.get_secret_value()}"
         if model.organization:
             headers["openai-organization"] = model.organization
+        project = os.environ.get("OPENAI_PROJECT_ID")
+        if project:  # as the openai SDK sends it (the model leaves it to the SDK's environment default)
+            headers["openai-project"] = project
         headers.update(model.default_headers or {})
         self.headers = headers
         self.params: Any = dict(model.default_query) if model.default_query else None

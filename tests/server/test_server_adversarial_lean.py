@@ -38,6 +38,8 @@ from tests.server.conftest import MASTER_KEY, ThreadedServer, Upstream
 
 pytestmark = pytest.mark.filterwarnings("ignore:No price known")  # the stub's models are unpriced
 UPSTREAM_KEY = "sk-planted-" + "u9" * 20
+PROJECT = "proj_adversarial"
+ORGANIZATION = "org-adversarial"
 USAGE = {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
 JSON_SCHEMA = {"type": "json_schema", "json_schema": {"name": "count", "schema": SCHEMA}}
@@ -62,6 +64,9 @@ def hostile_upstream() -> Starlette:
         if model == "echo-key":  # an upstream that quotes the credential it got in a debug field
             debug = {"authorization": request.headers.get("authorization")}
             return JSONResponse(_completion(model, {"role": "assistant", "content": "fine"}, debug=debug))
+        if model == "headers":  # what the upstream was told about the caller's account
+            seen = {name: request.headers.get(name) for name in ("openai-project", "openai-organization")}
+            return JSONResponse(_completion(model, {"role": "assistant", "content": orjson.dumps(seen).decode()}))
         if model == "refuse":
             return JSONResponse(_completion(model, {"role": "assistant", "content": None, "refusal": "I will not."}))
         if model == "tool-json":
@@ -73,7 +78,7 @@ def hostile_upstream() -> Starlette:
 
 
 def _config(directory: Path, url: str) -> Path:
-    models = ["echo-key", "refuse", "tool-json", "answer"]
+    models = ["echo-key", "refuse", "tool-json", "answer", "headers"]
     lines = ["models:"]
     lines += [f'  {m}: {{model: "openai:{m}", base_url: "{url}/v1", api_key: "{UPSTREAM_KEY}"}}' for m in models]
     lines += [
@@ -95,6 +100,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     directory = tmp_path_factory.mktemp("hostile")
     mp = pytest.MonkeyPatch()
     mp.setenv("MULTIGATEWAY_MASTER_KEY", MASTER_KEY)
+    mp.setenv("OPENAI_PROJECT_ID", PROJECT)  # the openai SDK sends it as OpenAI-Project
+    mp.setenv("OPENAI_ORG_ID", ORGANIZATION)
     try:
         with ThreadedServer(hostile_upstream()) as upstream:
             config = _config(directory, upstream.url)
@@ -156,6 +163,16 @@ def test_structured_output_answered_with_a_tool_call_reaches_the_client_as_json_
     message = response.json()["choices"][0]["message"]
     assert message.get("tool_calls") in (None, [])
     assert message["content"] == '{"n": 7}'
+
+
+@pytest.mark.parametrize("path", ["lean", "full"])
+def test_the_upstream_is_told_the_project_and_organization_from_the_environment(
+    servers: dict[str, str], path: str
+) -> None:
+    response = ask(servers[path], "headers")
+    assert response.status_code == 200, response.text
+    seen = orjson.loads(response.json()["choices"][0]["message"]["content"])
+    assert seen == {"openai-project": PROJECT, "openai-organization": ORGANIZATION}
 
 
 # ---------------------------------------------------------------- hang-ups at each phase
