@@ -53,13 +53,22 @@ def load_answer(text: str | bytes) -> dict[str, Any]:
     content, calls, meta = data.get("content"), data.get("tool_calls"), data.get("metadata")
     if not isinstance(content, (str, list)) or not isinstance(calls, list) or not isinstance(meta, dict):
         raise CorruptEntryError("cache entry lacks content, tool_calls or metadata")
+    if isinstance(content, list) and not all(isinstance(block, (str, dict)) for block in content):
+        raise CorruptEntryError("cache entry content holds a block that is neither text nor an object")
     for call in calls:
         if (
             not isinstance(call, dict)
             or not isinstance(call.get("name"), str)
             or not isinstance(call.get("args"), dict)
+            or not isinstance(call.get("id"), (str, type(None)))
         ):
             raise CorruptEntryError("cache entry has a malformed tool call")
+    if not isinstance(data.get("usage"), (dict, type(None))):
+        raise CorruptEntryError("cache entry usage is not an object")
+    try:  # whatever else a planted or damaged row holds must fail here, as a miss, never in the caller's call
+        answer_result(data, "exact", 1.0)
+    except Exception as exc:
+        raise CorruptEntryError(f"cache entry is not a message: {type(exc).__name__}") from None
     return data
 
 

@@ -122,6 +122,10 @@ def test_vectors_written_elsewhere_are_mirrored_and_evicted_ones_dropped(tmp_pat
         '{"content": 42, "tool_calls": [], "metadata": {}}',
         '{"content": "x", "tool_calls": [{"name": 1}], "metadata": {}}',
         '["a", "list"]',
+        # well-formed JSON that is no message: each one crashed the call before (pydantic ValidationError)
+        '{"content": [5], "tool_calls": [], "metadata": {}}',
+        '{"content": "x", "tool_calls": [{"name": "f", "args": {}, "id": 123}], "metadata": {}}',
+        '{"content": "x", "tool_calls": [], "metadata": {}, "usage": "lots"}',
     ],
 )
 def test_a_corrupt_row_is_a_miss_and_is_deleted(planted: str) -> None:
@@ -135,6 +139,19 @@ def test_a_corrupt_row_is_a_miss_and_is_deleted(planted: str) -> None:
     assert again.content == "answer 1"
     assert cache.stats.errors == 1
     assert router.invoke("hello", config=SCOPE).response_metadata["cache"] == "exact"  # stored anew
+    assert llm.call_count == 2
+
+
+def test_a_planted_row_that_is_no_message_is_a_miss_when_streamed_too() -> None:
+    store = SQLiteCacheStore()
+    cache = GatewayCache(store=store)
+    router, llm = routed(cache)
+    router.invoke("hello", config=SCOPE)
+    planted = '{"content": "x", "tool_calls": [{"name": "f", "args": {}, "id": ["id"]}], "metadata": {}}'
+    store._conn.execute("UPDATE cache_entries SET payload = ?", (planted,))
+    text = "".join(str(chunk.content) for chunk in router.stream("hello", config=SCOPE))
+    assert text == "answer 1"
+    assert cache.stats.errors == 1
     assert llm.call_count == 2
 
 
