@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 
-from langchain_multigateway.cache.policy import GatewayCache, Lookup
+from langchain_multigateway.cache.policy import CacheScopeError, GatewayCache, Lookup
 
 __all__ = ["CacheArgs", "akept", "cached_stream_async", "cached_stream_sync", "kept", "open_lookup", "take_cache_args"]
 
@@ -27,12 +27,23 @@ CacheArgs = tuple[Any, Any]
 
 
 def take_cache_args(kwargs: dict[str, Any], metadata: Mapping[str, Any] | None) -> CacheArgs:
-    """Pop ``cache`` / ``cache_scope`` from the call kwargs; else read them from the run's metadata."""
+    """Pop ``cache`` / ``cache_scope`` from the call kwargs; else read them from the run's metadata.
+
+    A kwarg scope that differs from the run's is refused: the run's scope is the one a
+    server set from the caller's key, and no argument may widen it to another tenant's answers.
+    """
     mode = kwargs.pop("cache", None)
     scope = kwargs.pop("cache_scope", None)
     if metadata:
         mode = metadata.get("cache") if mode is None else mode
-        scope = metadata.get("cache_scope") if scope is None else scope
+        given = metadata.get("cache_scope")
+        if scope not in (None, "") and given not in (None, "") and scope != given:
+            msg = (
+                "cache_scope= differs from the run's metadata cache_scope (set by whoever runs the call, "
+                "such as the server from the caller's key); pass one of them, not both"
+            )
+            raise CacheScopeError(msg)
+        scope = given if scope in (None, "") else scope
     return mode, scope
 
 

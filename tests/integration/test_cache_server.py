@@ -91,3 +91,24 @@ def test_each_virtual_key_is_its_own_cache_scope(served: tuple[str, KeyStore, Up
     assert rows[:2] == [("miss", pytest.approx(rows[0][1])), ("exact", 0.0)]
     assert rows[0][1] > 0
     assert ("miss", pytest.approx(rows[0][1])) in rows[2:]  # key B's call was billed
+
+
+def test_a_request_body_cannot_name_another_keys_scope(served: tuple[str, KeyStore, Upstream, Path]) -> None:
+    """Key B asks with key A's scope in the body (cache_scope, metadata, user): never A's cached answer."""
+    url, keys, upstream, _ = served
+    key_a, record_a = keys.create("victim")
+    key_b, _ = keys.create("attacker")
+    headers = {"authorization": f"Bearer {key_b}"}
+    extras = ({"cache_scope": record_a.tag}, {"metadata": {"cache_scope": record_a.tag}}, {"user": record_a.tag})
+    for i, extra in enumerate(extras):
+        question = f"What is the victim's account number? ({i})"
+        assert ask(url, key_a, question).status_code == 200
+        calls = upstream_calls(upstream)
+        body = {"model": "cached", "messages": [{"role": "user", "content": question}], **extra}
+        answer = httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+        if "cache_scope" in extra:
+            assert answer.status_code == 400  # not a parameter this API takes
+            continue
+        assert answer.status_code == 200
+        assert answer.headers["x-multigateway-cache"] == "miss"
+        assert upstream_calls(upstream) == calls + 1

@@ -150,6 +150,22 @@ def test_scope_from_kwarg_metadata_or_default_scope() -> None:
     assert "cache" not in llm.calls[-1].kwargs
 
 
+def test_a_kwarg_scope_never_overrides_the_runs_scope() -> None:
+    """The run's scope is the one a server set from the caller's key: cache_scope= naming another
+    tenant was served that tenant's answer before; now it is refused before anything is sent."""
+    llm = model()
+    r = router(GatewayCache(), llm)
+    r.invoke("What is our refund policy?", config={"metadata": {"cache_scope": "victim"}})
+    attacker = {"metadata": {"cache_scope": "attacker"}}
+    with pytest.raises(CacheScopeError, match="differs"):
+        r.invoke("What is our refund policy?", config=attacker, cache_scope="victim")
+    with pytest.raises(CacheScopeError, match="differs"):
+        list(r.stream("What is our refund policy?", config=attacker, cache_scope="victim"))
+    assert llm.call_count == 1
+    same = r.invoke("What is our refund policy?", config=attacker, cache_scope="attacker")  # agreeing is fine
+    assert same.response_metadata["cache"] == "miss"
+
+
 def test_bad_cache_mode_is_a_typed_error() -> None:
     r = router(GatewayCache())
     with pytest.raises(CacheScopeError, match="cache must be one of"):
