@@ -120,9 +120,10 @@ class _Sender:
 def _new_client() -> httpx2.AsyncClient:
     import httpx2
 
-    # Pool sizes as the openai SDK's: many requests in flight to one upstream share its connections.
+    # Pool sizes and redirects as the openai SDK's: many requests in flight to one upstream share its
+    # connections, and an upstream that moved (307/308) is followed (httpx drops the key on another host).
     limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
-    return httpx2.AsyncClient(limits=limits, follow_redirects=False)
+    return httpx2.AsyncClient(limits=limits, follow_redirects=True)
 
 
 async def _close(client: httpx2.AsyncClient, given: Any) -> None:

@@ -61,6 +61,8 @@ def hostile_upstream() -> Starlette:
     async def completions(request: Request) -> Response:
         body = await request.json()
         model = body["model"]
+        if model == "moved" and request.url.path.startswith("/v1/"):  # the API moved: a permanent redirect
+            return Response(status_code=308, headers={"location": "/v2/chat/completions"})
         if model == "echo-key":  # an upstream that quotes the credential it got in a debug field
             debug = {"authorization": request.headers.get("authorization")}
             return JSONResponse(_completion(model, {"role": "assistant", "content": "fine"}, debug=debug))
@@ -74,11 +76,16 @@ def hostile_upstream() -> Starlette:
             return JSONResponse(_completion(model, {"role": "assistant", "content": None, "tool_calls": [call]}))
         return JSONResponse(_completion(model, {"role": "assistant", "content": '{"n": 3}'}))
 
-    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", completions, methods=["POST"]),
+            Route("/v2/chat/completions", completions, methods=["POST"]),
+        ]
+    )
 
 
 def _config(directory: Path, url: str) -> Path:
-    models = ["echo-key", "refuse", "tool-json", "answer", "headers"]
+    models = ["echo-key", "refuse", "tool-json", "answer", "headers", "moved"]
     lines = ["models:"]
     lines += [f'  {m}: {{model: "openai:{m}", base_url: "{url}/v1", api_key: "{UPSTREAM_KEY}"}}' for m in models]
     lines += [
@@ -173,6 +180,13 @@ def test_the_upstream_is_told_the_project_and_organization_from_the_environment(
     assert response.status_code == 200, response.text
     seen = orjson.loads(response.json()["choices"][0]["message"]["content"])
     assert seen == {"openai-project": PROJECT, "openai-organization": ORGANIZATION}
+
+
+@pytest.mark.parametrize("path", ["lean", "full"])
+def test_an_upstream_that_redirects_is_followed_as_the_sdk_follows_it(servers: dict[str, str], path: str) -> None:
+    response = ask(servers[path], "moved")
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == '{"n": 3}'
 
 
 # ---------------------------------------------------------------- hang-ups at each phase
