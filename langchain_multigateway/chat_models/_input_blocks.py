@@ -151,7 +151,30 @@ def _base64(block: Mapping[str, Any]) -> tuple[str, str]:
             raise ValueError(msg)
         mime = mime or found[0]
         data = found[1]
+    _check_base64(str(block.get("type")), data)
     return str(mime or ""), data
+
+
+_PROBE = 4096
+"""Characters of base64 decoded strictly at each end of the data (a multiple of 4)."""
+
+
+def _check_base64(kind: str, data: str) -> None:
+    """Refuse data that is not base64 before it is uploaded for the API's 400.
+
+    Its length and both ends are checked strictly: that catches raw bytes, a path or URL put
+    where base64 belongs, or a cut upload, in constant time. Decoding all of a large file
+    would hold the event loop for tens of milliseconds per try.
+    """
+    try:
+        if len(data) % 4:
+            raise binascii.Error(f"{len(data)} characters, not a multiple of 4")
+        binascii.a2b_base64(data[:_PROBE], strict_mode=True)
+        if len(data) > _PROBE:
+            binascii.a2b_base64(data[-_PROBE:], strict_mode=True)
+    except binascii.Error as exc:
+        msg = f"a {kind!r} block's base64 data is not valid base64 ({exc}); send it base64-encoded"
+        raise ValueError(msg) from None
 
 
 def _file_id(block: Mapping[str, Any]) -> str:
