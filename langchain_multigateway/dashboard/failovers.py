@@ -20,6 +20,8 @@ from typing import Any
 __all__ = ["recent_failovers"]
 
 _LIBRARY_WINDOW = 86400.0
+_IN_CHUNK = 900
+"""Run ids per ``IN (...)``: SQLite builds older than 3.32 (some systems' own) allow 999 variables."""
 
 
 def router_of(tags: str | None) -> str | None:
@@ -89,14 +91,15 @@ def _library(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
     if not groups:
         return []
     parents = list(groups)
-    served = {
-        row[0]: row[1:]
+    served = {}
+    for start in range(0, len(parents), _IN_CHUNK):
+        chunk = parents[start : start + _IN_CHUNK]
         for row in conn.execute(
             "SELECT run_id, id, ts, model, deployment, outcome, error_type, latency_ms, tags FROM calls"
-            f" WHERE ts >= ? AND run_id IN ({','.join('?' * len(parents))})",
-            [since - 3600, *parents],  # the router's row ends after its tries: never long before them
-        ).fetchall()
-    }
+            f" WHERE ts >= ? AND run_id IN ({','.join('?' * len(chunk))})",
+            [since - 3600, *chunk],  # the router's row ends after its tries: never long before them
+        ):
+            served[row[0]] = row[1:]
     out = []
     for parent, tries in groups.items():
         failed = [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from starlette.testclient import TestClient
 from langchain_multigateway.cli.dashboard import build_dashboard_app
 from langchain_multigateway.dashboard import DashboardSource, Gatekeeper
 from langchain_multigateway.dashboard.export import csv_cell
+from langchain_multigateway.dashboard.failovers import recent_failovers
 from langchain_multigateway.dashboard.web import SHOWN_ROWS
 from langchain_multigateway.routing import Deployment, RoutingChatModel
 from langchain_multigateway.state import MemoryState
@@ -200,3 +202,23 @@ def test_a_ledger_with_many_distinct_tags_shows_the_costliest_and_counts_the_res
     csv_rows = list(csv.DictReader(io.StringIO(client.get("/ui/usage.csv", headers=BEARER).text)))
     assert len([r for r in csv_rows if r["group"] == "tag" and r["period"] == "today"]) == names
     assert len(client.get("/ui/api/summary", headers=BEARER).json()["usage"]["tag"]["today"]) == names
+
+
+def test_library_failovers_are_read_in_chunks_where_sqlite_allows_999_variables(tmp_path: Path) -> None:
+    # Found: one IN (...) with a run id per failed-over call of the day; SQLite before 3.32 allows 999.
+    path = tmp_path / "usage.sqlite3"
+    Ledger(path).close()
+    now = time.time()
+    day = time.strftime("%Y-%m-%d", time.gmtime(now))
+    with sqlite3.connect(path) as conn:
+        for i in range(1500):
+            sql = "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, model, outcome, error_type)"
+            conn.execute(
+                sql + " VALUES (?, ?, ?, ?, 'primary', 'm', 'error', 'ProviderError')", (now - 9, day, f"t{i}", f"r{i}")
+            )
+            conn.execute(sql + " VALUES (?, ?, ?, NULL, 'backup', 'm', 'ok', NULL)", (now - 8, day, f"r{i}"))
+    with sqlite3.connect(path) as conn:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        found = recent_failovers(conn, now, limit=2000)
+    assert len(found) == 1500
+    assert {(f["served_by"], f["failed"][0]["deployment"]) for f in found} == {("backup", "primary")}
