@@ -35,6 +35,7 @@ from langchain_multigateway.registry import (
 )
 
 if TYPE_CHECKING:
+    from langchain_multigateway.cache import CacheScopeError, GatewayCache, SemanticCache
     from langchain_multigateway.chat_models import (
         AnthropicChatModel,
         GatewayChatModel,
@@ -72,6 +73,9 @@ _LAZY = {
     "MistralChatModel": "langchain_multigateway.chat_models",
     "OllamaChatModel": "langchain_multigateway.chat_models",
     "OpenAIChatModel": "langchain_multigateway.chat_models",
+    "CacheScopeError": "langchain_multigateway.cache",
+    "GatewayCache": "langchain_multigateway.cache",
+    "SemanticCache": "langchain_multigateway.cache",
     "Deployment": "langchain_multigateway.routing",
     "FailoverPolicy": "langchain_multigateway.routing",
     "RoutingChatModel": "langchain_multigateway.routing",
@@ -94,6 +98,7 @@ __all__ = [
     "AuthenticationError",
     "Budget",
     "BudgetExceededError",
+    "CacheScopeError",
     "ConfigurationError",
     "ContentPolicyError",
     "ContextWindowExceededError",
@@ -102,6 +107,7 @@ __all__ = [
     "GatewayChatModel",
     "GatewayConfig",
     "GatewayConnectionError",
+    "GatewayCache",
     "GatewayError",
     "GatewayTimeoutError",
     "HealthStatus",
@@ -121,6 +127,7 @@ __all__ = [
     "RetryPolicy",
     "RoutingChatModel",
     "ScriptedChatModel",
+    "SemanticCache",
     "UsageCallbackHandler",
     "__version__",
     "atrack_usage",

@@ -121,3 +121,19 @@ def test_cache_true_means_the_defaults() -> None:
     cache = cache_from_settings(True)
     assert cache.ttl == 86400
     assert cache.semantic is None
+
+
+def test_the_cache_is_exported_from_the_package_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, langchain_multigateway as m; "
+        "assert 'langchain_multigateway.cache.policy' not in sys.modules; "
+        "from langchain_multigateway import CacheScopeError, GatewayCache, SemanticCache; "
+        "from langchain_multigateway.cache import policy; "
+        "assert (GatewayCache, SemanticCache, CacheScopeError) == "
+        "(policy.GatewayCache, policy.SemanticCache, policy.CacheScopeError); "
+        "assert {'GatewayCache', 'SemanticCache', 'CacheScopeError'} <= set(m.__all__)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
