@@ -140,8 +140,15 @@ def _mistral() -> frozenset[str]:
 
 _NOT_OPENAI_COMPATIBLE = frozenset(
     {"thinking", "stop_sequences", "context_management", "container", "mcp_servers", "options", "keep_alive", "think"}
+    | {"previous_response_id"}
 )
-"""Anthropic's and Ollama's native request fields: no OpenAI-compatible server reads them."""
+"""Anthropic's and Ollama's native request fields: no OpenAI-compatible server reads them; nor a
+Responses conversation id, which only a Responses-mode deployment may be given (it is in their
+``accepted``): another deployment never stored that conversation and gets the whole history."""
+
+_WHY_DROPPED = {
+    "previous_response_id": "a Responses API conversation this deployment does not hold: the whole history is sent",
+}
 
 
 def reasoning_effort_for_budget(budget: Any) -> str:
@@ -334,7 +341,7 @@ def fit_params(model: Any, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], d
             if why is not None:
                 dropped[name] = why
         elif name not in accepted and not (fit.open_ended and name not in _NOT_OPENAI_COMPATIBLE):
-            dropped[name] = f"not a parameter of {provider}'s API"
+            dropped[name] = _WHY_DROPPED.get(name, f"not a parameter of {provider}'s API")
         else:
             out[name] = value
     thinks = (
