@@ -13,10 +13,13 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
+from langchain_multigateway import OpenAIChatModel, RoutingChatModel
 from langchain_multigateway.chat_models._anthropic_format import messages_to_anthropic
 from langchain_multigateway.chat_models._ollama_format import messages_to_ollama
 from langchain_multigateway.chat_models._openai_format import messages_to_openai
 from langchain_multigateway.chat_models._responses_format import messages_to_responses
+from langchain_multigateway.routing import Deployment
+from tests.loopback import Reply, chat_completion, serve
 
 REFUSAL = "I can't help with that."
 
@@ -81,3 +84,25 @@ def test_responses_gets_refusal_back_as_assistant_text() -> None:
         "function_call",
         "function_call_output",
     ]
+
+
+def test_router_failover_from_responses_sends_whole_history_not_previous_response_id() -> None:
+    """previous_response_id names a conversation one Responses server stored: the chat-completions
+    deployment that takes over never saw it, so it gets the whole history instead (and is told)."""
+    history = _history()
+    with (
+        serve(Reply(500, {"error": {"message": "down"}})) as (responses_url, _),
+        serve(Reply(body=chat_completion("Sunny."))) as (chat_url, chat),
+    ):
+        first = OpenAIChatModel(
+            model="o4-mini", base_url=responses_url, api_key="sk-x", use_responses_api=True, max_retries=0
+        )
+        second = OpenAIChatModel(model="gpt-4o", base_url=chat_url, api_key="sk-x", max_retries=0)
+        router = RoutingChatModel(deployments=[Deployment(model=first, name="a"), Deployment(model=second, name="b")])
+        answer = router.invoke(history, previous_response_id="resp_2")
+    assert answer.text == "Sunny."
+    assert chat.requests[-1]["path"] == "/v1/chat/completions"
+    sent = chat.requests[-1]["body"]
+    assert "previous_response_id" not in sent
+    assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "user", "assistant", "tool", "user"]
+    assert "previous_response_id" in answer.response_metadata["dropped_params"]
