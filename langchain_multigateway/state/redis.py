@@ -288,10 +288,14 @@ class RedisState(RouterState):
         limit divided by the processes Redis last saw admitting to this deployment), so that
         processes cut off together do not each send the whole limit; with ``fallback="closed"``
         a deployment with a limit is refused until Redis answers (one without is served).
+        A deployment Redis never told this process about takes the most processes it told of
+        any other (workers of one app call the same deployments); a process that never reached
+        Redis at all counts itself alone (it has nothing better: refusing would make "Redis down
+        at start-up" an outage of every limited deployment).
         """
         if self.fallback == "closed" and (rpm is not None or tpm is not None):
             return Admission(ok=False, reason="shared rate limit unknown: Redis state unreachable", limited=True)
-        peers = self._peers.get(name, 1)
+        peers = self._peers.get(name) or max(self._peers.values(), default=1)
         admission = self.local.admit(name, tokens=tokens, rpm=_share(rpm, peers), tpm=_share(tpm, peers))
         return granted_locally(admission)
 

@@ -420,7 +420,8 @@ async def test_a_routed_call_costs_two_redis_round_trips(tmp_path: Path, asynchr
 
 def test_processes_cut_off_together_keep_to_their_share_of_a_limit(tmp_path: Path) -> None:
     """fallback="share" (the default): four processes (four states) that saw each other admit to
-    "d" each admit rpm // 4 locally once Redis is gone, not the whole rpm each."""
+    "d" each admit rpm // 4 locally once Redis is gone, not the whole rpm each (also to a
+    deployment they never admitted to while Redis answered)."""
     server = RedisServer(tmp_path)
     server.start()
     states = [RedisState(server.url, namespace="share", reconnect_interval=60.0) for _ in range(4)]
@@ -431,6 +432,9 @@ def test_processes_cut_off_together_keep_to_their_share_of_a_limit(tmp_path: Pat
         server.stop()
         local = [sum(state.admit("d", rpm=8).ok for _ in range(10)) for state in states]
         assert local == [2, 2, 2, 2]  # 8 together: each process's share of the limit
+        # a deployment Redis never told them of: the most processes seen for any other, not alone
+        fresh = [sum(state.admit("fresh", rpm=8).ok for _ in range(10)) for state in states]
+        assert fresh == [2, 2, 2, 2]
         assert not any(state.shared for state in states)
         assert all(state.admit("no-limit").ok for state in states)  # a deployment without a limit: served
     finally:
