@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from langchain_multigateway.chat_models.openai import OpenAIChatModel
@@ -111,3 +113,27 @@ def test_least_busy_lets_the_probe_of_a_once_spent_deployment_through() -> None:
         assert health["a"].learned_reset_s == pytest.approx(1.0, abs=0.01)
         assert health["a"].learned_remaining_tokens is None
         assert health["b"].learned_remaining_requests is None
+        assert all(h.in_flight == 0 and h.concurrency_in_use == 0 for h in health.values())
+
+
+def test_threads_taking_at_once_never_admit_past_what_was_announced() -> None:
+    learned = LearnedLimits(Clock())  # frozen: every answer below is of the same window
+    learned.observe("a", {"remaining_requests": 50, "limit_requests": 60, "reset_requests": 30.0})
+    admitted: list[int] = []
+    start = threading.Barrier(8)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(40):
+            taken = learned.take("a", lambda: 0)
+            if isinstance(taken, int):
+                admitted.append(1)
+                learned.observe("a", {"remaining_requests": 60, "reset_requests": 30.0})  # an older answer
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(admitted) == 50
+    assert learned.left("a")[0] == 0
