@@ -96,6 +96,12 @@ def _jsonable(value: Any) -> Any:
         return f"{type(value).__module__}.{type(value).__qualname__}:{value!r}"
 
 
+_SENT_EXTRAS = ("__openai_role__", "reasoning_content")
+"""``additional_kwargs`` a provider format sends (a system prompt as the developer role; Ollama's
+thinking sent back): they change the prompt, so they change the key. Others (a refusal, parsed
+output) are the provider's answer, never sent."""
+
+
 def canonical_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
     """What of each message changes the answer (never ids, response metadata or usage)."""
     out: list[dict[str, Any]] = []
@@ -111,6 +117,11 @@ def canonical_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
         call_id = getattr(m, "tool_call_id", None)
         if call_id:
             item["tool_call_id"] = call_id
+        if getattr(m, "status", "success") != "success":
+            item["status"] = m.status  # type: ignore[attr-defined]  # a failed tool: Anthropic is told is_error
+        sent = {k: m.additional_kwargs[k] for k in _SENT_EXTRAS if m.additional_kwargs.get(k) is not None}
+        if sent:
+            item["extras"] = _jsonable(sent)
         role = getattr(m, "role", None)
         if isinstance(role, str):
             item["role"] = role

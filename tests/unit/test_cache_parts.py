@@ -137,3 +137,22 @@ def test_the_cache_is_exported_from_the_package_lazily() -> None:
         "assert {'GatewayCache', 'SemanticCache', 'CacheScopeError'} <= set(m.__all__)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_what_a_provider_sends_beyond_the_content_changes_the_key() -> None:
+    """Messages that serialized alike before but are sent differently: a tool result marked an error
+    (Anthropic's is_error), a system prompt sent as the developer role (Responses API), an assistant
+    turn's thinking sent back (Ollama)."""
+    call = {"name": "lookup", "args": {}, "id": "call_1"}
+    history: list[Any] = [HumanMessage("look it up"), AIMessage("", tool_calls=[call])]
+    ok = request_keys("s", [*history, ToolMessage("none", tool_call_id="call_1")], params={})
+    failed = request_keys("s", [*history, ToolMessage("none", tool_call_id="call_1", status="error")], params={})
+    assert ok.exact != failed.exact
+    system = request_keys("s", [SystemMessage("be terse"), HumanMessage("hi")], params={})
+    developer = SystemMessage("be terse", additional_kwargs={"__openai_role__": "developer"})
+    assert request_keys("s", [developer, HumanMessage("hi")], params={}).exact != system.exact
+    thought = AIMessage("4", additional_kwargs={"reasoning_content": "2+2 is 4"})
+    plain = request_keys("s", [HumanMessage("2+2?"), AIMessage("4"), HumanMessage("and 3+3?")], params={})
+    assert request_keys("s", [HumanMessage("2+2?"), thought, HumanMessage("and 3+3?")], params={}).exact != plain.exact
+    noise = AIMessage("4", additional_kwargs={"refusal": None, "parsed": None})  # the provider's, never sent
+    assert request_keys("s", [HumanMessage("2+2?"), noise, HumanMessage("and 3+3?")], params={}).exact == plain.exact
