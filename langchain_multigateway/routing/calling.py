@@ -57,8 +57,9 @@ def generate_sync(p: Prepared, request: Request, child: ChildRun | None, timeout
     kwargs = _kwargs(p, timeout)
     if p.runnable is not None:
         output = p.runnable.invoke(request.messages, _config(child), stop=request.stop, **kwargs)
-        return raw_result(output, p.raw_key)
-    result = p.model._generate(request.messages, request.stop, None if child is None else child.run, **kwargs)
+        result = raw_result(output, p.raw_key)
+    else:
+        result = p.model._generate(request.messages, request.stop, None if child is None else child.run, **kwargs)
     check_refusal(request.structured, result)  # a declined structured answer meets the content policy here
     return result
 
@@ -69,8 +70,10 @@ async def generate_async(
     kwargs = _kwargs(p, timeout)
     if p.runnable is not None:
         output = await p.runnable.ainvoke(request.messages, _config(child), stop=request.stop, **kwargs)
-        return raw_result(output, p.raw_key)
-    result = await p.model._agenerate(request.messages, request.stop, None if child is None else child.run, **kwargs)
+        result = raw_result(output, p.raw_key)
+    else:
+        run = None if child is None else child.run
+        result = await p.model._agenerate(request.messages, request.stop, run, **kwargs)
     check_refusal(request.structured, result)
     return result
 

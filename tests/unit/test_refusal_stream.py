@@ -9,15 +9,17 @@ answer, so a refusal that comes first is decided before anything reached the cal
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from langchain_core.exceptions import ModelRefusalError
+from langchain_core.messages import AIMessage
 from pydantic import BaseModel
 
 from langchain_multigateway.chat_models.openai import OpenAIChatModel
 from langchain_multigateway.routing import Deployment, FailoverPolicy, RoutingChatModel
 from langchain_multigateway.routing.structured import StructuredSpec
+from langchain_multigateway.testing.scripted import ScriptedChatModel
 from tests.loopback import Reply, chat_stream, serve
 
 PIECES = ["I'm sorry, ", "I can't help ", "with that."]
@@ -111,3 +113,38 @@ def test_answer_chunks_pass_through_once_and_in_order() -> None:
     assert "".join(c.text for c in chunks) == '{"answer": "yes"}'
     assert [c.chunk_position for c in chunks].count("last") == 1
     assert chunks[-1].response_metadata["deployment"] == "refuses"  # the first deployment served it
+
+
+# ---------------------------------------------------------------------- a model without the router's hooks
+class OwnStructuredOutput(ScriptedChatModel):
+    """A model of another package: the router asks it through its own with_structured_output."""
+
+    structured_output_request: ClassVar[None] = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_refusal_through_a_models_own_structured_output_meets_the_content_policy(streamed: bool) -> None:
+    refusal = AIMessage(content="", additional_kwargs={"refusal": "I can't help with that."})
+    routed = RoutingChatModel(
+        deployments=[
+            Deployment(model=OwnStructuredOutput(model_name="a", steps=[refusal], exhausted="cycle"), name="a"),
+            Deployment(model=OwnStructuredOutput(model_name="b", steps=['{"answer": "yes"}']), name="b", priority=1),
+        ],
+        failover=FailoverPolicy(content_policy="next"),
+    )
+    structured = routed.with_structured_output(Verdict)
+    out = list(structured.stream("declined")) if streamed else [structured.invoke("declined")]
+    assert out == [Verdict(answer="yes")]
+    assert all(h.in_flight == 0 for h in routed.health().values())
+
+
+async def test_a_refusal_through_a_models_own_structured_output_async() -> None:
+    refusal = AIMessage(content="", additional_kwargs={"refusal": "I can't help with that."})
+    routed = RoutingChatModel(
+        deployments=[
+            Deployment(model=OwnStructuredOutput(model_name="a", steps=[refusal], exhausted="cycle"), name="a"),
+            Deployment(model=OwnStructuredOutput(model_name="b", steps=['{"answer": "yes"}']), name="b", priority=1),
+        ],
+        failover=FailoverPolicy(content_policy="next"),
+    )
+    assert await routed.with_structured_output(Verdict).ainvoke("declined") == Verdict(answer="yes")
