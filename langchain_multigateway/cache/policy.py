@@ -318,10 +318,13 @@ class GatewayCache(BaseModel):
 
     def _put(self, lookup: Lookup, message: AIMessage) -> None:
         vector = lookup.vector if lookup.keys.text else None
-        self._guarded(
-            self.store.put, lookup.keys.exact, lookup.keys.shape, dump_answer(message), ttl=self.ttl, vector=vector
-        )
-        self.stats.count("stored")
+        stored = self._guarded(self._put_entry, lookup.keys, dump_answer(message), vector)
+        if stored:  # a store that failed counts an error, not an answer kept
+            self.stats.count("stored")
+
+    def _put_entry(self, keys: RequestKeys, payload: str, vector: list[float] | None) -> bool:
+        self.store.put(keys.exact, keys.shape, payload, ttl=self.ttl, vector=vector)
+        return True
 
     def _embed(self, text: str) -> list[float] | None:
         assert self.semantic is not None

@@ -155,6 +155,15 @@ def test_a_planted_row_that_is_no_message_is_a_miss_when_streamed_too() -> None:
     assert llm.call_count == 2
 
 
+def test_a_store_that_fails_counts_an_error_not_an_answer_stored() -> None:
+    store = SQLiteCacheStore()
+    cache = GatewayCache(store=store)
+    router, _ = routed(cache)
+    store._conn.close()  # every lookup and write now fails
+    assert router.invoke("hello", config=SCOPE).content == "answer 0"
+    assert (cache.stats.stored, cache.stats.errors, cache.stats.misses) == (0, 2, 1)
+
+
 def test_unreadable_expiry_blob_payload_and_vector_are_misses_not_crashes() -> None:
     store = SQLiteCacheStore()
     store.put("k" * 64, "shape", '"x"', ttl=60, vector=unit(5))
