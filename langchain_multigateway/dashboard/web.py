@@ -219,7 +219,7 @@ def dashboard_routes(source: DashboardSource, gate: Gatekeeper) -> list[BaseRout
         if _cross_site(request):
             return _json({"error": {"message": "sign out from the dashboard's own page"}}, 403)
         response = RedirectResponse(f"{BASE}/login", status_code=303, headers=_HEADERS)
-        gate.log_out(response)
+        gate.log_out(response, request)
         return response
 
     def denied() -> Response:

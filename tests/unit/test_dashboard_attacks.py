@@ -222,3 +222,24 @@ def test_library_failovers_are_read_in_chunks_where_sqlite_allows_999_variables(
         found = recent_failovers(conn, now, limit=2000)
     assert len(found) == 1500
     assert {(f["served_by"], f["failed"][0]["deployment"]) for f in found} == {("backup", "primary")}
+
+
+def test_a_cookie_copied_before_sign_out_is_refused_after_it_and_other_sessions_go_on() -> None:
+    # Found: signing out only deleted the browser's cookie; a copy of it opened the page for 12 hours.
+    app = build_dashboard_app(DashboardSource(), MASTER)  # one server, three browsers
+    client, other, replay = (TestClient(app) for _ in range(3))
+    for c in (client, other):
+        assert c.post("/ui/login", data={"key": MASTER}, follow_redirects=False).status_code == 303
+    copied = client.cookies.get("multigateway_dashboard")
+    assert copied is not None
+    assert copied != other.cookies.get("multigateway_dashboard")  # each login its own session
+    assert MASTER not in copied
+    assert client.post("/ui/logout", follow_redirects=False).status_code == 303
+    replay.cookies.set("multigateway_dashboard", copied, path="/ui")
+    assert replay.get("/ui/api/deployments").status_code == 401
+    assert replay.get("/ui", follow_redirects=False).status_code == 303
+    assert other.get("/ui/api/deployments").status_code == 200  # another browser's session goes on
+    # A session made under one master key is refused once the gateway runs with another.
+    changed = TestClient(build_dashboard_app(DashboardSource(), MASTER + "-rotated"), raise_server_exceptions=False)
+    changed.cookies.set("multigateway_dashboard", other.cookies["multigateway_dashboard"], path="/ui")
+    assert changed.get("/ui/api/deployments").status_code == 401
