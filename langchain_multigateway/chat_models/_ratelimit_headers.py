@@ -117,9 +117,16 @@ def rate_limits_from_headers(headers: Mapping[str, str] | None, *, now: float | 
         raw = lowered.get(header)
         if raw is None:
             continue
-        value = _until(raw, when) if key.startswith("reset") else _count(raw)
-        if value is not None:
-            found[key] = min(value, MAX_WAIT) if key.startswith("reset") else value
+        # A header sent twice (a proxy's own limits and its upstream's) arrives comma-joined: the
+        # tightest reading wins (the fewest left, the latest reset), not neither.
+        if key.startswith("reset"):
+            resets = [v for v in (_until(part, when) for part in raw.split(",")) if v is not None]
+            if resets:
+                found[key] = min(max(resets), MAX_WAIT)
+        else:
+            counts = [v for v in (_count(part) for part in raw.split(",")) if v is not None]
+            if counts:
+                found[key] = min(counts)
     wait = parse_retry_after(lowered, now=when)
     if wait is not None and math.isfinite(wait):
         found["retry_after"] = min(wait, MAX_WAIT)

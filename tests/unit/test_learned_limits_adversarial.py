@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import httpx
 import pytest
 
+from langchain_multigateway.chat_models._ratelimit_headers import rate_limits_from_headers
 from langchain_multigateway.chat_models.openai import OpenAIChatModel
 from langchain_multigateway.routing import Deployment, RoutingChatModel
 from langchain_multigateway.state import MemoryState
@@ -137,3 +139,19 @@ def test_threads_taking_at_once_never_admit_past_what_was_announced() -> None:
         thread.join()
     assert len(admitted) == 50
     assert learned.left("a")[0] == 0
+
+
+def test_a_header_sent_twice_reads_as_its_tightest_value() -> None:
+    """A proxy adding its own limits to its upstream's: httpx joins the two with a comma."""
+    headers = httpx.Headers(
+        [
+            ("x-ratelimit-remaining-requests", "100"),
+            ("x-ratelimit-remaining-requests", "3"),
+            ("x-ratelimit-reset-requests", "1s"),
+            ("x-ratelimit-reset-requests", "20s"),
+            ("x-ratelimit-limit-requests", "garbage"),
+            ("x-ratelimit-limit-requests", "60"),
+        ]
+    )
+    assert rate_limits_from_headers(headers) == {"remaining_requests": 3, "reset_requests": 20.0, "limit_requests": 60}
+    assert rate_limits_from_headers({"x-ratelimit-remaining-requests": "nan, -1, x"}) is None
