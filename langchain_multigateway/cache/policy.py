@@ -206,7 +206,7 @@ class GatewayCache(BaseModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     store: Any = Field(default_factory=lambda: _default_store())
-    ttl: float | None = Field(default=86400.0, gt=0)
+    ttl: float | None = Field(default=86400.0, gt=0, allow_inf_nan=False)
     mode: CacheMode = "readwrite"
     semantic: SemanticCache | None = None
     default_scope: str | None = None

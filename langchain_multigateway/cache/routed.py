@@ -79,7 +79,7 @@ def kept(lookup: Lookup | None, result: ChatResult) -> ChatResult:
     if lookup is not None and result.generations:
         message = getattr(result.generations[0], "message", None)
         _missed(lookup, message)
-        if isinstance(message, AIMessage):
+        if isinstance(message, AIMessage) and len(result.generations) == 1:  # n > 1 is never replayed as one
             lookup.store(message)
     return result
 
@@ -89,7 +89,7 @@ async def akept(lookup: Lookup | None, result: ChatResult) -> ChatResult:
     if lookup is not None and result.generations:
         message = getattr(result.generations[0], "message", None)
         _missed(lookup, message)
-        if isinstance(message, AIMessage):
+        if isinstance(message, AIMessage) and len(result.generations) == 1:  # n > 1 is never replayed as one
             await lookup.astore(message)
     return result
 

@@ -166,6 +166,32 @@ def test_a_kwarg_scope_never_overrides_the_runs_scope() -> None:
     assert same.response_metadata["cache"] == "miss"
 
 
+def test_an_infinite_or_nan_ttl_is_refused() -> None:
+    """ttl=inf was accepted, and Redis's expiry (px=int(inf)) then failed every write: nothing was ever cached."""
+    for ttl in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="ttl"):
+            GatewayCache(ttl=ttl)
+
+
+class TwoAnswers(ScriptedChatModel):
+    """A model asked for n=2 that returns two generations (as OpenAI does)."""
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Any:
+        result = super()._generate(messages, stop, run_manager, **kwargs)
+        result.generations.append(result.generations[0])
+        return result
+
+
+def test_a_result_of_several_generations_is_never_cached_as_one() -> None:
+    llm = TwoAnswers(model="gpt-4o-mini", model_provider="openai", steps=["one", "two"])
+    r = router(GatewayCache(), llm)
+    first = r.generate([[HumanMessage("hello")]], n=2, metadata={"cache_scope": "tenant-a"})
+    assert len(first.generations[0]) == 2
+    again = r.generate([[HumanMessage("hello")]], n=2, metadata={"cache_scope": "tenant-a"})
+    assert len(again.generations[0]) == 2  # served again, never replayed as one answer
+    assert llm.call_count == 2
+
+
 def test_bad_cache_mode_is_a_typed_error() -> None:
     r = router(GatewayCache())
     with pytest.raises(CacheScopeError, match="cache must be one of"):
