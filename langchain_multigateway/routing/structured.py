@@ -22,7 +22,7 @@ from langchain_core.utils.json import parse_json_markdown
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel
 
-from langchain_multigateway.chat_models._refusal import raise_if_refused
+from langchain_multigateway.chat_models._refusal import raise_if_refused, refusal_of
 
 __all__ = [
     "RefusalWatch",
@@ -167,7 +167,8 @@ class RefusalWatch:
         return self._release()
 
     def _check(self) -> None:
-        if self.held:
+        # Merged only when some chunk says refusal: a long reasoning preamble is not added up for nothing.
+        if any(refusal_of(chunk.message) is not None for chunk in self.held):
             merged = self.held[0]
             for chunk in self.held[1:]:
                 merged = merged + chunk

@@ -148,3 +148,51 @@ async def test_a_refusal_through_a_models_own_structured_output_async() -> None:
         failover=FailoverPolicy(content_policy="next"),
     )
     assert await routed.with_structured_output(Verdict).ainvoke("declined") == Verdict(answer="yes")
+
+
+def anthropic_refusal_stream() -> Reply:
+    """Messages API SSE of a refusal: no content block, ``stop_reason: "refusal"`` in ``message_delta``."""
+    start = {
+        "id": "msg_r",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    }
+    return Reply(
+        sse=[
+            {"type": "message_start", "message": start},
+            {"type": "message_delta", "delta": {"stop_reason": "refusal"}, "usage": {"output_tokens": 1}},
+            {"type": "message_stop"},
+        ]
+    )
+
+
+def test_anthropic_streamed_stop_reason_refusal_fails_over_under_next() -> None:
+    from langchain_multigateway.chat_models.anthropic import AnthropicChatModel
+
+    with (
+        serve(anthropic_refusal_stream()) as (url, _),
+        serve(Reply(sse=chat_stream(['{"answer": "ok"}']))) as (
+            other,
+            seen,
+        ),
+    ):
+        claude = AnthropicChatModel(model="claude-sonnet-4-5", base_url=url.removesuffix("/v1"), api_key="k")
+        routed = RoutingChatModel(
+            deployments=[
+                Deployment(model=claude, name="claude"),
+                Deployment(
+                    model=OpenAIChatModel(model="gpt-4o", base_url=other, api_key="k"), name="answers", priority=1
+                ),
+            ],
+            failover=FailoverPolicy(content_policy="next"),
+        )
+        parsed = list(routed.with_structured_output(Verdict).stream("declined"))
+        with pytest.raises(ModelRefusalError, match="stop_reason=refusal"):
+            list(claude.with_structured_output(Verdict).stream("declined"))
+    assert parsed == [Verdict(answer="ok")]
+    assert len(seen.requests) == 1
