@@ -68,8 +68,9 @@ def minute_chart(traffic: Sequence[dict[str, Any]], first_minute: int, minutes: 
     return Markup("".join(parts)), legend
 
 
-def bar_chart(rows: Sequence[tuple[str, float | None]], unit: str) -> Markup:
-    """Horizontal bars, one per ``(name, value)``; a None value (unknown price) is drawn as "n/a"."""
+def bar_chart(rows: Sequence[tuple[str, float | None]], unit: str, unpriced: Sequence[int] = ()) -> Markup:
+    """Horizontal bars, one per ``(name, value)``; a None value (unknown price) is drawn as "n/a", and a
+    bar whose ``unpriced`` count is not 0 (some calls of unknown price) says "+ n/a" after its figure."""
     if not rows:
         return Markup('<p class="empty">nothing recorded in this period</p>')
     peak = max((v for _, v in rows if v), default=0.0)
@@ -88,6 +89,8 @@ def bar_chart(rows: Sequence[tuple[str, float | None]], unit: str) -> Markup:
             continue
         bar_w = (width - label_w - 80) * (value / peak) if peak else 0.0
         text = f"${value:,.4f}" if unit == "USD" else f"{int(value):,}"
+        if i < len(unpriced) and unpriced[i]:
+            text += " + n/a"
         parts.append(
             f'<rect x="{label_w}" y="{y + 3}" width="{bar_w:.1f}" height="{row_h - 6}" class="bar"/>'
             f'<text x="{label_w + bar_w + 4:.1f}" y="{y + 15}" class="value">{escape(text)}</text>'

@@ -172,12 +172,15 @@ class LedgerReader:
             for group in GROUPS
         }
 
-    def spent(self, tag: str, since: float) -> float:
-        """USD recorded under ``tag`` since ``since`` (priced calls only)."""
-        sql = "SELECT SUM(c.cost_usd) FROM calls c JOIN call_tags t ON t.call_id = c.id WHERE t.tag = ? AND c.ts >= ?"
+    def spent(self, tag: str, since: float) -> tuple[float, int]:
+        """USD recorded under ``tag`` since ``since`` (priced calls only), and how many calls had no price."""
+        sql = (
+            "SELECT SUM(c.cost_usd), SUM(c.cost_usd IS NULL) FROM calls c JOIN call_tags t ON t.call_id = c.id"
+            " WHERE t.tag = ? AND c.ts >= ?"
+        )
         with self._connect() as conn:
-            value = conn.execute(sql, (tag, since)).fetchone()[0]
-        return float(value or 0.0)
+            value, unpriced = conn.execute(sql, (tag, since)).fetchone()
+        return float(value or 0.0), int(unpriced or 0)
 
     def row_count(self) -> int:
         """Calls recorded in all (shown in the page's header)."""

@@ -97,7 +97,7 @@ class DashboardSource:
             if key.budget_usd is None or key.state(now) != "active":
                 continue
             since = key.period_start(now)
-            spent = reader.spent(key.tag, since)
+            spent, unpriced = reader.spent(key.tag, since)
             out.append(
                 {
                     "owner": f"key {key.name} ({key.id})",
@@ -108,6 +108,7 @@ class DashboardSource:
                     "left_usd": round(key.budget_usd - spent, 6),
                     "limit_tokens": None,
                     "spent_tokens": None,
+                    "unpriced_calls": unpriced,  # not in spent_usd: shown as "+ n/a", never as $0
                     "left_tokens": None,
                 }
             )

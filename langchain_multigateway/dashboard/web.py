@@ -90,7 +90,8 @@ def _learned(d: dict[str, Any], kind: str) -> str:
 
 def _budget(row: dict[str, Any], which: str) -> str:
     usd, tokens = row.get(f"{which}_usd"), row.get(f"{which}_tokens")
-    parts = [f"${usd:,.4f}"] if usd is not None else []
+    unpriced = row.get("unpriced_calls") if which == "spent" else None  # calls of unknown price: never $0
+    parts = [f"${usd:,.4f}" + (f" + n/a ({unpriced} calls)" if unpriced else "")] if usd is not None else []
     if tokens is not None:
         parts.append(f"{tokens:,} tokens")
     return " · ".join(parts) or _NONE
@@ -151,7 +152,7 @@ def _page_context(source: DashboardSource, period: str) -> dict[str, Any]:
         hidden[group] = len(rows) - len(top)
         drawn[group] = {
             "tokens": charts.bar_chart([(r["name"], r["total_tokens"]) for r in top], "tokens"),
-            "usd": charts.bar_chart([(r["name"], r["cost_usd"]) for r in top], "USD"),
+            "usd": charts.bar_chart([(r["name"], r["cost_usd"]) for r in top], "USD", [r["unpriced"] for r in top]),
         }
     return {
         "summary": summary,

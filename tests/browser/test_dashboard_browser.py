@@ -130,6 +130,13 @@ def test_a_breaker_opened_by_a_loopback_fault_shows_open_within_one_refresh(serv
     # One polling period, plus the fetch itself: the page polls every REFRESH_SECONDS.
     expect(badge).to_have_text("open", timeout=(REFRESH_SECONDS + 2.0) * 1000)
     assert page.evaluate("window.__notReloaded") is True  # updated in place, not by a reload
+    # The rebuilt row has the provider-announced (learned) limits beside the configured ones, one
+    # cell per heading: nothing announced on this loopback upstream, so a dash.
+    box = page.locator('#deployments .router[data-router="guarded"]')
+    row = box.locator('tr[data-deployment="unreachable"]')
+    assert row.locator('[data-field="learned_requests"]').inner_text() == "\u2013"
+    assert row.locator('[data-field="learned_tokens"]').inner_text() == "\u2013"
+    assert box.locator("thead th").count() == row.locator("td").count() == 11
     page.locator('#deployments .router[data-router="guarded"]').screenshot(
         path=str(screenshot_dir() / "deployments-breaker-open.png")
     )

@@ -28,6 +28,7 @@ from langchain_multigateway.dashboard.export import csv_cell
 from langchain_multigateway.dashboard.failovers import recent_failovers
 from langchain_multigateway.dashboard.web import SHOWN_ROWS
 from langchain_multigateway.routing import Deployment, RoutingChatModel
+from langchain_multigateway.server.keys import KeyStore
 from langchain_multigateway.state import MemoryState
 from langchain_multigateway.testing import ScriptedChatModel
 from langchain_multigateway.usage import Ledger
@@ -119,8 +120,8 @@ def test_deployments_panel_shows_learned_limits_beside_the_configured_ones_and_r
     assert state.learned._known["announcing"][0].left == 0
 
 
-def _record(i: int, tag: str, cost: float | None, model: str = "gpt") -> CallRecord:
-    ts = time.time() - 30
+def _record(i: int, tag: str, cost: float | None, model: str = "gpt", ago: float = 30.0) -> CallRecord:
+    ts = time.time() - ago
     return CallRecord(
         run_id=f"r{i}", started_at=ts - 1, ended_at=ts, latency_ms=10.0, provider="openai", model=model,
         deployment="dep", outcome="ok", input_tokens=10, output_tokens=5, total_tokens=15, cost_usd=cost,
@@ -243,3 +244,27 @@ def test_a_cookie_copied_before_sign_out_is_refused_after_it_and_other_sessions_
     changed = TestClient(build_dashboard_app(DashboardSource(), MASTER + "-rotated"), raise_server_exceptions=False)
     changed.cookies.set("multigateway_dashboard", other.cookies["multigateway_dashboard"], path="/ui")
     assert changed.get("/ui/api/deployments").status_code == 401
+
+
+def test_calls_of_unknown_price_are_never_shown_as_zero_in_charts_or_key_budgets(tmp_path: Path) -> None:
+    # Found: a key's budget said "spent $0.0020" and the USD bar "$0.0020" with two calls of unknown price
+    # among them (the tables said "+ n/a (2 calls)").
+    keys = KeyStore(tmp_path / "keys.sqlite3")
+    _, key = keys.create("team", budget_usd=1.0, period="30d")
+    path = tmp_path / "usage.sqlite3"
+    with Ledger(path) as ledger:
+        for i, cost in enumerate((0.001, 0.001, None, None)):
+            ledger.add(_record(i, key.tag, cost, ago=-1.0))  # after the key's creation: in its budget period
+    client = _client(DashboardSource(ledger_path=path, keys=keys))
+    page = client.get("/ui", headers=BEARER).text
+    budget = re.search(r'<tr data-owner="key team \(\w+\)">(.*?)</tr>', page, re.S)
+    assert budget is not None
+    assert "$0.0020 + n/a (2 calls)" in budget.group(1)
+    usd_chart = re.search(
+        r'<div class="group" id="usage-key">.*?<figcaption>USD</figcaption>(.*?)</figure>', page, re.S
+    )
+    assert usd_chart is not None
+    assert "$0.0020 + n/a</text>" in usd_chart.group(1)
+    row = client.get("/ui/api/summary", headers=BEARER).json()["budgets"][0]
+    assert (row["spent_usd"], row["unpriced_calls"]) == (0.002, 2)
+    keys.close()
