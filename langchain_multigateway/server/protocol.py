@@ -80,6 +80,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._headers_timer = None
         if self.transport.is_closing():
             return
+        answering = self.cycle
+        if self._request_begun and answering is not None and not answering.response_complete:
+            # A request pipelined behind one still being answered: a 408 now would land inside that
+            # answer's body. Its deadline runs again once the answer is out (uvicorn reads no more meanwhile).
+            self._arm()
+            return
         if self._request_begun:
             self.transport.write(_timeout_response(self.header_timeout))
         self.transport.close()

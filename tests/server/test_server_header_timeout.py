@@ -74,3 +74,19 @@ def test_requests_sent_at_once_are_served(server: ThreadedServer) -> None:
             answer = client.post("/v1/chat/completions", json=body)
             assert answer.status_code == 200, answer.text
             assert answer.json()["choices"][0]["message"]["content"] == "echo: quick"
+
+
+def test_a_stalled_request_pipelined_behind_a_stream_never_cuts_into_it(server: ThreadedServer) -> None:
+    body = b'{"model": "slow", "stream": true, "messages": [{"role": "user", "content": "take your time"}]}'
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        sock.sendall(b"GET /health/liveness HTTP/1.1\r\nhost: gate")  # pipelined behind the stream, then stalls
+        answer = read_all(sock)
+    # The stream (5 s, ten times the header deadline) is whole; the stalled request's 408 comes after it.
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"data: [DONE]" in answer
+    assert answer.index(b"data: [DONE]") < answer.index(b"HTTP/1.1 408 ")
