@@ -147,6 +147,21 @@ def _text_of(message: BaseMessage) -> str:
     return " ".join(parts)
 
 
+def _beyond_text(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """The embedded turns without their text: every other block (image, audio, file), tool calls, names."""
+    out = []
+    for item in canonical_messages(messages):
+        content = item.pop("content")
+        if isinstance(content, list):
+            item["blocks"] = [b for b in content if not (isinstance(b, str) or _is_text_block(b))]
+        out.append(item)
+    return out
+
+
+def _is_text_block(block: Any) -> bool:
+    return isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+
+
 _SENTENCE_END = frozenset(".?!:;\n")
 _TOKEN = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_][\w'-]*")
 
@@ -206,6 +221,9 @@ def request_keys(
         "system": canonical_messages(system),
         # earlier turns must match exactly: "tell me more" after two different questions is no paraphrase
         "history": canonical_messages(history),
+        # only the embedded turns' text is compared: their images, files and tool calls must match exactly
+        # ("what is in this picture?" about another picture is no paraphrase)
+        "beyond_text": _beyond_text(embedded),
         "tools": _jsonable(list(tools) if tools else []),
         "tool_kwargs": _jsonable(dict(tool_kwargs or {})),
         "response_format": _jsonable(response_format),

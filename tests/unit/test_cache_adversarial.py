@@ -285,3 +285,26 @@ def test_a_large_backlog_is_mirrored_in_the_background_never_on_the_lookup(
     warmed = SQLiteCacheStore(path)
     warmed.warm()
     assert warmed.nearest("shape", unit(3), 0.99) is not None
+
+
+def test_a_question_about_another_picture_is_no_semantic_hit() -> None:
+    """The semantic layer compares the embedded turn's text only; its image must match exactly. Before, the
+    same question about a dog's picture was answered with the cat's description (cosine 1.0)."""
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_core.messages import HumanMessage
+
+    from langchain_multigateway.cache import SemanticCache
+
+    cache = GatewayCache(semantic=SemanticCache(embeddings=DeterministicFakeEmbedding(size=32)))
+    router, llm = routed(cache, "a cat", "a dog")
+
+    def about(url: str) -> list[HumanMessage]:
+        question = {"type": "text", "text": "What is in this picture?"}
+        return [HumanMessage([question, {"type": "image_url", "image_url": {"url": url}}])]
+
+    assert router.invoke(about("https://example.test/cat.png"), config=SCOPE).content == "a cat"
+    dog = router.invoke(about("https://example.test/dog.png"), config=SCOPE)
+    assert (dog.content, dog.response_metadata["cache"]) == ("a dog", "miss")
+    again = router.invoke(about("https://example.test/cat.png"), config=SCOPE)
+    assert again.response_metadata["cache"] == "exact"
+    assert llm.call_count == 2
