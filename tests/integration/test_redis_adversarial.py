@@ -6,6 +6,8 @@ counts, the half-open probe), every key has a TTL, and the password is nowhere i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import multiprocessing
 import threading
@@ -168,44 +170,81 @@ def test_password_in_the_url_is_never_shown(server: RedisServer, caplog: pytest.
     wrong.close()
 
 
-def _race_for_the_probe(url: str, namespace: str, start: Any, found: Any) -> None:
-    """One process: 8 threads and 200 tasks ask for the half-open deployment at once."""
-    # a generous bound: on a loaded 2-core machine 200 connections at once may take seconds, and
-    # a probe whose answer was lost is given back rather than counted (the race is what is tested)
+def _race_for_the_probe(url: str, namespace: str, ready: Any, start: Any, found: Any) -> None:
+    """One process: 8 threads and 200 tasks ask for the half-open deployment at once.
+
+    Each opens its connection first (admitting to a deployment of its own) and says it is
+    ready: under load, 4 spawned processes took up to a minute to import and connect, which
+    the test's bound once counted against the race. What is raced is the probe."""
+    # a generous bound: on a loaded 2-core machine a reply may take seconds, and a probe whose
+    # answer was lost is given back rather than counted (the race is what is tested)
     state = RedisState(url, namespace=namespace, failure_threshold=1, cooldown=0.0, timeout=10.0)
+    misses = _Kept()
+    logger = logging.getLogger("langchain_multigateway.state")
+    logger.addHandler(misses)
+    logger.setLevel(logging.DEBUG)
     probes: list[bool] = []
+    errors: list[str] = []
+    warm = threading.Barrier(8 + 1)
 
     def thread() -> None:
-        probes.extend(state.admit("d").probe for _ in range(10))
+        try:
+            state.release("warm-up", state.admit("warm-up"), ok=True)  # this thread's connection
+            warm.wait()
+            start.wait()
+            probes.extend(state.admit("d").probe for _ in range(10))
+        except Exception as exc:  # reported, not lost with the thread
+            errors.append(repr(exc))
 
     async def tasks() -> None:
-        answers = await asyncio.gather(*(state.aadmit("d") for _ in range(200)))
-        probes.extend(a.probe for a in answers)
+        admissions = await asyncio.gather(*(state.aadmit("warm-up") for _ in range(200)))  # 200 connections
+        await asyncio.gather(*(state.arelease("warm-up", each, ok=True) for each in admissions))
+        await asyncio.to_thread(warm.wait)
+        ready.put(True)
+        await asyncio.to_thread(start.wait)
+        answers = await asyncio.gather(*(state.aadmit("d") for _ in range(200)), return_exceptions=True)
+        errors.extend(repr(a) for a in answers if not isinstance(a, Admission))
+        probes.extend(a.probe for a in answers if isinstance(a, Admission))
         await state.aclose()
 
-    start.wait()
     threads = [threading.Thread(target=thread) for _ in range(8)]
     for each in threads:
         each.start()
     asyncio.run(tasks())
     for each in threads:
         each.join()
-    found.put((sum(probes), len(probes)))
+    found.put((sum(probes), len(probes), errors, misses.messages))
+
+
+class _Kept(logging.Handler):
+    """What the shared state logs (each script Redis did not answer), for a failure to show."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def test_one_probe_across_threads_tasks_and_processes(server: RedisServer) -> None:
     half_open(server.url, "race")
     context = multiprocessing.get_context("spawn")
-    start, found = context.Event(), context.Queue()
-    workers = [context.Process(target=_race_for_the_probe, args=(server.url, "race", start, found)) for _ in range(4)]
+    ready, start, found = context.Queue(), context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_race_for_the_probe, args=(server.url, "race", ready, start, found)) for _ in range(4)
+    ]
     for worker in workers:
         worker.start()
+    for _ in workers:  # started, imported and connected, however slowly on a loaded machine
+        ready.get(timeout=300)
     start.set()
-    results = [found.get(timeout=60) for _ in workers]
+    results = [found.get(timeout=300) for _ in workers]
     for worker in workers:
         worker.join(30)
-    assert sum(asked for _, asked in results) == 4 * (8 * 10 + 200)
-    assert sum(probes for probes, _ in results) == 1
+    assert [(errors, misses) for _, _, errors, misses in results] == [([], [])] * 4
+    assert sum(asked for _, asked, _, _ in results) == 4 * (8 * 10 + 200)
+    assert sum(probes for probes, _, _, _ in results) == 1, results
 
 
 class WatchedState(RedisState):
@@ -321,4 +360,73 @@ def test_a_router_named_budget_and_a_budget_share_no_key_and_all_keys_expire(ser
     assert len(keys) == 4 * (4 + 1)  # per name: state, window, tokens, processes; spend (reservations settled)
     assert all(raw.pttl(key) > 0 for key in keys), {key: raw.pttl(key) for key in keys}
     store.close()
+    state.close()
+
+
+def test_connections_killed_slept_paused_and_flushed_under_load_hold_nothing(server: RedisServer) -> None:
+    """Threads and tasks admit and release (some cancelled mid-admission or mid-release) while
+    Redis kills their connections (CLIENT KILL), sleeps (DEBUG SLEEP 0.2), is paused and is
+    flushed: once it answers again no admission is held in it and every key has a TTL."""
+    state = RedisState(server.url, namespace="storm")
+    raw = redis.Redis.from_url(server.url)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def sync_calls() -> None:
+        while not stop.is_set():
+            try:
+                admission = state.admit("d", tokens=3, rpm=10**6, tpm=10**8)
+                state.release("d", admission, ok=True, latency=0.01, tokens=5)
+            except BaseException as exc:  # reported, not lost with the thread
+                errors.append(exc)
+
+    async def cancelled_calls() -> None:
+        for turn in itertools.count():
+            if stop.is_set():
+                break
+            admitting = asyncio.ensure_future(state.aadmit("e", rpm=10**6))
+            await asyncio.sleep((turn % 5) / 1000)
+            admitting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                admission = await admitting
+                releasing = asyncio.ensure_future(state.arelease("e", admission, ok=True))
+                await asyncio.sleep((turn % 3) / 1000)
+                releasing.cancel()
+                await releasing
+
+    async def tasks() -> None:
+        await asyncio.gather(*(cancelled_calls() for _ in range(6)))
+        await state.aclose()
+
+    def sleep_redis() -> None:
+        redis.Redis.from_url(server.url).execute_command("DEBUG", "SLEEP", "0.2")
+
+    workers = [threading.Thread(target=sync_calls) for _ in range(2)]
+    workers.append(threading.Thread(target=asyncio.run, args=(tasks(),)))
+    for each in workers:
+        each.start()
+    killed = 0
+    for _ in range(2):
+        assert resumed(state)
+        time.sleep(0.3)
+        killed += raw.client_kill_filter(_type="normal", skipme=True)
+        time.sleep(0.3)
+        sleeper = threading.Thread(target=sleep_redis)
+        sleeper.start()
+        time.sleep(0.3)
+        server.pause()
+        time.sleep(0.3)
+        server.resume()
+        sleeper.join()
+        raw.flushall()
+    stop.set()
+    for each in workers:
+        each.join(60)
+    assert killed > 0
+    assert errors == []
+    assert wait_until(lambda: state.ping() and not state._link._lost, 15.0)  # given back what was lost
+    assert [state.stats(name).in_flight for name in ("d", "e")] == [0, 0]
+    keys = list(raw.scan_iter("*"))
+    assert keys
+    assert all(raw.pttl(key) > 0 for key in keys), {key: raw.pttl(key) for key in keys}
     state.close()
