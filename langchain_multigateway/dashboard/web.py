@@ -139,11 +139,30 @@ def _biggest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(top, key=lambda r: str(r["key"]))
 
 
+def _busiest(traffic: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Traffic rows of the ``SHOWN_ROWS`` busiest deployments; the others' requests summed per minute
+    and outcome under one name ("(N others)"), so the chart's bars and its legend stay that short."""
+    totals: dict[str, int] = {}
+    for row in traffic:
+        totals[row["deployment"]] = totals.get(row["deployment"], 0) + row["requests"]
+    if len(totals) <= SHOWN_ROWS:
+        return traffic
+    kept = set(heapq.nlargest(SHOWN_ROWS, totals, key=lambda name: (totals[name], name)))
+    others = f"({len(totals) - len(kept)} others)"
+    folded: dict[tuple[int, str, str], int] = {}
+    for row in traffic:
+        name = row["deployment"] if row["deployment"] in kept else others
+        key = (row["minute"], name, row["outcome"])
+        folded[key] = folded.get(key, 0) + row["requests"]
+    return [{"minute": m, "deployment": d, "outcome": o, "requests": n} for (m, d, o), n in folded.items()]
+
+
 def _page_context(source: DashboardSource, period: str) -> dict[str, Any]:
     """Everything the page template needs (run in a worker thread: it reads SQLite)."""
     now = time.time()
     summary = source.summary(now)
-    svg, legend = charts.minute_chart(summary.get("traffic") or [], int(summary.get("first_minute") or now // 60))
+    traffic = _busiest(summary.get("traffic") or [])
+    svg, legend = charts.minute_chart(traffic, int(summary.get("first_minute") or now // 60))
     usage = summary.get("usage") or {}
     drawn, shown, hidden = {}, {}, {}
     for group in GROUPS:

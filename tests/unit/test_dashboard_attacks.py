@@ -13,6 +13,7 @@ import io
 import re
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -268,3 +269,21 @@ def test_calls_of_unknown_price_are_never_shown_as_zero_in_charts_or_key_budgets
     row = client.get("/ui/api/summary", headers=BEARER).json()["budgets"][0]
     assert (row["spent_usd"], row["unpriced_calls"]) == (0.002, 2)
     keys.close()
+
+
+def test_traffic_of_many_deployments_shows_the_busiest_and_sums_the_others(tmp_path: Path) -> None:
+    # Found: after the usage tables were cut to the costliest rows, 20,000 deployments in the last hour
+    # still drew a legend row and bars each (5 MB of HTML).
+    path = tmp_path / "usage.sqlite3"
+    names = SHOWN_ROWS + 30
+    with Ledger(path) as ledger:
+        for i in range(names):
+            for j in range(2 if i < SHOWN_ROWS else 1):  # the first SHOWN_ROWS are the busiest
+                ledger.add(replace(_record(i * 10 + j, "t", 0.001, model="m"), deployment=f"d{i:03d}"))
+    page = _client(DashboardSource(ledger_path=path)).get("/ui", headers=BEARER).text
+    legend = re.search(r'<table id="traffic-table">(.*?)</table>', page, re.S)
+    assert legend is not None
+    rows = re.findall(
+        r'<tr data-deployment="([^"]+)" data-outcome="ok">.*?<td class="num">(\d+)</td>', legend.group(1), re.S
+    )
+    assert dict(rows) == {**{f"d{i:03d}": "2" for i in range(SHOWN_ROWS)}, "(30 others)": "30"}
