@@ -1,7 +1,7 @@
 """How long the dashboard takes to render over a ledger of 100,000 calls.
 
 Builds a ledger (``Ledger``'s own schema and indexes) with ``--rows`` calls spread over
-the last ``--days`` days: four models, six deployments, twenty virtual keys, a router
+the last ``--days`` days: four models, six deployments, twenty virtual keys (``--keys``), a router
 tag each, one call in ten failed over (its failed try in ``call_attempts``), one in
 twenty unpriced. Then times, over HTTP on loopback against a real uvicorn server:
 ``GET /ui`` (every panel: SQL aggregation, SVG, template), ``GET /ui/api/summary``,
@@ -44,7 +44,7 @@ KEY = "mg-benchmark-master-key-0123456789"
 MODELS = ("gpt-4o-mini", "claude-3-5-haiku", "mistral-small", "llama-local")
 
 
-def fill(path: Path, rows: int, days: int) -> None:
+def fill(path: Path, rows: int, days: int, keys: int = 20) -> None:
     rng = random.Random(7)
     now = time.time()
     deployments = [f"{m}-{r}" for m in MODELS[:3] for r in ("east", "west")]
@@ -63,7 +63,7 @@ def fill(path: Path, rows: int, days: int) -> None:
                     outcome="ok" if ok else "error", error_type=None if ok else "ProviderError",
                     input_tokens=inp if ok else 0, output_tokens=out if ok else 0, total_tokens=inp + out if ok else 0,
                     cost_usd=None if i % 20 == 0 else (inp * 0.15 + out * 0.6) / 1e6,
-                    has_usage=ok, tags=(f"key:key_{i % 20:02d}", f"router:{model}"),
+                    has_usage=ok, tags=(f"key:key_{i % keys:02d}", f"router:{model}"),
                 ),
                 failed=failed,
             )  # fmt: skip
@@ -94,12 +94,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--keys", type=int, default=20, help="distinct virtual keys (the page shows the 25 costliest)")
     parser.add_argument("--ledger", type=Path, help="reuse this ledger file (filled when missing)")
     args = parser.parse_args()
     path = args.ledger or Path(tempfile.mkdtemp()) / "usage.sqlite3"
     started = time.perf_counter()
     if not path.exists():
-        fill(path, args.rows, args.days)
+        fill(path, args.rows, args.days, args.keys)
         print(f"ledger: {args.rows:,} calls over {args.days} days, written in {time.perf_counter() - started:.1f} s")
     routers = {
         m: RoutingChatModel(deployments=[Deployment(model=ScriptedChatModel(), name=f"{m}-{r}") for r in ("e", "w")])
