@@ -62,6 +62,13 @@ class TestOpenAIResponsesIntegration(ChatModelIntegrationTests):
     def supports_json_mode(self) -> bool:
         return True
 
+    @property
+    def model_override_value(self) -> str:
+        # invoke(model=...) per call. llama.cpp serves one model and names it by its file
+        # (".../gemma-3-270m-q4_k_m.gguf"): the override names that build, the recorded
+        # /v1/responses body carries it (cassettes match on the body) and the served name contains it.
+        return "gemma-3-270m-q4_k_m"
+
     test_tool_calling = expected_failure(ChatModelIntegrationTests.test_tool_calling, WRONG_ARGS)
     test_tool_calling_async = expected_failure(ChatModelIntegrationTests.test_tool_calling_async, WRONG_ARGS)
 
