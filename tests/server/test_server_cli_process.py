@@ -54,7 +54,7 @@ def start(config: Path, env: dict[str, str], *extra: str) -> tuple[subprocess.Po
         env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 150  # --workers 2 took 45-70 s to come up at load average 16-18
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"serve exited: {process.stderr.read() if process.stderr else ''}")
