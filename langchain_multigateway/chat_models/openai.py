@@ -303,6 +303,8 @@ class OpenAIChatModel(GatewayChatModel):
         }
         params.update(kwargs)
         params = {k: v for k, v in params.items() if v is not None}
+        if not params.get("previous_response_id", True):  # "" (an id looked up and not found): no stored conversation
+            del params["previous_response_id"]
         if self.parallel_tool_calls is not None and params.get("tools"):
             params.setdefault("parallel_tool_calls", self.parallel_tool_calls)
         if self._responses_mode(params):

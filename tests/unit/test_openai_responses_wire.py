@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from langchain_multigateway import OpenAIChatModel
 from langchain_multigateway.chat_models._responses_format import needs_responses_api
 from langchain_multigateway.errors import InvalidRequestError, ProviderError
-from tests.loopback import Reply, serve
+from tests.loopback import Reply, chat_completion, serve
 
 SECRET = "sk-responses-wire-secret-0123456789"
 
@@ -623,3 +623,16 @@ def test_the_router_keeps_responses_parameters_for_a_model_that_speaks_it_by_def
     kept, dropped = fit_params(chat, kwargs)
     assert "reasoning" in dropped
     assert "include" in dropped
+
+
+@pytest.mark.parametrize("use_responses_api", [True, False])
+def test_empty_previous_response_id_is_not_sent(use_responses_api: bool) -> None:
+    """``previous_response_id=""`` (an id looked up and not found) names no stored conversation: the
+    whole history goes, and no API is asked for a conversation with an empty id."""
+    history = [HumanMessage("a"), AIMessage("b", response_metadata={"id": "resp_1"}), HumanMessage("c")]
+    reply = Reply(body=DOCUMENTED_RESPONSE) if use_responses_api else Reply(body=chat_completion("ok"))
+    with serve(reply) as (url, script):
+        _model(url, use_responses_api=use_responses_api).invoke(history, previous_response_id="")
+    body = script.requests[0]["body"]
+    assert "previous_response_id" not in body
+    assert len(body["input" if use_responses_api else "messages"]) == 3
