@@ -180,9 +180,13 @@ def served(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            logs = process.communicate(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+            logs = process.communicate()
+    # The server's own output (its warnings: failed tries, fallbacks) names no secret either.
+    for secret in served.secrets:
+        assert secret not in "".join(logs)
 
 
 @pytest.fixture(scope="module")
