@@ -11,8 +11,8 @@ Open it:
         multigateway dashboard --ledger usage.sqlite3 --config gateway.yaml   # a library user's ledger
 
 Panels: Deployments (per router: breaker, EWMA latency and time to first token, error
-rate, in flight, rpm/tpm left, whether the state is shared and live; refreshed every
-3 s), Traffic and failovers (requests per minute by deployment and outcome over the
+rate, in flight, rpm/tpm left, the limits providers announced, whether the state is
+shared and live; refreshed every 3 s), Traffic and failovers (requests per minute by deployment and outcome over the
 last hour; recent failovers with each failed try), Usage and cost (tokens and USD by
 model, deployment, key and tag for today, 7 and 30 days, as SVG charts and a CSV;
 budgets and what is left). Only the master key opens it. Modules: ``queries`` (SQL
