@@ -254,7 +254,8 @@ async def test_redis_that_hangs_is_bounded_then_resumes(tmp_path: Path) -> None:
         waited = time.monotonic() - started
         assert served.ok
         assert all(admission.ok for admission in served_sync)
-        assert waited < 1.0  # bounded (50 ms each by default); without a bound this would hang
+        # bounded (50 ms each by default; generous for a loaded machine): unbounded, this would hang
+        assert waited < 10.0
         assert "Timeout" in (state.health().detail or "")
         server.resume()
         assert wait_until(lambda: state.health().shared)  # the background reconnect
