@@ -245,7 +245,9 @@ class AnthropicChatModel(HttpChatModel):
     def _stream_assembler(self, exchange: Exchange) -> _SSEAssembler:
         thinking = exchange.payload.get("thinking")
         asked = isinstance(thinking, Mapping) and thinking.get("type") not in (None, "disabled")
-        return _SSEAssembler(self, exchange.model, thinking=asked)
+        # With tools the answer may hold tool_use blocks: content goes out as blocks from the start,
+        # so text and calls keep their order and LangChain's translator sees the calls.
+        return _SSEAssembler(self, exchange.model, thinking=asked or bool(exchange.payload.get("tools")))
 
     def _parse_response(self, data: Any, exchange: Exchange) -> ChatResult:
         model = exchange.model
@@ -263,10 +265,10 @@ class AnthropicChatModel(HttpChatModel):
             for b in blocks
             if b.get("type") == "tool_use"
         ]
-        # Plain text unless the answer holds more than text and tool calls (thinking, citations...)
-        # or standard blocks are asked for: then every block, tool_use included, as Anthropic sent
-        # it (LangChain's Anthropic translator reads tool calls from those blocks).
-        as_blocks = self.output_version == "v1" or any(b.get("type") not in ("text", "tool_use") for b in blocks)
+        # Plain text unless the answer holds more than text (tool calls, thinking, citations...) or
+        # standard blocks are asked for: then every block, tool_use included, as Anthropic sent it
+        # (LangChain's Anthropic translator reads tool calls for content_blocks from those blocks).
+        as_blocks = self.output_version == "v1" or any(b.get("type") != "text" for b in blocks)
         content: str | list[Any] = [dict(b) for b in blocks] if as_blocks else text_of(blocks)
         ai = AIMessage(
             content=content,

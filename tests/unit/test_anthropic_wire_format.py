@@ -351,7 +351,10 @@ def test_documented_tool_use_response_and_tools_body() -> None:
     server = ScriptedServer(json_response(200, DOCUMENTED_TOOL_USE))
     msg = make(server).bind_tools([GetWeather], tool_choice="any", parallel_tool_calls=False).invoke("Weather?")
     assert isinstance(msg, AIMessage)
-    assert msg.content == "I'll check the weather."
+    # Text and tool_use blocks as sent (langchain-anthropic's shape): content_blocks shows the call.
+    assert msg.text == "I'll check the weather."
+    assert [b["type"] for b in msg.content] == ["text", "tool_use"]  # type: ignore[index]
+    assert [b["type"] for b in msg.content_blocks] == ["text", "tool_call"]
     assert msg.tool_calls == [
         {
             "name": "get_weather",
@@ -372,7 +375,8 @@ def test_documented_tool_stream_assembles_input_json_deltas() -> None:
     server = ScriptedServer(PiecewiseBody(split_every(DOCUMENTED_TOOL_STREAM, 23)))
     chunks = list(make(server).bind_tools([GetWeather]).stream("Weather?"))
     full = chain(chunks)
-    assert full.content == "Okay, let's check the weather."
+    assert full.text == "Okay, let's check the weather."
+    assert [b["type"] for b in full.content_blocks] == ["text", "tool_call"]
     assert full.tool_calls == [
         {
             "name": "get_weather",
