@@ -337,14 +337,16 @@ def test_failovers_of_a_library_users_ledger_come_from_its_failed_try_rows(tmp_p
 
     from langchain_multigateway.errors import ProviderError
     from langchain_multigateway.testing import Step
-    from langchain_multigateway.usage import LedgerCallbackHandler
+    from langchain_multigateway.usage import LedgerCallbackHandler, PriceTable
 
     def failing(n: int = 10) -> ScriptedChatModel:
         return ScriptedChatModel(steps=[Step(error=ProviderError("upstream 503", status_code=503))] * n)
 
     path = tmp_path / "usage.sqlite3"
+    # Its own price table: the process-wide one warns once per model per process, and an earlier test
+    # may already have spent the warning for the scripted model.
     with Ledger(path) as ledger, pytest.warns(RuntimeWarning, match="No price known"):
-        handler = LedgerCallbackHandler(ledger)
+        handler = LedgerCallbackHandler(ledger, prices=PriceTable())
         served = RoutingChatModel(
             deployments=[
                 Deployment(model=failing(), name="primary"),
