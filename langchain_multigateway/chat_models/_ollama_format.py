@@ -23,12 +23,31 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_multigateway.chat_models._input_blocks import INPUT_BLOCK_TYPES, ollama_input
 
 __all__ = [
+    "OPTION_FIELDS",
     "DEFAULT_OLLAMA_HOST",
     "messages_to_ollama",
     "normalize_host",
     "parse_ollama_tool_calls",
     "usage_from_ollama",
 ]
+
+# Model fields sent in Ollama's "options" object, under the same names.
+OPTION_FIELDS = (
+    "num_ctx",
+    "seed",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "repeat_last_n",
+    "presence_penalty",
+    "frequency_penalty",
+    "mirostat",
+    "mirostat_eta",
+    "mirostat_tau",
+    "num_gpu",
+    "num_thread",
+)
 
 DEFAULT_OLLAMA_HOST = "http://localhost:11434"
 DEFAULT_OLLAMA_PORT = 11434

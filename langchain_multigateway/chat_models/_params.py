@@ -47,6 +47,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from langchain_multigateway.chat_models._ollama_format import OPTION_FIELDS
+
 __all__ = [
     "EFFORTS",
     "EFFORT_BUDGETS",
@@ -94,21 +96,8 @@ _OLLAMA = frozenset(
         "format",
         "think",
         "reasoning",
-        "num_ctx",
-        "seed",
-        "top_p",
-        "top_k",
-        "min_p",
-        "repeat_penalty",
-        "repeat_last_n",
-        "presence_penalty",
-        "frequency_penalty",
-        "mirostat",
-        "mirostat_eta",
-        "mirostat_tau",
-        "num_gpu",
-        "num_thread",
         "num_predict",
+        *OPTION_FIELDS,
     }
 )
 """/api/chat's fields and the model options OllamaChatModel lifts from call kwargs."""

@@ -18,6 +18,7 @@ from langchain_multigateway.chat_models._base import StructuredOutputMethod
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._http import HttpChatModel
 from langchain_multigateway.chat_models._ollama_format import (
+    OPTION_FIELDS,
     messages_to_ollama,
     normalize_host,
     ollama_metadata,
@@ -28,24 +29,6 @@ from langchain_multigateway.chat_models._openai_format import ToolChoice, tools_
 from langchain_multigateway.errors import ModelNotFoundGatewayError, ProviderError
 
 __all__ = ["OllamaChatModel"]
-
-# Model fields sent in Ollama's "options" object, under the same names.
-_OPTION_FIELDS = (
-    "num_ctx",
-    "seed",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "repeat_last_n",
-    "presence_penalty",
-    "frequency_penalty",
-    "mirostat",
-    "mirostat_eta",
-    "mirostat_tau",
-    "num_gpu",
-    "num_thread",
-)
 
 
 class OllamaChatModel(HttpChatModel):
@@ -229,11 +212,11 @@ class OllamaChatModel(HttpChatModel):
         self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
     ) -> dict[str, Any]:
         options: dict[str, Any] = {"temperature": self.temperature, "num_predict": self.max_tokens}
-        options.update({name: getattr(self, name) for name in _OPTION_FIELDS})
+        options.update({name: getattr(self, name) for name in OPTION_FIELDS})
         options["stop"] = stop or self.stop
         options.update(self.options)
         call_options = kwargs.pop("options", None) or {}
-        for name in ("temperature", *_OPTION_FIELDS):
+        for name in ("temperature", *OPTION_FIELDS):
             if name in kwargs:
                 options[name] = kwargs.pop(name)
         if "max_tokens" in kwargs:
