@@ -287,7 +287,7 @@ def _tries(
             raise call.timeout_error()
         call.running = None
         if isinstance(outcome, Admission):  # refused: nothing was taken
-            if outcome.limited and number == 1:
+            if outcome.limited:  # a retry too: another worker may have spent the new window first
                 call.limited[dep.name] = outcome
             else:
                 call.excluded[dep.name] = outcome.reason or "refused"
