@@ -98,6 +98,13 @@ class TestAnthropicChatModelIntegration(ChatModelIntegrationTests):
         return True
 
     @property
+    def model_override_value(self) -> str:
+        # invoke(model=...) per call. llama.cpp serves one model and names it by its file
+        # (".../gemma-3-270m-q4_k_m.gguf"): the override names that build, the recorded
+        # /v1/messages body carries it (cassettes match on the body) and the served name contains it.
+        return "gemma-3-270m-q4_k_m"
+
+    @property
     def supported_usage_metadata_details(self) -> dict[str, Any]:
         # The server reports prompt-cache hits as cache_read_input_tokens; it writes no
         # billed cache entries, so cache_creation is never sent (hosted-only: wire-format tests).
