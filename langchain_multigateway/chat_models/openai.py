@@ -550,7 +550,7 @@ def translate_openai_error(exc: BaseException, *, provider: str, model: str | No
     if isinstance(exc, openai.APIStatusError):
         return error_from_status(
             exc.status_code,
-            _error_message(exc.body) or exc.message,
+            error_message_of(exc.body) or exc.message,
             provider=provider,
             model=model,
             request_id=exc.request_id,
@@ -562,7 +562,8 @@ def translate_openai_error(exc: BaseException, *, provider: str, model: str | No
     return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider, model=model, retryable=False)
 
 
-def _error_message(body: object) -> str | None:
+def error_message_of(body: object) -> str | None:
+    """The human message in an OpenAI-style error body (``{"error": {"message"}}``, ``{"message"}``)."""
     if isinstance(body, Mapping):
         inner = body.get("error", body)
         if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):

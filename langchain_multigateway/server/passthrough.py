@@ -45,7 +45,7 @@ from langchain_core.outputs import ChatResult
 from langchain_multigateway._redact import MIN_SECRET_LENGTH, is_secret_header, is_secret_query
 from langchain_multigateway.chat_models._exchange import Exchange, raise_as
 from langchain_multigateway.chat_models._loops import LoopBound
-from langchain_multigateway.chat_models.openai import OpenAIChatModel
+from langchain_multigateway.chat_models.openai import OpenAIChatModel, error_message_of
 from langchain_multigateway.errors import error_from_status
 from langchain_multigateway.routing import attempt
 from langchain_multigateway.routing.attempt import Answer, Failed, Shared, Slot, Try, atake
@@ -259,15 +259,10 @@ def _status_error(model: OpenAIChatModel, exchange: Exchange, response: httpx2.R
 
 
 def _error_message(body: Any) -> str | None:
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-        if isinstance(inner, str):
-            return inner
-    return body[:500] if isinstance(body, str) and body else None
+    # The SDK path's reading of an error body; a plain-text one (a proxy's HTML page) is capped.
+    if isinstance(body, str):
+        return body[:500] or None
+    return error_message_of(body)
 
 
 def _tracing_on() -> bool:
