@@ -13,8 +13,9 @@ library call) and each try at an :class:`OpenAIChatModel` deployment is performe
 
 * the body is the one the provider builds (``_build_request``: its defaults, bound
   tools, structured-output format, the call's parameters), never re-derived here;
-* it is POSTed with a plain ``httpx2`` client kept per deployment and event loop,
-  with the headers the SDK would send (key, organization, project, ``default_headers``);
+* it is POSTed by :class:`Upstream` (aiohttp, a session per deployment and event loop:
+  see ``upstream.py`` for why), with the headers the SDK would send (key, organization,
+  project, ``default_headers``);
 * the answer is read by the provider's own parser (usage, malformed answers), and
   errors are typed by the provider's own rules (``error_from_status``, ``_failure``);
 * the upstream's JSON goes back to the client with only ``model`` rewritten, except an
@@ -24,7 +25,8 @@ library call) and each try at an :class:`OpenAIChatModel` deployment is performe
 * a structured-output refusal is the router's :class:`ModelRefusalError` (its content
   policy: raise, or the next deployment), as :func:`check_refusal` makes it on the full path.
 
-Any other deployment (another provider, a Responses-API model, a custom binding) is
+Any other deployment (another provider, a Responses-API model, a custom binding, a
+model given its own ``http_async_client``) is
 tried with the router's own attempt function, so a mixed router works unchanged. A
 router with a response cache, or a LangChain cache in force, is not served here: its
 calls take the full path so the cache sees them. Nor is any call while LangSmith tracing
@@ -36,7 +38,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
 from langchain_core.globals import get_llm_cache
@@ -44,7 +46,6 @@ from langchain_core.outputs import ChatResult
 
 from langchain_multigateway._redact import MIN_SECRET_LENGTH, is_secret_header, is_secret_query
 from langchain_multigateway.chat_models._exchange import Exchange, raise_as
-from langchain_multigateway.chat_models._loops import LoopBound
 from langchain_multigateway.chat_models.openai import OpenAIChatModel, error_message_of
 from langchain_multigateway.errors import error_from_status
 from langchain_multigateway.routing import attempt
@@ -52,10 +53,10 @@ from langchain_multigateway.routing.attempt import Answer, Failed, Shared, Slot,
 from langchain_multigateway.routing.engine import drive_async
 from langchain_multigateway.routing.request import Request, read_overrides
 from langchain_multigateway.routing.structured import check_refusal
+from langchain_multigateway.server import upstream
+from langchain_multigateway.server.upstream import Upstream
 
 if TYPE_CHECKING:
-    import httpx2
-
     from langchain_multigateway.routing import RoutingChatModel
     from langchain_multigateway.state.base import Admission
 
@@ -86,7 +87,7 @@ class _Raw(Answer):
 
 
 class _Sender:
-    """How to reach one OpenAI-compatible deployment: its URL, headers, and an httpx2 client per event loop."""
+    """How to reach one OpenAI-compatible deployment: its URL, headers, and its upstream client."""
 
     def __init__(self, model: OpenAIChatModel) -> None:
         base = model._endpoint() or ""
@@ -107,28 +108,7 @@ class _Sender:
         sent += [str(v) for k, v in (self.params or {}).items() if is_secret_query(k)]
         sent += [v.removeprefix("Bearer ") for v in sent if v.startswith("Bearer ")]
         self.secrets = tuple({v.encode() for v in sent if len(v) >= MIN_SECRET_LENGTH})
-        given = model.http_async_client
-        self._clients: LoopBound[httpx2.AsyncClient] = LoopBound(
-            lambda: given if given is not None else _new_client(), lambda client: _close(client, given)
-        )
-
-    @property
-    def client(self) -> httpx2.AsyncClient:
-        return self._clients.get()
-
-
-def _new_client() -> httpx2.AsyncClient:
-    import httpx2
-
-    # Pool sizes and redirects as the openai SDK's: many requests in flight to one upstream share its
-    # connections, and an upstream that moved (307/308) is followed (httpx drops the key on another host).
-    limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=5.0)
-    return httpx2.AsyncClient(limits=limits, follow_redirects=True)
-
-
-async def _close(client: httpx2.AsyncClient, given: Any) -> None:
-    if client is not given:  # a client the user gave the model is theirs to close
-        await client.aclose()
+        self.upstream = Upstream(self.url)
 
 
 class PassThrough:
@@ -148,8 +128,8 @@ class PassThrough:
         """Build each OpenAI deployment's sender now (and its client, in the serving loop)."""
         for router in self._routers.values():
             for dep in router.deployments:
-                if type(dep.model) is OpenAIChatModel:
-                    _ = self._sender(dep.model).client
+                if _lean(dep.model):
+                    self._sender(dep.model).upstream.warm_up()
 
     def _sender(self, model: OpenAIChatModel) -> _Sender:
         sender = self._senders.get(id(model))
@@ -170,7 +150,7 @@ class PassThrough:
     async def _attempt(self, shared: Shared, request: Request, step: Try) -> Answer | Failed | Admission:
         """One try: passed through for a plain OpenAI deployment, else the router's own attempt."""
         model = step.prepared.model
-        if type(model) is not OpenAIChatModel or step.prepared.runnable is not None:
+        if not _lean(model) or step.prepared.runnable is not None:
             return await attempt.invoke_async(shared, request, step)
         slot = await atake(shared, request, step)
         if not isinstance(slot, Slot):
@@ -206,28 +186,21 @@ class PassThrough:
         exchange = Exchange(payload, model._clock(payload, stream=False, deadline=deadline))
         sender = self._sender(model)
         try:
-            import httpx2
-
             timeouts, exchange.waiting_for = exchange.clock.http_timeouts()
-            response = await sender.client.post(
-                sender.url,
-                content=orjson.dumps(payload),
-                headers=sender.headers,
-                params=sender.params,
-                timeout=httpx2.Timeout(**timeouts),
-            )
-            exchange.request_id = response.headers.get("x-request-id")
+            body = orjson.dumps(payload)
+            answer = await sender.upstream.post(body, sender.headers, sender.params, timeouts)
+            exchange.request_id = answer.headers.get("x-request-id")
             note = getattr(exchange, "note_headers", None)
             if note is not None:
-                note(response.headers)  # rate limits the upstream announced (learned by the router)
-            if response.status_code >= 400:
-                raise _status_error(model, exchange, response)
+                note(answer.headers)  # rate limits the upstream announced (learned by the router)
+            if answer.status >= 400:
+                raise _status_error(model, exchange, answer)
             exchange.answered = True
-            data = orjson.loads(response.content)
+            data = orjson.loads(answer.body)
             result = model._parse_response(data, exchange)  # usage, and a malformed answer typed as such
             stamped = getattr(exchange, "stamped", None)
             result = stamped(result) if stamped is not None else result
-            return result, data if _verbatim(sender, request, response.content, result) else None
+            return result, data if _verbatim(sender, request, answer.body, result) else None
         except Exception as exc:
             raise_as(model._failure(exc, exchange), exc)
 
@@ -241,19 +214,19 @@ def _verbatim(sender: _Sender, request: Request, raw: bytes, result: ChatResult)
     return request.structured is None or not getattr(message, "tool_calls", None)
 
 
-def _status_error(model: OpenAIChatModel, exchange: Exchange, response: httpx2.Response) -> Exception:
+def _status_error(model: OpenAIChatModel, exchange: Exchange, answer: upstream.Answer) -> Exception:
     """An HTTP error answer typed as the provider types it (status, message, Retry-After, request id)."""
     try:
-        body: Any = orjson.loads(response.content)
+        body: Any = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
-        body = response.text
+        body = answer.body.decode("utf-8", "replace")
     return error_from_status(
-        response.status_code,
-        _error_message(body) or f"HTTP {response.status_code}",
+        answer.status,
+        _error_message(body) or f"HTTP {answer.status}",
         provider=model.provider_name,
         model=exchange.model,
         request_id=exchange.request_id,
-        headers=dict(response.headers),
+        headers=answer.headers,
         body=body,
     )
 
@@ -263,6 +236,12 @@ def _error_message(body: Any) -> str | None:
     if isinstance(body, str):
         return body[:500] or None
     return error_message_of(body)
+
+
+def _lean(model: Any) -> TypeGuard[OpenAIChatModel]:
+    """Whether tries at ``model`` are sent by this path: a plain OpenAI-compatible deployment using its
+    default HTTP client (a client the user gave the model, for a proxy or certificates, is the SDK's to use)."""
+    return type(model) is OpenAIChatModel and model.http_async_client is None
 
 
 def _tracing_on() -> bool:
