@@ -118,12 +118,12 @@ def _where(url: str) -> str:
 def _env_proxy(url: str) -> str | None:
     """The proxy HTTP(S)_PROXY names for ``url``, unless NO_PROXY exempts its host (as the SDK's client reads them)."""
     from urllib.parse import urlsplit
-    from urllib.request import getproxies_environment, proxy_bypass_environment
+    from urllib.request import getproxies_environment, proxy_bypass
 
     parts = urlsplit(url)
     proxies = getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or proxy_bypass_environment(parts.hostname or "", proxies):
+    if not proxy or proxy_bypass(parts.hostname or ""):
         return None
     return proxy
 
