@@ -28,120 +28,47 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import os
 import queue
 import sqlite3
 import threading
-import time
-import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
+from contextlib import suppress
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
 
 from langchain_multigateway._redact import redact_fields
+from langchain_multigateway.usage._ledger_sql import (
+    COLUMNS,
+    FILTERS,
+    GROUPS,
+    TOTALS_FIELDS,
+    Queued,
+    records_sql,
+    totals_sql,
+    where,
+)
+from langchain_multigateway.usage._ledger_writer import (
+    BATCH_RECORDS,
+    STOP,
+    WAKE,
+    Writer,
+    logger,
+    stop_worker,
+    worker,
+)
+from langchain_multigateway.usage._ledger_writer import BATCH_SECONDS as BATCH_SECONDS  # named in the docs here
 from langchain_multigateway.usage.pricing import PriceTable
 from langchain_multigateway.usage.records import CallRecord, CallRecorder
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Ledger", "LedgerCallbackHandler", "LedgerWriteError"]
 
 T = TypeVar("T")
-logger = logging.getLogger(__name__)
 GroupBy = Literal["model", "day", "tag", "deployment", "provider", "outcome"]
-
-COLUMNS = (
-    "id",
-    "ts",
-    "day",
-    "run_id",
-    "parent_run_id",
-    "deployment",
-    "provider",
-    "model",
-    "served_model",
-    "input_tokens",
-    "output_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "latency_ms",
-    "outcome",
-    "error_type",
-    "tags",
-    "cache",
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    day TEXT NOT NULL,
-    run_id TEXT,
-    parent_run_id TEXT,
-    deployment TEXT,
-    provider TEXT,
-    model TEXT,
-    served_model TEXT,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    total_tokens INTEGER NOT NULL DEFAULT 0,
-    cached_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL,
-    latency_ms REAL,
-    outcome TEXT NOT NULL,
-    error_type TEXT,
-    tags TEXT NOT NULL DEFAULT '[]',
-    cache TEXT
-);
-CREATE TABLE IF NOT EXISTS call_tags (
-    call_id INTEGER NOT NULL REFERENCES calls(id),
-    tag TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS calls_ts ON calls(ts);
-CREATE INDEX IF NOT EXISTS calls_model ON calls(model);
-CREATE INDEX IF NOT EXISTS call_tags_tag ON call_tags(tag);
-CREATE INDEX IF NOT EXISTS call_tags_call ON call_tags(call_id, tag);
-CREATE TABLE IF NOT EXISTS call_attempts (
-    call_id INTEGER NOT NULL REFERENCES calls(id),
-    deployment TEXT,
-    error_type TEXT,
-    status_code INTEGER,
-    latency_ms REAL
-);
-CREATE INDEX IF NOT EXISTS call_attempts_call ON call_attempts(call_id);
-"""
-# call_attempts: the failed tries before a call's last one (a failover), as the router's
-# ``failed_attempts`` metadata states them (no message text: it may quote the input).
-
-_GROUPS: dict[str, str] = {
-    "model": "c.model",
-    "day": "c.day",
-    "deployment": "c.deployment",
-    "provider": "c.provider",
-    "outcome": "c.outcome",
-    "tag": "t.tag",
-}
-
-_STOP = object()
-_WAKE = object()
-BATCH_SECONDS = 0.05
-"""The longest a record waits before it is committed (with the others added meanwhile)."""
-BATCH_RECORDS = 256
-"""Records that make the writer commit at once instead of waiting for ``BATCH_SECONDS``."""
-_IMPORT_RETRY_SECONDS = 1.0
-_IMPORTED = "CREATE TABLE IF NOT EXISTS spill_imports (spill_id TEXT PRIMARY KEY)"
 
 
 class LedgerWriteError(RuntimeError):
@@ -158,347 +85,10 @@ class LedgerWriteError(RuntimeError):
         self.spill_path = spill_path
 
 
-def _epoch(value: datetime | float | None) -> float | None:
-    if value is None or isinstance(value, (int, float)):
-        return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.timestamp()
-
-
-@contextmanager
-def _locked(handle: IO[str]) -> Iterator[None]:
-    """Hold an exclusive lock on the sidecar (other processes append to it too)."""
-    if fcntl is None:  # pragma: no cover - Windows: one process per ledger file
-        yield
-        return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-    try:
-        yield
-    finally:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-class _Writer:
-    """The writer thread's side: the connection, the sidecar, and what could not be written.
-
-    A record waits for the database up to ``busy_timeout`` (SQLite's own busy
-    handler). If it still cannot be committed it goes to the sidecar, and so do the
-    records after it (keeping their order) until the sidecar can be imported, which
-    is tried, without waiting, before each later record and when the ledger opens.
-    """
-
-    def __init__(self, path: str, busy_timeout: float, spill_path: str | None) -> None:
-        self.path = path
-        self.busy_timeout = busy_timeout
-        self.spill_path = spill_path
-        self.spilled = 0
-        """Records this ledger put in the sidecar that are still there."""
-        self.lost = 0
-        self._next_import = 0.0
-        self.conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
-        try:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.executescript(_SCHEMA + _IMPORTED + ";")
-            _add_served_model_column(self.conn)
-        except BaseException:
-            self.conn.close()
-            raise
-        self.import_spill(wait=True)
-
-    def _spill_pending(self) -> bool:
-        return self.spill_path is not None and os.path.exists(self.spill_path)
-
-    def write(self, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
-        record = redact_fields(record)  # no credential in a row, on this thread, off the call path
-        if self._spill_pending() and not self._try_import():
-            self._spill(record, failed)
-            return
-        try:
-            _insert(self.conn, [(record, failed)])
-        except Exception as exc:  # a locked or broken database, or a value SQLite cannot bind
-            logger.warning("ledger %s: could not write a record: %s", self.path, exc)
-            self._spill(record, failed)
-
-    def write_batch(self, batch: list[_Queued]) -> None:
-        """Commit ``batch`` in one transaction; if that fails, each record on its own (or to the sidecar)."""
-        if len(batch) > 1 and not self._spill_pending():
-            try:
-                _insert(self.conn, [(redact_fields(record), failed) for record, failed in batch])
-                return
-            except Exception as exc:  # one record SQLite refuses, or a locked database: find out which
-                logger.debug("ledger %s: a batch of %d failed (%s); writing one by one", self.path, len(batch), exc)
-        for record, failed in batch:
-            try:
-                self.write(record, failed)
-            except Exception:  # never let one record stop the others
-                self.lost += 1
-                logger.exception("ledger %s: a record was lost", self.path)
-
-    def _try_import(self) -> bool:
-        """Import the sidecar without waiting, at most once a second while the database stays locked
-        (each try reads the whole sidecar)."""
-        now = time.monotonic()
-        if now < self._next_import:
-            return False
-        if self.import_spill(wait=False):
-            return True
-        self._next_import = now + _IMPORT_RETRY_SECONDS
-        return False
-
-    def _spill(self, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
-        if self.spill_path is None:
-            self.lost += 1
-            logger.error("ledger %s: a record was lost (an in-memory ledger has no sidecar file)", self.path)
-            return
-        entry = {"spill_id": uuid.uuid4().hex, "record": record.to_dict(), "failed": [dict(a) for a in failed]}
-        line = json.dumps(entry, default=str) + "\n"
-        try:
-            while True:
-                with open(self.spill_path, "a", encoding="utf-8") as handle, _locked(handle):
-                    # An import (another ledger, maybe another process) may have removed the file
-                    # between our open and our lock: a line written then would go to a deleted file.
-                    if _is_current(handle, self.spill_path):
-                        handle.write(line)
-                        break
-        except OSError as exc:
-            self.lost += 1
-            logger.error(
-                "ledger %s: a record was lost: the sidecar %s cannot be written: %s", self.path, self.spill_path, exc
-            )
-            return
-        self.spilled += 1
-
-    def import_spill(self, *, wait: bool) -> bool:
-        """Move the sidecar's records into the database; True when none is left."""
-        if not self._spill_pending():
-            return True
-        assert self.spill_path is not None
-        if not wait:
-            self.conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            # errors="replace": a corrupt byte spoils its own line (set aside below), not the whole import.
-            with open(self.spill_path, "r+", encoding="utf-8", errors="replace") as handle, _locked(handle):
-                entries, bad = _read_spill(handle.read())
-                bad += _insert_spilled(self.conn, entries)
-                if bad:
-                    with open(self.spill_path + ".rejected", "a", encoding="utf-8") as rejected:
-                        rejected.writelines(line + "\n" for line in bad)
-                    logger.error(
-                        "ledger %s: %d line(s) of %s that cannot be read or stored moved to %s.rejected",
-                        self.path,
-                        len(bad),
-                        self.spill_path,
-                        self.spill_path,
-                    )
-                os.unlink(self.spill_path)
-        except FileNotFoundError:
-            return True
-        except (sqlite3.Error, OSError) as exc:
-            if wait:
-                logger.warning("ledger %s: the sidecar %s stays for later: %s", self.path, self.spill_path, exc)
-            return False
-        finally:
-            if not wait:
-                self.conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        logger.info("ledger %s: imported %d record(s) from %s", self.path, len(entries), self.spill_path)
-        self.spilled = 0
-        return True
-
-    def close(self) -> None:
-        self.import_spill(wait=False)
-        self.conn.close()
-
-
-def _is_current(handle: IO[str], path: str) -> bool:
-    """Whether ``handle`` is still the file at ``path`` (not one an import removed)."""
-    try:
-        found = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(handle.fileno())
-    return (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino)
-
-
-def _add_served_model_column(conn: sqlite3.Connection) -> None:
-    """Ledgers written before ``served_model`` existed get the column (empty for old rows)."""
-    names = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
-    if "served_model" not in names:
-        conn.execute("ALTER TABLE calls ADD COLUMN served_model TEXT")
-    if "cache" not in names:  # a response-cache hit (exact / semantic) or miss, since issue 16
-        conn.execute("ALTER TABLE calls ADD COLUMN cache TEXT")
-
-
-_Spilled = tuple[str, CallRecord, tuple[Mapping[str, Any], ...], str]
-_Queued = tuple[CallRecord, tuple[Mapping[str, Any], ...]]
 _OPEN_LEDGERS: weakref.WeakSet[Ledger] = weakref.WeakSet()
 """Every ledger of this process, so a forked child gives each its own writer (:meth:`Ledger._forked`)."""
-_INHERITED: list[_Writer] = []
+_INHERITED: list[Writer] = []
 """In a forked child: the parent's writers, kept unused (see :meth:`Ledger._forked`)."""
-
-
-def _read_spill(text: str) -> tuple[list[_Spilled], list[str]]:
-    entries: list[_Spilled] = []
-    bad: list[str] = []
-    for line in text.split("\n"):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            fields = dict(data["record"])
-            fields["tags"] = tuple(fields.get("tags") or ())
-            failed = tuple(dict(a) for a in data.get("failed") or ())
-            entries.append((str(data["spill_id"]), CallRecord(**fields), failed, line))
-        except (ValueError, KeyError, TypeError):
-            bad.append(line)
-    return entries, bad
-
-
-def _insert_spilled(conn: sqlite3.Connection, entries: list[_Spilled]) -> list[str]:
-    """Insert spilled records once each (the ids imported are committed with the rows).
-
-    A locked database aborts the import (it is tried again later); a record SQLite
-    refuses for its values is returned, to be set aside, so it cannot block the rest.
-    """
-    refused: list[str] = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for spill_id, record, failed, line in entries:
-            if conn.execute("SELECT 1 FROM spill_imports WHERE spill_id = ?", (spill_id,)).fetchone():
-                continue
-            conn.execute("SAVEPOINT one")
-            try:
-                _insert_row(conn, record, failed)
-            except sqlite3.OperationalError:
-                raise
-            except Exception:
-                conn.execute("ROLLBACK TO one")
-                refused.append(line)
-                continue
-            finally:
-                conn.execute("RELEASE one")
-            conn.execute("INSERT INTO spill_imports (spill_id) VALUES (?)", (spill_id,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return refused
-
-
-def _worker(
-    path: str,
-    busy_timeout: float,
-    spill_path: str | None,
-    jobs: queue.Queue[Any],
-    pending: deque[_Queued],
-    ready: Future[_Writer],
-) -> None:
-    try:
-        writer = _Writer(path, busy_timeout, spill_path)
-    except BaseException as exc:
-        ready.set_exception(exc)
-        return
-    ready.set_result(writer)
-    try:
-        while True:
-            try:
-                job = jobs.get(timeout=BATCH_SECONDS)
-            except queue.Empty:
-                job = None
-            _write_pending(writer, pending)  # before any read or the stop: they see every record added
-            if job is None or job is _WAKE:
-                continue
-            if job is _STOP:
-                break
-            fn, future = job
-            try:
-                future.set_result(fn(writer.conn))
-            except Exception as exc:
-                future.set_exception(exc)
-    finally:
-        _write_pending(writer, pending)
-        writer.close()
-
-
-def _write_pending(writer: _Writer, pending: deque[_Queued]) -> None:
-    """Write what producers appended so far, ``BATCH_RECORDS`` per transaction."""
-    while pending:
-        batch: list[_Queued] = []
-        while pending and len(batch) < BATCH_RECORDS:
-            batch.append(pending.popleft())
-        writer.write_batch(batch)
-
-
-def _insert(conn: sqlite3.Connection, batch: Sequence[_Queued]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for record, failed in batch:
-            _insert_row(conn, record, failed)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _attempt_fields(attempt: Mapping[str, Any]) -> tuple[str | None, str | None, int | None, float | None]:
-    status, latency = attempt.get("status_code"), attempt.get("latency_ms")
-    return (
-        str(attempt.get("deployment") or "") or None,
-        str(attempt.get("error_type") or "") or None,
-        status if isinstance(status, int) and not isinstance(status, bool) else None,
-        float(latency) if isinstance(latency, (int, float)) else None,
-    )
-
-
-def _insert_row(conn: sqlite3.Connection, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
-    day = datetime.fromtimestamp(record.ended_at, tz=timezone.utc).strftime("%Y-%m-%d")
-    cursor = conn.execute(
-        "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, provider, model, served_model,"
-        " input_tokens, output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms,"
-        " outcome, error_type, tags, cache) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            record.ended_at,
-            day,
-            record.run_id,
-            record.parent_run_id,
-            record.deployment,
-            record.provider,
-            record.model,
-            record.served_model,
-            record.input_tokens,
-            record.output_tokens,
-            record.total_tokens,
-            record.cached_tokens,
-            record.reasoning_tokens,
-            record.cost_usd,
-            round(record.latency_ms, 3),
-            record.outcome,
-            record.error_type,
-            json.dumps(list(record.tags)),
-            record.cache,
-        ),
-    )
-    call_id = cursor.lastrowid
-    if record.tags:
-        conn.executemany("INSERT INTO call_tags (call_id, tag) VALUES (?, ?)", [(call_id, t) for t in set(record.tags)])
-    if failed:
-        conn.executemany(
-            "INSERT INTO call_attempts (call_id, deployment, error_type, status_code, latency_ms)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [(call_id, *_attempt_fields(a)) for a in failed],
-        )
-
-
-def _stop_worker(
-    jobs: queue.Queue[Any], pending: deque[_Queued], thread: threading.Thread, writer: _Writer, wait: float
-) -> None:
-    if thread.is_alive():
-        jobs.put(_STOP)
-        thread.join(timeout=wait)
-    unwritten = writer.lost + (len(pending) if thread.is_alive() else 0)
-    if unwritten:
-        logger.error("ledger %s: %d record(s) could not be written and are lost", writer.path, unwritten)
 
 
 def _after_fork_in_child() -> None:
@@ -558,10 +148,10 @@ class Ledger:
         """A writer thread with its own connection, and an empty queue for it."""
         self._jobs: queue.Queue[Any] = queue.Queue()
         # Records waiting for the writer: deque.append is atomic, so adding one takes no lock.
-        self._pending: deque[_Queued] = deque()
-        ready: Future[_Writer] = Future()
+        self._pending: deque[Queued] = deque()
+        ready: Future[Writer] = Future()
         self._thread = threading.Thread(
-            target=_worker,
+            target=worker,
             args=(self.path, self.busy_timeout, self.spill_path, self._jobs, self._pending, ready),
             name="multigateway-ledger",
             daemon=True,
@@ -572,7 +162,7 @@ class Ledger:
         # The worker needs one busy_timeout for the record in hand, then spills the rest at once.
         wait = 2 * self.busy_timeout + 30
         self._finalizer = weakref.finalize(
-            self, _stop_worker, self._jobs, self._pending, self._thread, self._writer, wait
+            self, stop_worker, self._jobs, self._pending, self._thread, self._writer, wait
         )
 
     def _forked(self) -> None:
@@ -623,7 +213,7 @@ class Ledger:
             # close() began between the check and the append: the writer may have drained for the last time.
             self._keep_late()
         elif len(pending) == BATCH_RECORDS:
-            self._jobs.put(_WAKE)  # a full batch: commit now rather than at the next tick
+            self._jobs.put(WAKE)  # a full batch: commit now rather than at the next tick
 
     def _keep_late(self) -> None:
         """Once the writer stopped, put what it left queued in the sidecar (the next open imports it)."""
@@ -635,7 +225,7 @@ class Ledger:
             lost = writer.lost
             while self._pending:
                 record, failed = self._pending.popleft()
-                writer._spill(redact_fields(record), failed)
+                writer.spill(redact_fields(record), failed)
             lost = writer.lost - lost
         if lost:
             msg = f"ledger {self.path}: {lost} record(s) added as it closed could not be kept"
@@ -677,7 +267,7 @@ class Ledger:
             return
         self._closed = True
         self._finalizer.detach()
-        self._jobs.put(_STOP)
+        self._jobs.put(STOP)
         with suppress(LedgerWriteError):  # counted in writer.lost, reported below
             self._keep_late()  # the writer drains on its way out; a record added meanwhile goes to the sidecar
         writer = self._writer
@@ -702,36 +292,6 @@ class Ledger:
         self.close()
 
     # ------------------------------------------------------------------ reading
-    @staticmethod
-    def _where(
-        since: datetime | float | None,
-        until: datetime | float | None,
-        model: str | None,
-        tag: str | None,
-        deployment: str | None,
-        provider: str | None,
-        outcome: str | None,
-    ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (("c.model", model), ("c.deployment", deployment), ("c.provider", provider)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if outcome is not None:
-            clauses.append("c.outcome = ?")
-            params.append(outcome)
-        if since is not None:
-            clauses.append("c.ts >= ?")
-            params.append(_epoch(since))
-        if until is not None:
-            clauses.append("c.ts < ?")
-            params.append(_epoch(until))
-        if tag is not None:
-            clauses.append("EXISTS (SELECT 1 FROM call_tags x WHERE x.call_id = c.id AND x.tag = ?)")
-            params.append(tag)
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
     def records(
         self,
         *,
@@ -746,10 +306,9 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """Records in time order, filtered (``since`` inclusive, ``until`` exclusive)."""
         self.flush()
-        where, params = self._where(since, until, model, tag, deployment, provider, outcome)
-        sql = f"SELECT {', '.join('c.' + c for c in COLUMNS)} FROM calls c{where} ORDER BY c.ts, c.id"
+        clause, params = where(since, until, model, tag, deployment, provider, outcome)
+        sql = records_sql(clause, limit=limit is not None)
         if limit is not None:
-            sql += " LIMIT ?"
             params.append(int(limit))
 
         def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -764,11 +323,11 @@ class Ledger:
     def count(self, **filters: Any) -> int:
         """Number of records matching the filters of :meth:`records`."""
         self.flush()
-        where, params = self._where(*(filters.pop(k, None) for k in _FILTERS))
+        clause, params = where(*(filters.pop(k, None) for k in FILTERS))
         if filters:
             msg = f"unknown filters {sorted(filters)}"
             raise TypeError(msg)
-        sql = f"SELECT COUNT(*) FROM calls c{where}"
+        sql = f"SELECT COUNT(*) FROM calls c{clause}"
         return int(self._run(lambda conn: conn.execute(sql, params).fetchone()[0]))
 
     def totals(
@@ -784,38 +343,16 @@ class Ledger:
     ) -> list[dict[str, Any]]:
         """Requests, errors, tokens, cost, mean latency and response-cache hits per model, day, tag, deployment
         or provider."""
-        if by not in _GROUPS:
-            msg = f"by must be one of {sorted(_GROUPS)}, not {by!r}"
+        if by not in GROUPS:
+            msg = f"by must be one of {sorted(GROUPS)}, not {by!r}"
             raise ValueError(msg)
         self.flush()
-        where, params = self._where(since, until, model, tag, deployment, provider, None)
-        join = " JOIN call_tags t ON t.call_id = c.id" if by == "tag" else ""
-        key = _GROUPS[by]
-        sql = (
-            f"SELECT {key} AS key, COUNT(*), SUM(c.outcome = 'error'), SUM(c.input_tokens), SUM(c.output_tokens),"
-            " SUM(c.total_tokens), SUM(c.cached_tokens), SUM(c.reasoning_tokens), SUM(c.cost_usd),"
-            f" SUM(c.cost_usd IS NULL), AVG(c.latency_ms), SUM(c.cache IN ('exact', 'semantic'))"
-            f" FROM calls c{join}{where}"
-            f" GROUP BY {key} ORDER BY {key}"
-        )
-        names = (
-            "key",
-            "requests",
-            "errors",
-            "input_tokens",
-            "output_tokens",
-            "total_tokens",
-            "cached_tokens",
-            "reasoning_tokens",
-            "cost_usd",
-            "unpriced",
-            "mean_latency_ms",
-            "cache_hits",
-        )
+        clause, params = where(since, until, model, tag, deployment, provider, None)
+        sql = totals_sql(by, clause)
 
         def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(sql, params).fetchall()
-            return [dict(zip(names, row, strict=True)) for row in rows]
+            return [dict(zip(TOTALS_FIELDS, row, strict=True)) for row in rows]
 
         return self._run(query)
 
@@ -828,9 +365,6 @@ class Ledger:
         else:
             _write_csv(target, rows)
         return len(rows)
-
-
-_FILTERS = ("since", "until", "model", "tag", "deployment", "provider", "outcome")
 
 
 def _write_csv(handle: IO[str], rows: list[dict[str, Any]]) -> None:

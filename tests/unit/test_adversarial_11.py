@@ -29,7 +29,7 @@ from langchain_multigateway.cli import main
 from langchain_multigateway.config import load_config
 from langchain_multigateway.errors import ConfigurationError, GatewayError, InvalidRequestError, ProviderError
 from langchain_multigateway.usage import CallRecord, Ledger
-from langchain_multigateway.usage import ledger as ledger_module
+from langchain_multigateway.usage import _ledger_writer as ledger_writer
 from tests.loopback import Reply, chat_completion, serve, sse
 
 pytest_plugins = ["pytester"]
@@ -104,8 +104,8 @@ def test_a_spill_racing_an_import_is_not_written_to_the_removed_sidecar(
     removes it before B takes the lock. B's record must land in a sidecar that still exists."""
     db = tmp_path / "calls.sqlite3"
     with Ledger(db) as importer, Ledger(db) as spiller:
-        spiller._writer._spill(_record("first"))  # a record waiting in the sidecar
-        real_lock = ledger_module._locked
+        spiller._writer.spill(_record("first"))  # a record waiting in the sidecar
+        real_lock = ledger_writer._locked
         raced: list[bool] = []
 
         @contextlib.contextmanager
@@ -116,8 +116,8 @@ def test_a_spill_racing_an_import_is_not_written_to_the_removed_sidecar(
             with real_lock(handle):
                 yield
 
-        monkeypatch.setattr(ledger_module, "_locked", lock_after_an_import)
-        spiller._writer._spill(_record("second"))
+        monkeypatch.setattr(ledger_writer, "_locked", lock_after_an_import)
+        spiller._writer.spill(_record("second"))
         monkeypatch.undo()
         assert raced
         importer.flush()
