@@ -123,14 +123,15 @@ class _Server:
             raise too_large
         data = bytearray()
         seconds = self.settings.body_timeout
-        with anyio.move_on_after(seconds) as reading:  # a client trickling its body (slowloris) is cut off
-            async for piece in request.stream():
-                data += piece
-                if len(data) > limit:
-                    raise too_large
-        if reading.cancelled_caught:
+        try:
+            async with asyncio.timeout(seconds):  # a client trickling its body (slowloris) is cut off
+                async for piece in request.stream():
+                    data += piece
+                    if len(data) > limit:
+                        raise too_large
+        except TimeoutError:
             msg = f"the request body did not arrive within {seconds:g} s; send it at once"
-            raise ApiError(408, "timeout", msg, code="body_timeout")
+            raise ApiError(408, "timeout", msg, code="body_timeout") from None
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError as exc:
@@ -189,17 +190,18 @@ class _Server:
                 return StreamingResponse(
                     stream(call, routed), media_type="text/event-stream", headers={**routed.headers(), **_NO_CACHE}
                 )
-            with anyio.CancelScope() as answering:
-                # A client that hangs up cancels the call: the upstream request is cut and
-                # everything it held (key hold, router slot, budget estimate) is given back.
-                watcher = asyncio.ensure_future(_cancel_on_disconnect(request, answering))
-                try:
-                    message, outcome, upstream = await self.gateway.invoke(call, key, hold)
-                finally:
-                    watcher.cancel()
-            if answering.cancel_called:
+            # A client that hangs up cancels the call: the upstream request is cut and
+            # everything it held (key hold, router slot, budget estimate) is given back.
+            hang_up = _HangUp(request)
+            try:
+                message, outcome, upstream = await self.gateway.invoke(call, key, hold)
+            except asyncio.CancelledError:
+                if not hang_up.cancelled_the_call():
+                    raise  # the server's own cancellation (shutdown): not ours to swallow
                 self._count(route, 499)
                 return Response(status_code=499)
+            finally:
+                hang_up.stop()
             self._count(route, 200)
             if upstream is not None and route == "chat_completions":
                 # Passed through: the upstream's own answer, under the name the client addressed.
@@ -336,13 +338,37 @@ class _Server:
 _NO_CACHE = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-async def _cancel_on_disconnect(request: Request, scope: anyio.CancelScope) -> None:
-    """Cancel ``scope`` when the client disconnects (the body was read: the next message is the disconnect)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
+class _HangUp:
+    """Cancels the current task when its client disconnects (the body was read: the next message is the
+    disconnect). Plain asyncio rather than an anyio cancel scope: this runs on every call, and the
+    scope's backend lookups cost more than the watching."""
+
+    __slots__ = ("_cancelled", "_task", "_watcher")
+
+    def __init__(self, request: Request) -> None:
+        self._task = asyncio.current_task()
+        self._cancelled = False
+        self._watcher = asyncio.ensure_future(self._watch(request))
+
+    async def _watch(self, request: Request) -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                if self._task is not None:
+                    self._cancelled = True
+                    self._task.cancel()
+                return
+
+    def cancelled_the_call(self) -> bool:
+        """Whether the task's cancellation was this hang-up's (then it is taken back: the task goes on)."""
+        if self._cancelled and self._task is not None:
+            self._task.uncancel()
+            return True
+        return False
+
+    def stop(self) -> None:
+        self._task = None  # synchronous: a disconnect seen from now on cancels nothing
+        self._watcher.cancel()
 
 
 def _presented(request: Request) -> str | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from langchain_multigateway.telemetry.prometheus import PrometheusCallbackHandler
+from langchain_multigateway.telemetry.prometheus import LabelledChildren, PrometheusCallbackHandler
 from langchain_multigateway.usage.records import CallRecord
 
 __all__ = ["ServerMetrics"]
@@ -27,6 +27,7 @@ class ServerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.handler = PrometheusCallbackHandler(registry=self.registry)
+        self._child = LabelledChildren()
         ns = "multigateway"
         self.key_requests = Counter(
             "key_requests", "Calls per virtual key", ["key", "outcome"], namespace=ns, registry=self.registry
@@ -44,12 +45,12 @@ class ServerMetrics:
         )
 
     def key_call(self, key: str, outcome: str, counts: dict[str, int], cost: float | None) -> None:
-        self.key_requests.labels(key=key, outcome=outcome).inc()
+        self._child(self.key_requests, key, outcome).inc()
         for kind in ("input", "output"):
             if counts[kind]:
-                self.key_tokens.labels(key=key, type=kind).inc(counts[kind])
+                self._child(self.key_tokens, key, kind).inc(counts[kind])
         if cost:
-            self.key_cost.labels(key=key).inc(cost)
+            self._child(self.key_cost, key).inc(cost)
 
     def calls(self, records: list[CallRecord]) -> None:
         """Count settled calls and failed tries in the handler's metrics (``multigateway_requests_total``, ...).
@@ -61,7 +62,7 @@ class ServerMetrics:
         self.handler._emit(records)
 
     def response(self, route: str, status: int) -> None:
-        self.responses.labels(route=route, status=str(status)).inc()
+        self._child(self.responses, route, str(status)).inc()
 
     def watch(self, routers: dict[str, Any]) -> None:
         """Follow every router's breakers in ``multigateway_breaker_state``."""

@@ -35,12 +35,35 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     msg = "PrometheusCallbackHandler needs prometheus-client: pip install 'langchain-multigateway[prometheus]'"
     raise ImportError(msg) from exc
 
-__all__ = ["BREAKER_STATES", "PrometheusCallbackHandler"]
+__all__ = ["BREAKER_STATES", "LabelledChildren", "PrometheusCallbackHandler"]
 
 BREAKER_STATES: dict[str, int] = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 _LABELS = ("deployment", "provider", "model")
+
+
+class LabelledChildren:
+    """Each metric's child for a set of label values, looked up once.
+
+    ``prometheus_client``'s ``labels()`` converts and checks its values and takes a lock
+    on every call (about 6 µs): more than the increment it leads to, and a served call
+    makes ten of them. Children are never removed here, so a cached one stays the one
+    the registry exports; the cache holds as many as the registry does.
+    """
+
+    __slots__ = ("_children",)
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def __call__(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)`` (values in the metric's label order)."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
 
 class PrometheusCallbackHandler(CallRecorder):
@@ -79,6 +102,7 @@ class PrometheusCallbackHandler(CallRecorder):
     ) -> None:
         super().__init__(prices=prices)
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._child = LabelledChildren()
         ns = namespace
         self.requests = Counter(
             "requests",
@@ -157,22 +181,23 @@ class PrometheusCallbackHandler(CallRecorder):
         self.breaker.labels(deployment=redact_label(deployment)).set(value)
 
     def _emit(self, records: list[CallRecord]) -> None:
+        child = self._child
         for record in records:
-            labels = {
-                "deployment": redact_label(record.deployment or ""),
-                "provider": redact_label(record.provider or ""),
-                "model": redact_label(record.model or ""),
-            }
-            self.requests.labels(**labels, outcome=record.outcome).inc()
+            labels = (
+                redact_label(record.deployment or ""),
+                redact_label(record.provider or ""),
+                redact_label(record.model or ""),
+            )
+            child(self.requests, *labels, record.outcome).inc()
             if record.cache is not None:
-                self.cache_lookups.labels(result=record.cache).inc()
+                child(self.cache_lookups, record.cache).inc()
             if record.outcome == "error":
-                self.errors.labels(**labels, error_type=redact_label(record.error_type or "")).inc()
+                child(self.errors, *labels, redact_label(record.error_type or "")).inc()
             if record.hidden_failures:
-                self.requests.labels(deployment="", provider="", model="", outcome="error").inc(record.hidden_failures)
-            self.latency.labels(**labels).observe(record.latency_ms / 1000)
+                child(self.requests, "", "", "", "error").inc(record.hidden_failures)
+            child(self.latency, *labels).observe(record.latency_ms / 1000)
             if record.ttft_ms is not None:
-                self.ttft.labels(**labels).observe(record.ttft_ms / 1000)
+                child(self.ttft, *labels).observe(record.ttft_ms / 1000)
             if record.has_usage:
                 for kind, value in (
                     ("input", record.input_tokens),
@@ -181,6 +206,6 @@ class PrometheusCallbackHandler(CallRecorder):
                     ("reasoning", record.reasoning_tokens),
                 ):
                     if value:
-                        self.tokens.labels(**labels, type=kind).inc(value)
+                        child(self.tokens, *labels, kind).inc(value)
                 if record.cost_usd:
-                    self.cost.labels(**labels).inc(record.cost_usd)
+                    child(self.cost, *labels).inc(record.cost_usd)
