@@ -17,6 +17,7 @@ import httpx
 from pydantic import Field, PrivateAttr
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
+from langchain_multigateway.chat_models._error_body import error_message_of
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._limits import CallClock
 from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
@@ -159,16 +160,8 @@ class HttpChatModel(GatewayChatModel):
         return {}
 
     def _error_message(self, body: Any) -> str | None:
-        """The human message in an error body; providers refine this."""
-        if isinstance(body, Mapping):
-            inner = body.get("error", body)
-            if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-                return str(inner["message"])
-            if isinstance(inner, str):
-                return inner
-            if isinstance(body.get("message"), str):
-                return str(body["message"])
-        return None
+        """The human message in an error body (the common shapes); a provider with its own refines this."""
+        return error_message_of(body)
 
     # ------------------------------------------------------------------ clients
     @property

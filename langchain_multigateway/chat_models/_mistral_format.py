@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 
+from langchain_multigateway.chat_models._error_body import error_message_of
 from langchain_multigateway.chat_models._openai_format import messages_to_openai, usage_from_openai
 from langchain_multigateway.errors import (
     GatewayConnectionError,
@@ -195,20 +196,13 @@ def _json_or_text(body: str | None) -> Any:
 
 
 def _error_message(body: Any) -> str | None:
-    """The human part of an error body: OpenAI's ``{"error": {"message"}}``, Mistral's
-    ``{"message": ...}`` (a string or a list), or FastAPI's ``{"detail": [...]}``."""
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping):
-            for key in ("message", "detail"):
-                value = inner.get(key)
-                if isinstance(value, str) and value:
-                    return value
-                if value:
-                    return json.dumps(value)
-        if isinstance(inner, str) and inner:
-            return inner
-        return None
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:2000]
-    return None
+    """Mistral's own shapes first: a ``message`` that is a list or an object, FastAPI's
+    ``{"detail": [...]}`` (its 422s), a text body trimmed and capped; then the common ones."""
+    if isinstance(body, str):
+        return body.strip()[:2000] or None
+    inner = body.get("error", body) if isinstance(body, Mapping) else None
+    if isinstance(inner, Mapping):
+        value = inner.get("message") or inner.get("detail")
+        if value:
+            return value if isinstance(value, str) else json.dumps(value)
+    return error_message_of(body)

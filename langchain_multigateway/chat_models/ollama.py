@@ -201,12 +201,6 @@ class OllamaChatModel(HttpChatModel):
             return {"authorization": f"Bearer {self.api_key.get_secret_value()}"}
         return {}
 
-    def _error_message(self, body: Any) -> str | None:
-        # Ollama: {"error": "model \"x\" not found, try pulling it first"}
-        if isinstance(body, Mapping) and isinstance(body.get("error"), str):
-            return str(body["error"])
-        return super()._error_message(body)
-
     # ------------------------------------------------------------------ requests
     def _build_request(
         self, messages: Sequence[BaseMessage], stop: list[str] | None, *, stream: bool, **kwargs: Any
