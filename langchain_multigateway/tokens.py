@@ -32,6 +32,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from langchain_multigateway._content import text_parts
+
 __all__ = [
     "APPROXIMATION_NOTE",
     "MEMO_MAX_CHARS",
@@ -180,20 +182,6 @@ def count_text_tokens(text: str, model: str = "gpt-4o-mini") -> int:
     return _counted(encode, text)
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):
-        parts = []
-        for block in content:
-            if isinstance(block, str):
-                parts.append(block)
-            elif isinstance(block, dict) and isinstance(block.get("text"), str):
-                parts.append(block["text"])
-        return "".join(parts)
-    return str(content)
-
-
 def count_message_tokens(messages: Sequence[dict[str, Any]], model: str = "gpt-4o-mini") -> int:
     """Tokens for OpenAI-format chat messages, with the chat framing overhead.
 
@@ -207,7 +195,7 @@ def count_message_tokens(messages: Sequence[dict[str, Any]], model: str = "gpt-4
         total += _TOKENS_PER_MESSAGE
         for key, value in message.items():
             if key == "content" and value is not None:
-                total += _counted(encode, _content_text(value))
+                total += _counted(encode, "".join(text_parts(value)))
             elif key == "name" and isinstance(value, str):
                 total += encode(value) + _TOKENS_PER_NAME
             elif key == "role" and isinstance(value, str):

@@ -25,6 +25,8 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
+from langchain_multigateway._content import text_parts
+
 __all__ = ["IGNORED_PARAMS", "RequestKeys", "canonical_messages", "request_keys", "salient_terms", "scope_digest"]
 
 IGNORED_PARAMS = frozenset(
@@ -135,16 +137,7 @@ def _digest(kind: str, payload: Any) -> str:
 
 
 def _text_of(message: BaseMessage) -> str:
-    content = message.content
-    if isinstance(content, str):
-        return content
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append(block)
-        elif isinstance(block, dict) and isinstance(block.get("text"), str):
-            parts.append(block["text"])
-    return " ".join(parts)
+    return " ".join(text_parts(message.content))
 
 
 def _beyond_text(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from langchain_multigateway._content import text_parts
 from langchain_multigateway.routing.affinity import SESSION_KEYS, affinity_key, named
 from langchain_multigateway.routing.deployment import Deployment
 from langchain_multigateway.routing.policy import RequestPreparationError
@@ -142,19 +143,6 @@ def _has_images(messages: Sequence[BaseMessage]) -> bool:
     return False
 
 
-def _texts(message: BaseMessage) -> list[str]:
-    content = message.content
-    if isinstance(content, str):
-        return [content]
-    found = []
-    for block in content:
-        if isinstance(block, str):
-            found.append(block)
-        elif isinstance(block, dict) and isinstance(block.get("text"), str):
-            found.append(block["text"])
-    return found
-
-
 def check_input(messages: Sequence[BaseMessage]) -> str | None:
     """Refuse text no provider can encode; name a message type not every provider can send.
 
@@ -163,7 +151,7 @@ def check_input(messages: Sequence[BaseMessage]) -> str | None:
     """
     unsendable = None
     for index, message in enumerate(messages):
-        for text in _texts(message):
+        for text in text_parts(message.content):
             if text.isascii():
                 continue
             try:
