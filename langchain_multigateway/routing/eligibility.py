@@ -39,14 +39,9 @@ def call_exclusion(request: Request, dep: Deployment) -> str | None:
     asked = request.kwargs.get("model")
     if asked is not None and not serves_model(dep, asked):
         return f"serves {dep.model_name!r}, not the model={asked!r} the call asked for"
-    if not _has_blocks(request):
-        return None
+    if not request.blocks:
+        return None  # plain text: no input block to check
     model = dep.model
     provider = model.provider_name if isinstance(model, GatewayChatModel) else None
     profile = getattr(model, "profile", None)
     return block_exclusion(input_kinds(request.messages), provider, profile if isinstance(profile, Mapping) else None)
-
-
-def _has_blocks(request: Request) -> bool:
-    """A quick look: any message with a list content (plain-text calls skip the block scan)."""
-    return any(not isinstance(m.content, str) for m in request.messages)

@@ -101,21 +101,25 @@ _MESSAGE_TOKENS: dict[tuple[Any, ...], int] = {}
 _MEMO_CHARS = [0]
 _MEMO_LIMIT = 2_000_000
 """Characters of message text the memo may hold before it starts over."""
+_PRIMING: dict[str, int] = {}
+"""The reply priming's tokens per model (a handful of models: never cleared)."""
+_NO_TOOL_CALLS = frozenset({SystemMessage, HumanMessage, ToolMessage, FunctionMessage, ChatMessage})
+"""Message classes without a ``tool_calls`` field: not looked up on them, where pydantic's
+``__getattr__`` answers a missing attribute slowly (a few microseconds per message per call)."""
 
 
 def _reply_priming(model: str) -> int:
-    from langchain_multigateway.tokens import count_message_tokens
-
-    key = ("", model)
-    found = _MESSAGE_TOKENS.get(key)
+    found = _PRIMING.get(model)
     if found is None:
-        found = _MESSAGE_TOKENS[key] = count_message_tokens([], model)
+        from langchain_multigateway.tokens import count_message_tokens
+
+        found = _PRIMING[model] = count_message_tokens([], model)
     return found
 
 
 def _message_tokens(model: str, message: BaseMessage) -> int:
     content = message.content
-    plain = isinstance(content, str) and not getattr(message, "tool_calls", None)
+    plain = isinstance(content, str) and (type(message) in _NO_TOOL_CALLS or not getattr(message, "tool_calls", None))
     key = (model, message.type, message.name, content) if plain else None
     if key is not None:
         found = _MESSAGE_TOKENS.get(key)
@@ -203,8 +207,14 @@ class Overrides:
     stream_recovery: str | None
 
 
+_NO_OVERRIDES = Overrides(None, None, 0, None)
+_OVERRIDE_KWARGS = frozenset({"stream_recovery", "routing_strategy", "routing_tags", "routing_priority"})
+
+
 def read_overrides(kwargs: dict[str, Any], metadata: Mapping[str, Any] | None) -> Overrides:
     """Pop the router's own kwargs; fall back to run metadata (``configurable`` lands there too)."""
+    if not metadata and _OVERRIDE_KWARGS.isdisjoint(kwargs):
+        return _NO_OVERRIDES  # the usual call: nothing to pop, nothing to read (the result is frozen, so shared)
     meta = metadata or {}
     recovery = kwargs.pop("stream_recovery", None) or meta.get("stream_recovery")
     if recovery is not None and recovery not in STREAM_RECOVERIES:
@@ -251,6 +261,8 @@ class Request:
     tool_kwargs: dict[str, Any] = field(default_factory=dict)
     structured: StructuredSpec | None = None
     images: bool = False
+    blocks: bool = False
+    """A message's content is a list of blocks (a plain-text call skips every block scan)."""
     unsendable: str | None = None
     """Why a message cannot be sent by a provider that speaks standard messages only."""
     stream_recovery: str = "error"
@@ -363,6 +375,7 @@ def describe(
     if strategy.affinity:
         conversation = affinity_key(messages, session if session is not None else call_kwargs.get("prompt_cache_key"))
     approx, upper = estimate_tokens(messages) if estimate else (0, 0)
+    blocks = any(not isinstance(m.content, str) for m in messages)
     max_out = call_kwargs.get("max_tokens")
     output = max_out if isinstance(max_out, int) else 0
     return Request(
@@ -378,7 +391,8 @@ def describe(
         tools=tools,
         tool_kwargs=tool_kwargs,
         structured=structured,
-        images=check_images and _has_images(messages),
+        images=check_images and blocks and _has_images(messages),
+        blocks=blocks,
         unsendable=unsendable,
         stream_recovery=stream_recovery,
         whole=whole,
