@@ -15,9 +15,8 @@ import logging
 import os
 import random
 import time
-import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -155,10 +154,19 @@ class Gateway:
         return config
 
     async def invoke(
-        self, call: ChatCall, key: VirtualKey | None, hold: KeyHold | None = None
+        self,
+        call: ChatCall,
+        key: VirtualKey | None,
+        hold: KeyHold | None = None,
+        settle_later: list[Callable[[], None]] | None = None,
     ) -> tuple[AIMessage, Outcome, dict[str, Any] | None]:
         """Run a call to its end: the answer, what served it, and the upstream's own
-        ``chat.completion`` JSON when it was passed through (else None); raises the router's typed errors."""
+        ``chat.completion`` JSON when it was passed through (else None); raises the router's typed errors.
+
+        With ``settle_later``, an answered call's settling (ledger row, key limits, metrics) is
+        appended there for the caller to run once the answer is on its way to the client: it is
+        not the client's to wait for. A failed call is settled at once.
+        """
         started = time.time()
         data = None
         try:
@@ -180,7 +188,11 @@ class Gateway:
         meta = message.response_metadata
         outcome = self._outcome(call, meta, message.usage_metadata)
         outcome.ignored = ignored
-        self.settle(call, key, outcome, started, None, hold)
+        if settle_later is None:
+            self.settle(call, key, outcome, started, None, hold)
+        else:
+            ended = time.time()
+            settle_later.append(lambda: self.settle(call, key, outcome, started, None, hold, ended=ended))
         return message, outcome, data
 
     def stream(self, call: ChatCall, key: VirtualKey | None, hold: KeyHold | None = None) -> RoutedStream:
@@ -242,9 +254,12 @@ class Gateway:
         started: float,
         error: BaseException | None,
         hold: KeyHold | None = None,
+        *,
+        ended: float | None = None,
     ) -> None:
-        """Record a finished call once: ledger row, per-key limits and counters."""
-        ended = time.time()
+        """Record a finished call once: ledger row, per-key limits and counters (``ended``: when it ended,
+        if not now)."""
+        ended = time.time() if ended is None else ended
         counts = usage_dict(outcome.usage if outcome is not None else None)
         cost = outcome.cost_usd if outcome is not None else 0.0
         if self.limits is not None and key is not None:
@@ -325,10 +340,17 @@ class Gateway:
         return records
 
 
+_UUID_KEEP = ~((0xF000 << 64) | (0xC000 << 48))  # the version nibble and the variant bits, set below
+_UUID_V4 = (0x4000 << 64) | (0x8000 << 48)
+
+
 def _run_id() -> str:
-    """A random (version 4) UUID from the process's PRNG, not the OS: ``uuid4`` costs a system call per call.
-    An id only, never a secret; ``random`` reseeds in each forked worker, so workers do not repeat ids."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    """A random (version 4) UUID's text, from the process's PRNG rather than the OS (``uuid4`` makes a system
+    call, and ``UUID`` objects check their input): an id, never a secret. ``random`` reseeds in each forked
+    worker, so workers do not repeat ids."""
+    bits = (random.getrandbits(128) & _UUID_KEEP) | _UUID_V4
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _cost(router: RoutingChatModel, deployment: str, model: str, usage: dict[str, Any] | None) -> float | None:
