@@ -229,10 +229,10 @@ class Gateway:
         return max(costs) if costs else None
 
     def _outcome(self, call: ChatCall, meta: dict[str, Any], usage: Any) -> Outcome:
-        router = self.routers[call.model]
+        """What served the call, unpriced: its cost is worked out when it is settled (after the answer)."""
         deployment = str(meta.get("deployment") or "")
         model_name = str(meta.get("model_name") or meta.get("model") or "")
-        outcome = Outcome(
+        return Outcome(
             deployment=deployment,
             attempts=int(meta.get("attempts") or 1),
             model_name=model_name,
@@ -242,9 +242,12 @@ class Gateway:
             failed=list(meta.get("failed_attempts") or ()),
             cache=meta.get("cache") if meta.get("cache") in ("exact", "semantic", "miss") else None,
         )
-        hit = outcome.cache in ("exact", "semantic")  # answered by the router's response cache: nothing billed
-        outcome.cost_usd = 0.0 if hit else _cost(router, deployment, model_name, outcome.usage)
-        return outcome
+
+    def _price(self, call: ChatCall, outcome: Outcome) -> float | None:
+        """The call's USD cost (None: no price known)."""
+        if outcome.cache in ("exact", "semantic"):  # answered by the router's response cache: nothing billed
+            return 0.0
+        return _cost(self.routers[call.model], outcome.deployment, outcome.model_name, outcome.usage)
 
     def settle(
         self,
@@ -261,7 +264,9 @@ class Gateway:
         if not now)."""
         ended = time.time() if ended is None else ended
         counts = usage_dict(outcome.usage if outcome is not None else None)
-        cost = outcome.cost_usd if outcome is not None else 0.0
+        cost: float | None = 0.0
+        if outcome is not None:
+            cost = outcome.cost_usd = self._price(call, outcome)
         if self.limits is not None and key is not None:
             self.limits.record(key, counts["total"], cost or 0.0, hold=hold)
         if self.metrics is not None and key is not None:
