@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.chat_models._chat_stream import ChatCompletionsAssembler
+from langchain_multigateway.chat_models._error_body import error_message_of
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._http import aiter_sse, iter_sse, set_body_read_timeout
 from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
@@ -560,18 +561,3 @@ def translate_openai_error(exc: BaseException, *, provider: str, model: str | No
     if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, ValueError)):
         return ProviderError(f"malformed response from the server: {exc}", provider=provider, model=model)
     return ProviderError(f"{type(exc).__name__}: {exc}", provider=provider, model=model, retryable=False)
-
-
-def error_message_of(body: object) -> str | None:
-    """The human message in an OpenAI-style error body (``{"error": {"message"}}``, ``{"message"}``)."""
-    if isinstance(body, Mapping):
-        inner = body.get("error", body)
-        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-        if isinstance(body.get("message"), str):
-            return str(body["message"])
-        if isinstance(inner, str):
-            return inner
-    if isinstance(body, str):
-        return body
-    return None

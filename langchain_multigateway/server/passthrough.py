@@ -45,8 +45,9 @@ from langchain_core.globals import get_llm_cache
 from langchain_core.outputs import ChatResult
 
 from langchain_multigateway._redact import MIN_SECRET_LENGTH, is_secret_header, is_secret_query
+from langchain_multigateway.chat_models._error_body import error_message_of
 from langchain_multigateway.chat_models._exchange import Exchange, raise_as
-from langchain_multigateway.chat_models.openai import OpenAIChatModel, error_message_of
+from langchain_multigateway.chat_models.openai import OpenAIChatModel
 from langchain_multigateway.errors import error_from_status
 from langchain_multigateway.routing import attempt
 from langchain_multigateway.routing.attempt import Answer, Failed, Shared, Slot, Try, atake
