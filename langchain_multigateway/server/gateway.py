@@ -32,6 +32,7 @@ from langchain_multigateway.routing.stream import SERVING
 from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
 from langchain_multigateway.server.keys import VirtualKey
 from langchain_multigateway.server.passthrough import PassThrough
+from langchain_multigateway.server.passthrough_stream import StreamThrough
 from langchain_multigateway.usage.pricing import cost_of_usage
 from langchain_multigateway.usage.records import CallRecord
 
@@ -75,8 +76,11 @@ class Gateway:
             name: all(d.provider in _OPENAI_COMPATIBLE for d in router.deployments) for name, router in routers.items()
         }
         # Non-streamed calls skip LangChain's wrappers and the openai SDK (see passthrough.py);
-        # MULTIGATEWAY_SERVE_FULL_PATH=1 sends every call through router.ainvoke instead.
-        self.passthrough = PassThrough({} if os.environ.get(FULL_PATH_ENV) == "1" else routers)
+        # streamed ones skip astream's run machinery (passthrough_stream.py);
+        # MULTIGATEWAY_SERVE_FULL_PATH=1 sends every call through router.ainvoke / astream instead.
+        lean = {} if os.environ.get(FULL_PATH_ENV) == "1" else routers
+        self.passthrough = PassThrough(lean)
+        self.streamthrough = StreamThrough(lean)
 
     @staticmethod
     def routers_of(config: GatewayConfig) -> dict[str, RoutingChatModel]:
@@ -198,6 +202,10 @@ class Gateway:
     def stream(self, call: ChatCall, key: VirtualKey | None, hold: KeyHold | None = None) -> RoutedStream:
         """A routed stream; call :meth:`RoutedStream.start` for its first chunk (failover ends there)."""
         try:
+            if self.streamthrough.serves(call.model):
+                kwargs, ignored = self._routed_kwargs(call)
+                chunks = self.streamthrough.stream(call.model, call.messages, call.stop, kwargs)
+                return RoutedStream(self, call, key, chunks, ignored, hold)
             runnable, kwargs, ignored = self._bind(call)
         except BaseException as exc:
             self.settle(call, key, None, time.time(), exc, hold)
