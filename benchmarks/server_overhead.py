@@ -9,6 +9,9 @@ the real CLI and its defaults (key auth, ledger, metrics on), and this client (h
 Each target gets a warm-up, then
 
 * sequential: 300 requests one at a time, the cleanest view of per-request overhead;
+* paired: 600 requests one at a time, each right after one sent straight to the stub, and
+  the median of the differences: on a shared machine, whose load drifts over a run, the
+  steadiest figure of what the target adds;
 * loaded: ``--requests`` at ``--concurrency`` in flight, latency percentiles and throughput.
 
 Every loaded request carries its own marker; afterwards the stub's counts prove each
@@ -109,6 +112,17 @@ async def run(target: Target, first: int, count: int, concurrency: int) -> Run:
     return Run([r[0] for r in results], seconds, sum(not r[1] for r in results))
 
 
+async def paired(target: Target, direct: Target, first: int, count: int) -> list[float]:
+    """What ``target`` adds to each of ``count`` requests, each measured right after one sent to ``direct``."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        added = []
+        for i in range(first, first + count):
+            straight, _ = await one(client, direct, f"req-{i}")
+            through, _ = await one(client, target, f"req-{i + count}")
+            added.append(through - straight)
+    return added
+
+
 def served_once(stub_url: str, first: int, count: int) -> tuple[int, int, int]:
     """(answered once, never, more than once) for markers first..first+count-1, by the stub's counts."""
     served = httpx.get(stub_url + "/stats").json()["served"]
@@ -186,9 +200,10 @@ def cpu_seconds(pid: int | None) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
 
 
-def measure(target: Target, stub_url: str, first: int, args: argparse.Namespace) -> dict[str, Any]:
+def measure(target: Target, direct: Target, stub_url: str, first: int, args: argparse.Namespace) -> dict[str, Any]:
     asyncio.run(run(target, first, 200, 20))  # warm-up (markers first..first+199)
     sequential = asyncio.run(run(target, first + 1000, 300, 1))
+    pairs = asyncio.run(paired(target, direct, first + 50_000, 600)) if target is not direct else [0.0]
     cpu_before = cpu_seconds(target.pid)
     loaded = asyncio.run(run(target, first + 2000, args.requests, args.concurrency))
     cpu = cpu_seconds(target.pid) - cpu_before
@@ -197,6 +212,7 @@ def measure(target: Target, stub_url: str, first: int, args: argparse.Namespace)
         "target": target.name,
         "sequential_p50_ms": statistics.median(sequential.latencies_ms),
         "sequential_p99_ms": sequential.pct(0.99),
+        "paired_added_p50_ms": statistics.median(pairs),
         "loaded_p50_ms": loaded.pct(0.5),
         "loaded_p99_ms": loaded.pct(0.99),
         "throughput_rps": args.requests / loaded.seconds,
@@ -231,7 +247,7 @@ def main() -> None:
                 litellm, litellm_target = start_litellm(args.litellm, stub_url, work)
                 processes.append(litellm)
                 targets.append(litellm_target)
-            rows = [measure(t, stub_url, 100_000 * (i + 1), args) for i, t in enumerate(targets)]
+            rows = [measure(t, targets[0], stub_url, 100_000 * (i + 1), args) for i, t in enumerate(targets)]
         finally:
             for process in reversed(processes):
                 process.terminate()
@@ -245,13 +261,14 @@ def main() -> None:
     print(f"\n{args.requests} requests at concurrency {args.concurrency}; sequential: 300 one at a time")
     print(f"load average (1, 5, 15 min) before: {load_before}, after: {load_after}\n")
     print(
-        "| target | added p50 (seq) | added p99 (seq) | p50 loaded | p99 loaded | added p50 loaded | throughput | "
-        "server CPU / request | answered once |"
+        "| target | added p50 (seq) | added p50 (paired) | added p99 (seq) | p50 loaded | p99 loaded "
+        "| added p50 loaded | throughput | server CPU / request | answered once |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
-            f"| {row['target']} | {row['added_sequential_p50_ms']:+.2f} ms | {row['added_sequential_p99_ms']:+.2f} ms "
+            f"| {row['target']} | {row['added_sequential_p50_ms']:+.2f} ms | {row['paired_added_p50_ms']:+.2f} ms "
+            f"| {row['added_sequential_p99_ms']:+.2f} ms "
             f"| {row['loaded_p50_ms']:.1f} ms | {row['loaded_p99_ms']:.1f} ms | {row['added_loaded_p50_ms']:+.1f} ms "
             f"| {row['throughput_rps']:.0f} req/s | {row['server_cpu_ms_per_request']:.2f} ms "
             f"| {row['answered_once']}/{args.requests} "
