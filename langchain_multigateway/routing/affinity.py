@@ -38,6 +38,8 @@ _HEAD_CHARS = 4096
 (two conversations alike for 4 KB share most of a cached prefix anyway), and a 400 KB prompt
 is not hashed whole on every call."""
 _SCALE = float(1 << 64)
+_blake2b = hashlib.blake2b
+_log = math.log
 
 
 def _text(message: BaseMessage) -> str:
@@ -76,24 +78,27 @@ def affinity_key(messages: Sequence[BaseMessage], session: Any = None) -> bytes 
     digest = hashlib.blake2b(digest_size=16)
     for message in messages:
         text = _text(message)
-        digest.update(f"{message.type}\0{len(text)}\0".encode())
-        digest.update(text[:_HEAD_CHARS].encode("utf-8", "replace"))
+        digest.update(f"{message.type}\0{len(text)}\0{text[:_HEAD_CHARS]}".encode("utf-8", "replace"))
         if message.type != "system":
             break  # the first message after the system prompt ends the prefix every turn repeats
     return b"p\0" + digest.digest()
 
 
-def _score(key: bytes, dep: Deployment) -> float:
-    """Weighted rendezvous score: ``-weight / ln(u)``, ``u`` uniform in (0, 1) from hash(key, name)."""
-    if dep.weight <= 0:
+def _score(prefix: bytes, dep: Deployment) -> float:
+    """Weighted rendezvous score: ``-weight / ln(u)``, ``u`` uniform in (0, 1) from hash(key, name).
+
+    ``prefix`` is the key and its separator (``key + b"\\0"``), joined once per ranking.
+    """
+    weight = dep.weight
+    if weight <= 0:
         return -math.inf
-    raw = hashlib.blake2b(key + b"\0" + dep.name.encode("utf-8", "replace"), digest_size=8).digest()
-    u = (int.from_bytes(raw, "big") + 0.5) / _SCALE
-    return -dep.weight / math.log(u)
+    raw = _blake2b(prefix + dep.name.encode("utf-8", "replace"), digest_size=8).digest()
+    return -weight / _log((int.from_bytes(raw, "big") + 0.5) / _SCALE)
 
 
 def rendezvous(candidates: Sequence[Deployment], key: bytes) -> list[Deployment]:
     """``candidates`` ranked for ``key``: the same key ranks the same deployments the same way."""
     # Ties (weight 0, or an infinite weight) keep the listed order, as the strategies' ties do.
-    scored = sorted(((-_score(key, dep), index) for index, dep in enumerate(candidates)))
+    prefix = key + b"\0"
+    scored = sorted([(-_score(prefix, dep), index) for index, dep in enumerate(candidates)])
     return [candidates[index] for _, index in scored]

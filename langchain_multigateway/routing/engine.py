@@ -374,7 +374,8 @@ async def drive_async(
     engine: Engine, request: Request, call: CallState, attempt: Callable[[Shared, Request, Try], Awaitable[T]]
 ) -> Any:
     """Run the loop, performing each step by awaiting; a try past the call's deadline is cancelled."""
-    await count_ahead(request, engine.deployments, budget=call.guard is not None)  # a large prompt: off the loop
+    if engine.count_always or call.guard is not None:  # else no deployment counts tokens: nothing to count ahead
+        await count_ahead(request, engine.deployments, budget=call.guard is not None)  # a large prompt: off the loop
     steps = failover(engine, request, call)
     outcome: Any = None
     while True:

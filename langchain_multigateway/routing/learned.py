@@ -25,10 +25,10 @@ def announced(meta: Mapping[str, Any] | None) -> Mapping[str, float] | None:
     if not meta:
         return None
     found = meta.get(RATE_LIMITS_KEY)
-    if isinstance(found, Mapping):
+    if found is not None and isinstance(found, Mapping):  # None first: an ABC's isinstance is slow
         return found
     headers = meta.get("headers")
-    return rate_limits_from_headers(headers) if isinstance(headers, Mapping) else None
+    return rate_limits_from_headers(headers) if headers is not None and isinstance(headers, Mapping) else None
 
 
 def announced_by_error(error: BaseException) -> Mapping[str, float] | None:

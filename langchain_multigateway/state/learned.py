@@ -197,6 +197,8 @@ class LearnedLimits:
         would hold every other request back until the probe's own window passed, and again
         after each later probe: one request per window, for good.
         """
+        if name not in self._known:
+            return  # nothing announced: no probe to free (the usual case, answered without the lock)
         with self._lock:
             budgets = self._known.get(name)
             if budgets is not None:
