@@ -218,14 +218,21 @@ class _Server:
                 return Response(status_code=499)
             finally:
                 hang_up.stop()
+            try:
+                content = None
+                if upstream is not None and route == "chat_completions":
+                    # Passed through: the upstream's own answer, under the name the client addressed.
+                    upstream["model"] = call.model
+                    with contextlib.suppress(orjson.JSONEncodeError):  # nested past orjson's depth: rendered
+                        content = orjson.dumps(upstream)
+                if content is None:
+                    content = orjson.dumps(render(call, message, outcome))
+                response = _AnswerThenSettle(content, outcome.headers(), settle_later)
+            except Exception:
+                _settle(settle_later)  # the upstream answered (and billed) it: recorded once, whatever we answer
+                raise
             settle_later.append(lambda: self._count(route, 200))
-            if upstream is not None and route == "chat_completions":
-                # Passed through: the upstream's own answer, under the name the client addressed.
-                upstream["model"] = call.model
-                answer = upstream
-            else:
-                answer = render(call, message, outcome)
-            return _AnswerThenSettle(orjson.dumps(answer), outcome.headers(), settle_later)
+            return response
         except ClientDisconnect:
             return Response(status_code=499)
         except Exception as exc:
@@ -373,11 +380,15 @@ class _AnswerThenSettle(Response):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            for step in self._settle:
-                try:
-                    step()
-                except Exception:  # the answer is out: a failed record is logged, not turned into an error
-                    logger.exception("settling an answered call failed")
+            _settle(self._settle)
+
+
+def _settle(steps: list[Callable[[], None]]) -> None:
+    for step in steps:
+        try:
+            step()
+        except Exception:  # the answer is out: a failed record is logged, not turned into an error
+            logger.exception("settling an answered call failed")
 
 
 class _HangUp:
