@@ -35,10 +35,12 @@ is on (``LANGSMITH_TRACING=true``): only LangChain's run machinery on the full p
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 from langchain_core.globals import get_llm_cache
@@ -102,12 +104,16 @@ class _Sender:
         if project:  # as the openai SDK sends it (the model leaves it to the SDK's environment default)
             headers["openai-project"] = project
         headers.update(model.default_headers or {})
+        self.url, basic = _without_userinfo(self.url)
+        if basic is not None:  # as the SDK's httpx2 client: a URL's user:password@ is Basic auth, over any other
+            headers["authorization"] = basic
         self.headers = headers
         self.params: Any = dict(model.default_query) if model.default_query else None
         # What an answer must not quote to be passed on verbatim (placeholders like "none" are no secret).
         sent = [v for k, v in headers.items() if is_secret_header(k)]
         sent += [str(v) for k, v in (self.params or {}).items() if is_secret_query(k)]
         sent += [v.removeprefix("Bearer ") for v in sent if v.startswith("Bearer ")]
+        sent += [unquote(v) for v in (urlsplit(base).password,) if v]  # the base URL's user:password@
         self.secrets = tuple({v.encode() for v in sent if len(v) >= MIN_SECRET_LENGTH})
         self.upstream = Upstream(self.url)
 
@@ -204,6 +210,21 @@ class PassThrough:
             return result, data if _verbatim(sender, request, answer.body, result) else None
         except Exception as exc:
             raise_as(model._failure(exc, exchange), exc)
+
+
+def _without_userinfo(url: str) -> tuple[str, str | None]:
+    """``url`` without its ``user:password@``, and the Basic ``Authorization`` they make (None: none in it).
+
+    aiohttp refuses a URL with credentials next to an ``Authorization`` header (every try would fail).
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    if not (parts.username or parts.password):
+        return bare, None
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return bare, "Basic " + base64.b64encode(pair.encode()).decode()
 
 
 def _verbatim(sender: _Sender, request: Request, raw: bytes, result: ChatResult) -> bool:
