@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from langchain_core.messages import BaseMessage
 
@@ -17,6 +18,7 @@ __all__ = [
     "MAX_SCHEMA_DEPTH",
     "ChatCall",
     "Outcome",
+    "header_value",
     "parameters_problem",
     "schema_problem",
     "tool_name_problem",
@@ -78,12 +80,24 @@ class Outcome:
     """The router's response cache: ``"exact"`` / ``"semantic"`` (a hit), ``"miss"``, or None (no cache)."""
 
     def headers(self) -> dict[str, str]:
-        headers = {"x-multigateway-deployment": self.deployment, "x-multigateway-attempts": str(self.attempts)}
+        headers = {
+            "x-multigateway-deployment": header_value(self.deployment),
+            "x-multigateway-attempts": str(self.attempts),
+        }
         if self.cache:
             headers["x-multigateway-cache"] = self.cache
         if self.ignored:
             headers["x-multigateway-ignored-params"] = ",".join(self.ignored)
         return headers
+
+
+def header_value(name: str) -> str:
+    """``name`` as an HTTP header value: percent-encoded UTF-8 when it is not printable ASCII (a deployment
+    named ``clean-東京``), since header values are latin-1 bytes and a line break would end the header."""
+    return name if name.isascii() and name.isprintable() else quote(name, safe=_HEADER_SAFE)
+
+
+_HEADER_SAFE = " !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~"  # printable ASCII but "%": kept as written
 
 
 def usage_dict(usage: Any) -> dict[str, int]:
