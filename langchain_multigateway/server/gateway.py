@@ -29,7 +29,7 @@ from langchain_multigateway.errors import AllDeploymentsFailedError
 from langchain_multigateway.routing import Deployment, RoutingChatModel, routers_from_config
 from langchain_multigateway.routing.request import OUTPUT_RESERVE_CAP, estimate_tokens
 from langchain_multigateway.routing.stream import SERVING
-from langchain_multigateway.server.call import ChatCall, Outcome, usage_dict
+from langchain_multigateway.server.call import ChatCall, Outcome, header_value, usage_dict
 from langchain_multigateway.server.keys import VirtualKey
 from langchain_multigateway.server.passthrough import PassThrough
 from langchain_multigateway.server.passthrough_stream import StreamThrough
@@ -426,7 +426,7 @@ class RoutedStream:
     def headers(self) -> dict[str, str]:
         """Deployment and attempt headers, known once :meth:`start` returned."""
         deployment, attempt = self._served_by or (self.call.model, 1)
-        headers = {"x-multigateway-deployment": deployment, "x-multigateway-attempts": str(attempt)}
+        headers = {"x-multigateway-deployment": header_value(deployment), "x-multigateway-attempts": str(attempt)}
         if self._ignored:
             headers["x-multigateway-ignored-params"] = ",".join(self._ignored)
         return headers
