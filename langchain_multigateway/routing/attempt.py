@@ -276,7 +276,7 @@ class Slot:
     def finish(self, stream: Any, result: ChatResult | None) -> None:
         """End of the try: close the provider's stream, release, then tell the handlers (sync)."""
         try:
-            close = getattr(stream, "close", None)
+            close = None if stream is None else getattr(stream, "close", None)  # None: no AttributeError raised
             if close is not None:
                 close()  # hand the provider's connection back now, not at garbage collection
         finally:
@@ -287,7 +287,7 @@ class Slot:
     async def afinish(self, stream: Any, result: ChatResult | None) -> None:
         """End of the try (async): the same order as :meth:`finish`."""
         try:
-            close = getattr(stream, "aclose", None)
+            close = None if stream is None else getattr(stream, "aclose", None)
             if close is not None:
                 await close()
         finally:

@@ -150,7 +150,9 @@ class MemoryState(RouterState):
         with self._lock:
             now = self.clock()
             record = self._record(name)
-            breaker = self._breaker_now(record, now, name, changes)
+            breaker = record.breaker
+            if breaker is not BreakerState.CLOSED:  # closed stays closed by itself: no clock to read it by
+                breaker = self._breaker_now(record, now, name, changes)
             if breaker is BreakerState.OPEN:
                 wait = record.opened_at + record.open_for - now
                 return Admission(ok=False, reason=f"circuit open (probe in {wait:.1f}s)", retry_after=wait)
