@@ -18,7 +18,14 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    convert_to_messages,
+)
 
 from langchain_multigateway.server.call import (
     ChatCall,
@@ -128,9 +135,22 @@ def _messages(raw: Any) -> list[BaseMessage]:
         if item.get("tool_calls") is not None:
             _check_tool_calls(item["tool_calls"], f"messages[{i}].tool_calls")
     try:
-        return convert_to_messages(raw)
+        return [_plain(item) or convert_to_messages([item])[0] for item in raw]
     except Exception as exc:  # any shape LangChain cannot read is the client's 400, never a 500
         raise _bad(f"'messages' could not be read: {exc}", "messages") from None
+
+
+_PLAIN: dict[str, type[BaseMessage]] = {"user": HumanMessage, "system": SystemMessage, "assistant": AIMessage}
+
+
+def _plain(item: dict[str, Any]) -> BaseMessage | None:
+    """The message a bare ``{role, content: text}`` turn is (as LangChain reads it, without its dispatch),
+    or None for any other shape, which LangChain's reader takes."""
+    content = item["content"] if len(item) == 2 and "content" in item else None
+    kind = _PLAIN.get(item["role"])
+    if kind is None or not isinstance(content, str):
+        return None
+    return kind(content=content)
 
 
 def _check_content(content: Any, where: str) -> None:

@@ -487,3 +487,30 @@ def test_limits_rpm_tpm_and_budget_periods() -> None:
     lifetime = store.create("life", budget_usd=0.0)[1]
     with pytest.raises(ApiError, match="a lifetime budget"):
         KeyLimits().admit(lifetime)
+
+
+@pytest.mark.parametrize(
+    "turn",
+    [
+        {"role": "user", "content": "hi"},
+        {"role": "user", "content": ""},
+        {"role": "system", "content": "be brief"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": "hi", "name": "ann"},
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        {"role": "tool", "content": "42", "tool_call_id": "c1"},
+    ],
+)
+def test_a_request_turn_becomes_the_message_langchain_reads_from_it(turn: dict[str, Any]) -> None:
+    from langchain_core.messages import convert_to_messages
+
+    parsed = parse_chat_request({"model": "m", "messages": [turn]}).messages[0]
+    expected = convert_to_messages([turn])[0]
+    assert type(parsed) is type(expected)
+    assert parsed.model_dump() == expected.model_dump()
