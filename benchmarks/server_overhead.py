@@ -17,6 +17,13 @@ Each target gets a warm-up, then
 Every loaded request carries its own marker; afterwards the stub's counts prove each
 was answered exactly once (none lost, none twice). Prints a Markdown table and writes
 the figures as JSON (``--out``).
+
+``--stream`` measures streamed calls instead (``stream_options.include_usage``): rounds of
+one stream straight to the stub, then one through each target, one at a time; per target
+the median of what it added to the time to the first event (TTFT) and to the whole stream
+(the stub's ``[DONE]``). ``--full-path`` adds a second gateway started with
+``MULTIGATEWAY_SERVE_FULL_PATH=1`` (every call through LangChain's ``ainvoke`` / ``astream``)
+to the same rounds, so the lean and the full path are compared under the same load.
 """
 
 from __future__ import annotations
@@ -123,6 +130,62 @@ async def paired(target: Target, direct: Target, first: int, count: int) -> list
     return added
 
 
+async def stream_one(client: httpx.AsyncClient, target: Target, marker: str) -> tuple[float, float, bool]:
+    """One streamed call: ms to its first event, ms to its end, and whether it streamed the expected answer."""
+    body = {
+        "model": target.model,
+        "messages": [{"role": "user", "content": f"say {marker}"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    first = None
+    text = ""
+    async with client.stream("POST", target.url + "/chat/completions", json=body, headers=target.headers) as response:
+        async for line in response.aiter_lines():
+            if not line.startswith("data: "):
+                continue
+            if first is None:
+                first = time.perf_counter()
+            data = line.removeprefix("data: ")
+            if data != "[DONE]":
+                choices = json.loads(data).get("choices") or [{}]
+                text += choices[0].get("delta", {}).get("content") or ""
+    ended = time.perf_counter()
+    ok = response.status_code == 200 and text.strip() == f"echo {marker}"
+    if not ok:
+        print(f"{target.name}: {marker}: HTTP {response.status_code} {text[:200]!r}", file=sys.stderr)
+    first = ended if first is None else first
+    return (first - started) * 1000, (ended - started) * 1000, ok
+
+
+async def stream_rounds(direct: Target, targets: list[Target], first: int, rounds: int) -> dict[str, dict[str, Any]]:
+    """Per target: what it added to TTFT and to the whole stream, each round against that round's direct stream."""
+    added: dict[str, tuple[list[float], list[float]]] = {t.name: ([], []) for t in targets}
+    failures = dict.fromkeys(added, 0)
+    cpu_before = {t.name: cpu_seconds(t.pid) for t in targets}
+    async with httpx.AsyncClient(timeout=60) as client:
+        for i in range(first, first + rounds):
+            ttft, whole, _ = await stream_one(client, direct, f"req-{i}")
+            for target in targets:
+                through_ttft, through_whole, ok = await stream_one(client, target, f"req-{i}")
+                added[target.name][0].append(through_ttft - ttft)
+                added[target.name][1].append(through_whole - whole)
+                failures[target.name] += not ok
+    cpu = {t.name: (cpu_seconds(t.pid) - cpu_before[t.name]) * 1000 / rounds if t.pid else None for t in targets}
+    return {
+        name: {
+            "added_ttft_p50_ms": statistics.median(ttfts),
+            "added_ttft_p90_ms": statistics.quantiles(ttfts, n=10)[-1],
+            "added_whole_p50_ms": statistics.median(wholes),
+            "added_whole_p90_ms": statistics.quantiles(wholes, n=10)[-1],
+            "server_cpu_ms_per_stream": cpu[name],
+            "failures": failures[name],
+        }
+        for name, (ttfts, wholes) in added.items()
+    }
+
+
 def served_once(stub_url: str, first: int, count: int) -> tuple[int, int, int]:
     """(answered once, never, more than once) for markers first..first+count-1, by the stub's counts."""
     served = httpx.get(stub_url + "/stats").json()["served"]
@@ -130,10 +193,13 @@ def served_once(stub_url: str, first: int, count: int) -> tuple[int, int, int]:
     return sum(c == 1 for c in counts), sum(c == 0 for c in counts), sum(c > 1 for c in counts)
 
 
-def start_gateway(stub_url: str, work: Path) -> tuple[subprocess.Popen[bytes], Target]:
+def start_gateway(stub_url: str, work: Path, *, full_path: bool = False) -> tuple[subprocess.Popen[bytes], Target]:
     sys.path.insert(0, str(ROOT))
     from langchain_multigateway.server.keys import KeyStore
 
+    if full_path:
+        work = work / "full-path"
+        work.mkdir()
     config = work / "gateway.yaml"
     config.write_text(f"models:\n  bench:\n    model: openai:clean\n    base_url: {stub_url}/v1\n    api_key: none\n")
     store = KeyStore(work / "keys.sqlite3")
@@ -145,6 +211,9 @@ def start_gateway(stub_url: str, work: Path) -> tuple[subprocess.Popen[bytes], T
         "MULTIGATEWAY_LEDGER": str(work / "usage.sqlite3"),
         "MULTIGATEWAY_KEYS": str(work / "keys.sqlite3"),
     }
+    env.pop("MULTIGATEWAY_SERVE_FULL_PATH", None)
+    if full_path:
+        env["MULTIGATEWAY_SERVE_FULL_PATH"] = "1"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -162,9 +231,8 @@ def start_gateway(stub_url: str, work: Path) -> tuple[subprocess.Popen[bytes], T
     )
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/health/liveness", process)
-    return process, Target(
-        "multigateway serve", url + "/v1", {"authorization": f"Bearer {secret}"}, "bench", process.pid
-    )
+    name = "multigateway serve (full path)" if full_path else "multigateway serve"
+    return process, Target(name, url + "/v1", {"authorization": f"Bearer {secret}"}, "bench", process.pid)
 
 
 def start_litellm(binary: str, stub_url: str, work: Path) -> tuple[subprocess.Popen[bytes], Target]:
@@ -230,6 +298,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--litellm", metavar="PATH", help="the litellm executable of a venv with litellm[proxy]")
     parser.add_argument("--out", default="server_overhead.json")
+    parser.add_argument("--stream", action="store_true", help="measure streamed calls (added TTFT, whole stream)")
+    parser.add_argument("--rounds", type=int, default=600, help="--stream: rounds of one stream per target")
+    parser.add_argument("--full-path", action="store_true", help="also a gateway with MULTIGATEWAY_SERVE_FULL_PATH=1")
     args = parser.parse_args()
     processes: list[subprocess.Popen[bytes]] = []
     load_before = os.getloadavg()  # a shared machine inflates every time: say how busy it was
@@ -243,15 +314,26 @@ def main() -> None:
             gateway, gateway_target = start_gateway(stub_url, work)
             processes.append(gateway)
             targets = [Target("direct to the stub", stub_url + "/v1", {}, "clean", stub.pid), gateway_target]
+            if args.full_path:
+                full, full_target = start_gateway(stub_url, work, full_path=True)
+                processes.append(full)
+                targets.append(full_target)
             if args.litellm:
                 litellm, litellm_target = start_litellm(args.litellm, stub_url, work)
                 processes.append(litellm)
                 targets.append(litellm_target)
-            rows = [measure(t, targets[0], stub_url, 100_000 * (i + 1), args) for i, t in enumerate(targets)]
+            if args.stream:
+                asyncio.run(stream_rounds(targets[0], targets[1:], 10_000, 50))  # warm-up
+                streamed = asyncio.run(stream_rounds(targets[0], targets[1:], 20_000, args.rounds))
+            else:
+                rows = [measure(t, targets[0], stub_url, 100_000 * (i + 1), args) for i, t in enumerate(targets)]
         finally:
             for process in reversed(processes):
                 process.terminate()
                 process.wait(timeout=30)
+    if args.stream:
+        report_streams(streamed, args, load_before)
+        return
     direct = rows[0]
     for row in rows:
         for key in ("sequential_p50_ms", "sequential_p99_ms", "loaded_p50_ms", "loaded_p99_ms"):
@@ -273,6 +355,26 @@ def main() -> None:
             f"| {row['throughput_rps']:.0f} req/s | {row['server_cpu_ms_per_request']:.2f} ms "
             f"| {row['answered_once']}/{args.requests} "
             f"(lost {row['never']}, twice {row['twice']}, failed {row['failures']}) |"
+        )
+
+
+def report_streams(streamed: dict[str, dict[str, Any]], args: argparse.Namespace, load_before: Any) -> None:
+    load_after = os.getloadavg()
+    out = {"load_average": [load_before, load_after], "rounds": args.rounds, "streams": streamed}
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"\n{args.rounds} rounds, one stream at a time (include_usage), each target against that round's direct one")
+    print(f"load average (1, 5, 15 min) before: {load_before}, after: {load_after}\n")
+    print(
+        "| target | added TTFT p50 | added TTFT p90 | added whole stream p50 | added whole stream p90 "
+        "| server CPU / stream | failed |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, row in streamed.items():
+        cpu = row["server_cpu_ms_per_stream"]
+        print(
+            f"| {name} | {row['added_ttft_p50_ms']:+.2f} ms | {row['added_ttft_p90_ms']:+.2f} ms "
+            f"| {row['added_whole_p50_ms']:+.2f} ms | {row['added_whole_p90_ms']:+.2f} ms "
+            f"| {'-' if cpu is None else f'{cpu:.2f} ms'} | {row['failures']} |"
         )
 
 
