@@ -40,6 +40,11 @@ is not hashed whole on every call."""
 _SCALE = float(1 << 64)
 _blake2b = hashlib.blake2b
 _log = math.log
+_LOG_U: dict[bytes, float] = {}
+"""``ln(u)`` per (key, deployment name): every turn of a conversation ranks by the same draws, so each is
+hashed once, not on every call (a few microseconds per deployment ranked)."""
+_LOG_U_LIMIT = 16_384
+"""Draws remembered before the memo starts over (about 2 MB)."""
 
 
 def _text(message: BaseMessage) -> str:
@@ -92,8 +97,15 @@ def _score(prefix: bytes, dep: Deployment) -> float:
     weight = dep.weight
     if weight <= 0:
         return -math.inf
-    raw = _blake2b(prefix + dep.name.encode("utf-8", "replace"), digest_size=8).digest()
-    return -weight / _log((int.from_bytes(raw, "big") + 0.5) / _SCALE)
+    hashed = prefix + dep.name.encode("utf-8", "replace")
+    log_u = _LOG_U.get(hashed)
+    if log_u is None:
+        raw = _blake2b(hashed, digest_size=8).digest()
+        log_u = _log((int.from_bytes(raw, "big") + 0.5) / _SCALE)
+        if len(_LOG_U) >= _LOG_U_LIMIT:
+            _LOG_U.clear()
+        _LOG_U[hashed] = log_u
+    return -weight / log_u
 
 
 def rendezvous(candidates: Sequence[Deployment], key: bytes) -> list[Deployment]:
