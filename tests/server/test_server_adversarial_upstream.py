@@ -19,10 +19,11 @@ import base64
 import gzip
 import json
 import logging
+import random
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ class HostileUpstream:
 
     def __init__(self) -> None:
         self.served: Counter[str] = Counter()
+        self.abandoned: Counter[str] = Counter()  # answers the client's side cut before they ended
+        self.on_request: dict[str, Callable[[], object]] = {}  # last user text -> called when that request is in
         self.heads: list[tuple[str, str, bytes]] = []  # (model, path, request head)
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -104,10 +107,15 @@ class HostileUpstream:
                         length = int(line.split(b":", 1)[1])
                 body = await reader.readexactly(length)
                 path = raw.split(b" ", 2)[1].decode()
-                model = str(json.loads(body).get("model", "")) if body else ""
+                request = json.loads(body) if body else {}
+                model = str(request.get("model", ""))
                 self.heads.append((model, path, raw))
                 self.served[model] += 1
-                keep = await self._answer(model, path, writer)
+                marker = str((request.get("messages") or [{}])[-1].get("content"))
+                callback = self.on_request.pop(marker, None)
+                if callback is not None:
+                    callback()
+                keep = await self._answer(model, path, reader, writer)
                 await writer.drain()
                 if not keep:
                     break
@@ -116,9 +124,30 @@ class HostileUpstream:
         finally:
             writer.close()
 
-    async def _answer(self, model: str, path: str, writer: asyncio.StreamWriter) -> bool:
+    async def _answer(self, model: str, path: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Write the answer for ``model``; whether the connection stays open."""
-        if model == "too-deep":  # valid JSON, nested deeper than a JSON encoder re-encodes (orjson: 255)
+        if model.startswith("delay"):  # answers after up to 30 ms, at random
+            await asyncio.sleep(random.uniform(0, 0.03))
+            body = completion(model)
+        elif model == "hang":  # never answers; counts the caller's side closing the connection
+            if await reader.read(1) == b"":
+                self.abandoned[model] += 1
+            return False
+        elif model == "trickle":  # headers at once, then the body a byte every 20 ms (about 6 s)
+            body = completion(model)
+            writer.write(head(200, len(body)))
+            try:
+                for byte in body:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.02)
+            except ConnectionError:
+                self.abandoned[model] += 1
+                return False
+            if writer.is_closing() or reader.at_eof():
+                self.abandoned[model] += 1
+            return True
+        elif model == "too-deep":  # valid JSON, nested deeper than a JSON encoder re-encodes (orjson: 255)
             body = completion(model, debug=json.loads("[" * 300 + "]" * 300))
         elif model == "gzip":
             body = gzip.compress(completion(model, "unzipped"))
@@ -156,9 +185,7 @@ class HostileUpstream:
         elif model == "big":  # 8 MiB of padding in an extra field
             body = completion(model, "big", padding="x" * (8 * 1024 * 1024))
         elif model == "userinfo":  # an upstream quoting the Basic credentials it got, decoded, in a debug field
-            basic = next(
-                line for line in self.heads[-1][2].split(b"\r\n") if line.lower().startswith(b"authorization")
-            )
+            basic = next(line for line in self.heads[-1][2].split(b"\r\n") if line.lower().startswith(b"authorization"))
             decoded = base64.b64decode(basic.split(b"Basic ", 1)[-1]).decode("utf-8", "replace")
             body = completion(model, "seen", debug={"credentials": decoded})
         elif model == "away" and not path.startswith("/elsewhere"):  # the API moved to another host

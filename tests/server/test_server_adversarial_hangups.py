@@ -1,0 +1,391 @@
+"""Adversarial pass on clients that hang up, at every phase of a lean-path call, and on many at once.
+
+The app (what ``multigateway serve`` runs) is driven through its ASGI interface with a
+``receive`` that delivers the body and then, when the test says, ``http.disconnect`` (as
+uvicorn does when the client's connection closes), in front of the raw hostile upstream
+of ``test_server_adversarial_upstream`` (a real HTTP server on a loopback port): the test
+chooses the phase a client leaves in, which a client over TCP can only hit by luck.
+A last test hangs up real TCP clients on a real server (uvicorn on a loopback port).
+
+After every call, whatever the phase: one answer at most (200, or 499 once the client is
+gone), exactly one ledger row, the key's budget reservation given back, the router's
+deployment idle, no upstream connection checked out of aiohttp's pool, and the task that
+ran the call not left cancelled (a later await in it would be cut).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+
+from langchain_multigateway.server.keys import KeyStore, VirtualKey
+from langchain_multigateway.server.runtime import build_app
+from tests.server.conftest import ThreadedServer
+from tests.server.test_server_adversarial_upstream import HostileUpstream
+
+pytestmark = pytest.mark.filterwarnings("ignore:No price known")
+PRICE = {"input_price": 1000, "output_price": 2000}  # USD per million tokens: 0.03 a call (20 in, 5 out)
+CALL_COST = (20 * 1000 + 5 * 2000) / 1_000_000
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Iterator[HostileUpstream]:
+    with HostileUpstream() as upstream:
+        yield upstream
+
+
+def _config(directory: Path, upstream: HostileUpstream) -> Path:
+    lines = ["models:"]
+    for model in ("delay", "hang", "trickle"):
+        lines.append(
+            f'  {model}: {{model: "openai:{model}", base_url: "{upstream.url}/v1", api_key: none, timeout: 30}}'
+        )
+    lines += ["routers:"]
+    for model in ("delay", "hang", "trickle"):
+        lines += [
+            f"  r-{model}:",
+            "    deployments:",
+            f"      - {{model: {model}, name: d-{model}, input_price: 1000, output_price: 2000}}",
+        ]
+    path = directory / "gateway.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Client:
+    """One ASGI request: its body at once, then ``http.disconnect`` once :meth:`hang_up` is called."""
+
+    def __init__(self, app: Starlette, model: str, secret: str, text: str = "hi") -> None:
+        self.app = app
+        self.body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": text}]})
+        self.secret = secret
+        self.gone = asyncio.Event()
+        self.sent: list[dict[str, Any]] = []
+        self._delivered = False
+        self.cancelling_after = -1
+        self.on_start: Callable[[], Any] | None = None
+
+    def hang_up(self) -> None:
+        self.gone.set()
+
+    @property
+    def status(self) -> int | None:
+        starts = [m["status"] for m in self.sent if m["type"] == "http.response.start"]
+        assert len(starts) <= 1, starts  # never answered twice
+        return starts[0] if starts else None
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._delivered:
+            self._delivered = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.start" and self.on_start is not None:
+            self.on_start()
+            await asyncio.sleep(0.01)  # the client leaves while the answer is being written
+
+    async def run(self) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"authorization", f"Bearer {self.secret}".encode()),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/chat/completions",
+            "raw_path": b"/v1/chat/completions",
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 2),
+            "state": {},
+        }
+        await self.app(scope, self.receive, self.send)
+        task = asyncio.current_task()
+        assert task is not None
+        self.cancelling_after = task.cancelling()
+        await asyncio.sleep(0)  # a cancellation left pending on the task would be raised here
+
+
+class Served:
+    def __init__(self, app: Starlette, directory: Path) -> None:
+        self.app = app
+        self.directory = directory
+        self.server = app.state.server
+
+    def key(self, name: str) -> tuple[str, VirtualKey]:
+        store = KeyStore(self.directory / "keys.sqlite3")
+        try:
+            return store.create(name, budget_usd=1000.0)
+        finally:
+            store.close()
+
+    def rows(self, key: VirtualKey) -> Counter[str]:
+        self.server.gateway.ledger.flush()
+        with sqlite3.connect(self.directory / "usage.sqlite3") as db:
+            found = db.execute("SELECT outcome, error_type, tags FROM calls").fetchall()
+        return Counter(f"{outcome}:{error or ''}" for outcome, error, tags in found if key.tag in str(tags))
+
+    def assert_nothing_held(self, key: VirtualKey) -> None:
+        gateway = self.server.gateway
+        for name, router in gateway.routers.items():
+            for dep, health in router.health().items():
+                assert (health.in_flight, health.waiting) == (0, 0), (name, dep)
+        for sender in gateway.passthrough._senders.values():
+            connector = sender.upstream._sessions.get().connector
+            assert connector is not None
+            assert not connector._acquired, sender.url  # no upstream connection checked out
+        assert gateway.limits._in_flight.get(key.id, 0) == 0  # the key's budget reservation given back
+
+
+@asynccontextmanager
+async def serving(upstream: HostileUpstream, directory: Path) -> AsyncIterator[Served]:
+    app = build_app(
+        _config(directory, upstream), keys_path=directory / "keys.sqlite3", ledger_path=directory / "usage.sqlite3"
+    )
+    async with app.router.lifespan_context(app):
+        yield Served(app, directory)
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the call never reached the phase under test"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("phase", ["before-the-upstream-answers", "while-the-answer-is-read", "while-it-is-written"])
+async def test_a_client_leaving_at_each_phase_leaves_one_ledger_row_and_nothing_held(
+    hostile: HostileUpstream, tmp_path: Path, phase: str
+) -> None:
+    async with serving(hostile, tmp_path) as served:
+        secret, key = served.key(phase)
+        model = {"before-the-upstream-answers": "hang", "while-the-answer-is-read": "trickle"}.get(phase, "delay")
+        client = Client(served.app, f"r-{model}", secret)
+        reached = hostile.served[model]
+        abandoned = hostile.abandoned[model]
+        if phase == "while-it-is-written":
+            client.on_start = client.hang_up
+        call = asyncio.ensure_future(client.run())
+        if phase != "while-it-is-written":
+            await _until(lambda: hostile.served[model] > reached)
+            await asyncio.sleep(0.3)  # the upstream is now waiting, or sending its body a byte at a time
+            client.hang_up()
+        await asyncio.wait_for(call, 30)
+        assert client.cancelling_after == 0  # the hang-up's cancellation was taken back
+        if phase == "while-it-is-written":
+            assert client.status == 200  # answered: the client leaving after that changes nothing
+            assert served.rows(key) == Counter({"ok:": 1})
+            assert served.server.gateway.limits.spent(key) == pytest.approx(CALL_COST)
+        else:
+            assert client.status == 499
+            assert served.rows(key) == Counter({"error:ClientGoneError": 1})
+            assert served.server.gateway.limits.spent(key) == 0.0
+            # The upstream saw its caller go: the request was cut, not left to run.
+            await _until(lambda: hostile.abandoned[model] > abandoned)
+        served.assert_nothing_held(key)
+        # The key is free: its next call is served.
+        after = Client(served.app, "r-delay", secret)
+        await after.run()
+        assert after.status == 200
+
+
+async def test_hang_ups_racing_the_answers_of_two_hundred_calls_at_once_add_up(
+    hostile: HostileUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """200 calls at once, each client leaving about when its answer arrives: the upstream, as it gets a call,
+    has that call's client hang up (from the upstream's thread) 0-30 ms later, and answers 0-30 ms later."""
+    random.seed(14)
+    async with serving(hostile, tmp_path) as served:
+        secret, key = served.key("racing")
+        first = Client(served.app, "r-delay", secret)  # a budgeted key's first call makes what a call costs known
+        await first.run()
+        assert first.status == 200
+        clients = [Client(served.app, "r-delay", secret, f"race-{i}") for i in range(200)]
+        loop = asyncio.get_running_loop()
+        for i, client in enumerate(clients):
+            delay = random.uniform(0, 0.03)
+            hostile.on_request[f"race-{i}"] = lambda c=client, d=delay: loop.call_soon_threadsafe(
+                loop.call_later, d, c.hang_up
+            )
+
+        async def one(client: Client) -> None:
+            await client.run()
+
+        await asyncio.wait_for(asyncio.gather(*(one(c) for c in clients)), 120)
+        statuses = Counter(c.status for c in clients)
+        assert set(statuses) <= {200, 499}, statuses
+        assert all(c.cancelling_after == 0 for c in clients)
+        rows = served.rows(key)
+        assert rows == Counter({"ok:": statuses[200] + 1, "error:ClientGoneError": statuses[499]}), (rows, statuses)
+        assert served.server.gateway.limits.spent(key) == pytest.approx((statuses[200] + 1) * CALL_COST)
+        metrics = served.server.gateway.metrics.render().decode()
+        for status, count in (statuses + Counter({200: 1})).items():  # with the first call
+            line = f'multigateway_http_responses_total{{route="chat_completions",status="{status}"}} {float(count)}'
+            assert line in metrics
+        served.assert_nothing_held(key)
+    # No stray CancelledError, unretrieved task exception or failed settling was logged.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_real_tcp_clients_from_threads_hanging_up_at_random_add_up(hostile: HostileUpstream, tmp_path: Path) -> None:
+    """100 calls from 20 threads to a real server; a third are hung up by the client at a random moment."""
+    app = build_app(
+        _config(tmp_path, hostile), keys_path=tmp_path / "keys.sqlite3", ledger_path=tmp_path / "usage.sqlite3"
+    )
+    served = Served(app, tmp_path)
+    secret, key = served.key("threads")
+    answered: Counter[int] = Counter()
+    lock = threading.Lock()
+    rng = random.Random(7)
+    cuts = [rng.random() < 0.33 for _ in range(100)]
+
+    with ThreadedServer(app) as server:
+
+        def call(index: int) -> None:
+            body = {"model": "r-delay", "messages": [{"role": "user", "content": "hi"}]}
+            headers = {"authorization": f"Bearer {secret}"}
+            # A client that gives up after 1-25 ms closes its connection: the gateway sees the hang-up.
+            cut = index >= 0 and cuts[index]
+            timeout = httpx.Timeout(30, read=rng.uniform(0.001, 0.025)) if cut else httpx.Timeout(30)
+            try:
+                response = httpx.post(server.url + "/v1/chat/completions", json=body, headers=headers, timeout=timeout)
+            except httpx.TimeoutException:
+                return
+            with lock:
+                answered[response.status_code] += 1
+
+        call(-1)  # a budgeted key's first call makes what a call costs known (its calls may then overlap)
+        threads = [threading.Thread(target=lambda i=i: [call(j) for j in range(i, 100, 20)]) for i in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert set(answered) == {200}, answered  # a client that stayed got its answer
+        deadline = time.monotonic() + 20
+        while sum(served.rows(key).values()) < 101 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rows = served.rows(key)
+        assert sum(rows.values()) == 101, rows  # one row per call, whoever left
+        assert set(rows) <= {"ok:", "error:ClientGoneError"}, rows
+        assert rows["ok:"] >= answered[200]
+        ready = httpx.get(server.url + "/health/readiness", timeout=30).json()
+        assert ready["routers"]["r-delay"]["deployments"]["d-delay"]["in_flight"] == 0
+        metrics = httpx.get(server.url + "/metrics", timeout=30).text
+    ok = f'multigateway_key_requests_total{{key="threads",outcome="ok"}} {float(rows["ok:"])}'
+    assert ok in metrics
+
+
+async def test_a_body_deadline_racing_the_end_of_the_body_is_a_408_or_an_answer_never_both(
+    hostile: HostileUpstream, tmp_path: Path
+) -> None:
+    """A 20 ms body deadline; the body's second half arrives 0-40 ms after the first: the timer fires before,
+    in the same instant as, or after the end of the body."""
+    rng = random.Random(3)
+    app = build_app(
+        _config(tmp_path, hostile),
+        keys_path=tmp_path / "keys.sqlite3",
+        ledger_path=tmp_path / "usage.sqlite3",
+        body_timeout=0.02,
+    )
+    async with app.router.lifespan_context(app):
+        served = Served(app, tmp_path)
+        secret, key = served.key("deadline")
+        first = Client(app, "r-delay", secret)
+        await first.run()  # makes what a call of this budgeted key costs known
+        statuses: Counter[int | None] = Counter()
+        for _ in range(60):
+            client = Client(app, "r-delay", secret)
+            whole = client.body
+            pieces = [
+                {"type": "http.request", "body": whole[:10], "more_body": True},
+                {"type": "http.request", "body": whole[10:], "more_body": False},
+            ]
+            wait = rng.uniform(0, 0.04)
+
+            async def receive(pieces: list[dict[str, Any]] = pieces, wait: float = wait, c: Client = client) -> Any:
+                if pieces:
+                    if len(pieces) == 1:
+                        await asyncio.sleep(wait)
+                    return pieces.pop(0)
+                await c.gone.wait()
+                return {"type": "http.disconnect"}
+
+            client.receive = receive  # type: ignore[method-assign]
+            await client.run()
+            assert client.cancelling_after == 0  # the deadline's cancellation was taken back
+            statuses[client.status] += 1
+        assert set(statuses) <= {200, 408}, statuses
+        assert served.rows(key) == Counter({"ok:": statuses[200] + 1})  # a 408 never reached the router
+        served.assert_nothing_held(key)
+
+
+def test_stopping_the_server_with_calls_in_flight_settles_each_once(hostile: HostileUpstream, tmp_path: Path) -> None:
+    """uvicorn stops (graceful timeout 1 s) while five lean calls wait on an upstream that never answers:
+    each is settled once (an error row), and its upstream request is cut, not left running."""
+    app = build_app(
+        _config(tmp_path, hostile), keys_path=tmp_path / "keys.sqlite3", ledger_path=tmp_path / "usage.sqlite3"
+    )
+    served = Served(app, tmp_path)
+    secret, key = served.key("stopping")
+    reached, abandoned = hostile.served["hang"], hostile.abandoned["hang"]
+    server = ThreadedServer(app, timeout_graceful_shutdown=1)
+    results: list[int | str] = []
+
+    def call(model: str) -> None:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        try:
+            answer = httpx.post(
+                server.url + "/v1/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {secret}"},
+                timeout=60,
+            )
+            results.append(answer.status_code)
+        except httpx.HTTPError as exc:
+            results.append(type(exc).__name__)
+
+    with server:
+        call("r-delay")  # a budgeted key's first call makes what a call costs known
+        hanging = [threading.Thread(target=call, args=("r-hang",)) for _ in range(5)]
+        for thread in hanging:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while hostile.served["hang"] < reached + 5:
+            assert time.monotonic() < deadline, "the calls never reached the upstream"
+            time.sleep(0.02)
+        server.server.should_exit = True
+        for thread in hanging:
+            thread.join(60)
+    assert not server.thread.is_alive()
+    assert results[0] == 200
+    assert 200 not in results[1:]
+    with sqlite3.connect(tmp_path / "usage.sqlite3") as db:
+        rows = [outcome for outcome, tags in db.execute("SELECT outcome, tags FROM calls") if key.tag in tags]
+    assert Counter(rows) == Counter({"ok": 1, "error": 5}), (rows, results)  # one row per call
+    deadline = time.monotonic() + 10
+    while hostile.abandoned["hang"] < abandoned + 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hostile.abandoned["hang"] == abandoned + 5  # the upstream requests were cut, not left running
