@@ -389,3 +389,40 @@ def test_stopping_the_server_with_calls_in_flight_settles_each_once(hostile: Hos
     while hostile.abandoned["hang"] < abandoned + 5 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert hostile.abandoned["hang"] == abandoned + 5  # the upstream requests were cut, not left running
+
+
+def test_every_upstream_session_is_closed_when_the_servers_event_loop_ends(
+    hostile: HostileUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lean path's aiohttp sessions (one per deployment and event loop) are closed as the loop ends: no
+    "Unclosed client session" / "Unclosed connector" from aiohttp, no connection left open to the upstream."""
+    import gc
+    import warnings
+
+    from langchain_multigateway.server import upstream as upstream_module
+
+    made: list[Any] = []
+    new_session = upstream_module._new_session
+
+    def recording() -> Any:
+        session = new_session()
+        made.append(session)
+        return session
+
+    monkeypatch.setattr(upstream_module, "_new_session", recording)
+    app = build_app(_config(tmp_path, hostile), keys_path=tmp_path / "keys.sqlite3", require_key=False)
+    with ThreadedServer(app) as server, httpx.Client(timeout=60) as client:
+        for model in ("r-delay", "r-delay", "r-trickle"):
+            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+            assert client.post(server.url + "/v1/chat/completions", json=body).status_code == 200
+        assert made  # the sessions were made in the server's loop (at start-up and for the calls)
+    assert not server.thread.is_alive()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del server, app
+        gc.collect()
+    assert all(session.closed for session in made)
+    assert all(session.connector is None or session.connector.closed for session in made)
+    unclosed = [str(w.message) for w in caught if "nclosed" in str(w.message)]
+    unclosed += [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
+    assert unclosed == []
