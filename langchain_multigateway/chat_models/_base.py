@@ -77,6 +77,23 @@ else:  # pragma: no cover - Python 3.10
     from anyio import fail_after as _read_within
 
 
+_DRAIN_SECONDS = 0.02
+"""How long the end of a finished stream's body (after ``[DONE]``, the last event) is waited for: an HTTP/1.1
+connection closed before its body ended is dropped, and the next call connects (and shakes hands for TLS)
+again. An upstream slower than this to end its body has its connection closed, as before."""
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    """Read a complete stream's remaining bytes (normally only the body's closing chunk) so that its
+    connection goes back to the client's pool; nothing read here is part of the answer."""
+    try:
+        async with _read_within(_DRAIN_SECONDS):
+            async for _ in events:
+                pass
+    except Exception:  # a late or broken end after a complete answer: the connection is closed, as before
+        return
+
+
 _LOCATED_ERRORS = (GatewayConnectionError, GatewayTimeoutError, ModelNotFoundGatewayError)
 
 
@@ -613,6 +630,8 @@ class GatewayChatModel(BaseChatModel):
                             if run_manager and chunk.text:
                                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                             yield chunk
+                    if run.complete:
+                        await _drain(events)
             except Exception as exc:
                 run.failed(self._failure(exc, run.exchange), exc)
             yield run.finish()
