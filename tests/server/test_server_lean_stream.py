@@ -16,13 +16,17 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from langchain_multigateway.routing import RoutingChatModel
 from langchain_multigateway.server import KeyStore, build_app
@@ -359,3 +363,40 @@ def test_a_client_hanging_up_mid_stream_cuts_the_upstream_and_leaves_nothing_hel
     # The key's hold was given back: its next call is served, not refused as still in flight.
     again = httpx.post(served.url + "/v1/chat/completions", json=ask("clean"), headers=headers, timeout=30)
     assert again.status_code == 200, again.text
+
+
+# ---------------------------------------------------------------- the upstream connection is kept
+def _port_reporting_upstream(ports: list[int]) -> Starlette:
+    """Streams OpenAI chunks naming the client port each request came from (a new port: a new connection)."""
+
+    async def completions(request: Request) -> Response:
+        assert request.client is not None
+        ports.append(request.client.port)
+
+        async def events() -> AsyncIterator[bytes]:
+            base = {"id": "chatcmpl-port", "object": "chat.completion.chunk", "created": 0, "model": "port"}
+            for delta, finish in (({"role": "assistant", "content": f"port {ports[-1]}"}, None), ({}, "stop")):
+                chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+def test_streams_reuse_the_upstream_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream read to its ``[DONE]`` used to close its connection with the body's last bytes unread, so every
+    streamed call connected (and, to a real API, shook hands for TLS) again."""
+    monkeypatch.setenv("MULTIGATEWAY_MASTER_KEY", MASTER_KEY)
+    ports: list[int] = []
+    with ThreadedServer(_port_reporting_upstream(ports)) as upstream:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(f'models:\n  port: {{model: "openai:port", base_url: "{upstream.url}/v1", api_key: none}}\n')
+        app = build_app(config, keys_path=tmp_path / "keys.sqlite3")
+        with ThreadedServer(app) as gateway:
+            answers = [stream(gateway.url, "/v1/chat/completions", ask("port")) for _ in range(3)]
+    assert [a.status for a in answers] == [200] * 3, answers[0].events
+    assert [text_of(a.events) for a in answers] == [f"port {p}" for p in ports]
+    assert len(ports) == 3
+    assert len(set(ports)) == 1, ports  # one connection served the three streams
