@@ -20,6 +20,7 @@ the call, and its router slot, forever.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -133,8 +134,32 @@ def _new_session() -> aiohttp.ClientSession:
 
     # No cookie jar: one tenant's upstream cookies must never ride along on another's call.
     # The TLS context is the default one, so SSL_CERT_FILE / SSL_CERT_DIR apply as they do to the SDK.
-    connector = aiohttp.TCPConnector(limit=_POOL_SIZE, limit_per_host=0, keepalive_timeout=_KEEPALIVE_SECONDS)
+    connector = _pool_class()(limit=_POOL_SIZE, limit_per_host=0, keepalive_timeout=_KEEPALIVE_SECONDS)
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+
+@functools.cache
+def _pool_class() -> type[aiohttp.TCPConnector]:
+    import aiohttp
+    from aiohttp.connector import Connection
+
+    class _Pool(aiohttp.TCPConnector):
+        """Never hands out a kept-alive connection that received bytes while idle in the pool.
+
+        Such bytes are an answer nobody asked for (a "408" an upstream sends before closing an idle
+        connection, or a broken one's extra answer): aiohttp would read it as the next request's answer,
+        and, the connection kept open, every later call would get the answer to the call before it.
+        """
+
+        async def _get(self, key: Any, traces: Any) -> Connection | None:
+            while (connection := await super()._get(key, traces)) is not None:
+                protocol = connection.protocol
+                if protocol is not None and not protocol.should_close:  # nothing buffered, no error, no EOF
+                    return connection
+                connection.close()
+            return None
+
+    return _Pool
 
 
 async def _close_session(session: aiohttp.ClientSession) -> Any:
