@@ -372,3 +372,38 @@ def test_a_deployments_own_headers_replace_the_defaults_whatever_their_case(
         lines = [line.lower() for line in raw.decode().split("\r\n")]
         assert [line for line in lines if line.startswith("authorization:")] == [f"authorization: {OWN_AUTH.lower()}"]
         assert [line for line in lines if line.startswith("accept:")] == ["accept: application/json"]
+
+
+async def test_an_answer_sent_on_an_idle_connection_is_never_taken_for_the_next_requests() -> None:
+    """An upstream that, after each answer, writes an unsolicited answer on the idle kept-alive connection (a
+    "408 Request Timeout" some servers send before they close an idle connection; this one keeps it open): a
+    pooled connection holding it must not be reused, or each call would get the previous call's answer."""
+    from langchain_multigateway.server.upstream import Upstream
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                raw = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(h.split(b":")[1]) for h in raw.split(b"\r\n") if h.lower().startswith(b"content-le"))
+                body = await reader.readexactly(length)  # the request's body comes back as its answer
+                writer.write(head(200, len(body)) + body)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                stale = b'{"error": {"message": "idle connection timed out"}}'
+                writer.write(head(408, len(stale)) + stale)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        upstream = Upstream(f"http://127.0.0.1:{port}/v1/chat/completions")
+        timeouts = {"connect": 5.0, "read": 5.0}
+        for n in range(4):
+            sent = json.dumps({"call": n}).encode()
+            answer = await upstream.post(sent, {"content-type": "application/json"}, None, timeouts)
+            assert (answer.status, answer.body) == (200, sent)  # its own answer, never a stale or an earlier one
+            await asyncio.sleep(0.2)  # the unsolicited answer arrives while the connection is idle in the pool
