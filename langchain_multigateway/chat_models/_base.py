@@ -83,11 +83,15 @@ connection closed before its body ended is dropped, and the next call connects (
 again. An upstream slower than this to end its body has its connection closed, as before."""
 
 
-async def _drain(events: AsyncIterator[Any]) -> None:
+async def _drain(events: AsyncIterator[Any], wait: float | None) -> None:
     """Read a complete stream's remaining bytes (normally only the body's closing chunk) so that its
-    connection goes back to the client's pool; nothing read here is part of the answer."""
+    connection goes back to the client's pool; nothing read here is part of the answer. Never past ``wait``
+    (what the call's own limits leave): a complete answer must not end in a timeout."""
+    seconds = _DRAIN_SECONDS if wait is None else min(_DRAIN_SECONDS, wait)
+    if seconds <= 0:
+        return
     try:
-        async with _read_within(_DRAIN_SECONDS):
+        async with _read_within(seconds):
             async for _ in events:
                 pass
     except Exception:  # a late or broken end after a complete answer: the connection is closed, as before
@@ -631,7 +635,7 @@ class GatewayChatModel(BaseChatModel):
                                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                             yield chunk
                     if run.complete:
-                        await _drain(events)
+                        await _drain(events, run.exchange.clock.next_wait()[0])
             except Exception as exc:
                 run.failed(self._failure(exc, run.exchange), exc)
             yield run.finish()
