@@ -11,6 +11,7 @@ and a client hanging up mid-stream must leave nothing held on the lean path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -366,8 +367,10 @@ def test_a_client_hanging_up_mid_stream_cuts_the_upstream_and_leaves_nothing_hel
 
 
 # ---------------------------------------------------------------- the upstream connection is kept
-def _port_reporting_upstream(ports: list[int]) -> Starlette:
-    """Streams OpenAI chunks naming the client port each request came from (a new port: a new connection)."""
+def _port_reporting_upstream(ports: list[int], lingered: list[str] | None = None) -> Starlette:
+    """Streams OpenAI chunks naming the client port each request came from (a new port: a new connection).
+    With ``lingered``: after ``[DONE]`` the body is held open for 5 s; "cut" is noted when the client closes it
+    first ("ended" when it was not)."""
 
     async def completions(request: Request) -> Response:
         assert request.client is not None
@@ -379,6 +382,13 @@ def _port_reporting_upstream(ports: list[int]) -> Starlette:
                 chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
             yield b"data: [DONE]\n\n"
+            if lingered is not None:
+                try:
+                    await asyncio.sleep(5)
+                except BaseException:
+                    lingered.append("cut")
+                    raise
+                lingered.append("ended")
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
@@ -400,3 +410,25 @@ def test_streams_reuse_the_upstream_connection(tmp_path: Path, monkeypatch: pyte
     assert [text_of(a.events) for a in answers] == [f"port {p}" for p in ports]
     assert len(ports) == 3
     assert len(set(ports)) == 1, ports  # one connection served the three streams
+
+
+def test_an_upstream_holding_its_body_open_after_done_neither_delays_nor_spoils_the_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a finished stream's end (for its connection) is bounded: an upstream that never ends its body
+    after ``[DONE]`` has its connection closed, and the client gets the whole answer, not a timeout."""
+    monkeypatch.setenv("MULTIGATEWAY_MASTER_KEY", MASTER_KEY)
+    ports: list[int] = []
+    lingered: list[str] = []
+    with ThreadedServer(_port_reporting_upstream(ports, lingered)) as upstream:
+        config = tmp_path / "gateway.yaml"
+        config.write_text(f'models:\n  port: {{model: "openai:port", base_url: "{upstream.url}/v1", api_key: none}}\n')
+        app = build_app(config, keys_path=tmp_path / "keys.sqlite3")
+        with ThreadedServer(app) as gateway:
+            answer = stream(gateway.url, "/v1/chat/completions", ask("port", stream_options={"include_usage": True}))
+            assert answer.status == 200
+            assert text_of(answer.events) == f"port {ports[0]}"
+            assert answer.events[-1] == "[DONE]"
+            assert not any(isinstance(e, dict) and "error" in e for e in answer.events)
+            # The gateway closed the held-open body rather than waiting out its 5 s.
+            assert wait_for(lambda: lingered == ["cut"], 4), lingered
