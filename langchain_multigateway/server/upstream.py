@@ -11,10 +11,11 @@ error, read error), so the provider's own rules (``_failure``) type them exactly
 the SDK path: one place says what a reset or a slow server is.
 
 Time limits are the call's clock's: connecting (and waiting for a pooled connection)
-within ``connect``, each read of the answer within ``read``. A body that keeps
-trickling in, each read in time, is cut when it has not finished ``read`` seconds
-after its headers: without that bound an upstream sending a byte a minute would hold
-the call, and its router slot, forever.
+within ``connect``, each read of the answer within ``read``. Headers or a body that
+keep trickling in, each read in time, are cut when the headers have not finished
+``connect + read`` seconds after sending, or the body ``read`` seconds after the
+headers: without that bound an upstream sending a byte a minute would hold the call,
+and its router slot, forever.
 """
 
 from __future__ import annotations
@@ -77,12 +78,16 @@ class Upstream:
         limits = aiohttp.ClientTimeout(total=None, connect=timeouts.get("connect"), sock_read=read)
         session = self._sessions.get()
         try:
-            async with session.post(
-                url, data=body, headers=headers, params=params, timeout=limits, proxy=self._proxy
-            ) as response:
-                async with asyncio.timeout(read):
+            # The headers within connect + read of sending, then the body within read of the headers:
+            # a server trickling either, each read in time, is cut all the same.
+            async with asyncio.timeout(None if read is None else read + (timeouts.get("connect") or 0.0)) as phase:
+                async with session.post(
+                    url, data=body, headers=headers, params=params, timeout=limits, proxy=self._proxy
+                ) as response:
+                    if read is not None:
+                        phase.reschedule(asyncio.get_running_loop().time() + read)
                     content = await response.read()
-                return Answer(response.status, _lower(response.headers), content)
+                    return Answer(response.status, _lower(response.headers), content)
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx2.ConnectTimeout(f"no connection to {_where(url)} in time: {exc}") from exc
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
