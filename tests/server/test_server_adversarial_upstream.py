@@ -407,3 +407,35 @@ async def test_an_answer_sent_on_an_idle_connection_is_never_taken_for_the_next_
             answer = await upstream.post(sent, {"content-type": "application/json"}, None, timeouts)
             assert (answer.status, answer.body) == (200, sent)  # its own answer, never a stale or an earlier one
             await asyncio.sleep(0.2)  # the unsolicited answer arrives while the connection is idle in the pool
+
+
+async def test_headers_trickling_in_forever_are_cut_after_the_read_limit() -> None:
+    """The status line at once, then a header's value a byte every 0.1 s (each read well within the read limit)
+    for a minute: the answer's headers never end, and the call must not wait for them past its read limit."""
+    import time
+
+    import httpx2
+
+    from langchain_multigateway.server.upstream import Upstream
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
+            for _ in range(600):  # one header's value, a byte at a time: under every limit on a header's size
+                writer.write(b"y")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        upstream = Upstream(f"http://127.0.0.1:{port}/v1/chat/completions")
+        started = time.monotonic()
+        with pytest.raises(httpx2.ReadTimeout):
+            await upstream.post(b"{}", {}, None, {"connect": 2.0, "read": 0.5})
+        assert time.monotonic() - started < 30  # the trickle would take a minute
