@@ -32,6 +32,7 @@ import orjson
 import pytest
 from starlette.applications import Starlette
 
+from langchain_multigateway.server.gateway import FULL_PATH_ENV
 from langchain_multigateway.server.keys import KeyStore, VirtualKey
 from langchain_multigateway.server.runtime import build_app
 from tests.server.conftest import ThreadedServer
@@ -212,12 +213,20 @@ async def test_a_client_leaving_at_each_phase_leaves_one_ledger_row_and_nothing_
         assert after.status == 200
 
 
+@pytest.mark.parametrize("path", ["lean", "full"])
 async def test_hang_ups_racing_the_answers_of_two_hundred_calls_at_once_add_up(
-    hostile: HostileUpstream, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    hostile: HostileUpstream,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
 ) -> None:
     """200 calls at once, each client leaving about when its answer arrives: the upstream, as it gets a call,
-    has that call's client hang up (from the upstream's thread) 0-30 ms later, and answers 0-30 ms later."""
+    has that call's client hang up (from the upstream's thread) 0-30 ms later, and answers 0-30 ms later.
+    Down the lean path, and the full one (``MULTIGATEWAY_SERVE_FULL_PATH=1``: the openai SDK)."""
     random.seed(14)
+    if path == "full":
+        monkeypatch.setenv(FULL_PATH_ENV, "1")  # read when the app is built
     async with serving(hostile, tmp_path) as served:
         secret, key = served.key("racing")
         first = Client(served.app, "r-delay", secret)  # a budgeted key's first call makes what a call costs known
