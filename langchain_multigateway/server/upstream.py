@@ -84,7 +84,7 @@ class Upstream:
                 async with session.post(
                     url, data=body, headers=headers, params=params, timeout=limits, proxy=self._proxy
                 ) as response:
-                    if read is not None:
+                    if read is not None and not phase.expired():  # expired as the headers came: cut
                         phase.reschedule(asyncio.get_running_loop().time() + read)
                     content = await response.read()
                     return Answer(response.status, _lower(response.headers), content)
