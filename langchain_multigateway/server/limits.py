@@ -180,9 +180,19 @@ class KeyLimits:
         return admission
 
     def record(
-        self, key: VirtualKey, tokens: int, cost_usd: float, now: float | None = None, hold: KeyHold | None = None
+        self,
+        key: VirtualKey,
+        tokens: int,
+        cost_usd: float | None,
+        now: float | None = None,
+        hold: KeyHold | None = None,
     ) -> None:
-        """Add a finished call's tokens and cost to ``key``'s windows and spend (releasing its ``hold``)."""
+        """Add a finished call's tokens and cost to ``key``'s windows and spend (releasing its ``hold``).
+
+        ``cost_usd`` None: the call failed or was cut, which says nothing of what a call costs (counted as 0
+        in the spend, but a call's cost stays unknown: else a key whose first call was hung up would have
+        its next calls let in at once as if calls were free).
+        """
         now = time.time() if now is None else now
         if hold is not None and hold.window is not None and self._shared is not None:
             self._release(key, hold.window, tokens)
@@ -192,14 +202,15 @@ class KeyLimits:
         if hold is not None and hold.budget is not None and self._store is not None:
             budget, reservation = hold.budget
             self._background(asyncio.to_thread(self._store.settle, budget, None, reservation, tokens, cost_usd or 0.0))
-            self._call_cost[key.id] = max(self._call_cost.get(key.id, 0.0), cost_usd or 0.0)
+            if cost_usd is not None:
+                self._call_cost[key.id] = max(self._call_cost.get(key.id, 0.0), cost_usd)
         elif key.budget_usd is not None and self._store is None:
             self.cancel(key)
             if cost_usd:
                 start, spent = self._spent(key, now)
                 self._spend[key.id] = (start, spent + cost_usd)
-            # Even a free or failed call makes the cost of a call known (0 at least).
-            self._call_cost[key.id] = max(self._call_cost.get(key.id, 0.0), cost_usd or 0.0)
+            if cost_usd is not None:  # even a free call makes the cost of a call known (0)
+                self._call_cost[key.id] = max(self._call_cost.get(key.id, 0.0), cost_usd)
 
     def _release(self, key: VirtualKey, hold: Admission, tokens: int) -> None:
         assert self._shared is not None
