@@ -276,7 +276,7 @@ class Gateway:
         if outcome is not None:
             cost = outcome.cost_usd = self._price(call, outcome)
         if self.limits is not None and key is not None:
-            self.limits.record(key, counts["total"], cost or 0.0, hold=hold)
+            self.limits.record(key, counts["total"], (cost or 0.0) if error is None else None, hold=hold)
         if self.metrics is not None and key is not None:
             self.metrics.key_call(key.name, "error" if error is not None else "ok", counts, cost)
         if self.ledger is None and self.metrics is None:
