@@ -435,3 +435,30 @@ def test_every_upstream_session_is_closed_when_the_servers_event_loop_ends(
     unclosed = [str(w.message) for w in caught if "nclosed" in str(w.message)]
     unclosed += [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
     assert unclosed == []
+
+
+async def test_a_key_whose_first_call_was_hung_up_cannot_then_overspend_its_budget_at_once(
+    hostile: HostileUpstream, tmp_path: Path
+) -> None:
+    """A call that never ended says nothing of what a call costs: after a hung-up first call, 50 calls at once
+    on a key with room for three must not all be let in as if calls were free."""
+    async with serving(hostile, tmp_path) as served:
+        store = KeyStore(tmp_path / "keys.sqlite3")
+        secret, key = store.create("thrifty", budget_usd=3 * CALL_COST + CALL_COST / 2)
+        store.close()
+        first = Client(served.app, "r-hang", secret)
+        reached = hostile.served["hang"]
+        call = asyncio.ensure_future(first.run())
+        await _until(lambda: hostile.served["hang"] > reached)
+        first.hang_up()
+        await asyncio.wait_for(call, 30)
+        assert first.status == 499
+        clients = [Client(served.app, "r-delay", secret, f"blast-{i}") for i in range(50)]
+        await asyncio.wait_for(asyncio.gather(*(c.run() for c in clients)), 60)
+        for _ in range(5):  # and one at a time, until the budget refuses
+            await Client(served.app, "r-delay", secret).run()
+        statuses = Counter(c.status for c in clients)
+        assert set(statuses) <= {200, 429}, statuses
+        # At most the call that crosses the budget beyond it (as the budget's rule lets it in).
+        assert served.server.gateway.limits.spent(key) <= key.budget_usd + CALL_COST + 1e-9
+        served.assert_nothing_held(key)
