@@ -278,19 +278,17 @@ class _Server:
     async def _openai_stream(self, call: ChatCall, routed: Any) -> AsyncIterator[bytes]:
         writer = openai_api.ChunkWriter(call)
         try:
-            yield _sse(writer.first())
-            first = routed.first
-            for chunk in [first] if first is not None else []:
-                out = writer.feed(chunk)
-                if out is not None:
-                    yield _sse(out)
+            # Events known together go out in one write (each write is a send to the client).
+            head = [_sse(writer.first())]
+            out = writer.feed(routed.first) if routed.first is not None else None
+            if out is not None:
+                head.append(_sse(out))
+            yield b"".join(head)
             async for chunk in routed.rest():
                 out = writer.feed(chunk)
                 if out is not None:
                     yield _sse(out)
-            for out in writer.end(routed.outcome()):
-                yield _sse(out)
-            yield b"data: [DONE]\n\n"
+            yield b"".join([*(_sse(out) for out in writer.end(routed.outcome())), b"data: [DONE]\n\n"])
             self._count("chat_completions", 200)
         except Exception as exc:
             self._count("chat_completions", api_error_from(exc).status)
@@ -304,17 +302,14 @@ class _Server:
     async def _anthropic_stream(self, call: ChatCall, routed: Any) -> AsyncIterator[bytes]:
         writer = anthropic_api.EventWriter(call)
         try:
-            for event, data in writer.start():
-                yield _event(event, data)
-            first = routed.first
-            for chunk in [first] if first is not None else []:
-                for event, data in writer.feed(chunk):
-                    yield _event(event, data)
+            # Events known together go out in one write (each write is a send to the client).
+            head = writer.start() + (writer.feed(routed.first) if routed.first is not None else [])
+            yield b"".join(_event(event, data) for event, data in head)
             async for chunk in routed.rest():
-                for event, data in writer.feed(chunk):
-                    yield _event(event, data)
-            for event, data in writer.end(routed.outcome()):
-                yield _event(event, data)
+                events = writer.feed(chunk)
+                if events:
+                    yield b"".join(_event(event, data) for event, data in events)
+            yield b"".join(_event(event, data) for event, data in writer.end(routed.outcome()))
             self._count("messages", 200)
         except Exception as exc:
             self._count("messages", api_error_from(exc).status)
