@@ -24,6 +24,8 @@ the median of what it added to the time to the first event (TTFT) and to the who
 (the stub's ``[DONE]``). ``--full-path`` adds a second gateway started with
 ``MULTIGATEWAY_SERVE_FULL_PATH=1`` (every call through LangChain's ``ainvoke`` / ``astream``)
 to the same rounds, so the lean and the full path are compared under the same load.
+``--baseline DIR`` adds a gateway run from another checkout of the package (``git worktree add
+DIR <commit>``): before and after a change, measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -193,12 +195,14 @@ def served_once(stub_url: str, first: int, count: int) -> tuple[int, int, int]:
     return sum(c == 1 for c in counts), sum(c == 0 for c in counts), sum(c > 1 for c in counts)
 
 
-def start_gateway(stub_url: str, work: Path, *, full_path: bool = False) -> tuple[subprocess.Popen[bytes], Target]:
+def start_gateway(
+    stub_url: str, work: Path, *, full_path: bool = False, checkout: Path | None = None
+) -> tuple[subprocess.Popen[bytes], Target]:
     sys.path.insert(0, str(ROOT))
     from langchain_multigateway.server.keys import KeyStore
 
-    if full_path:
-        work = work / "full-path"
+    if full_path or checkout is not None:
+        work = work / ("full-path" if full_path else "baseline")
         work.mkdir()
     config = work / "gateway.yaml"
     config.write_text(f"models:\n  bench:\n    model: openai:clean\n    base_url: {stub_url}/v1\n    api_key: none\n")
@@ -214,6 +218,8 @@ def start_gateway(stub_url: str, work: Path, *, full_path: bool = False) -> tupl
     env.pop("MULTIGATEWAY_SERVE_FULL_PATH", None)
     if full_path:
         env["MULTIGATEWAY_SERVE_FULL_PATH"] = "1"
+    if checkout is not None:  # its package first on the path (the process starts in that directory too)
+        env["PYTHONPATH"] = os.pathsep.join([str(checkout), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -228,10 +234,12 @@ def start_gateway(stub_url: str, work: Path, *, full_path: bool = False) -> tupl
             "warning",
         ],
         env=env,
+        cwd=checkout,
     )
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/health/liveness", process)
     name = "multigateway serve (full path)" if full_path else "multigateway serve"
+    name = name if checkout is None else f"multigateway serve ({checkout.name})"
     return process, Target(name, url + "/v1", {"authorization": f"Bearer {secret}"}, "bench", process.pid)
 
 
@@ -301,6 +309,7 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="measure streamed calls (added TTFT, whole stream)")
     parser.add_argument("--rounds", type=int, default=600, help="--stream: rounds of one stream per target")
     parser.add_argument("--full-path", action="store_true", help="also a gateway with MULTIGATEWAY_SERVE_FULL_PATH=1")
+    parser.add_argument("--baseline", metavar="DIR", type=Path, help="also a gateway from this checkout")
     args = parser.parse_args()
     processes: list[subprocess.Popen[bytes]] = []
     load_before = os.getloadavg()  # a shared machine inflates every time: say how busy it was
@@ -318,6 +327,10 @@ def main() -> None:
                 full, full_target = start_gateway(stub_url, work, full_path=True)
                 processes.append(full)
                 targets.append(full_target)
+            if args.baseline:
+                baseline, baseline_target = start_gateway(stub_url, work, checkout=args.baseline.resolve())
+                processes.append(baseline)
+                targets.append(baseline_target)
             if args.litellm:
                 litellm, litellm_target = start_litellm(args.litellm, stub_url, work)
                 processes.append(litellm)
