@@ -82,6 +82,11 @@ class HostileUpstream:
                 await self._stop.wait()
 
         self._loop.run_until_complete(main())
+        pending = asyncio.all_tasks(self._loop)  # connections still being served: ended, not left pending
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     def __enter__(self) -> HostileUpstream:
@@ -120,6 +125,8 @@ class HostileUpstream:
                 if not keep:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        except asyncio.CancelledError:  # the server stopping: asyncio's stream callback chokes on a cancelled task
             pass
         finally:
             writer.close()
