@@ -432,3 +432,95 @@ def test_an_upstream_holding_its_body_open_after_done_neither_delays_nor_spoils_
             assert not any(isinstance(e, dict) and "error" in e for e in answer.events)
             # The gateway closed the held-open body rather than waiting out its 5 s.
             assert wait_for(lambda: lingered == ["cut"], 4), lingered
+
+
+# ---------------------------------------------------------------- hostile upstream streams, down each path
+def _hostile_streams() -> Starlette:
+    """Streams per model: ``length`` stops on max tokens, ``filtered`` is cut by a content filter, ``refuse``
+    refuses structured output in pieces (Structured Outputs' ``delta.refusal``), ``no-done`` ends its body
+    without ``[DONE]`` after its finish reason and usage."""
+
+    async def completions(request: Request) -> Response:
+        body = await request.json()
+        model = body["model"]
+        base = {"id": "chatcmpl-hostile", "object": "chat.completion.chunk", "created": 0, "model": model}
+        deltas: list[tuple[dict[str, Any], str | None]] = [({"role": "assistant", "content": ""}, None)]
+        if model == "refuse":
+            deltas += [({"refusal": "I will "}, None), ({"refusal": "not."}, None), ({}, "stop")]
+        else:
+            deltas += [({"content": "partial "}, None), ({"content": "answer"}, None)]
+            deltas.append(({}, {"length": "length", "filtered": "content_filter"}.get(model, "stop")))
+
+        async def events() -> AsyncIterator[bytes]:
+            for delta, finish in deltas:
+                chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+            if model != "no-done":
+                yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"])])
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
+    directory = tmp_path_factory.mktemp("hostile-streams")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MULTIGATEWAY_MASTER_KEY", MASTER_KEY)
+    stores: list[KeyStore] = []
+    try:
+        with ThreadedServer(_hostile_streams()) as upstream:
+            models = ("length", "filtered", "refuse", "no-done")
+            lines = ["models:"]
+            lines += [f'  {m}: {{model: "openai:{m}", base_url: "{upstream.url}/v1", api_key: none}}' for m in models]
+            config = directory / "gateway.yaml"
+            config.write_text("\n".join(lines) + "\n")
+            apps = {}
+            for path in ("lean", "full"):
+                if path == "full":
+                    mp.setenv(FULL_PATH_ENV, "1")
+                apps[path] = build_app(config, keys_path=directory / f"keys-{path}.sqlite3")
+            mp.delenv(FULL_PATH_ENV)
+            with ThreadedServer(apps["lean"]) as lean, ThreadedServer(apps["full"]) as full:
+                stores = [KeyStore(directory / f"keys-{path}.sqlite3") for path in ("lean", "full")]
+                yield {
+                    "lean": Served(lean.url, directory, "lean", stores[0]),
+                    "full": Served(full.url, directory, "full", stores[1]),
+                }
+    finally:
+        for store in stores:
+            store.close()
+        mp.undo()
+
+
+@pytest.mark.parametrize(
+    ("model", "reason", "stop_reason"), [("length", "length", "max_tokens"), ("no-done", "stop", "end_turn")]
+)
+def test_a_stream_s_finish_reason_reaches_the_client_the_same_down_each_path(
+    hostile: dict[str, Served], model: str, reason: str, stop_reason: str
+) -> None:
+    answer = both(hostile, "/v1/chat/completions", ask(model, stream_options={"include_usage": True}))
+    assert text_of(answer.events) == "partial answer"
+    assert answer.events[-3]["choices"][0]["finish_reason"] == reason
+    assert answer.events[-2]["usage"]["total_tokens"] == 13
+    anthropic = both(hostile, "/v1/messages", ask(model, max_tokens=4))
+    assert next(d for e, d in anthropic.events if e == "message_delta")["delta"]["stop_reason"] == stop_reason
+
+
+def test_a_content_filtered_stream_is_the_same_down_each_path(hostile: dict[str, Served]) -> None:
+    answer = both(hostile, "/v1/chat/completions", ask("filtered"))
+    assert text_of(answer.events) == "partial answer"
+    assert answer.events[-2]["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_a_streamed_structured_output_refusal_is_the_same_typed_error_down_each_path(
+    hostile: dict[str, Served],
+) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "count", "schema": SCHEMA}}
+    answer = both(hostile, "/v1/chat/completions", ask("refuse", response_format=fmt))
+    assert answer.status == 400  # the router's refusal watch: before any chunk went out, a plain error
+    assert answer.events[0]["error"]["code"] == "model_refusal"
+    assert "I will not." in answer.events[0]["error"]["message"]
