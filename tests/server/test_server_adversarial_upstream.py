@@ -171,6 +171,16 @@ class HostileUpstream:
         elif model == "early-hints":  # informational answers before the real one
             writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n")
             body = completion(model, "after hints")
+        elif model == "no-location":  # a redirect status with nowhere to go
+            writer.write(head(302, 0))
+            return True
+        elif model == "extra-bytes":  # more body than its content-length says
+            body = completion(model)
+            writer.write(head(200, len(body) - 5) + body)
+            return True
+        elif model == "bad-chunk":  # a chunk size that is not hex
+            writer.write(head(200, None, "transfer-encoding: chunked\r\n") + b"zz\r\n{}\r\n0\r\n\r\n")
+            return False
         elif model == "short-length":  # content-length past the end of the body, then the connection closes
             body = completion(model)
             writer.write(head(200, len(body) + 50) + body)
@@ -217,6 +227,9 @@ BEHAVIOURS = {
     "userinfo": 200,
     "own-auth": 200,
     "short-length": 502,
+    "no-location": 502,
+    "extra-bytes": 502,
+    "bad-chunk": 502,
     "half-close": 502,
     "reset": 502,
     "not-json": 502,
@@ -230,6 +243,8 @@ def _config(directory: Path, upstream: HostileUpstream) -> Path:
         if model == "userinfo":  # credentials in the base URL, as some proxies take them
             base = f"http://gateway-user:{USER_PASSWORD}@127.0.0.1:{upstream.port}/v1"
         settings = f'model: "openai:{model}", base_url: "{base}", api_key: "{PLANTED}", timeout: 10, max_retries: 0'
+        if model in ("reset", "not-json", "extra-bytes"):  # the key in the query too, as some gateways take it
+            settings += f', default_query: {{api-key: "{PLANTED}"}}'
         if model == "own-auth":  # header names as people write them, not lower-case
             settings += f', default_headers: {{Authorization: "{OWN_AUTH}", Accept: "application/json"}}'
         lines.append(f"  {model}: {{{settings}}}")
