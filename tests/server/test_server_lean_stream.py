@@ -18,6 +18,7 @@ import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -524,3 +525,33 @@ def test_a_streamed_structured_output_refusal_is_the_same_typed_error_down_each_
     assert answer.status == 400  # the router's refusal watch: before any chunk went out, a plain error
     assert answer.events[0]["error"]["code"] == "model_refusal"
     assert "I will not." in answer.events[0]["error"]["message"]
+
+
+def test_concurrent_streams_half_abandoned_are_each_settled_once_and_leave_nothing_held(
+    servers: dict[str, Served], upstream: Upstream
+) -> None:
+    served = servers["lean"]
+    before = len(served.flushed())
+    abandoned = upstream.stats.streams_abandoned
+    headers = {"authorization": f"Bearer {MASTER_KEY}"}
+    body = {**ask("slow", "a long one"), "stream": True}
+
+    def one(leave: bool) -> str:
+        with httpx.stream("POST", served.url + "/v1/chat/completions", json=body, headers=headers, timeout=60) as r:
+            text = ""
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    choices = json.loads(line.removeprefix("data: "))["choices"]
+                    text += (choices[0]["delta"].get("content") or "") if choices else ""
+                if leave and text.startswith("0 1 "):
+                    return "left"  # hang up with the stream half read
+        return text
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one, [i % 2 == 0 for i in range(12)]))
+    assert results[0::2] == ["left"] * 6
+    assert results[1::2] == ["".join(f"{i} " for i in range(50))] * 6  # each whole, each piece once
+    assert wait_for(lambda: upstream.stats.streams_abandoned == abandoned + 6, 10)
+    assert wait_for(lambda: served.health("slow")["slow"]["in_flight"] == 0, 4)
+    rows = served.flushed()[before + 1 :]
+    assert sorted(row[2:4] for row in rows) == [("error", "ClientGoneError")] * 6 + [("ok", None)] * 6
