@@ -25,7 +25,7 @@ import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from langchain_multigateway._redact import redact
+from langchain_multigateway._redact import is_secret_header, redact
 from langchain_multigateway.chat_models._loops import LoopBound
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class Upstream:
         # HTTP(S)_PROXY / NO_PROXY are read once, here, as the server's environment is fixed at start:
         # aiohttp's trust_env reads them on every request, which measured 0.55 ms of CPU per call.
         self._proxy = _env_proxy(url)
-        self._sessions: LoopBound[aiohttp.ClientSession] = LoopBound(_new_session, _close_session)
+        self._sessions: LoopBound[aiohttp.ClientSession] = LoopBound(lambda: _new_session(url), _close_session)
 
     def warm_up(self) -> None:
         """Import aiohttp and open this loop's session now, not on the first call (a call in an event loop)."""
@@ -134,13 +134,39 @@ def _env_proxy(url: str) -> str | None:
     return proxy
 
 
-def _new_session() -> aiohttp.ClientSession:
+def _new_session(url: str) -> aiohttp.ClientSession:
     import aiohttp
 
     # No cookie jar: one tenant's upstream cookies must never ride along on another's call.
     # The TLS context is the default one, so SSL_CERT_FILE / SSL_CERT_DIR apply as they do to the SDK.
     connector = _pool_class()(limit=_POOL_SIZE, limit_per_host=0, keepalive_timeout=_KEEPALIVE_SECONDS)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+    return aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), middlewares=(_credentials_stay_home(url),)
+    )
+
+
+def _credentials_stay_home(url: str) -> aiohttp.ClientMiddlewareType:
+    """A request hook that sends credential headers only to ``url``'s own scheme, host and port.
+
+    On a redirect to another host aiohttp drops ``Authorization`` and ``Cookie``, but not a credential
+    in a header of the deployment's own (``api-key``, ``X-Portkey-Api-Key``): this drops those too.
+    """
+    from yarl import URL  # aiohttp's URL type
+
+    try:
+        home: URL | None = URL(url).origin()
+    except ValueError:  # not an absolute URL: every request to it fails anyway
+        home = None
+
+    async def credentials_stay_home(
+        request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if home is None or request.url.origin() != home:
+            for name in [name for name in request.headers if is_secret_header(name)]:
+                del request.headers[name]
+        return await handler(request)
+
+    return credentials_stay_home
 
 
 @functools.cache
