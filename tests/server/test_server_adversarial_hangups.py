@@ -416,8 +416,8 @@ def test_every_upstream_session_is_closed_when_the_servers_event_loop_ends(
     made: list[Any] = []
     new_session = upstream_module._new_session
 
-    def recording() -> Any:
-        session = new_session()
+    def recording(url: str) -> Any:
+        session = new_session(url)
         made.append(session)
         return session
 

@@ -38,6 +38,7 @@ from tests.server.conftest import MASTER_KEY, ThreadedServer
 pytestmark = pytest.mark.filterwarnings("ignore:No price known")  # the hostile models are unpriced
 PLANTED = "sk-planted-" + "h4" * 20  # the deployments' provider key, also in URL userinfo and a query
 USER_PASSWORD = "pw-planted-" + "z8" * 12
+HEADER_KEY = "pk-planted-" + "e5" * 16  # a credential in a custom header
 OWN_AUTH = "Bearer sk-own-" + "k2" * 16  # a deployment's own Authorization, in its default_headers
 USAGE = {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
 
@@ -205,7 +206,7 @@ class HostileUpstream:
             basic = next(line for line in self.heads[-1][2].split(b"\r\n") if line.lower().startswith(b"authorization"))
             decoded = base64.b64decode(basic.split(b"Basic ", 1)[-1]).decode("utf-8", "replace")
             body = completion(model, "seen", debug={"credentials": decoded})
-        elif model == "away" and not path.startswith("/elsewhere"):  # the API moved to another host
+        elif model in ("away", "away-header") and not path.startswith("/elsewhere"):  # moved to another host
             location = f"http://localhost:{self.other_port}/elsewhere/chat/completions"
             writer.write(head(307, 0, f"location: {location}\r\n"))
             return True
@@ -223,6 +224,7 @@ BEHAVIOURS = {
     "early-hints": 200,
     "big": 200,
     "away": 200,
+    "away-header": 200,
     "plain": 200,
     "userinfo": 200,
     "own-auth": 200,
@@ -245,6 +247,8 @@ def _config(directory: Path, upstream: HostileUpstream) -> Path:
         settings = f'model: "openai:{model}", base_url: "{base}", api_key: "{PLANTED}", timeout: 10, max_retries: 0'
         if model in ("reset", "not-json", "extra-bytes"):  # the key in the query too, as some gateways take it
             settings += f', default_query: {{api-key: "{PLANTED}"}}'
+        if model == "away-header":  # a gateway-style credential header, not Authorization
+            settings += f', default_headers: {{X-Portkey-Api-Key: "{HEADER_KEY}"}}'
         if model == "own-auth":  # header names as people write them, not lower-case
             settings += f', default_headers: {{Authorization: "{OWN_AUTH}", Accept: "application/json"}}'
         lines.append(f"  {model}: {{{settings}}}")
@@ -341,7 +345,7 @@ def test_a_hostile_answer_gets_the_same_status_on_both_paths_and_is_settled_once
     with sqlite3.connect(served.ledger) as db:
         text += repr(db.execute("SELECT * FROM calls").fetchall())
     text += httpx.get(served.url + "/metrics").text
-    for secret_text in (PLANTED, USER_PASSWORD):
+    for secret_text in (PLANTED, USER_PASSWORD, HEADER_KEY):
         assert secret_text not in text
         assert secret_text[-12:] not in text
 
@@ -461,3 +465,20 @@ async def test_headers_trickling_in_forever_are_cut_after_the_read_limit() -> No
         with pytest.raises(httpx2.ReadTimeout):
             await upstream.post(b"{}", {}, None, {"connect": 2.0, "read": 0.5})
         assert time.monotonic() - started < 30  # the trickle would take a minute
+
+
+def test_a_redirect_to_another_host_carries_no_credential_header_down_the_lean_path(
+    hostile: tuple[HostileUpstream, dict[str, Served]],
+) -> None:
+    """A deployment's credential in a header of its own (``X-Portkey-Api-Key``) goes to its host, never to the
+    host a redirect names. (The openai SDK's client, on the full path, strips only ``Authorization``.)"""
+    upstream, servers = hostile
+    before = len(upstream.heads)
+    secret, _ = servers["lean"].keys.create("redirect-header")
+    response = _ask(servers["lean"].url, "away-header", secret)
+    assert response.status_code == 200, response.text
+    heads = [(p, raw) for model, p, raw in upstream.heads[before:] if model == "away-header"]
+    assert [p for p, _ in heads] == ["/v1/chat/completions", "/elsewhere/chat/completions"]
+    assert HEADER_KEY.encode() in heads[0][1]  # the deployment's own host gets it ...
+    assert HEADER_KEY.encode() not in heads[1][1]  # ... another host never does
+    assert PLANTED.encode() not in heads[1][1]
