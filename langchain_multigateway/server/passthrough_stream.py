@@ -3,8 +3,10 @@
 ``RoutingChatModel.astream`` wraps the router's stream in LangChain's run machinery:
 a callback manager configured per call, a run started and ended, every chunk handed
 to ``on_llm_new_token`` and kept for the run's final result. The server has no
-callback handlers, so that work only delays the first bytes (measured: most of the
-~6.5 ms a stream through the gateway added before its first chunk).
+callback handlers, so that work only delays the stream (measured on loopback, one stream
+at a time: 0.2-0.4 ms of the time to the first event and 0.5-0.6 ms of the whole stream;
+most of what remains is the openai SDK's request and the HTTP writes, see
+``benchmarks/server_overhead.py --stream --full-path``).
 
 So a streamed call of a router this path serves goes to what ``_astream`` itself runs:
 the router's :class:`Engine` (``begin``) and :func:`relay_async`. Every routing decision
