@@ -207,7 +207,7 @@ class PassThrough:
             result = model._parse_response(data, exchange)  # usage, and a malformed answer typed as such
             stamped = getattr(exchange, "stamped", None)
             result = stamped(result) if stamped is not None else result
-            return result, data if _verbatim(sender, request, answer.body, result) else None
+            return result, data if _verbatim(sender, request, answer.body, data, result) else None
         except Exception as exc:
             raise_as(model._failure(exc, exchange), exc)
 
@@ -227,8 +227,13 @@ def _without_userinfo(url: str) -> tuple[str, str | None]:
     return bare, "Basic " + base64.b64encode(pair.encode()).decode()
 
 
-def _verbatim(sender: _Sender, request: Request, raw: bytes, result: ChatResult) -> bool:
+def _verbatim(sender: _Sender, request: Request, raw: bytes, data: Any, result: ChatResult) -> bool:
     """Whether the upstream's JSON may go to the client as it is (else the server renders the parsed answer)."""
+    if b"\\u" in raw or b"\\/" in raw:  # JSON escapes could spell a credential: look at it as it will go out
+        try:
+            raw = orjson.dumps(data)
+        except orjson.JSONEncodeError:  # nested past what orjson writes: rendered from the parsed answer
+            return False
     if any(secret in raw for secret in sender.secrets):
         return False  # it quotes a credential it was sent: only the parsed answer's fields go out
     message = result.generations[0].message
