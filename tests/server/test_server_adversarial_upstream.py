@@ -172,6 +172,12 @@ class HostileUpstream:
         elif model == "early-hints":  # informational answers before the real one
             writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\n")
             body = completion(model, "after hints")
+        elif model == "echo-escaped":  # quotes the key it got in a debug field, its letters JSON-escaped
+            sent = next(line for line in self.heads[-1][2].split(b"\r\n") if line.lower().startswith(b"authorization"))
+            escaped = "".join(f"\\u{ord(c):04x}" for c in sent.split(b" ", 2)[-1].decode())
+            body = completion(model)[:-1] + b', "debug": "' + escaped.encode() + b'"}'
+        elif model == "deep-escaped":  # nested too deep to re-encode, and a JSON escape in it
+            body = completion(model)[:-1] + b', "debug": [' + b"[" * 300 + b'"caf\\u00e9"' + b"]" * 300 + b"]}"
         elif model == "no-location":  # a redirect status with nowhere to go
             writer.write(head(302, 0))
             return True
@@ -228,6 +234,8 @@ BEHAVIOURS = {
     "plain": 200,
     "userinfo": 200,
     "own-auth": 200,
+    "echo-escaped": 200,
+    "deep-escaped": 200,
     "short-length": 502,
     "no-location": 502,
     "extra-bytes": 502,
