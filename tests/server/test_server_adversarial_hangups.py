@@ -154,6 +154,7 @@ class Served:
         for name, router in gateway.routers.items():
             for dep, health in router.health().items():
                 assert (health.in_flight, health.waiting) == (0, 0), (name, dep)
+                assert health.breaker == "closed", (name, dep)  # a client leaving is not the deployment's failure
         for sender in gateway.passthrough._senders.values():
             connector = sender.upstream._sessions.get().connector
             assert connector is not None
