@@ -51,11 +51,12 @@ def hostile() -> Iterator[HostileUpstream]:
 
 def _config(directory: Path, upstream: HostileUpstream) -> Path:
     lines = ["models:"]
-    for model in ("delay", "hang", "trickle"):
+    for model in ("delay", "hang", "trickle", "outage"):
         lines.append(
             f'  {model}: {{model: "openai:{model}", base_url: "{upstream.url}/v1", api_key: none, timeout: 30}}'
         )
-    lines += ["routers:"]
+    lines += ["routers:", "  r-failover:", "    deployments:"]  # down, then one that never answers
+    lines += ["      - {model: outage, name: d-outage}", "      - {model: hang, name: d-hang-backup}"]
     for model in ("delay", "hang", "trickle"):
         lines += [
             f"  r-{model}:",
@@ -178,14 +179,17 @@ async def _until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.mark.parametrize("phase", ["before-the-upstream-answers", "while-the-answer-is-read", "while-it-is-written"])
+@pytest.mark.parametrize(
+    "phase", ["before-the-upstream-answers", "while-the-answer-is-read", "while-it-is-written", "during-failover"]
+)
 async def test_a_client_leaving_at_each_phase_leaves_one_ledger_row_and_nothing_held(
     hostile: HostileUpstream, tmp_path: Path, phase: str
 ) -> None:
     async with serving(hostile, tmp_path) as served:
         secret, key = served.key(phase)
         model = {"before-the-upstream-answers": "hang", "while-the-answer-is-read": "trickle"}.get(phase, "delay")
-        client = Client(served.app, f"r-{model}", secret)
+        model = "hang" if phase == "during-failover" else model  # the backup, once the first deployment failed
+        client = Client(served.app, "r-failover" if phase == "during-failover" else f"r-{model}", secret)
         reached = hostile.served[model]
         abandoned = hostile.abandoned[model]
         if phase == "while-it-is-written":

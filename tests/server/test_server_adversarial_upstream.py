@@ -178,6 +178,10 @@ class HostileUpstream:
             body = completion(model)[:-1] + b', "debug": "' + escaped.encode() + b'"}'
         elif model == "deep-escaped":  # nested too deep to re-encode, and a JSON escape in it
             body = completion(model)[:-1] + b', "debug": [' + b"[" * 300 + b'"caf\\u00e9"' + b"]" * 300 + b"]}"
+        elif model == "outage":  # a deployment that is down
+            body = b'{"error": {"message": "outage", "type": "server_error"}}'
+            writer.write(head(503, len(body)) + body)
+            return True
         elif model == "no-location":  # a redirect status with nowhere to go
             writer.write(head(302, 0))
             return True
