@@ -178,6 +178,13 @@ class HostileUpstream:
             body = completion(model)[:-1] + b', "debug": "' + escaped.encode() + b'"}'
         elif model == "deep-escaped":  # nested too deep to re-encode, and a JSON escape in it
             body = completion(model)[:-1] + b', "debug": [' + b"[" * 300 + b'"caf\\u00e9"' + b"]" * 300 + b"]}"
+        elif model in ("json-list", "json-null", "no-choices", "string-usage"):  # JSON, but not an answer's shape
+            body = {
+                "json-list": b"[]",
+                "json-null": b"null",
+                "no-choices": b'{"id": "x", "object": "chat.completion", "choices": []}',
+                "string-usage": completion(model)[:-1] + b', "usage": "lots"}',
+            }[model]
         elif model == "outage":  # a deployment that is down
             body = b'{"error": {"message": "outage", "type": "server_error"}}'
             writer.write(head(503, len(body)) + body)
@@ -242,6 +249,10 @@ BEHAVIOURS = {
     "deep-escaped": 200,
     "short-length": 502,
     "no-location": 502,
+    "json-list": 502,
+    "json-null": 502,
+    "no-choices": 502,
+    "string-usage": 502,
     "extra-bytes": 502,
     "bad-chunk": 502,
     "half-close": 502,
