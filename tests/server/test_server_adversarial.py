@@ -13,7 +13,7 @@ import logging
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,18 +21,9 @@ import pytest
 
 from langchain_multigateway._redact import redact
 from langchain_multigateway.server import KeyStore, build_app
-from tests.server.conftest import MASTER_KEY, Gateway, ThreadedServer, write_config
+from tests.server.conftest import MASTER_KEY, Gateway, ThreadedServer, wait_for, write_config
 
 USER = [{"role": "user", "content": "hi"}]
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def idle(gateway: Gateway) -> bool:

@@ -35,7 +35,7 @@ from starlette.applications import Starlette
 from langchain_multigateway.server.gateway import FULL_PATH_ENV
 from langchain_multigateway.server.keys import KeyStore, VirtualKey
 from langchain_multigateway.server.runtime import build_app
-from tests.server.conftest import ThreadedServer
+from tests.server.conftest import ThreadedServer, chat_scope
 from tests.server.test_server_adversarial_upstream import HostileUpstream
 
 pytestmark = pytest.mark.filterwarnings("ignore:No price known")
@@ -104,26 +104,7 @@ class Client:
             await asyncio.sleep(0.01)  # the client leaves while the answer is being written
 
     async def run(self) -> None:
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {self.secret}".encode()),
-            (b"content-length", str(len(self.body)).encode()),
-        ]
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/chat/completions",
-            "raw_path": b"/v1/chat/completions",
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 2),
-            "state": {},
-        }
+        scope = chat_scope(self.secret, self.body)
         await self.app(scope, self.receive, self.send)
         task = asyncio.current_task()
         assert task is not None

@@ -6,28 +6,19 @@ import asyncio
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from tests.server.conftest import MASTER_KEY, Gateway
+from tests.server.conftest import MASTER_KEY, Gateway, wait_for
 
 
 def chat(gateway: Gateway, key: str, model: str = "main", **extra: Any) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
     return httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=gateway.auth(key), timeout=30)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def test_rpm_limit_is_a_429_with_retry_after(gateway: Gateway) -> None:

@@ -17,7 +17,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from starlette.routing import Route
 from langchain_multigateway.routing import RoutingChatModel
 from langchain_multigateway.server import KeyStore, build_app
 from langchain_multigateway.server.gateway import FULL_PATH_ENV
-from tests.server.conftest import MASTER_KEY, ThreadedServer, Upstream
+from tests.server.conftest import MASTER_KEY, ThreadedServer, Upstream, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:No price known")  # the stub's models are unpriced
 
@@ -215,15 +215,6 @@ def text_of(events: list[Any]) -> str:
 
 def ask(model: str, content: str = "hello there", **extra: Any) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 # ---------------------------------------------------------------- the same answer down each path

@@ -17,29 +17,7 @@ import pytest
 
 from langchain_multigateway.server.keys import KeyStore
 from langchain_multigateway.server.runtime import build_app
-from tests.server.conftest import Upstream, write_config
-
-
-def _scope(key: str, body: bytes) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Bearer {key}".encode()),
-            (b"content-length", str(len(body)).encode()),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 2),
-        "state": {},
-    }
+from tests.server.conftest import Upstream, chat_scope, write_config
 
 
 def _ledger_count(path: Path) -> int:
@@ -80,9 +58,9 @@ async def test_an_answered_call_is_settled_after_its_answer_is_written(
     async with app.router.lifespan_context(app):
         if writing == "fails":
             with pytest.raises(OSError):
-                await app(_scope(secret, body), receive, send)
+                await app(chat_scope(secret, body), receive, send)
         else:
-            await app(_scope(secret, body), receive, send)
+            await app(chat_scope(secret, body), receive, send)
         assert seen_at_answer["status"] == 200
         # When the answer went out, this call was not yet counted: the client did not wait for that.
         assert b'key_requests_total{key="settle",outcome="ok"}' not in seen_at_answer["metrics"]
