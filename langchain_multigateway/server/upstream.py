@@ -31,8 +31,13 @@ from langchain_multigateway.chat_models._loops import LoopBound
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["Answer", "Upstream"]
+__all__ = ["MAX_ANSWER_BYTES", "Answer", "Upstream"]
 
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""The largest answer body taken from an upstream (after decompression); a larger one fails the try.
+A chat completion is kilobytes; the cap is there so one broken or hostile upstream cannot exhaust the
+memory of a process every caller shares."""
+_READ_PIECE = 64 * 1024
 _POOL_SIZE = 1000  # connections per deployment, as the openai SDK's pool
 _KEEPALIVE_SECONDS = 5.0  # shorter than servers' usual idle timeouts: an idle connection is ours to close first
 
@@ -86,7 +91,7 @@ class Upstream:
                 ) as response:
                     if read is not None and not phase.expired():  # expired as the headers came: cut
                         phase.reschedule(asyncio.get_running_loop().time() + read)
-                    content = await response.read()
+                    content = await _read_within(response, MAX_ANSWER_BYTES, url)
                     return Answer(response.status, _lower(response.headers), content)
         except aiohttp.ConnectionTimeoutError as exc:
             raise httpx2.ConnectTimeout(f"no connection to {_where(url)} in time: {exc}") from exc
@@ -101,6 +106,26 @@ class Upstream:
         except (aiohttp.ClientError, OSError) as exc:  # reset, cut body, not HTTP: the exchange broke
             what = redact(f"{type(exc).__name__}: {exc}")  # an aiohttp message may quote the URL, query and all
             raise httpx2.ReadError(f"the connection to {_where(url)} failed: {what}") from exc
+
+
+async def _read_within(response: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
+    """The answer's body (decompressed), or a ReadError once it is over ``limit`` bytes: a huge or
+    gzip-bombed answer is cut while it arrives, not held whole in the memory every tenant shares."""
+    import httpx2
+
+    declared = response.content_length  # as sent (compressed, if it is)
+    size = 0
+    pieces: list[bytes] = []
+    if declared is None or declared <= limit:
+        async for piece in response.content.iter_chunked(_READ_PIECE):
+            size += len(piece)
+            if size > limit:
+                break
+            pieces.append(piece)
+        else:
+            return b"".join(pieces)
+    msg = f"the answer from {_where(url)} is over {limit} bytes, the most the gateway takes for one answer"
+    raise httpx2.ReadError(msg)
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:

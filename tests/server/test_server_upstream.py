@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 import httpx2
 import pytest
 
+from langchain_multigateway.server import upstream as upstream_module
 from langchain_multigateway.server.upstream import Upstream, _env_proxy
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -163,3 +164,52 @@ async def test_a_call_cancelled_mid_answer_leaves_no_connection_checked_out() ->
         connector = upstream._sessions.get().connector
         assert connector is not None
         assert not connector._acquired  # the cancelled request's connection was given up, not held
+
+
+async def test_a_gzip_bomb_is_cut_once_its_inflated_size_passes_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    monkeypatch.setattr(upstream_module, "MAX_ANSWER_BYTES", 1024 * 1024)
+    bomb = gzip.compress(b"0" * (8 * 1024 * 1024))  # 8 MiB of zeros, about 8 KiB on the wire
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(_answer(bomb, "content-encoding: gzip\r\n"))
+        await writer.drain()
+
+    async with serving(handler) as url:
+        with pytest.raises(httpx2.ReadError, match="over 1048576 bytes"):
+            await Upstream(url).post(b"{}", {}, None, TIMEOUTS)
+
+
+async def test_an_answer_declared_over_the_cap_is_refused_without_waiting_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream_module, "MAX_ANSWER_BYTES", 1024)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 10000000\r\n\r\n{")
+        await writer.drain()
+        await asyncio.sleep(30)  # the rest never comes: only the declared length can say it is too large
+
+    async with serving(handler) as url:
+        started = time.monotonic()
+        with pytest.raises(httpx2.ReadError, match="over 1024 bytes"):
+            await Upstream(url).post(b"{}", {}, None, {**TIMEOUTS, "read": 20.0})
+        assert time.monotonic() - started < 10
+
+
+async def test_an_answer_at_the_cap_is_taken_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream_module, "MAX_ANSWER_BYTES", 200_000)
+    body = b'{"x": "' + b"y" * (200_000 - 9) + b'"}'
+    assert len(body) == 200_000
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(_answer(body))
+        await writer.drain()
+
+    async with serving(handler) as url:
+        answer = await Upstream(url).post(b"{}", {}, None, TIMEOUTS)
+    assert answer.body == body
