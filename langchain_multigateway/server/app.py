@@ -213,7 +213,13 @@ class _Server:
                 message, outcome, upstream = await self.gateway.invoke(call, key, hold, settle_later)
             except asyncio.CancelledError:
                 if not hang_up.cancelled_the_call():
-                    raise  # the server's own cancellation (shutdown): not ours to swallow
+                    # The only other canceller of a handler is uvicorn, when its graceful timeout passed: the
+                    # call is settled (as cut short) and the client told to send it again, to an instance that
+                    # is not stopping, instead of a bare 500 and a traceback in the log.
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                    raise ApiError(503, "unavailable", _STOPPING, code="server_stopping", retry_after=1) from None
                 self._count(route, 499)
                 return Response(status_code=499)
             finally:
@@ -239,8 +245,8 @@ class _Server:
             failure = api_error_from(exc)
             self._count(route, failure.status)
             headers = failure.headers()
-            if failure.status in (408, 413):
-                headers["connection"] = "close"  # the rest of the body is not read: this connection is done
+            if failure.status in (408, 413) or failure.code == "server_stopping":
+                headers["connection"] = "close"  # a body not read, or the server stopping: this connection is done
             if (failure.status < 500 and failure.status != 429) or failure.code == "budget_exceeded":
                 # The same request would fail the same way: tell the openai SDK not to retry it.
                 headers["x-should-retry"] = "false"
@@ -355,6 +361,7 @@ class _Server:
         return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+_STOPPING = "the gateway is shutting down and cut this call short; send it again"
 _NO_CACHE = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
