@@ -197,11 +197,22 @@ class _Server:
             key = self._key_of(key)
             if call.stream:
                 routed = self.gateway.stream(call, key, hold)
+                # Until the first chunk (a max_concurrency slot, failover, the first token) a client that
+                # hangs up cancels the stream here; after it, the streaming response watches for that.
+                starting = _HangUp(request)
                 try:
                     await routed.start()
+                except asyncio.CancelledError:
+                    await routed.aclose()
+                    if not starting.cancelled_the_call():
+                        raise _stopping() from None
+                    self._count(route, 499)
+                    return Response(status_code=499)
                 except BaseException:
                     await routed.aclose()
                     raise
+                finally:
+                    starting.stop()
                 return StreamingResponse(
                     stream(call, routed), media_type="text/event-stream", headers={**routed.headers(), **_NO_CACHE}
                 )
@@ -213,13 +224,7 @@ class _Server:
                 message, outcome, upstream = await self.gateway.invoke(call, key, hold, settle_later)
             except asyncio.CancelledError:
                 if not hang_up.cancelled_the_call():
-                    # The only other canceller of a handler is uvicorn, when its graceful timeout passed: the
-                    # call is settled (as cut short) and the client told to send it again, to an instance that
-                    # is not stopping, instead of a bare 500 and a traceback in the log.
-                    task = asyncio.current_task()
-                    if task is not None:
-                        task.uncancel()
-                    raise ApiError(503, "unavailable", _STOPPING, code="server_stopping", retry_after=1) from None
+                    raise _stopping() from None
                 self._count(route, 499)
                 return Response(status_code=499)
             finally:
@@ -361,7 +366,17 @@ class _Server:
         return Response(self.gateway.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-_STOPPING = "the gateway is shutting down and cut this call short; send it again"
+def _stopping() -> ApiError:
+    """The answer to a call uvicorn cancelled (the only other canceller of a handler: its graceful timeout
+    passed while the call was unanswered). The call is settled as cut short and the client is told to send
+    it again, to an instance that is not stopping, instead of a bare 500 and a traceback in the log."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    msg = "the gateway is shutting down and cut this call short; send it again"
+    return ApiError(503, "unavailable", msg, code="server_stopping", retry_after=1)
+
+
 _NO_CACHE = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 

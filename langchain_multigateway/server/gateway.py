@@ -416,6 +416,9 @@ class RoutedStream:
         except StopAsyncIteration:
             self._settle(None)
             return None
+        except asyncio.CancelledError:  # the client went away (or the server is stopping) before the first chunk
+            self._settle(ClientGoneError("the client went away before the stream's first chunk"))
+            raise
         except BaseException as exc:
             self._settle(exc)
             raise

@@ -451,3 +451,25 @@ async def test_a_key_whose_first_call_was_hung_up_cannot_then_overspend_its_budg
         # At most the call that crosses the budget beyond it (as the budget's rule lets it in).
         assert served.server.gateway.limits.spent(key) <= key.budget_usd + CALL_COST + 1e-9
         served.assert_nothing_held(key)
+
+
+async def test_a_stream_whose_client_leaves_before_its_first_chunk_is_cut_and_leaves_nothing_held(
+    hostile: HostileUpstream, tmp_path: Path
+) -> None:
+    """Before a stream's first chunk (the upstream has not sent one yet) nothing is being written that
+    could notice the client gone: the wait for it is watched as a non-streamed call is."""
+    async with serving(hostile, tmp_path) as served:
+        secret, key = served.key("stream-leaves-early")
+        client = Client(served.app, "r-hang", secret)
+        client.body = orjson.dumps({"model": "r-hang", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        reached, abandoned = hostile.served["hang"], hostile.abandoned["hang"]
+        call = asyncio.ensure_future(client.run())
+        await _until(lambda: hostile.served["hang"] > reached)
+        await asyncio.sleep(0.3)  # the upstream holds the stream's first chunk back
+        client.hang_up()
+        await asyncio.wait_for(call, 30)
+        assert client.status == 499
+        assert client.cancelling_after == 0
+        assert served.rows(key) == Counter({"error:ClientGoneError": 1})
+        await _until(lambda: hostile.abandoned["hang"] > abandoned)  # the upstream request was cut
+        served.assert_nothing_held(key)
