@@ -204,10 +204,7 @@ class _Server:
                     await routed.start()
                 except asyncio.CancelledError:
                     await routed.aclose()
-                    if not starting.cancelled_the_call():
-                        raise _stopping() from None
-                    self._count(route, 499)
-                    return Response(status_code=499)
+                    return self._cut_short(starting, route)
                 except BaseException:
                     await routed.aclose()
                     raise
@@ -223,10 +220,7 @@ class _Server:
             try:
                 message, outcome, upstream = await self.gateway.invoke(call, key, hold, settle_later)
             except asyncio.CancelledError:
-                if not hang_up.cancelled_the_call():
-                    raise _stopping() from None
-                self._count(route, 499)
-                return Response(status_code=499)
+                return self._cut_short(hang_up, route)
             finally:
                 hang_up.stop()
             try:
@@ -256,6 +250,13 @@ class _Server:
                 # The same request would fail the same way: tell the openai SDK not to retry it.
                 headers["x-should-retry"] = "false"
             return _json(error_body(failure), failure.status, headers)
+
+    def _cut_short(self, hang_up: _HangUp, route: str) -> Response:
+        """A call cancelled before its answer: 499 when its client left; else the server is stopping (503)."""
+        if not hang_up.cancelled_the_call():
+            raise _stopping() from None  # not the CancelledError: a plain 503
+        self._count(route, 499)
+        return Response(status_code=499)
 
     def _refused(self, key: VirtualKey | None) -> None:
         """Count a call a key's permissions or limits refused before anything was sent."""
