@@ -324,6 +324,15 @@ def _ask(url: str, model: str, key: str) -> httpx.Response:
     return httpx.post(url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=60)
 
 
+def _heads_of_one_call(upstream: HostileUpstream, served: Served, model: str, key_name: str) -> list[tuple[str, bytes]]:
+    """Ask ``model`` once with a new key (answered 200); the (path, raw head) of each request the upstream saw."""
+    before = len(upstream.heads)
+    secret, _ = served.keys.create(key_name)
+    response = _ask(served.url, model, secret)
+    assert response.status_code == 200, response.text
+    return [(path, raw) for seen, path, raw in upstream.heads[before:] if seen == model]
+
+
 def _rows(ledger: Path, key_tag: str) -> list[tuple[str, str | None]]:
     with sqlite3.connect(ledger) as db:
         rows = db.execute("SELECT outcome, error_type, tags FROM calls").fetchall()
@@ -397,11 +406,7 @@ def test_credentials_in_the_base_url_are_sent_as_basic_auth_on_both_paths(
     upstream, servers = hostile
     expected = "Basic " + base64.b64encode(f"gateway-user:{USER_PASSWORD}".encode()).decode()
     for path in ("lean", "full"):
-        before = len(upstream.heads)
-        secret, _ = servers[path].keys.create(f"userinfo-{path}")
-        response = _ask(servers[path].url, "userinfo", secret)
-        assert response.status_code == 200, response.text
-        (raw,) = [raw for model, _, raw in upstream.heads[before:] if model == "userinfo"]
+        ((_, raw),) = _heads_of_one_call(upstream, servers[path], "userinfo", f"userinfo-{path}")
         lines = raw.decode().split("\r\n")
         assert [line.split(": ", 1)[1] for line in lines if line.lower().startswith("authorization:")] == [expected]
         assert USER_PASSWORD not in lines[0]  # never in the request line
@@ -413,11 +418,7 @@ def test_a_deployments_own_headers_replace_the_defaults_whatever_their_case(
     """``default_headers: {Authorization: ...}`` replaces the key's header, as the SDK does: one header, never two."""
     upstream, servers = hostile
     for path in ("lean", "full"):
-        before = len(upstream.heads)
-        secret, _ = servers[path].keys.create(f"own-auth-{path}")
-        response = _ask(servers[path].url, "own-auth", secret)
-        assert response.status_code == 200, response.text
-        (raw,) = [raw for model, _, raw in upstream.heads[before:] if model == "own-auth"]
+        ((_, raw),) = _heads_of_one_call(upstream, servers[path], "own-auth", f"own-auth-{path}")
         lines = [line.lower() for line in raw.decode().split("\r\n")]
         assert [line for line in lines if line.startswith("authorization:")] == [f"authorization: {OWN_AUTH.lower()}"]
         assert [line for line in lines if line.startswith("accept:")] == ["accept: application/json"]
@@ -496,11 +497,7 @@ def test_a_redirect_to_another_host_carries_no_credential_header_down_the_lean_p
     """A deployment's credential in a header of its own (``X-Portkey-Api-Key``) goes to its host, never to the
     host a redirect names. (The openai SDK's client, on the full path, strips only ``Authorization``.)"""
     upstream, servers = hostile
-    before = len(upstream.heads)
-    secret, _ = servers["lean"].keys.create("redirect-header")
-    response = _ask(servers["lean"].url, "away-header", secret)
-    assert response.status_code == 200, response.text
-    heads = [(p, raw) for model, p, raw in upstream.heads[before:] if model == "away-header"]
+    heads = _heads_of_one_call(upstream, servers["lean"], "away-header", "redirect-header")
     assert [p for p, _ in heads] == ["/v1/chat/completions", "/elsewhere/chat/completions"]
     assert HEADER_KEY.encode() in heads[0][1]  # the deployment's own host gets it ...
     assert HEADER_KEY.encode() not in heads[1][1]  # ... another host never does
