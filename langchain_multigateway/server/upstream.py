@@ -1,9 +1,12 @@
-"""The lean path's HTTP client: one aiohttp session per deployment and event loop.
+"""The lean path's HTTP client: a POST to one deployment's URL, its whole answer back.
 
-Why aiohttp and not the openai SDK's httpx2: on loopback, a bare ASGI proxy on uvicorn
-adds 0.64 ms (p50, sequential) with aiohttp as its upstream client, 1.39 ms with
-httpcore and 1.63 ms with httpx2; aiohttp parses HTTP in C and keeps no per-request
-model objects. The server's whole overhead budget is 1 ms, so the client is most of it.
+Plain ``http://`` and ``https://`` URLs with no proxy (every deployment, in practice) are sent
+by the gateway's own HTTP/1.1 client (``_http1.py``: asyncio and httptools, a keep-alive pool
+per deployment and event loop), which costs a third of aiohttp's CPU per exchange; that module
+says why and what its pool guarantees. The rest goes through an aiohttp session, kept for it:
+a proxy from the environment, a URL the lean client does not take, and a redirect (see ``post``).
+(Why not the openai SDK's httpx2 at all: on loopback, a bare ASGI proxy on uvicorn adds 0.64 ms
+p50 with aiohttp as its upstream client, 1.39 ms with httpcore and 1.63 ms with httpx2.)
 
 The transport decides nothing about what a failure means. Its exceptions are raised
 as the httpx2 exceptions of the same meaning (connect timeout, read timeout, connect
@@ -11,7 +14,7 @@ error, read error), so the provider's own rules (``_failure``) type them exactly
 the SDK path: one place says what a reset or a slow server is.
 
 Time limits are the call's clock's: connecting (and waiting for a pooled connection)
-within ``connect``, each read of the answer within ``read``. Headers or a body that
+within ``connect``, the answer's first byte within ``read``. Headers or a body that
 keep trickling in, each read in time, are cut when the headers have not finished
 ``connect + read`` seconds after sending, or the body ``read`` seconds after the
 headers: without that bound an upstream sending a byte a minute would hold the call,
@@ -24,9 +27,11 @@ import asyncio
 import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
 
 from langchain_multigateway._redact import is_secret_header, redact
 from langchain_multigateway.chat_models._loops import LoopBound
+from langchain_multigateway.server._http1 import Answer, Pool, Target, joined_headers
 
 if TYPE_CHECKING:
     import aiohttp
@@ -40,32 +45,33 @@ memory of a process every caller shares."""
 _READ_PIECE = 64 * 1024
 _POOL_SIZE = 1000  # connections per deployment, as the openai SDK's pool
 _KEEPALIVE_SECONDS = 5.0  # shorter than servers' usual idle timeouts: an idle connection is ours to close first
-
-
-class Answer:
-    """An upstream's complete answer: status, headers (lower-case names), body."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
+_MAX_REDIRECTS = 10  # as aiohttp's default, the first hop included
 
 
 class Upstream:
-    """POSTs to one deployment's URL; a session per event loop, closed when that loop ends."""
+    """POSTs to one deployment's URL: a connection pool per event loop (and an aiohttp session for
+    what the pool does not take), closed when that loop ends."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         # HTTP(S)_PROXY / NO_PROXY are read once, here, as the server's environment is fixed at start:
         # aiohttp's trust_env reads them on every request, which measured 0.55 ms of CPU per call.
         self._proxy = _env_proxy(url)
+        self._target = Target.of(url) if self._proxy is None else None  # None: every call through aiohttp
+        self._pools: LoopBound[Pool] = LoopBound(self._new_pool, Pool.close)
         self._sessions: LoopBound[aiohttp.ClientSession] = LoopBound(lambda: _new_session(url), _close_session)
 
+    def _new_pool(self) -> Pool:
+        assert self._target is not None
+        return Pool(self._target, _where(self.url), _POOL_SIZE, _KEEPALIVE_SECONDS)
+
     def warm_up(self) -> None:
-        """Import aiohttp and open this loop's session now, not on the first call (a call in an event loop)."""
-        _ = self._sessions.get()
+        """Open this loop's pool (or aiohttp session) now, not on the first call (a call in an event loop)."""
+        _ = self._pools.get() if self._target is not None else self._sessions.get()
+
+    def checked_out(self) -> int:
+        """How many of the pool's connections calls in the running loop hold now (0: all given back)."""
+        return len(self._pools.get().lent) if self._target is not None else 0
 
     async def post(
         self,
@@ -75,10 +81,37 @@ class Upstream:
         timeouts: Mapping[str, float | None],
     ) -> Answer:
         """Send ``body``; the whole answer, or an httpx2 exception saying which phase failed."""
+        target = self._target
+        if target is None:  # a proxy applies, or a URL the lean client does not take
+            return await self._through_aiohttp("POST", self.url, body, headers, params, timeouts, _MAX_REDIRECTS)
+        head = target.head(headers, params)
+        pool = self._pools.get()
+        answer = await pool.post(head, body, timeouts.get("connect"), timeouts.get("read"), MAX_ANSWER_BYTES)
+        location = answer.headers.get("location") if 300 <= answer.status < 400 else None
+        if location is None:
+            return answer
+        # A redirect: its next hop, and any after it, go through aiohttp, which follows redirects (relative
+        # Locations, a scheme change, the hop count) and, with this session's middleware, keeps credential
+        # headers home. The lean client stays a one-request client; deployments that redirect are rare.
+        # 307 and 308 keep the method and body; 301, 302 and 303 turn a POST into a GET, as aiohttp does.
+        method, data = ("POST", body) if answer.status in (307, 308) else ("GET", None)
+        nxt = urljoin(self.url, location)
+        return await self._through_aiohttp(method, nxt, data, headers, None, timeouts, _MAX_REDIRECTS - 1)
+
+    async def _through_aiohttp(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        timeouts: Mapping[str, float | None],
+        redirects: int,
+    ) -> Answer:
         import aiohttp
         import httpx2
 
-        url = self.url
+        where = _where(self.url)
         read = timeouts.get("read")
         limits = aiohttp.ClientTimeout(total=None, connect=timeouts.get("connect"), sock_read=read)
         session = self._sessions.get()
@@ -86,29 +119,36 @@ class Upstream:
             # The headers within connect + read of sending, then the body within read of the headers:
             # a server trickling either, each read in time, is cut all the same.
             async with asyncio.timeout(None if read is None else read + (timeouts.get("connect") or 0.0)) as phase:
-                async with session.post(
-                    url, data=body, headers=headers, params=params, timeout=limits, proxy=self._proxy
+                async with session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    params=params,
+                    timeout=limits,
+                    proxy=self._proxy,
+                    max_redirects=redirects,
                 ) as response:
                     if read is not None and not phase.expired():  # expired as the headers came: cut
                         phase.reschedule(asyncio.get_running_loop().time() + read)
-                    content = await _read_within(response, MAX_ANSWER_BYTES, url)
+                    content = await _read_within(response, MAX_ANSWER_BYTES, where)
                     return Answer(response.status, _lower(response.headers), content)
         except aiohttp.ConnectionTimeoutError as exc:
-            raise httpx2.ConnectTimeout(f"no connection to {_where(url)} in time: {exc}") from exc
+            raise httpx2.ConnectTimeout(f"no connection to {where} in time: {exc}") from exc
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
-            raise httpx2.ReadTimeout(f"{_where(url)} did not answer in time") from exc
+            raise httpx2.ReadTimeout(f"{where} did not answer in time") from exc
         except aiohttp.ClientConnectorError as exc:
-            raise httpx2.ConnectError(redact(f"could not connect to {_where(url)}: {exc.os_error}")) from exc
+            raise httpx2.ConnectError(redact(f"could not connect to {where}: {exc.os_error}")) from exc
         except aiohttp.TooManyRedirects as exc:
-            raise httpx2.TooManyRedirects(f"{_where(url)} redirected too many times") from exc
+            raise httpx2.TooManyRedirects(f"{where} redirected too many times") from exc
         except aiohttp.InvalidURL as exc:
-            raise httpx2.UnsupportedProtocol(f"not a URL this gateway can call: {_where(url)}") from exc
+            raise httpx2.UnsupportedProtocol(f"not a URL this gateway can call: {where}") from exc
         except (aiohttp.ClientError, OSError) as exc:  # reset, cut body, not HTTP: the exchange broke
             what = redact(f"{type(exc).__name__}: {exc}")  # an aiohttp message may quote the URL, query and all
-            raise httpx2.ReadError(f"the connection to {_where(url)} failed: {what}") from exc
+            raise httpx2.ReadError(f"the connection to {where} failed: {what}") from exc
 
 
-async def _read_within(response: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
+async def _read_within(response: aiohttp.ClientResponse, limit: int, where: str) -> bytes:
     """The answer's body (decompressed), or a ReadError once it is over ``limit`` bytes: a huge or
     gzip-bombed answer is cut while it arrives, not held whole in the memory every tenant shares."""
     import httpx2
@@ -124,17 +164,13 @@ async def _read_within(response: aiohttp.ClientResponse, limit: int, url: str) -
             pieces.append(piece)
         else:
             return b"".join(pieces)
-    msg = f"the answer from {_where(url)} is over {limit} bytes, the most the gateway takes for one answer"
+    msg = f"the answer from {where} is over {limit} bytes, the most the gateway takes for one answer"
     raise httpx2.ReadError(msg)
 
 
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    # As httpx's Headers read: lower-case names, repeated headers joined by ", ".
-    out: dict[str, str] = {}
-    for name, value in headers.items():
-        key = name.lower()
-        out[key] = f"{out[key]}, {value}" if key in out else value
-    return out
+    # As httpx's Headers read: lower-case names, repeated headers joined by ", " (as the lean client's).
+    return joined_headers(headers.items())
 
 
 def _where(url: str) -> str:
