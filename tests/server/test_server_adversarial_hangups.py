@@ -9,7 +9,7 @@ A last test hangs up real TCP clients on a real server (uvicorn on a loopback po
 
 After every call, whatever the phase: one answer at most (200, or 499 once the client is
 gone), exactly one ledger row, the key's budget reservation given back, the router's
-deployment idle, no upstream connection checked out of aiohttp's pool, and the task that
+deployment idle, no upstream connection checked out of the lean client's pool, and the task that
 ran the call not left cancelled (a later await in it would be cut).
 """
 
@@ -138,9 +138,7 @@ class Served:
                 assert (health.in_flight, health.waiting) == (0, 0), (name, dep)
                 assert health.breaker == "closed", (name, dep)  # a client leaving is not the deployment's failure
         for sender in gateway.passthrough._senders.values():
-            connector = sender.upstream._sessions.get().connector
-            assert connector is not None
-            assert not connector._acquired, sender.url  # no upstream connection checked out
+            assert sender.upstream.checked_out() == 0, sender.url  # no upstream connection checked out
         assert gateway.limits._in_flight.get(key.id, 0) == 0  # the key's budget reservation given back
 
 
@@ -392,36 +390,35 @@ def test_stopping_the_server_with_calls_in_flight_settles_each_once(hostile: Hos
 def test_every_upstream_session_is_closed_when_the_servers_event_loop_ends(
     hostile: HostileUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The lean path's aiohttp sessions (one per deployment and event loop) are closed as the loop ends: no
-    "Unclosed client session" / "Unclosed connector" from aiohttp, no connection left open to the upstream."""
+    """The lean path's connection pools (one per deployment and event loop) are closed as the loop ends: no
+    "Unclosed" warning or ResourceWarning, no connection left open to the upstream."""
     import gc
     import warnings
 
-    from langchain_multigateway.server import upstream as upstream_module
+    from langchain_multigateway.server import _http1
 
     made: list[Any] = []
-    new_session = upstream_module._new_session
+    new_pool = _http1.Pool.__init__
 
-    def recording(url: str) -> Any:
-        session = new_session(url)
-        made.append(session)
-        return session
+    def recording(pool: Any, *args: Any, **kwargs: Any) -> None:
+        new_pool(pool, *args, **kwargs)
+        made.append(pool)
 
-    monkeypatch.setattr(upstream_module, "_new_session", recording)
+    monkeypatch.setattr(_http1.Pool, "__init__", recording)
     app = build_app(_config(tmp_path, hostile), keys_path=tmp_path / "keys.sqlite3", require_key=False)
-    with ThreadedServer(app) as server, httpx.Client(timeout=60) as client:
-        for model in ("r-delay", "r-delay", "r-trickle"):
-            body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-            assert client.post(server.url + "/v1/chat/completions", json=body).status_code == 200
-        assert made  # the sessions were made in the server's loop (at start-up and for the calls)
-    assert not server.thread.is_alive()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        with ThreadedServer(app) as server, httpx.Client(timeout=60) as client:
+            for model in ("r-delay", "r-delay", "r-trickle"):
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+                assert client.post(server.url + "/v1/chat/completions", json=body).status_code == 200
+            assert made  # the pools were made in the server's loop (at start-up and for the calls)
+            assert sum(len(pool._idle) for pool in made) >= 1  # a kept-alive connection is open when the loop ends
+        assert not server.thread.is_alive()
         del server, app
         gc.collect()
-    assert all(session.closed for session in made)
-    assert all(session.connector is None or session.connector.closed for session in made)
-    unclosed = [str(w.message) for w in caught if "nclosed" in str(w.message)]
+    assert all(pool._closed and not pool._idle and not pool.lent for pool in made)
+    unclosed = [str(w.message) for w in caught if "nclosed" in str(w.message) or w.category is ResourceWarning]
     unclosed += [r.getMessage() for r in caplog.records if "nclosed" in r.getMessage()]
     assert unclosed == []
 
