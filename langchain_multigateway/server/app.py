@@ -207,7 +207,7 @@ class _Server:
                 # hangs up cancels the stream here; after it, the streaming response watches for that.
                 starting = _HangUp(request)
                 try:
-                    await routed.start()
+                    await routed.start(starting.client_left)
                 except asyncio.CancelledError:
                     await routed.aclose()
                     return self._cut_short(starting, route)
@@ -224,7 +224,9 @@ class _Server:
             hang_up = _HangUp(request)
             settle_later: list[Callable[[], None]] = []
             try:
-                message, outcome, upstream = await self.gateway.invoke(call, key, hold, settle_later)
+                message, outcome, upstream = await self.gateway.invoke(
+                    call, key, hold, settle_later, hang_up.client_left
+                )
             except asyncio.CancelledError:
                 return self._cut_short(hang_up, route)
             finally:
@@ -447,6 +449,10 @@ class _HangUp:
                     self._cancelled = True
                     self._task.cancel()
                 return
+
+    def client_left(self) -> bool:
+        """Whether this hang-up cancelled the call (else, if it was cancelled, the server is stopping)."""
+        return self._cancelled
 
     def cancelled_the_call(self) -> bool:
         """Whether the task's cancellation was this hang-up's (then it is taken back: the task goes on)."""

@@ -11,11 +11,13 @@ then records one ledger row tagged with the virtual key's id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
 import time
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from langchain_multigateway.server.metrics import ServerMetrics
     from langchain_multigateway.usage import Ledger
 
-__all__ = ["ClientGoneError", "Gateway", "RoutedStream"]
+__all__ = ["ClientGoneError", "Gateway", "RoutedStream", "ServerStoppingError", "mark_stopping"]
 
 logger = logging.getLogger("langchain_multigateway.server")
 _OPENAI_COMPATIBLE = frozenset({"openai"})
@@ -50,7 +52,31 @@ FULL_PATH_ENV = "MULTIGATEWAY_SERVE_FULL_PATH"
 
 
 class ClientGoneError(ConnectionAbortedError):
-    """Recorded (never raised to anyone) for a stream whose client left before its end."""
+    """Recorded (never raised to anyone) for a call whose client left before its answer or its stream's end."""
+
+
+class ServerStoppingError(ConnectionAbortedError):
+    """Recorded (never raised to anyone) for a call the server cut short as it stopped: uvicorn's graceful
+    timeout passed with the call unanswered. The client was told to send it again (503)."""
+
+
+_STOPPING_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def mark_stopping() -> None:
+    """The server on the running event loop began stopping: a call cut from now on is cut by the server
+    (unless its client is known to have left). Kept per loop: several servers may share a process."""
+    _STOPPING_LOOPS.add(asyncio.get_running_loop())
+
+
+def _cut_short(before: str, client_left: bool | None = None) -> ConnectionAbortedError:
+    """What to record for a call cancelled ``before`` its end. A call is cancelled by its client leaving or by
+    the server stopping: ``client_left`` says which when the caller knows, else the server's state does."""
+    if client_left is None:
+        client_left = asyncio.get_running_loop() not in _STOPPING_LOOPS
+    if client_left:
+        return ClientGoneError(f"the client went away before {before}")
+    return ServerStoppingError(f"the gateway stopped before {before}")
 
 
 class Gateway:
@@ -68,6 +94,9 @@ class Gateway:
         self.ledger = ledger
         self.metrics = metrics
         self.limits = limits
+        self.unsettled = 0
+        """Calls begun and not yet settled (recorded). The server waits for them before it closes the ledger."""
+        self._all_settled: asyncio.Event | None = None
         # No callback handler by default: a run with handlers makes LangChain and the router
         # build a child run per attempt, which costs more than the rest of the server's work.
         # The metrics are fed from each call's settled record instead (:meth:`settle`).
@@ -163,16 +192,19 @@ class Gateway:
         key: VirtualKey | None,
         hold: KeyHold | None = None,
         settle_later: list[Callable[[], None]] | None = None,
+        client_left: Callable[[], bool] | None = None,
     ) -> tuple[AIMessage, Outcome, dict[str, Any] | None]:
         """Run a call to its end: the answer, what served it, and the upstream's own
         ``chat.completion`` JSON when it was passed through (else None); raises the router's typed errors.
 
         With ``settle_later``, an answered call's settling (ledger row, key limits, metrics) is
         appended there for the caller to run once the answer is on its way to the client: it is
-        not the client's to wait for. A failed call is settled at once.
+        not the client's to wait for. A failed call is settled at once. ``client_left`` says, of a
+        cancelled call, whether its client left (else the server cut it as it stopped).
         """
         started = time.time()
         data = None
+        self.unsettled += 1
         try:
             if self.passthrough.serves(call.model):
                 kwargs, ignored = self._routed_kwargs(call)
@@ -183,7 +215,8 @@ class Gateway:
                 runnable, kwargs, ignored = self._bind(call)
                 message = await runnable.ainvoke(call.messages, self._config(key), **kwargs)
         except asyncio.CancelledError:
-            self.settle(call, key, None, started, ClientGoneError("the client went away before the answer"), hold)
+            cut = _cut_short("the answer", client_left() if client_left is not None else None)
+            self.settle(call, key, None, started, cut, hold)
             raise
         except BaseException as exc:
             self.settle(call, key, None, started, exc, hold)
@@ -201,6 +234,7 @@ class Gateway:
 
     def stream(self, call: ChatCall, key: VirtualKey | None, hold: KeyHold | None = None) -> RoutedStream:
         """A routed stream; call :meth:`RoutedStream.start` for its first chunk (failover ends there)."""
+        self.unsettled += 1
         try:
             if self.streamthrough.serves(call.model):
                 kwargs, ignored = self._routed_kwargs(call)
@@ -212,6 +246,21 @@ class Gateway:
             raise
         chunks = runnable.astream(call.messages, self._config(key), **kwargs)
         return RoutedStream(self, call, key, chunks, ignored, hold)
+
+    async def settled(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for every call begun to be settled; whether they were.
+
+        When uvicorn's graceful timeout passes it cancels the calls still running and, without waiting
+        for them, runs the app's shutdown: a stream unwinds over several turns of the event loop, and
+        closing the ledger first lost its record.
+        """
+        if self.unsettled <= 0:
+            return True
+        self._all_settled = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_settled.wait(), seconds)
+        self._all_settled = None
+        return self.unsettled <= 0
 
     def estimate_cost(self, call: ChatCall) -> float | None:
         """The most ``call`` may cost on a deployment of its router (None: no price known).
@@ -270,6 +319,9 @@ class Gateway:
     ) -> None:
         """Record a finished call once: ledger row, per-key limits and counters (``ended``: when it ended,
         if not now)."""
+        self.unsettled -= 1
+        if self._all_settled is not None and self.unsettled <= 0:
+            self._all_settled.set()
         ended = time.time() if ended is None else ended
         counts = usage_dict(outcome.usage if outcome is not None else None)
         cost: float | None = 0.0
@@ -408,8 +460,9 @@ class RoutedStream:
         self._settled = False
         self.first: AIMessageChunk | None = None
 
-    async def start(self) -> AIMessageChunk | None:
-        """Wait for the first chunk (errors before it raise here); None for an empty stream."""
+    async def start(self, client_left: Callable[[], bool] | None = None) -> AIMessageChunk | None:
+        """Wait for the first chunk (errors before it raise here); None for an empty stream. ``client_left``
+        says, if it is cancelled, whether its client left (else the server cut it as it stopped)."""
         SERVING.set(None)
         try:
             self.first = await self._chunks.__anext__()
@@ -417,7 +470,7 @@ class RoutedStream:
             self._settle(None)
             return None
         except asyncio.CancelledError:  # the client went away (or the server is stopping) before the first chunk
-            self._settle(ClientGoneError("the client went away before the stream's first chunk"))
+            self._settle(_cut_short("the stream's first chunk", client_left() if client_left is not None else None))
             raise
         except BaseException as exc:
             self._settle(exc)
@@ -447,7 +500,7 @@ class RoutedStream:
                 self._note(chunk)
                 yield chunk
         except (GeneratorExit, asyncio.CancelledError):
-            self._settle(ClientGoneError("the client went away before the stream ended"))
+            self._settle(_cut_short("the stream ended"))
             raise
         except BaseException as exc:
             self._settle(exc)
@@ -469,7 +522,7 @@ class RoutedStream:
     async def aclose(self) -> None:
         """Close the router's stream (idempotent); a stream cut short is recorded as cancelled."""
         if not self._settled:
-            self._settle(ClientGoneError("the client went away before the stream ended"))
+            self._settle(_cut_short("the stream ended"))
         aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
             await aclose()

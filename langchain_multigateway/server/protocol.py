@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from langchain_multigateway.server.gateway import mark_stopping
 from langchain_multigateway.server.runtime import ENV
 
 __all__ = ["DEFAULT_HEADER_TIMEOUT", "BoundedHttpToolsProtocol"]
@@ -63,6 +64,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._request_begun = False
         super().on_headers_complete()
+
+    def shutdown(self) -> None:
+        mark_stopping()  # uvicorn is stopping: a call cut from now on is the server's doing, not its client's
+        super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()

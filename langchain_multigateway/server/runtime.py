@@ -6,6 +6,7 @@ uvicorn worker process (``--workers N``) builds the same app with :func:`app_fro
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from langchain_multigateway.state.spend import SpendStore
 
 __all__ = ["ENV", "app_from_env", "build_app"]
+
+logger = logging.getLogger("langchain_multigateway.server")
+_SETTLE_AT_SHUTDOWN_SECONDS = 5.0
+"""How long the shutdown waits for the calls uvicorn cut (at its graceful timeout) to be recorded."""
 
 ENV = {
     "config": "MULTIGATEWAY_SERVE_CONFIG",
@@ -93,6 +98,8 @@ def build_app(
         settings.body_timeout = body_timeout
 
     async def shutdown() -> None:
+        if not await gateway.settled(_SETTLE_AT_SHUTDOWN_SECONDS):
+            logger.warning("stopping with %d call(s) not yet recorded in the ledger", gateway.unsettled)
         keys.close()
         if ledger is not None:
             ledger.close()
