@@ -163,15 +163,22 @@ class Pool:
     async def post(self, head: bytes, body: bytes, connect: float | None, read: float | None, limit: int) -> Answer:
         """One exchange on a pooled or new connection; httpx2 exceptions say which phase failed."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        connection = await self._lend(loop, None if connect is None else started + connect)
-        reusable = False
-        try:
-            answer = await connection.exchange(head, body, connect, read, limit)
-            reusable = connection.reusable()
-            return answer
-        finally:  # however it ended (an error, a cancelled call): a connection not reusable is closed
-            self._give_back(connection, reusable)
+        deadline = None if connect is None else loop.time() + connect
+        for last in (False, True):
+            connection = await self._lend(loop, deadline)
+            reusable = False
+            try:
+                answer = await connection.exchange(head, body, connect, read, limit)
+                reusable = connection.reusable()
+                return answer
+            except _NotSentError as exc:
+                # Closed (or spoken on) before one byte of the request went out: sent nowhere, so safe to
+                # send once more on another connection (a server that shuts every new connection: an error).
+                if last:
+                    raise httpx2.ReadError(f"{self.where} closed the connection before the request") from exc
+            finally:  # however it ended (an error, a cancelled call): a connection not reusable is closed
+                self._give_back(connection, reusable)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _lend(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> _Connection:
         while True:
@@ -190,40 +197,45 @@ class Pool:
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, None if deadline is None else max(deadline - now, 0))
-            except TimeoutError:
-                msg = f"no connection to {self.where} in time: all {self.size} were in use"
-                raise httpx2.ConnectTimeout(msg) from None
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except BaseException as exc:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken, but leaving (cancelled, timed out): the free slot goes to the next
+                if isinstance(exc, TimeoutError):
+                    msg = f"no connection to {self.where} in time: all {self.size} were in use"
+                    raise httpx2.ConnectTimeout(msg) from None
+                raise
             finally:
-                if not waiter.done():
-                    waiter.cancel()
+                waiter.cancel()
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
 
     async def _open(self, loop: asyncio.AbstractEventLoop, deadline: float | None) -> _Connection:
         target = self.target
+        where = self.where
         self._opening += 1
+        opened = False
         try:
-            wait = None if deadline is None else max(deadline - loop.time(), 0)
-            where = self.where
-            made = loop.create_connection(
-                lambda: _Connection(where),
-                target.host,
-                target.port,
-                ssl=self._tls,
-                server_hostname=target.host if target.tls else None,
-            )
-            _, connection = await asyncio.wait_for(made, wait)
+            async with asyncio.timeout_at(deadline):  # not wait_for: a connection made as it times out is closed
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(where),
+                    target.host,
+                    target.port,
+                    ssl=self._tls,
+                    server_hostname=target.host if target.tls else None,
+                )
+            self.lent.add(connection)
+            opened = True
+            return connection
         except TimeoutError:
-            raise httpx2.ConnectTimeout(f"no connection to {self.where} in time") from None
+            raise httpx2.ConnectTimeout(f"no connection to {where} in time") from None
         except OSError as exc:  # refused, unreachable, no such host, a certificate that does not verify
-            raise httpx2.ConnectError(redact(f"could not connect to {self.where}: {exc}")) from exc
+            raise httpx2.ConnectError(redact(f"could not connect to {where}: {exc}")) from exc
         finally:
             self._opening -= 1
-            if len(self.lent) + self._opening < self.size:
-                self._wake()
-        self.lent.add(connection)
-        return connection
+            if not opened:
+                self._wake()  # its slot is free again
 
     def _give_back(self, connection: _Connection, reusable: bool) -> None:
         self.lent.discard(connection)
@@ -329,6 +341,8 @@ class _Connection(asyncio.Protocol):
             self.transport.close()  # a FIN, not a reset: the server sees its caller gone
 
     async def exchange(self, head: bytes, body: bytes, connect: float | None, read: float | None, limit: int) -> Answer:
+        if self._spoiled or self.transport is None or self.transport.is_closing():
+            raise _NotSentError  # a new connection closed, or spoken on, before the request
         loop = self._loop
         answer: asyncio.Future[Answer] = loop.create_future()
         self._answer = answer
@@ -342,7 +356,6 @@ class _Connection(asyncio.Protocol):
         self._connect = connect or 0.0
         self._read = read
         length = b"content-length: %d\r\n\r\n" % len(body)
-        assert self.transport is not None
         if len(body) < 65536:
             self.transport.write(b"".join((head, length, body)))
         else:
@@ -357,8 +370,6 @@ class _Connection(asyncio.Protocol):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            if not answer.done() or answer.cancelled():  # cancelled mid-exchange: this connection is spent
-                self._spoiled = True
             self._answer = None
 
     # ------------------------------------------------------------------ asyncio's side
@@ -506,6 +517,10 @@ class _Connection(asyncio.Protocol):
             return
         self._keep_alive = self._parser.should_keep_alive()
         self._finish()
+
+
+class _NotSentError(Exception):
+    """The connection was unusable before one byte of the request was written on it."""
 
 
 class _RefusedError(Exception):
