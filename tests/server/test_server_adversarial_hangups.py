@@ -140,6 +140,7 @@ class Served:
         for sender in gateway.passthrough._senders.values():
             assert sender.upstream.checked_out() == 0, sender.url  # no upstream connection checked out
         assert gateway.limits._in_flight.get(key.id, 0) == 0  # the key's budget reservation given back
+        assert gateway.unsettled == 0  # every call begun was recorded
 
 
 @asynccontextmanager
