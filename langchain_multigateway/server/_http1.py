@@ -379,11 +379,6 @@ class _Connection(asyncio.Protocol):
             self._spoiled = True
             return
         self._any_byte = True
-        if not self._headers_done:
-            self._head_size += len(data)
-            if self._head_size > _MAX_HEAD:
-                self._fail(httpx2.ReadError(f"the answer from {self._where} has over {_MAX_HEAD} bytes of headers"))
-                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -392,6 +387,11 @@ class _Connection(asyncio.Protocol):
                 return
             failure = self._failure or httpx2.ReadError(f"the answer from {self._where} is not valid HTTP/1.1: {exc}")
             self._fail(failure)
+            return
+        if not self._headers_done:  # counted as they come, so a server sending headers for ever is cut
+            self._head_size += len(data)
+            if self._head_size > _MAX_HEAD:
+                self._fail(httpx2.ReadError(f"the answer from {self._where} has over {_MAX_HEAD} bytes of headers"))
 
     def eof_received(self) -> bool | None:
         self._ended(None)
@@ -456,10 +456,14 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx2.ReadError(f"the compressed answer from {self._where} was cut short"))
             return
         headers = joined_headers((name.decode("latin-1"), _text(value)) for name, value in self._headers)
+        self._body, self._headers = [], []  # an idle connection holds no answer
         answer.set_result(Answer(self._status, headers, body))
 
     # ------------------------------------------------------------------ httptools' callbacks
     def on_message_begin(self) -> None:
+        answer = self._answer
+        if answer is None or answer.done():  # a second answer after the one asked for: never reused
+            raise _RefusedError
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -141,8 +141,9 @@ async def test_a_header_with_a_line_break_is_refused_without_quoting_its_value()
         (ok(version="1.0"), False),
         (ok(version="1.0", extra="connection: keep-alive\r\n"), True),
         (ok() + b"surplus", False),  # bytes past the answer's end: the answer stands, the connection does not
+        (ok() + ok(b"{}"), False),  # a second whole answer nobody asked for, in the same write
     ],
-    ids=["connection-close", "http-1.0", "http-1.0-keep-alive", "bytes-past-the-end"],
+    ids=["connection-close", "http-1.0", "http-1.0-keep-alive", "bytes-past-the-end", "two-answers"],
 )
 async def test_a_connection_is_reused_only_after_an_answer_that_allows_it(first: bytes, reused: bool) -> None:
     async def answer(n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -244,6 +245,19 @@ async def test_a_chunked_answer_is_read_whole_and_the_connection_reused() -> Non
         for _ in range(2):
             assert (await upstream.post(b"{}", {}, None, TIMEOUTS)).body == body
         assert server.accepted == 1
+
+
+async def test_a_large_answer_arriving_with_its_headers_in_one_read_is_taken_whole() -> None:
+    body = b'{"x": "' + b"y" * 900_000 + b'"}'
+    async with serving(answering(ok(body))) as server:
+        assert (await Upstream(server.url).post(b"{}", {}, None, TIMEOUTS)).body == body
+
+
+async def test_headers_without_end_are_cut_at_their_size_limit() -> None:
+    raw = b"HTTP/1.1 200 OK\r\n" + b"".join(b"x-filler-%d: %s\r\n" % (i, b"z" * 1000) for i in range(400))
+    async with serving(answering(raw)) as server:
+        with pytest.raises(httpx2.ReadError, match="bytes of headers"):
+            await Upstream(server.url).post(b"{}", {}, None, TIMEOUTS)
 
 
 async def test_a_body_delimited_by_the_connections_end_is_read_to_it() -> None:
