@@ -314,6 +314,7 @@ class _Connection(asyncio.Protocol):
         self._head_size = 0
         self._any_byte = self._headers_done = self._until_eof = self._keep_alive = False
         self._inflate: Any = None
+        self._fed = False  # any compressed byte given to it
         self._failure: Exception | None = None
 
     # ------------------------------------------------------------------ the pool's side
@@ -352,6 +353,7 @@ class _Connection(asyncio.Protocol):
         self._size = self._head_size = 0
         self._any_byte = self._headers_done = self._until_eof = self._keep_alive = False
         self._inflate = None
+        self._fed = False
         self._limit = limit
         self._connect = connect or 0.0
         self._read = read
@@ -452,7 +454,7 @@ class _Connection(asyncio.Protocol):
             return
         body = b"".join(self._body)
         inflate = self._inflate
-        if inflate is not None and not inflate.eof:
+        if inflate is not None and self._fed and not inflate.eof:  # (an empty body is no cut stream)
             self._fail(httpx2.ReadError(f"the compressed answer from {self._where} was cut short"))
             return
         headers = joined_headers((name.decode("latin-1"), _text(value)) for name, value in self._headers)
@@ -500,6 +502,7 @@ class _Connection(asyncio.Protocol):
         inflate = self._inflate
         room = self._limit - self._size
         if inflate is not None:
+            self._fed = True
             try:
                 piece = inflate.decompress(piece, room + 1)  # never more than one byte past the cap
             except zlib.error as exc:

@@ -281,6 +281,15 @@ async def test_compressed_answers_are_decoded(encoding: str, packed: bytes) -> N
     assert answer.body == b'{"packed": 1}'
 
 
+async def test_a_compressed_answer_cut_short_is_a_read_error_and_an_empty_one_is_empty() -> None:
+    cut = gzip.compress(b'{"packed": 1}' * 50)[:-12]
+    async with serving(answering(ok(cut, "content-encoding: gzip\r\n"))) as server:
+        with pytest.raises(httpx2.ReadError, match="cut short"):
+            await Upstream(server.url).post(b"{}", {}, None, TIMEOUTS)
+    async with serving(answering(ok(b"", "content-encoding: gzip\r\n"))) as server:
+        assert (await Upstream(server.url).post(b"{}", {}, None, TIMEOUTS)).body == b""
+
+
 async def test_a_chunked_gzip_bomb_is_cut_as_it_arrives_and_its_connection_closed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
