@@ -7,6 +7,7 @@ applies each request's time limits, and splits NDJSON and server-sent-event stre
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -21,6 +22,7 @@ from langchain_multigateway.chat_models._error_body import error_message_of
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._limits import CallClock
 from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
+from langchain_multigateway.chat_models._redirects import acredentials_stay_home, credentials_stay_home
 from langchain_multigateway.errors import (
     GatewayConnectionError,
     GatewayError,
@@ -137,6 +139,16 @@ def decode_json(text: str | bytes, *, provider: str, model: str | None) -> Any:
         raise ProviderError(msg, provider=provider, model=model) from exc
 
 
+class _SelfClosingClient(httpx.Client):
+    """The sync client made when the user gave none: closed when collected, as the SDKs' own
+    clients are, so its pooled sockets are not left to the collector ("unclosed socket").
+    (Copies of a model share its client: the client, not the model, decides when it is done.)"""
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at collection or exit: nobody to tell
+            self.close()
+
+
 class HttpChatModel(GatewayChatModel):
     """A GatewayChatModel that talks HTTP through httpx (base of Ollama and Anthropic)."""
 
@@ -144,10 +156,15 @@ class HttpChatModel(GatewayChatModel):
     """Headers added to every request."""
 
     http_client: httpx.Client | None = Field(default=None, exclude=True)
-    """An httpx.Client to send requests with (proxies, custom TLS, or a MockTransport in tests)."""
+    """An httpx.Client to send requests with (proxies, custom TLS, or a MockTransport in tests).
+
+    Used as given: its redirect policy and hooks are yours. The client made when none is given
+    follows redirects (as the providers' own SDKs do) and sends credential headers only to the
+    base URL's own scheme, host and port (see ``_redirects``); a client of yours that follows
+    redirects sends every header but ``Authorization`` on to whatever host a redirect names."""
 
     http_async_client: httpx.AsyncClient | None = Field(default=None, exclude=True)
-    """An httpx.AsyncClient for the async methods."""
+    """An httpx.AsyncClient for the async methods (used as given, like ``http_client``)."""
 
     _client: httpx.Client | None = PrivateAttr(default=None)
     _async_clients: LoopBound[httpx.AsyncClient] | None = PrivateAttr(default=None)
@@ -172,7 +189,11 @@ class HttpChatModel(GatewayChatModel):
         if self._client is None:
             with CLIENTS_LOCK:
                 if self._client is None:
-                    self._client = httpx.Client(timeout=self._default_timeout())
+                    self._client = _SelfClosingClient(
+                        timeout=self._default_timeout(),
+                        follow_redirects=True,
+                        event_hooks={"request": [credentials_stay_home(self._api_base())]},
+                    )
         return self._client
 
     @property
@@ -184,7 +205,11 @@ class HttpChatModel(GatewayChatModel):
         if self._async_clients is None:
             with CLIENTS_LOCK:
                 if self._async_clients is None:
-                    make = lambda: httpx.AsyncClient(timeout=self._default_timeout())  # noqa: E731
+                    make = lambda: httpx.AsyncClient(  # noqa: E731
+                        timeout=self._default_timeout(),
+                        follow_redirects=True,
+                        event_hooks={"request": [acredentials_stay_home(self._api_base())]},
+                    )
                     self._async_clients = LoopBound(make, _aclose)
         return self._async_clients.get()
 

@@ -15,9 +15,9 @@ import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["CLIENTS_LOCK", "LoopBound"]
+__all__ = ["CLIENTS_LOCK", "LoopBound", "close_when_collected"]
 
 # Guards a model's lazy client creation: threads making a model's first calls at once must
 # share one client (a client that lost the race would be collected, closing its pool under
@@ -91,3 +91,19 @@ class LoopBound(Generic[C]):
     def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._by_loop.pop(loop, None)
+
+
+def close_when_collected(owner: object, client: Any) -> None:
+    """Close the sync HTTP ``client`` once ``owner`` (the SDK object holding it) is collected.
+
+    Why: the SDKs close the clients they make themselves when collected; one made for them is
+    theirs to use but ours to close, or its pooled sockets are left to the collector ("unclosed
+    socket" ResourceWarning). The owner is the SDK object, not the chat model: copies of a model
+    (``model_copy``) share its SDK object, so the client outlives every copy that uses it.
+    """
+    weakref.finalize(owner, _close_quietly, client)
+
+
+def _close_quietly(client: Any) -> None:
+    with contextlib.suppress(Exception):  # at collection or exit: nobody to tell
+        client.close()

@@ -76,7 +76,9 @@ class AnthropicChatModel(HttpChatModel):
         betas: list[str] | None
             Sent as ``anthropic-beta``.
         default_headers, timeout, max_retries, http_client, http_async_client:
-            as for every HTTP provider of the gateway (one retry policy: ours).
+            as for every HTTP provider of the gateway (one retry policy: ours). A client
+            you pass is used as given; the ones created follow redirects and send
+            ``x-api-key`` and other credential headers to the base URL's origin only.
 
     Instantiate:
         .. code-block:: python

@@ -18,7 +18,7 @@ from langchain_multigateway.chat_models._base import GatewayChatModel
 from langchain_multigateway.chat_models._chat_stream import ChatCompletionsAssembler
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._http import aiter_sse, iter_sse, request_id_of, set_body_read_timeout
-from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
+from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound, close_when_collected
 from langchain_multigateway.chat_models._mistral_format import (
     aapply_call_timeouts,
     answered_ok,
@@ -35,6 +35,11 @@ from langchain_multigateway.chat_models._openai_format import (
     parse_tool_calls,
     tool_choice_to_openai,
     tools_to_openai,
+)
+from langchain_multigateway.chat_models._redirects import (
+    acredentials_stay_home,
+    add_request_hook,
+    credentials_stay_home,
 )
 from langchain_multigateway.errors import GatewayError, ProviderError
 from langchain_multigateway.tokens import count_message_tokens, count_text_tokens
@@ -219,6 +224,15 @@ class MistralChatModel(GatewayChatModel):
             **clients,
         )
 
+    @staticmethod
+    def _home(sdk: Mistral) -> str:
+        """The server the SDK sends to (``server_url``, else its default): credential headers go there only.
+
+        Why: the clients follow redirects (as the SDK's own do), and httpx drops only ``Authorization``
+        when one names another host; ``_redirects`` drops every credential header there."""
+        url, _ = sdk.sdk_configuration.get_server_details()
+        return str(url)
+
     def _default_timeout(self) -> Any:
         import httpx2
 
@@ -238,6 +252,8 @@ class MistralChatModel(GatewayChatModel):
                         event_hooks={"request": [apply_call_timeouts]},
                     )
                     self._client = self._sdk(client=http)
+                    add_request_hook(http, credentials_stay_home(self._home(self._client)))
+                    close_when_collected(self._client, http)
         return self._client
 
     @property
@@ -253,7 +269,9 @@ class MistralChatModel(GatewayChatModel):
                     timeout=self._default_timeout(),
                     event_hooks={"request": [aapply_call_timeouts]},
                 )
-                return self._sdk(async_client=http)
+                sdk = self._sdk(async_client=http)
+                add_request_hook(http, acredentials_stay_home(self._home(sdk)))
+                return sdk
 
             with CLIENTS_LOCK:
                 if self._async_clients is None:

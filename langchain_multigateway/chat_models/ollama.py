@@ -75,7 +75,8 @@ class OllamaChatModel(HttpChatModel):
         max_retries: int
             Retries of retryable failures under the gateway's retry policy.
         http_client / http_async_client: httpx clients to use instead of the
-            ones created lazily (proxies, TLS, tests).
+            ones created lazily (proxies, TLS, tests), used as given. The ones created
+            follow redirects and send credential headers to the base URL's origin only.
 
     Instantiate:
         .. code-block:: python

@@ -18,7 +18,7 @@ from langchain_multigateway.chat_models._chat_stream import ChatCompletionsAssem
 from langchain_multigateway.chat_models._error_body import error_message_of
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._http import aiter_sse, iter_sse, set_body_read_timeout
-from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
+from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound, close_when_collected
 from langchain_multigateway.chat_models._openai_format import (
     ToolChoice,
     content_with_reasoning,
@@ -27,6 +27,11 @@ from langchain_multigateway.chat_models._openai_format import (
     tool_choice_to_openai,
     tools_to_openai,
     usage_from_openai,
+)
+from langchain_multigateway.chat_models._redirects import (
+    acredentials_stay_home,
+    add_request_hook,
+    credentials_stay_home,
 )
 from langchain_multigateway.chat_models._responses_format import (
     needs_responses_api,
@@ -238,9 +243,15 @@ class OpenAIChatModel(GatewayChatModel):
     ``store`` left on). Off by default: every request is then whole and can go to any server
     or fail over to another deployment."""
     http_client: Any | None = Field(default=None, exclude=True)
-    """An ``httpx2.Client`` for the sync SDK client (proxies, custom transports, replay)."""
+    """An ``httpx2.Client`` for the sync SDK client (proxies, custom transports, replay).
+
+    Used as given: its redirect policy and hooks are yours (build it with ``openai.DefaultHttpxClient``
+    to keep the SDK's defaults). The client made when none is given follows redirects, as the SDK's
+    does, and sends credential headers (``Authorization``, ``api-key``, any ``default_headers`` entry
+    named like a credential) only to the base URL's own scheme, host and port; httpx alone drops
+    just ``Authorization`` when a redirect names another host."""
     http_async_client: Any | None = Field(default=None, exclude=True)
-    """An ``httpx2.AsyncClient`` for the async SDK client."""
+    """An ``httpx2.AsyncClient`` for the async SDK client (used as given, like ``http_client``)."""
 
     _client: openai.OpenAI | None = PrivateAttr(default=None)
     _async_clients: LoopBound[openai.AsyncOpenAI] | None = PrivateAttr(default=None)
@@ -261,15 +272,31 @@ class OpenAIChatModel(GatewayChatModel):
             "max_retries": 0,  # one retry policy rules: ours
         }
 
+    def _sdk(self, *, asynchronous: bool) -> Any:
+        """An SDK client on the caller's own http client as is, else on one with the SDK's defaults
+        (timeouts, pool limits, redirects followed) that sends credential headers only to the base
+        URL's origin, and is closed with the SDK client (sync) or its event loop (async, LoopBound)."""
+        import openai
+
+        sdk = openai.AsyncOpenAI if asynchronous else openai.OpenAI
+        given = self.http_async_client if asynchronous else self.http_client
+        if given is not None:
+            return sdk(**self._client_kwargs(), http_client=given)
+        http: Any = openai.DefaultAsyncHttpxClient() if asynchronous else openai.DefaultHttpxClient()
+        client = sdk(**self._client_kwargs(), http_client=http)
+        home = str(client.base_url)  # as the SDK resolved it (argument, OPENAI_BASE_URL, its default)
+        add_request_hook(http, acredentials_stay_home(home) if asynchronous else credentials_stay_home(home))
+        if not asynchronous:
+            close_when_collected(client, http)
+        return client
+
     @property
     def client(self) -> openai.OpenAI:
         """The sync openai client (created on first use)."""
         if self._client is None:
-            import openai
-
             with CLIENTS_LOCK:
                 if self._client is None:
-                    self._client = openai.OpenAI(**self._client_kwargs(), http_client=self.http_client)
+                    self._client = self._sdk(asynchronous=False)
         return self._client
 
     @property
@@ -277,10 +304,10 @@ class OpenAIChatModel(GatewayChatModel):
         """The async openai client of the running event loop (made on first use there and
         closed when that loop shuts down; ``http_async_client``, if given, is used as is)."""
         if self._async_clients is None:
-            import openai
 
             def make() -> openai.AsyncOpenAI:
-                return openai.AsyncOpenAI(**self._client_kwargs(), http_client=self.http_async_client)
+                sdk: openai.AsyncOpenAI = self._sdk(asynchronous=True)
+                return sdk
 
             with CLIENTS_LOCK:
                 if self._async_clients is None:
