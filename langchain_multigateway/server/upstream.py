@@ -142,7 +142,7 @@ class Upstream:
             raise httpx2.ConnectError(redact(f"could not connect to {where}: {exc.os_error}")) from exc
         except aiohttp.TooManyRedirects as exc:
             raise httpx2.TooManyRedirects(f"{where} redirected too many times") from exc
-        except aiohttp.InvalidURL as exc:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:  # (ftp://, or a redirect to it)
             raise httpx2.UnsupportedProtocol(f"not a URL this gateway can call: {where}") from exc
         except (aiohttp.ClientError, OSError) as exc:  # reset, cut body, not HTTP: the exchange broke
             what = redact(f"{type(exc).__name__}: {exc}")  # an aiohttp message may quote the URL, query and all

@@ -495,3 +495,31 @@ async def test_https_is_verified_against_the_default_trust_store(
         assert server.accepted == 1  # one kept alive for three calls (the refused handshake never got this far)
         with contextlib.suppress(Exception):
             await upstream._pools.get().close()
+
+
+async def test_a_proxy_from_the_environment_is_used_through_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with serving(answering(ok(b'{"via": "proxy"}'))) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url.split("/v1/")[0])
+        upstream = Upstream("http://upstream.example/v1/chat/completions")
+        assert (await upstream.post(b"{}", {}, None, TIMEOUTS)).body == b'{"via": "proxy"}'
+        await upstream._sessions.get().close()
+    assert proxy.requests[0].startswith(b"POST http://upstream.example/v1/chat/completions HTTP/1.1")
+
+
+async def test_a_url_with_credentials_in_it_goes_through_aiohttp_as_basic_auth() -> None:
+    async with serving(answering(ok())) as server:
+        upstream = Upstream(server.url.replace("http://", "http://gateway:pw-0123456789@"))
+        assert (await upstream.post(b"{}", {}, None, TIMEOUTS)).status == 200
+        await upstream._sessions.get().close()
+    assert b"authorization: basic " in server.requests[0].lower()
+    assert b"pw-0123456789" not in server.requests[0].split(b"\r\n")[0]
+
+
+async def test_a_url_of_another_scheme_is_unsupported_without_naming_its_query() -> None:
+    upstream = Upstream("ftp://files.example/v1/chat/completions?key=sk-planted-0123456789")
+    with pytest.raises(httpx2.UnsupportedProtocol) as caught:
+        await upstream.post(b"{}", {}, None, TIMEOUTS)
+    assert "sk-planted" not in str(caught.value)
+    await upstream._sessions.get().close()
