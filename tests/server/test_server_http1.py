@@ -9,7 +9,6 @@ trickling, lying about lengths. Counted server-side: connections accepted, reque
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import shutil
 import socket
@@ -493,8 +492,6 @@ async def test_https_is_verified_against_the_default_trust_store(
         for _ in range(3):
             assert (await upstream.post(b"{}", {}, None, TIMEOUTS)).body == b'{"ok": true}'
         assert server.accepted == 1  # one kept alive for three calls (the refused handshake never got this far)
-        with contextlib.suppress(Exception):
-            await upstream._pools.get().close()
 
 
 async def test_a_proxy_from_the_environment_is_used_through_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
