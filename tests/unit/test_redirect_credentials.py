@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -26,9 +27,9 @@ from langchain_multigateway.chat_models.anthropic import AnthropicChatModel
 from langchain_multigateway.chat_models.mistral import MistralChatModel
 from langchain_multigateway.chat_models.ollama import OllamaChatModel
 from langchain_multigateway.chat_models.openai import OpenAIChatModel
-from tests.loopback import Reply, Script, chat_completion, serve
+from tests.loopback import Reply, Script, chat_completion, chat_stream, serve
 from tests.unit.test_provider_event_loops import OLLAMA_ANSWER
-from tests.unit.test_provider_time_limits import anthropic_message
+from tests.unit.test_provider_time_limits import anthropic_message, anthropic_stream
 
 PROVIDER_KEY = "sk-redirect-provider-" + "q7" * 12
 AZURE_STYLE_KEY = "az-redirect-header-" + "w3" * 12
@@ -42,6 +43,20 @@ ANSWERS: dict[str, Any] = {
     "mistral": chat_completion(),
     "anthropic": anthropic_message(),
     "ollama": OLLAMA_ANSWER,
+}
+
+OLLAMA_LINES = [
+    *({**OLLAMA_ANSWER, "message": {"role": "assistant", "content": p}, "done": False} for p in ("Hel", "lo!")),
+    {**OLLAMA_ANSWER, "message": {"role": "assistant", "content": ""}},  # the closing line, with the counts
+]
+STREAMS: dict[str, Reply] = {
+    "openai": Reply(sse=chat_stream(["Hel", "lo!"])),
+    "mistral": Reply(sse=chat_stream(["Hel", "lo!"])),
+    "anthropic": Reply(sse=anthropic_stream(["Hel", "lo!"])),
+    "ollama": Reply(
+        body="".join(json.dumps(line) + "\n" for line in OLLAMA_LINES),
+        content_type="application/x-ndjson",
+    ),
 }
 
 
@@ -88,6 +103,17 @@ def _call(provider: str, root: str, asynchronous: bool) -> str:
     return str(reply.content)
 
 
+def _stream(provider: str, root: str, asynchronous: bool) -> str:
+    model = _model(provider, root)
+    if not asynchronous:
+        return "".join(str(chunk.content) for chunk in model.stream("hi"))
+
+    async def collect() -> str:
+        return "".join([str(chunk.content) async for chunk in model.astream("hi")])
+
+    return asyncio.run(collect())
+
+
 def _carries(headers: dict[str, str], secret: str) -> bool:
     return any(secret in value for value in headers.values())
 
@@ -112,6 +138,23 @@ def test_a_redirect_to_another_origin_carries_no_credential_header(
     assert "api-key" not in second["headers"]
     assert "x-portkey-api-key" not in second["headers"]
     assert second["headers"]["x-trace-id"] == "trace-1"  # headers that are no credential still go
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_streamed_call_redirected_to_another_origin_carries_no_credential_header(
+    two_origins: Any, provider: str, asynchronous: bool
+) -> None:
+    (home, home_script), (away, away_script) = two_origins
+    home_script.set(Reply(307, body="", headers={"location": f"{away}/moved"}))
+    away_script.set(STREAMS[provider])
+
+    assert _stream(provider, home, asynchronous) == "Hello!"
+
+    (first,) = home_script.requests
+    (second,) = away_script.requests
+    assert all(_carries(first["headers"], secret) for secret in PLANTED)
+    assert not any(_carries(second["headers"], secret) for secret in PLANTED)
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
