@@ -383,7 +383,7 @@ class _Connection(asyncio.Protocol):
         self._any_byte = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except Exception as exc:  # httptools' errors, a callback's wrapped (any other too: one parse, one outcome)
             if answer.done() and self._failure is None:  # bytes past the answer's end: it stands, the connection not
                 self._spoiled = True
                 return
