@@ -39,6 +39,7 @@ class Server:
         self.answer = answer
         self.accepted = 0
         self.requests: list[bytes] = []  # each request's head
+        self.bodies: list[bytes] = []
         self.closed_by_client = 0  # connections that ended with the client's EOF
         self.url = ""
 
@@ -53,7 +54,7 @@ class Server:
                     return
                 lengths = [int(h.split(b":", 1)[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-le")]
                 length = lengths[0] if lengths else 0
-                await reader.readexactly(length)
+                self.bodies.append(await reader.readexactly(length))
                 self.requests.append(head)
                 if not await self.answer(len(self.requests) - 1, reader, writer):
                     return
@@ -123,6 +124,16 @@ async def test_the_request_says_what_aiohttp_said_and_the_query_is_url_encoded()
     assert [line for line in lowered if line.startswith("content-type")] == ["content-type: application/json"]
     assert any(line.startswith("user-agent: ") for line in lowered)
     assert "content-type: application/octet-stream" in [line.lower() for line in second]  # bytes, as aiohttp
+
+
+async def test_a_large_request_body_goes_out_whole() -> None:
+    sent = b'{"messages": "' + b"m" * 300_000 + b'"}'
+    async with serving(answering(ok())) as server:
+        upstream = Upstream(server.url)
+        for body in (sent, b"{}"):
+            assert (await upstream.post(body, {}, None, TIMEOUTS)).status == 200
+    assert server.bodies == [sent, b"{}"]
+    assert server.accepted == 1
 
 
 async def test_a_header_with_a_line_break_is_refused_without_quoting_its_value() -> None:
