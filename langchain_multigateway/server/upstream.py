@@ -45,7 +45,9 @@ A chat completion is kilobytes; the cap is there so one broken or hostile upstre
 memory of a process every caller shares."""
 _READ_PIECE = 64 * 1024
 _POOL_SIZE = 1000  # connections per deployment, as the openai SDK's pool
-_KEEPALIVE_SECONDS = 5.0  # shorter than servers' usual idle timeouts: an idle connection is ours to close first
+# Shorter than the idle timeouts servers use (uvicorn's, so vLLM's and most Python servers', is 5 s; nginx's
+# 75 s): an idle connection is ours to close first. At equal timeouts a call sent as the server closes fails.
+_KEEPALIVE_SECONDS = 4.0
 _MAX_REDIRECTS = 10  # as aiohttp's default, the first hop included
 
 
