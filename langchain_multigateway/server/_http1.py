@@ -334,12 +334,21 @@ class _Connection(asyncio.Protocol):
         return self._poll is None or not self._poll.poll(0)
 
     def reusable(self) -> bool:
-        return not self._spoiled and self._keep_alive and self.transport is not None and not self.transport.is_closing()
+        transport = self.transport
+        # Part of the request still unwritten: the server answered before reading it all (an early 413, or
+        # a broken server). Sent later, that rest would be read as the next call's request.
+        return (
+            not self._spoiled
+            and self._keep_alive
+            and transport is not None
+            and not transport.is_closing()
+            and not transport.get_write_buffer_size()
+        )
 
     def close(self) -> None:
         self._spoiled = True
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()  # a FIN, not a reset: the server sees its caller gone
+            _shut(self.transport)
 
     async def exchange(self, head: bytes, body: bytes, connect: float | None, read: float | None, limit: int) -> Answer:
         if self._spoiled or self.transport is None or self.transport.is_closing():
@@ -446,7 +455,7 @@ class _Connection(asyncio.Protocol):
         if answer is not None and not answer.done():
             answer.set_exception(failure)
         if self.transport is not None:
-            self.transport.close()
+            _shut(self.transport)
 
     def _finish(self) -> None:
         answer = self._answer
@@ -550,6 +559,16 @@ class _Deflate:
             self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         out: bytes = self._inner.decompress(data, max_length)
         return out
+
+
+def _shut(transport: asyncio.Transport) -> None:
+    """Close ``transport``: a FIN (the server sees its caller gone), or a reset when part of the request is
+    still unwritten. asyncio's close() first writes what is buffered: to a server that no longer reads (a
+    hung one, or one that answered early), never, and the socket and up to a whole body would be held."""
+    if transport.get_write_buffer_size():
+        transport.abort()
+    else:
+        transport.close()
 
 
 def _text(value: bytes) -> str:

@@ -1,0 +1,122 @@
+"""The lean HTTP/1.1 client (``server/_http1.py``) and the server's new paths, attacked.
+
+Each upstream is a real server on a loopback port (an asyncio one, or a blocking socket in a
+thread) that misbehaves in one exact way on the wire: answering before it has read the request,
+never reading it at all, answering with a status no HTTP/1.1 server sends. Each test says what
+the client must do then, and would fail if it did otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx2
+import pytest
+
+from langchain_multigateway.server.upstream import Upstream
+
+TIMEOUTS: dict[str, float | None] = {"connect": 2.0, "read": 2.0}
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "it never happened"
+        await asyncio.sleep(0.01)
+
+
+@asynccontextmanager
+async def _server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """An asyncio server on loopback running ``handle`` per connection; yields its URL."""
+
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(guarded, "127.0.0.1", 0, limit=64 * 1024 * 1024)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1/chat/completions"
+    finally:
+        listener.close()
+
+
+async def test_an_answer_before_the_whole_request_body_was_written_never_lets_the_connection_be_reused() -> None:
+    """The server answers (kept alive) as soon as it has a request's head, without reading its body. The rest of
+    a large body is then still in the client's write buffer: were the connection reused, that rest would reach
+    the server as the next call's request, and the next call would get the answer to it."""
+    heads: list[bytes] = []
+    accepted = 0
+
+    async def answer_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            heads.append(head)
+            writer.write(OK if head.startswith(b"POST ") else b"HTTP/1.1 400 Bad\r\ncontent-length: 3\r\n\r\nbad")
+            await writer.drain()
+
+    async with _server(answer_at_once) as url:
+        upstream = Upstream(url)
+        first = await upstream.post(b"x" * (8 * 1024 * 1024), {}, None, TIMEOUTS)
+        second = await upstream.post(b"{}", {}, None, TIMEOUTS)
+        assert (first.status, second.status, second.body) == (200, 200, b"ok")
+        assert accepted == 2  # the second call went on a new connection
+        assert all(head.startswith(b"POST /v1/chat/completions HTTP/1.1") for head in heads)
+        assert upstream.checked_out() == 0
+
+
+def _open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed since it was listed
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts the process's sockets in /proc (Linux)")
+async def test_a_call_to_a_server_that_never_reads_its_request_releases_its_socket_when_it_fails() -> None:
+    """A hung upstream (its process stopped; the kernel still accepts connections) reads nothing: the request
+    fills the socket's buffers and the rest waits in the client's. When the call times out, its connection
+    must go then: asyncio's plain close() first writes what is buffered (to this server, never), so each
+    such call would keep a socket and up to a whole request body for as long as the server lives."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def deaf() -> None:  # accepts, never reads, keeps the connection until the test ends
+        conn, _ = listener.accept()
+        held.append(conn)
+        done.wait(30)
+        conn.close()
+
+    thread = threading.Thread(target=deaf, daemon=True)
+    thread.start()
+    try:
+        upstream = Upstream(f"http://127.0.0.1:{port}/v1/chat/completions")
+        before = _open_sockets()  # the listener's
+        with pytest.raises(httpx2.ReadTimeout):
+            await upstream.post(b"x" * (16 * 1024 * 1024), {}, None, {"connect": 2.0, "read": 0.5})
+        assert len(held) == 1  # the server's side of the connection, kept open
+        await _until(lambda: _open_sockets() == before + 1)  # only the server's side is left
+        assert upstream.checked_out() == 0
+    finally:
+        done.set()
+        thread.join(10)
+        listener.close()
