@@ -491,13 +491,15 @@ async def test_headers_trickling_in_forever_are_cut_after_the_read_limit() -> No
         assert time.monotonic() - started < 30  # the trickle would take a minute
 
 
-def test_a_redirect_to_another_host_carries_no_credential_header_down_the_lean_path(
-    hostile: tuple[HostileUpstream, dict[str, Served]],
+@pytest.mark.parametrize("path", ["lean", "full"])
+def test_a_redirect_to_another_host_carries_no_credential_header_down_either_path(
+    hostile: tuple[HostileUpstream, dict[str, Served]], path: str
 ) -> None:
     """A deployment's credential in a header of its own (``X-Portkey-Api-Key``) goes to its host, never to the
-    host a redirect names. (The openai SDK's client, on the full path, strips only ``Authorization``.)"""
+    host a redirect names: on the lean path (its client's redirect hop) and on the full path (the provider's
+    HTTP client; httpx alone would strip only ``Authorization``)."""
     upstream, servers = hostile
-    heads = _heads_of_one_call(upstream, servers["lean"], "away-header", "redirect-header")
+    heads = _heads_of_one_call(upstream, servers[path], "away-header", f"redirect-header-{path}")
     assert [p for p, _ in heads] == ["/v1/chat/completions", "/elsewhere/chat/completions"]
     assert HEADER_KEY.encode() in heads[0][1]  # the deployment's own host gets it ...
     assert HEADER_KEY.encode() not in heads[1][1]  # ... another host never does
