@@ -483,6 +483,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         self._status = status
+        if status < 100:  # llhttp takes any three digits: "000" would pass for informational, and be waited past
+            self._failure = httpx2.ReadError(f"{self._where} answered with status {status:03d}, which HTTP has not")
+            raise _RefusedError
         if status < 200:
             return  # an informational answer (100 Continue, 103 Early Hints): the real one follows
         self._headers_done = True

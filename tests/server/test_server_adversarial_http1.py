@@ -120,3 +120,22 @@ async def test_a_call_to_a_server_that_never_reads_its_request_releases_its_sock
         done.set()
         thread.join(10)
         listener.close()
+
+
+@pytest.mark.parametrize("status", [b"000", b"099"])
+async def test_an_answer_with_a_status_below_100_is_a_read_error_not_a_wait_for_another(status: bytes) -> None:
+    """llhttp takes any three digits as a status. Under 100 is none: read as informational, the client would
+    wait for the "real" answer after it, for as long as the call may read (with no read limit: for ever)."""
+
+    async def odd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 " + status + b" Odd\r\ncontent-length: 2\r\n\r\nhi")
+        await writer.drain()
+        await reader.read()  # keeps the connection open until the client closes it
+
+    async with _server(odd) as url:
+        upstream = Upstream(url)
+        call = upstream.post(b"{}", {}, None, {"connect": 2.0, "read": None})
+        with pytest.raises(httpx2.ReadError, match=f"status {status.decode()}"):
+            await asyncio.wait_for(call, 10)
+        assert upstream.checked_out() == 0
