@@ -551,6 +551,7 @@ class _Deflate:
 
     def __init__(self) -> None:
         self._inner: Any = None
+        self._first = b""  # the body's first byte, while it came alone: which of the two it is takes two
 
     @property
     def eof(self) -> bool:
@@ -558,6 +559,10 @@ class _Deflate:
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         if self._inner is None:
+            data = self._first + data
+            if len(data) < 2:  # a body arriving a byte at a time (a chunk of one, a trickle): wait for the next
+                self._first = data
+                return b""
             wrapped = len(data) >= 2 and (data[0] & 0x0F) == 8 and ((data[0] << 8) | data[1]) % 31 == 0
             self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         out: bytes = self._inner.decompress(data, max_length)

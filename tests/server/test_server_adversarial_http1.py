@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -139,3 +140,28 @@ async def test_an_answer_with_a_status_below_100_is_a_read_error_not_a_wait_for_
         with pytest.raises(httpx2.ReadError, match=f"status {status.decode()}"):
             await asyncio.wait_for(call, 10)
         assert upstream.checked_out() == 0
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["zlib-wrapped", "raw"])
+async def test_a_deflate_answer_whose_first_piece_is_one_byte_is_decoded(wrapped: bool) -> None:
+    """``Content-Encoding: deflate`` is zlib-wrapped or (some servers) raw, told apart by the first two bytes.
+    A chunked answer whose first chunk is one byte must be read as the same answer sent at once."""
+    text = b'{"ok": "deflated"}'
+    packer = zlib.compressobj(wbits=zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+    packed = packer.compress(text) + packer.flush()
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in (packed[:1], packed[1:])) + b"0\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\ncontent-encoding: deflate\r\ntransfer-encoding: chunked\r\n\r\n"
+
+    async def one_byte_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        first_chunk_end = chunked.index(b"\r\n", 3) + 2  # "1\r\n" + the byte + "\r\n"
+        writer.write(head + chunked[:first_chunk_end])
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the first byte is read alone
+        writer.write(chunked[first_chunk_end:])
+        await writer.drain()
+        await reader.read()
+
+    async with _server(one_byte_first) as url:
+        answer = await Upstream(url).post(b"{}", {}, None, TIMEOUTS)
+    assert (answer.status, answer.body) == (200, text)
