@@ -125,6 +125,10 @@ class GatewayChatModel(BaseChatModel):
     secret_env: ClassVar[str | None] = None
     """Environment variable of an optional key (serialized as a secret reference, never a value)."""
 
+    clients_built_from: ClassVar[frozenset[str]] = frozenset()
+    """The fields this provider's HTTP clients are made from: a copy or assignment changing one
+    gets new clients instead of sharing the old ones."""
+
     model: str = Field(alias="model_name")
     """Model name to use."""
 
@@ -216,11 +220,26 @@ class GatewayChatModel(BaseChatModel):
         super().__setattr__(name, value)
         if name in type(self).model_fields:
             register_model(self)  # a key set after construction is masked too
+            if name in self.clients_built_from:
+                self._forget_clients()
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         copy = super().model_copy(update=update, deep=deep)
         register_model(copy)  # a key given in update= (validators do not run) is masked too
+        if update and not self.clients_built_from.isdisjoint(update):
+            copy._forget_clients()
         return copy
+
+    def _forget_clients(self) -> None:
+        """Drop this model's clients (copies keep theirs); its next call makes new ones.
+
+        Why: a copy shares its original's clients, which bake in the base URL (and, for the SDKs,
+        the key): a copy sent elsewhere on them would go to the old server, or have its credential
+        headers stripped there as bound for a foreign origin (``_redirects``)."""
+        private = self.__pydantic_private__ or {}
+        for name in ("_client", "_async_clients"):
+            if name in private:
+                private[name] = None
 
     @property
     def lc_secrets(self) -> dict[str, str]:

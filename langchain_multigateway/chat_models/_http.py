@@ -152,6 +152,8 @@ class _SelfClosingClient(httpx.Client):
 class HttpChatModel(GatewayChatModel):
     """A GatewayChatModel that talks HTTP through httpx (base of Ollama and Anthropic)."""
 
+    clients_built_from: ClassVar[frozenset[str]] = frozenset({"base_url", "timeout", "connect_timeout"})
+
     default_headers: dict[str, str] | None = None
     """Headers added to every request."""
 

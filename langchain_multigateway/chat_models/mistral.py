@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
@@ -198,6 +198,7 @@ class MistralChatModel(GatewayChatModel):
     """Default for requests that carry tools (``bind_tools`` may override it)."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
+    clients_built_from: ClassVar[frozenset[str]] = frozenset({"api_key", "server_url", "timeout", "connect_timeout"})
     _client: Mistral | None = PrivateAttr(default=None)
     _async_clients: LoopBound[Mistral] | None = PrivateAttr(default=None)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
@@ -253,6 +253,10 @@ class OpenAIChatModel(GatewayChatModel):
     http_async_client: Any | None = Field(default=None, exclude=True)
     """An ``httpx2.AsyncClient`` for the async SDK client (used as given, like ``http_client``)."""
 
+    clients_built_from: ClassVar[frozenset[str]] = frozenset(
+        {"api_key", "base_url", "organization", "default_headers", "default_query", "timeout", "connect_timeout"}
+        | {"http_client", "http_async_client"}
+    )
     _client: openai.OpenAI | None = PrivateAttr(default=None)
     _async_clients: LoopBound[openai.AsyncOpenAI] | None = PrivateAttr(default=None)
 
