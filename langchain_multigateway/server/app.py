@@ -549,7 +549,11 @@ class _GatewayApp(Starlette):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not self.user_middleware:
-            handler = self.hot_routes.get(scope["path"])
+            path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):  # behind a proxy's prefix (uvicorn puts it in the path): the route
+                path = path[len(root) :]  # is what follows it, as Starlette's routing reads it
+            handler = self.hot_routes.get(path)
             if handler is not None:
                 scope["app"] = self
                 response = await handler(Request(scope, receive, send))

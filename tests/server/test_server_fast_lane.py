@@ -127,3 +127,21 @@ async def test_a_client_leaving_a_slow_call_cancels_it_after_the_watch_starts(
         assert all(h.in_flight == 0 for h in router.health().values())
     assert sent[0]["status"] == 499
     assert took < 2.5  # the stub's slow model answers after 5 s: the call was cut, not waited out
+
+
+async def test_behind_a_root_path_the_fast_lane_routes_as_starlette_does(upstream: Upstream, tmp_path: Path) -> None:
+    """uvicorn (``--root-path``) puts the proxy's prefix in ``path``; the route is what follows it. With the prefix
+    ``/v1``, ``/v1/messages`` is the route ``/messages``, which does not exist (404, as Starlette's routing says),
+    and ``/v1/chat/completions`` is ``/chat/completions``, which does."""
+    app, secret = _app_and_key(upstream, tmp_path)
+
+    def behind(root: str, route: str) -> dict[str, Any]:
+        return {**chat_scope(secret, _BODY), "root_path": root, "path": root + route, "raw_path": route.encode()}
+
+    async with app.router.lifespan_context(app):
+        not_a_route = await _call(app, behind("/v1", "/messages"), [_BODY])
+        prefixed = await _call(app, behind("/gateway", "/v1/chat/completions"), [_BODY])
+        short = await _call(app, behind("/v1", "/chat/completions"), [_BODY])
+    assert not_a_route[0]["status"] == 404
+    assert prefixed[0]["status"] == 200
+    assert short[0]["status"] == 200
