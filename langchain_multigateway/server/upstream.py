@@ -49,6 +49,7 @@ _POOL_SIZE = 1000  # connections per deployment, as the openai SDK's pool
 # 75 s): an idle connection is ours to close first. At equal timeouts a call sent as the server closes fails.
 _KEEPALIVE_SECONDS = 4.0
 _MAX_REDIRECTS = 10  # as aiohttp's default, the first hop included
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class Upstream:
@@ -90,7 +91,8 @@ class Upstream:
         head = target.head(headers, params)
         pool = self._pools.get()
         answer = await pool.post(head, body, timeouts.get("connect"), timeouts.get("read"), MAX_ANSWER_BYTES)
-        location = answer.headers.get("location") if 300 <= answer.status < 400 else None
+        # Only the statuses aiohttp and the SDK's httpx2 follow: a 300, 304 or 305 is the call's answer.
+        location = answer.headers.get("location") if answer.status in _REDIRECTS else None
         if location is None:
             return answer
         # A redirect: its next hop, and any after it, go through aiohttp, which follows redirects (relative

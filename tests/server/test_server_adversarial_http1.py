@@ -165,3 +165,30 @@ async def test_a_deflate_answer_whose_first_piece_is_one_byte_is_decoded(wrapped
     async with _server(one_byte_first) as url:
         answer = await Upstream(url).post(b"{}", {}, None, TIMEOUTS)
     assert (answer.status, answer.body) == (200, text)
+
+
+@pytest.mark.parametrize("status", [300, 304, 305])
+async def test_a_3xx_that_is_not_a_redirect_is_the_answer_even_with_a_location(status: int) -> None:
+    """aiohttp and the SDK's client follow 301, 302, 303, 307 and 308 only; the lean path must not send the call
+    anywhere else on another 3xx that carries a Location (the full path would answer with that status)."""
+    elsewhere: list[bytes] = []
+
+    async def other(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        elsewhere.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(OK)
+        await writer.drain()
+
+    async with _server(other) as other_url:
+        moved = f"HTTP/1.1 {status} Not A Redirect\r\nlocation: {other_url}\r\ncontent-length: 0\r\n\r\n".encode()
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)
+            writer.write(moved)
+            await writer.drain()
+            await reader.read()
+
+        async with _server(answer) as url:
+            got = await Upstream(url).post(b"{}", {}, None, TIMEOUTS)
+    assert got.status == status
+    assert elsewhere == []
