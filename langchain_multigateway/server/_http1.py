@@ -478,6 +478,12 @@ class _Connection(asyncio.Protocol):
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._headers_done:  # a trailer, after a chunked body: kept by neither aiohttp nor httpx2, nor here;
+            self._head_size += len(name) + len(value)  # counted, or a server sending them for ever fills memory
+            if self._head_size > _MAX_HEAD:
+                self._failure = httpx2.ReadError(f"the answer from {self._where} has over {_MAX_HEAD} bytes of headers")
+                raise _RefusedError
+            return
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:

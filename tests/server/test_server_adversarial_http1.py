@@ -192,3 +192,33 @@ async def test_a_3xx_that_is_not_a_redirect_is_the_answer_even_with_a_location(s
             got = await Upstream(url).post(b"{}", {}, None, TIMEOUTS)
     assert got.status == status
     assert elsewhere == []
+
+
+def _chunked_with_trailers(trailers: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n" + trailers + b"\r\n"
+
+
+async def test_trailers_are_not_taken_for_headers_and_endless_ones_are_cut() -> None:
+    """Trailer fields (after a chunked body's last chunk) came in through the same parser callback as headers:
+    kept and merged into the answer's headers, and never counted, so a server sending them without end held
+    them all in memory (about 300 MB a second on loopback) until the read limit. aiohttp and httpx2 keep none."""
+    sent: list[bytes] = [
+        _chunked_with_trailers(b"x-request-id: from-the-trailer\r\n"),
+        _chunked_with_trailers((b"x-padding: " + b"v" * 100 + b"\r\n") * 20_000),  # 2.2 MB of them
+    ]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(2)
+            writer.write(sent.pop(0))
+            await writer.drain()
+
+    async with _server(answer) as url:
+        upstream = Upstream(url)
+        plain = await upstream.post(b"{}", {}, None, TIMEOUTS)
+        assert (plain.status, plain.body) == (200, b"ok")
+        assert "x-request-id" not in plain.headers
+        with pytest.raises(httpx2.ReadError, match="bytes of headers"):
+            await upstream.post(b"{}", {}, None, TIMEOUTS)
+        assert upstream.checked_out() == 0
