@@ -49,6 +49,7 @@ from langchain_multigateway.chat_models._limits import (
 )
 from langchain_multigateway.chat_models._openai_format import messages_to_openai, tools_to_openai
 from langchain_multigateway.chat_models._profiles import profile_for
+from langchain_multigateway.chat_models._redirects import redirect_failure
 from langchain_multigateway.chat_models._structured import (
     ProviderCapabilities,
     StructuredOutputMethod,
@@ -548,6 +549,11 @@ class GatewayChatModel(BaseChatModel):
             what = "malformed JSON" if isinstance(exc, json.JSONDecodeError) else "a malformed answer"
             msg = f"{what} from the server: {type(exc).__name__}: {str(exc)[:300]}"
             error = ProviderError(msg, provider=self.provider_name, model=exchange.model, retryable=True)
+        elif (redirect := redirect_failure(exc)) is not None:
+            # Before the SDK's reading: the openai SDK calls a refused redirect a connection error.
+            error = ProviderError(
+                redirect[0], provider=self.provider_name, model=exchange.model, status_code=redirect[1], retryable=False
+            )
         else:
             error = self._translate(exc, exchange.model)
         exchange.stamp_error(error, exc)  # a 429's headers say when its budget resets

@@ -22,7 +22,7 @@ from langchain_multigateway.chat_models._error_body import error_message_of
 from langchain_multigateway.chat_models._exchange import Exchange
 from langchain_multigateway.chat_models._limits import CallClock
 from langchain_multigateway.chat_models._loops import CLIENTS_LOCK, LoopBound
-from langchain_multigateway.chat_models._redirects import acredentials_stay_home, credentials_stay_home
+from langchain_multigateway.chat_models._redirects import guard_redirects
 from langchain_multigateway.errors import (
     GatewayConnectionError,
     GatewayError,
@@ -191,11 +191,9 @@ class HttpChatModel(GatewayChatModel):
         if self._client is None:
             with CLIENTS_LOCK:
                 if self._client is None:
-                    self._client = _SelfClosingClient(
-                        timeout=self._default_timeout(),
-                        follow_redirects=True,
-                        event_hooks={"request": [credentials_stay_home(self._api_base())]},
-                    )
+                    client = _SelfClosingClient(timeout=self._default_timeout(), follow_redirects=True)
+                    guard_redirects(client, self._api_base(), asynchronous=False)
+                    self._client = client
         return self._client
 
     @property
@@ -207,13 +205,13 @@ class HttpChatModel(GatewayChatModel):
         if self._async_clients is None:
             with CLIENTS_LOCK:
                 if self._async_clients is None:
-                    make = lambda: httpx.AsyncClient(  # noqa: E731
-                        timeout=self._default_timeout(),
-                        follow_redirects=True,
-                        event_hooks={"request": [acredentials_stay_home(self._api_base())]},
-                    )
-                    self._async_clients = LoopBound(make, _aclose)
+                    self._async_clients = LoopBound(self._make_async_client, _aclose)
         return self._async_clients.get()
+
+    def _make_async_client(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(timeout=self._default_timeout(), follow_redirects=True)
+        guard_redirects(client, self._api_base(), asynchronous=True)
+        return client
 
     def _default_timeout(self) -> httpx.Timeout:
         # Requests carry their own limits; this bounds anything sent without them (probes).

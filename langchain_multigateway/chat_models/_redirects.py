@@ -10,6 +10,12 @@ origin, removes every secret header from a request bound anywhere else.
 Home is the scheme, host and port of the deployment's base URL; an ``http`` to ``https``
 upgrade is another origin too (the server's lean path, ``server/upstream.py``, rules the same).
 The sync and async hooks differ only in being a coroutine, as httpx requires.
+
+A 301, 302 or 303 answering a POST is not followed: httpx would resend the call as a GET
+without its body, which no chat endpoint serves (the user would see "malformed JSON" from
+whatever page answered, and retry it). A response hook stops there with
+:class:`RedirectDropsTheRequest`; :func:`redirect_failure` turns it, and a redirect loop
+(``TooManyRedirects``, which the openai SDK reports as a connection error), into a message.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ import httpx
 
 from langchain_multigateway._redact import is_secret_header
 
-__all__ = ["acredentials_stay_home", "add_request_hook", "credentials_stay_home"]
+__all__ = [
+    "RedirectDropsTheRequest",
+    "acredentials_stay_home",
+    "credentials_stay_home",
+    "guard_redirects",
+    "redirect_failure",
+]
 
 Origin = tuple[str, str, int | None]
 
@@ -64,7 +76,53 @@ def acredentials_stay_home(home_url: str) -> Callable[[Any], Awaitable[None]]:
     return credentials_stay_home
 
 
-def add_request_hook(client: Any, hook: Callable[[Any], Any]) -> None:
-    """Append ``hook`` to an httpx / httpx2 client's request hooks (after the ones it has)."""
+class RedirectDropsTheRequest(Exception):  # noqa: N818 (what happened, not an "Error" suffix)
+    """A redirect that would resend a POST as a bodiless GET was answered (and not followed)."""
+
+    def __init__(self, status: int, url: str, location: str) -> None:
+        super().__init__(
+            f"the server answered the request to {url} with HTTP {status}, a redirect to {location} "
+            "that would resend it as a GET without its body (not followed): set the base URL to "
+            "the server's new address"
+        )
+        self.status = status
+
+
+def _refuse_if_it_drops_the_request(response: Any) -> None:
+    if response.status_code in (301, 302, 303) and response.request.method == "POST":
+        location = response.headers.get("location")
+        if location is not None:
+            url = response.request.url
+            raise RedirectDropsTheRequest(response.status_code, str(url), str(url.join(location)))
+
+
+async def _arefuse_if_it_drops_the_request(response: Any) -> None:
+    _refuse_if_it_drops_the_request(response)
+
+
+def guard_redirects(client: Any, home_url: str, *, asynchronous: bool) -> None:
+    """Append to an httpx / httpx2 client's hooks the credential rule and the POST-redirect refusal."""
     hooks = client.event_hooks
-    client.event_hooks = {"request": [*hooks["request"], hook], "response": hooks["response"]}
+    if asynchronous:
+        request_hook: Any = acredentials_stay_home(home_url)
+        response_hook: Any = _arefuse_if_it_drops_the_request
+    else:
+        request_hook, response_hook = credentials_stay_home(home_url), _refuse_if_it_drops_the_request
+    client.event_hooks = {"request": [*hooks["request"], request_hook], "response": [*hooks["response"], response_hook]}
+
+
+def redirect_failure(exc: BaseException) -> tuple[str, int | None] | None:
+    """What went wrong, and the redirect's status, when ``exc`` (or what it wraps) is a refused
+    redirect or a redirect loop; else None."""
+    import httpx2
+
+    current: BaseException | None = exc
+    seen: set[int] = set()
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RedirectDropsTheRequest):
+            return str(current), current.status
+        if isinstance(current, (httpx.TooManyRedirects, httpx2.TooManyRedirects)):
+            return f"the server keeps redirecting the request ({current}): check the base URL", None
+        current = current.__cause__ or current.__context__
+    return None

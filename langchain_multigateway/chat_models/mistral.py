@@ -36,11 +36,7 @@ from langchain_multigateway.chat_models._openai_format import (
     tool_choice_to_openai,
     tools_to_openai,
 )
-from langchain_multigateway.chat_models._redirects import (
-    acredentials_stay_home,
-    add_request_hook,
-    credentials_stay_home,
-)
+from langchain_multigateway.chat_models._redirects import guard_redirects
 from langchain_multigateway.errors import GatewayError, ProviderError
 from langchain_multigateway.tokens import count_message_tokens, count_text_tokens
 
@@ -253,7 +249,7 @@ class MistralChatModel(GatewayChatModel):
                         event_hooks={"request": [apply_call_timeouts]},
                     )
                     self._client = self._sdk(client=http)
-                    add_request_hook(http, credentials_stay_home(self._home(self._client)))
+                    guard_redirects(http, self._home(self._client), asynchronous=False)
                     close_when_collected(self._client, http)
         return self._client
 
@@ -271,7 +267,7 @@ class MistralChatModel(GatewayChatModel):
                     event_hooks={"request": [aapply_call_timeouts]},
                 )
                 sdk = self._sdk(async_client=http)
-                add_request_hook(http, acredentials_stay_home(self._home(sdk)))
+                guard_redirects(http, self._home(sdk), asynchronous=True)
                 return sdk
 
             with CLIENTS_LOCK:

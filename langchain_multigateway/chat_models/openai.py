@@ -28,11 +28,7 @@ from langchain_multigateway.chat_models._openai_format import (
     tools_to_openai,
     usage_from_openai,
 )
-from langchain_multigateway.chat_models._redirects import (
-    acredentials_stay_home,
-    add_request_hook,
-    credentials_stay_home,
-)
+from langchain_multigateway.chat_models._redirects import guard_redirects
 from langchain_multigateway.chat_models._responses_format import (
     needs_responses_api,
     output_to_message_parts,
@@ -289,7 +285,7 @@ class OpenAIChatModel(GatewayChatModel):
         http: Any = openai.DefaultAsyncHttpxClient() if asynchronous else openai.DefaultHttpxClient()
         client = sdk(**self._client_kwargs(), http_client=http)
         home = str(client.base_url)  # as the SDK resolved it (argument, OPENAI_BASE_URL, its default)
-        add_request_hook(http, acredentials_stay_home(home) if asynchronous else credentials_stay_home(home))
+        guard_redirects(http, home, asynchronous=asynchronous)
         if not asynchronous:
             close_when_collected(client, http)
         return client

@@ -5,11 +5,14 @@ Real loopback HTTP servers (two ports: two origins); nothing of the code under t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from langchain_multigateway import RetryPolicy
+from langchain_multigateway.errors import ProviderError
 from tests.loopback import Reply, Script, serve
 from tests.unit.test_redirect_credentials import ANSWERS, PLANTED, PROVIDERS, _carries, _model
 
@@ -61,3 +64,81 @@ def test_a_copy_changing_no_client_field_shares_the_clients(two_origins: Any, pr
     model.invoke("hi")
     copy = model.model_copy(update={"max_retries": 0, "temperature": 0.5})
     assert copy.client is model.client
+
+
+def _ask(model: Any, how: str) -> str:
+    if how == "invoke":
+        return str(model.invoke("hi").content)
+    if how == "ainvoke":
+        return str(asyncio.run(model.ainvoke("hi")).content)
+    return "".join(str(chunk.content) for chunk in model.stream("hi"))
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream"])
+@pytest.mark.parametrize("status", [301, 302, 303])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_redirect_that_would_resend_the_post_as_a_get_is_a_clear_error_and_not_followed(
+    two_origins: Any, provider: str, status: int, how: str
+) -> None:
+    """httpx follows a 301/302/303 to a POST with a bodiless GET: whatever page answers it came back as
+    "malformed JSON" (retryable, so retried into the same redirect). The call stops at the redirect instead."""
+    (root, script), _ = two_origins
+    script.set(
+        Reply(status, body="", headers={"location": "/login"}),
+        Reply(body="<html>sign in</html>", content_type="text/html"),
+    )
+    model = _model(provider, root)
+
+    with pytest.raises(ProviderError) as caught:
+        _ask(model, how)
+
+    assert [request["method"] for request in script.requests] == ["POST"]  # the GET never went out
+    error = caught.value
+    assert error.retryable is False
+    assert error.status_code == status
+    assert f"HTTP {status}" in error.message
+    assert f"{root}/login" in error.message  # where it was sent, resolved against the request's URL
+    assert "base URL" in error.message
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_redirect_307_keeps_the_post_and_is_followed(two_origins: Any, provider: str) -> None:
+    (root, script), _ = two_origins
+    script.set(Reply(307, body="", headers={"location": "/moved"}), Reply(body=ANSWERS[provider]))
+    assert _model(provider, root).invoke("hi").content == "Hello!"
+    assert [(request["method"], request["path"]) for request in script.requests][1] == ("POST", "/moved")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_redirect_loop_is_one_clear_error_not_retried_and_shows_no_key(two_origins: Any, provider: str) -> None:
+    """The openai SDK reported a redirect loop as "Connection error." (retryable): every retry looped again."""
+    (root, script), _ = two_origins
+    script.set(Reply(307, body="", headers={"location": f"/again?api-key={PLANTED[1]}"}))
+    model = _model(provider, root).model_copy(update={"retry_policy": RetryPolicy(max_attempts=3)})
+
+    with pytest.raises(ProviderError) as caught:
+        model.invoke("hi")
+
+    error = caught.value
+    assert error.retryable is False
+    assert "keeps redirecting" in error.message
+    assert len(script.requests) == 21  # httpx's 20 redirects after the first try, once: no retry
+    assert not any(secret in str(error) or secret in repr(error) for secret in PLANTED)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_chain_home_then_away_then_home_never_shows_the_away_server_a_key(two_origins: Any, provider: str) -> None:
+    """The keys are dropped from the request once it heads elsewhere; they do not come back on the way home
+    (as httpx does for Authorization): the other server never sees one, the home server's last hop has none."""
+    (home, home_script), (away, away_script) = two_origins
+    home_script.set(Reply(307, body="", headers={"location": f"{away}/hop"}), Reply(body=ANSWERS[provider]))
+    away_script.set(Reply(307, body="", headers={"location": f"{home}/back"}))
+
+    assert _model(provider, home).invoke("hi").content == "Hello!"
+
+    first, back = home_script.requests
+    (hop,) = away_script.requests
+    assert all(_carries(first["headers"], secret) for secret in PLANTED)
+    assert not any(_carries(hop["headers"], secret) for secret in PLANTED)
+    assert back["path"] == "/back"
+    assert not any(_carries(back["headers"], secret) for secret in PLANTED)
