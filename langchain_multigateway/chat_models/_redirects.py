@@ -5,7 +5,10 @@ another origin httpx drops ``Authorization`` only; a credential in any other hea
 (``api-key``, ``x-api-key``, ``X-Portkey-Api-Key``, whatever ``is_secret_header`` calls
 secret) would go on to the host the redirect names. httpx calls its ``request`` event
 hooks for every hop of a redirect chain, so this hook, given the deployment's home
-origin, removes every secret header from a request bound anywhere else.
+origin, removes from a request bound anywhere else every secret header, and every header
+whose value holds a credential the process knows (``redact`` would mask it: a model's key
+under a harmless name, a bearer token). A secret the process was never told of, under a
+name that says nothing, is not recognised.
 
 Home is the scheme, host and port of the deployment's base URL; an ``http`` to ``https``
 upgrade is another origin too (the server's lean path, ``server/upstream.py``, rules the same).
@@ -25,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from langchain_multigateway._redact import is_secret_header
+from langchain_multigateway._redact import is_secret_header, redact
 
 __all__ = [
     "RedirectDropsTheRequest",
@@ -55,7 +58,9 @@ def _strip_unless_home(home: Origin | None) -> Callable[[Any], None]:
         if home is not None and url.port == home[2] and url.host == home[1] and url.scheme == home[0]:
             return
         headers = request.headers
-        for name in {name for name in headers if is_secret_header(name)}:  # a set: del drops repeats too
+        # By name, and by value: a known key (or a bearer token) under a harmless name stays home too.
+        leaving = {name for name, value in headers.items() if is_secret_header(name) or redact(value) != value}
+        for name in leaving:  # a set: del drops repeats too
             del headers[name]
 
     return strip_unless_home

@@ -142,3 +142,24 @@ def test_a_chain_home_then_away_then_home_never_shows_the_away_server_a_key(two_
     assert not any(_carries(hop["headers"], secret) for secret in PLANTED)
     assert back["path"] == "/back"
     assert not any(_carries(back["headers"], secret) for secret in PLANTED)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_key_under_a_harmless_header_name_stays_home(two_origins: Any, provider: str, asynchronous: bool) -> None:
+    """``default_headers={"x-tenant": <the key>}``: the name says nothing, the value is a credential the
+    process knows (the model's own key), so the other origin must not get it either."""
+    (home, home_script), (away, away_script) = two_origins
+    home_script.set(Reply(307, body="", headers={"location": f"{away}/moved"}))
+    away_script.set(Reply(body=ANSWERS[provider]))
+    model = _model(provider, home)
+    model = model.model_copy(update={"default_headers": {**model.default_headers, "x-tenant": PLANTED[0]}})
+
+    reply = asyncio.run(model.ainvoke("hi")) if asynchronous else model.invoke("hi")
+
+    assert reply.content == "Hello!"
+    (first,) = home_script.requests
+    (second,) = away_script.requests
+    assert first["headers"]["x-tenant"] == PLANTED[0]
+    assert "x-tenant" not in second["headers"]
+    assert second["headers"]["x-trace-id"] == "trace-1"
