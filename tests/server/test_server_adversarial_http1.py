@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import threading
 import time
@@ -221,4 +222,63 @@ async def test_trailers_are_not_taken_for_headers_and_endless_ones_are_cut() -> 
         assert "x-request-id" not in plain.headers
         with pytest.raises(httpx2.ReadError, match="bytes of headers"):
             await upstream.post(b"{}", {}, None, TIMEOUTS)
+        assert upstream.checked_out() == 0
+
+
+async def test_a_small_pool_under_cancellations_timeouts_and_broken_answers_holds_nothing_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Five hundred calls at once through a pool of three connections: some cancelled at a random moment,
+    some with a connect limit too short to get a connection, against a server that now and then closes, cuts
+    an answer short or says ``Connection: close``. Afterwards no connection is lent, opening or waited for,
+    at most three are idle, and the pool still serves."""
+    from langchain_multigateway.server import upstream as upstream_module
+
+    monkeypatch.setattr(upstream_module, "_POOL_SIZE", 3)
+    chance = random.Random(7)
+    calm = asyncio.Event()  # set: the server answers every request whole
+
+    async def moody(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line[15:]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:"))
+            await reader.readexactly(length)
+            await asyncio.sleep(chance.random() * 0.02)
+            mood = 1.0 if calm.is_set() else chance.random()
+            if mood < 0.05:
+                return  # closes without answering
+            if mood < 0.10:
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nok")  # cut short
+                return
+            if mood < 0.15:
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                return
+            writer.write(OK)
+            await writer.drain()
+
+    async with _server(moody) as url:
+        upstream = Upstream(url)
+
+        async def one() -> str:
+            connect = chance.choice([0.05, 5.0])
+            call = asyncio.ensure_future(upstream.post(b"{}", {}, None, {"connect": connect, "read": 5.0}))
+            if chance.random() < 0.4:
+                await asyncio.sleep(chance.random() * 0.05)
+                call.cancel()
+            try:
+                return str((await call).status)
+            except asyncio.CancelledError:
+                return "cancelled"
+            except (httpx2.ConnectTimeout, httpx2.ReadError) as exc:
+                return type(exc).__name__
+
+        outcomes = await asyncio.gather(*(one() for _ in range(500)))
+        assert set(outcomes) <= {"200", "cancelled", "ConnectTimeout", "ReadError"}
+        assert "200" in outcomes
+        pool = upstream._pools.get()
+        assert (upstream.checked_out(), pool._opening, len(pool._waiters)) == (0, 0, 0)
+        assert len(pool._idle) <= 3
+        calm.set()
+        after = await asyncio.gather(*(upstream.post(b"{}", {}, None, {"connect": 5.0, "read": 5.0}) for _ in range(9)))
+        assert [answer.status for answer in after] == [200] * 9
         assert upstream.checked_out() == 0
