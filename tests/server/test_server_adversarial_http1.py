@@ -282,3 +282,61 @@ async def test_a_small_pool_under_cancellations_timeouts_and_broken_answers_hold
         after = await asyncio.gather(*(upstream.post(b"{}", {}, None, {"connect": 5.0, "read": 5.0}) for _ in range(9)))
         assert [answer.status for answer in after] == [200] * 9
         assert upstream.checked_out() == 0
+
+
+def test_one_upstream_used_from_several_event_loops_in_threads_at_once_keeps_a_pool_per_loop() -> None:
+    """Four threads, each running event loops one after another, send through the same ``Upstream`` at once: every
+    call is answered (no connection or future of one loop used from another), each loop's pool lends none after
+    its calls, and each is closed and forgotten with its loop."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_connection(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as stream:
+            while True:
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = stream.readline()
+                    if not line:
+                        return
+                    head += line
+                length = next(int(h[15:]) for h in head.lower().split(b"\r\n") if h.startswith(b"content-length:"))
+                stream.read(length)
+                conn.sendall(OK)
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the listener closed: the test is over
+                return
+            threading.Thread(target=serve_connection, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    upstream = Upstream(f"http://127.0.0.1:{port}/v1/chat/completions")
+    statuses: list[int] = []
+    failures: list[BaseException] = []
+
+    async def calls() -> None:
+        answers = await asyncio.gather(*(upstream.post(b"{}", {}, None, TIMEOUTS) for _ in range(50)))
+        statuses.extend(answer.status for answer in answers)
+        assert upstream.checked_out() == 0
+
+    def worker() -> None:
+        try:
+            for _ in range(2):
+                asyncio.run(calls())
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        listener.close()
+    assert failures == []
+    assert statuses == [200] * (4 * 2 * 50)
+    assert len(upstream._pools._by_loop) == 0  # each loop's pool closed and dropped with its loop
