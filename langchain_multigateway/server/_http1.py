@@ -309,7 +309,9 @@ class _Connection(asyncio.Protocol):
         self._limit = 0
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
+        # The first piece as it came (most answers are one), then one buffer: not a list of pieces, as an
+        # answer of one-byte chunks would hold an object (about 40 bytes) per byte: 5 GB at MAX_ANSWER_BYTES.
+        self._body: bytes | bytearray = b""
         self._size = 0
         self._head_size = 0
         self._any_byte = self._headers_done = self._until_eof = self._keep_alive = False
@@ -358,7 +360,7 @@ class _Connection(asyncio.Protocol):
         self._answer = answer
         self._failure = None
         self._headers = []
-        self._body = []
+        self._body = b""
         self._size = self._head_size = 0
         self._any_byte = self._headers_done = self._until_eof = self._keep_alive = False
         self._inflate = None
@@ -461,13 +463,13 @@ class _Connection(asyncio.Protocol):
         answer = self._answer
         if answer is None or answer.done():
             return
-        body = b"".join(self._body)
+        body = bytes(self._body) if isinstance(self._body, bytearray) else self._body
         inflate = self._inflate
         if inflate is not None and self._fed and not inflate.eof:  # (an empty body is no cut stream)
             self._fail(httpx2.ReadError(f"the compressed answer from {self._where} was cut short"))
             return
         headers = joined_headers((name.decode("latin-1"), _text(value)) for name, value in self._headers)
-        self._body, self._headers = [], []  # an idle connection holds no answer
+        self._body, self._headers = b"", []  # an idle connection holds no answer
         answer.set_result(Answer(self._status, headers, body))
 
     # ------------------------------------------------------------------ httptools' callbacks
@@ -530,7 +532,12 @@ class _Connection(asyncio.Protocol):
         if self._size > self._limit:  # a huge or gzip-bombed answer, cut as it arrives
             self._failure = httpx2.ReadError(_too_large(self._where, self._limit))
             raise _RefusedError
-        self._body.append(piece)
+        if not self._body:
+            self._body = piece
+        else:
+            if not isinstance(self._body, bytearray):
+                self._body = bytearray(self._body)
+            self._body += piece  # in place
 
     def on_message_complete(self) -> None:
         status = self._status
