@@ -47,6 +47,7 @@ from langchain_multigateway.chat_models._limits import (
     default_first_token,
     is_transport_timeout,
 )
+from langchain_multigateway.chat_models._loops import OwnsClients
 from langchain_multigateway.chat_models._openai_format import messages_to_openai, tools_to_openai
 from langchain_multigateway.chat_models._profiles import profile_for
 from langchain_multigateway.chat_models._redirects import redirect_failure
@@ -114,7 +115,7 @@ def _shown(name: str, value: Any) -> Any:
     return value
 
 
-class GatewayChatModel(BaseChatModel):
+class GatewayChatModel(OwnsClients, BaseChatModel):
     """Base of the gateway's provider chat models (not for direct use)."""
 
     provider_name: ClassVar[str] = "gateway"
@@ -125,10 +126,6 @@ class GatewayChatModel(BaseChatModel):
 
     secret_env: ClassVar[str | None] = None
     """Environment variable of an optional key (serialized as a secret reference, never a value)."""
-
-    clients_built_from: ClassVar[frozenset[str]] = frozenset()
-    """The fields this provider's HTTP clients are made from: a copy or assignment changing one
-    gets new clients instead of sharing the old ones."""
 
     model: str = Field(alias="model_name")
     """Model name to use."""
@@ -230,17 +227,6 @@ class GatewayChatModel(BaseChatModel):
         if update and not self.clients_built_from.isdisjoint(update):
             copy._forget_clients()
         return copy
-
-    def _forget_clients(self) -> None:
-        """Drop this model's clients (copies keep theirs); its next call makes new ones.
-
-        Why: a copy shares its original's clients, which bake in the base URL (and, for the SDKs,
-        the key): a copy sent elsewhere on them would go to the old server, or have its credential
-        headers stripped there as bound for a foreign origin (``_redirects``)."""
-        private = self.__pydantic_private__ or {}
-        for name in ("_client", "_async_clients"):
-            if name in private:
-                private[name] = None
 
     @property
     def lc_secrets(self) -> dict[str, str]:

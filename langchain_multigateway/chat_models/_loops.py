@@ -6,6 +6,10 @@ is closed". ``LoopBound`` keeps one client per running loop, made on first use t
 and closes it while that loop still runs: a parked async generator is registered with
 the loop, and ``asyncio.run`` (like any runner that calls ``shutdown_asyncgens``)
 closes it on the way out, which closes the client without a warning.
+
+The rest of a client's life is here too: a sync client made for an SDK closes when the SDK
+object is collected (``close_when_collected``), and ``OwnsClients`` says which copies of a
+model share its clients and which make their own.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-__all__ = ["CLIENTS_LOCK", "LoopBound", "close_when_collected"]
+__all__ = ["CLIENTS_LOCK", "LoopBound", "OwnsClients", "close_when_collected"]
 
 # Guards a model's lazy client creation: threads making a model's first calls at once must
 # share one client (a client that lost the race would be collected, closing its pool under
@@ -107,3 +111,47 @@ def close_when_collected(owner: object, client: Any) -> None:
 def _close_quietly(client: Any) -> None:
     with contextlib.suppress(Exception):  # at collection or exit: nobody to tell
         client.close()
+
+
+_CLIENT_ATTRS = ("_client", "_async_clients")
+"""The private attributes where a provider keeps the clients it made."""
+
+
+class OwnsClients:
+    """The clients a chat model makes are its own (mixed into ``GatewayChatModel``).
+
+    A copy shares them (the router's per-deployment copies use one connection pool) unless it
+    changes a field they are made from: they bake in the base URL (and, for the SDKs, the key),
+    so a copy sent elsewhere on them would go to the old server, or have its credential headers
+    stripped as bound for a foreign origin (``_redirects``). A deep copy or an unpickled model
+    makes its own: a client, with its pool, locks and sockets, cannot be copied.
+    """
+
+    clients_built_from: ClassVar[frozenset[str]] = frozenset()
+    """The fields this provider's HTTP clients are made from."""
+
+    def _forget_clients(self) -> None:
+        """Drop this model's clients (copies keep theirs); its next call makes new ones."""
+        private = getattr(self, "__pydantic_private__", None) or {}
+        for name in _CLIENT_ATTRS:
+            if name in private:
+                private[name] = None
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        memo = {} if memo is None else memo
+        private = getattr(self, "__pydantic_private__", None) or {}
+        for name in _CLIENT_ATTRS:
+            if private.get(name) is not None:
+                memo.setdefault(id(private[name]), None)  # copied as "none made yet"
+        for name in ("http_client", "http_async_client"):  # a client the caller passed: shared, as given
+            given = self.__dict__.get(name)
+            if given is not None:
+                memo.setdefault(id(given), given)
+        return super().__deepcopy__(memo)  # type: ignore[misc]
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state: dict[Any, Any] = super().__getstate__()  # type: ignore[assignment]
+        private = state.get("__pydantic_private__")
+        if private:
+            state["__pydantic_private__"] = {k: None if k in _CLIENT_ATTRS else v for k, v in private.items()}
+        return state

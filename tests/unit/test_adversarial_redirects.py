@@ -6,6 +6,8 @@ Real loopback HTTP servers (two ports: two origins); nothing of the code under t
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -163,3 +165,30 @@ def test_a_key_under_a_harmless_header_name_stays_home(two_origins: Any, provide
     assert first["headers"]["x-tenant"] == PLANTED[0]
     assert "x-tenant" not in second["headers"]
     assert second["headers"]["x-trace-id"] == "trace-1"
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "model_copy_deep", "pickle"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_used_model_can_be_deep_copied_or_pickled_and_the_copy_makes_its_own_clients(
+    two_origins: Any, provider: str, how: str
+) -> None:
+    """Once a model had made its clients, deepcopy / model_copy(deep=True) / pickle failed with
+    "cannot pickle '_thread.RLock' object" (a client's pool and locks cannot be copied)."""
+    (root, script), _ = two_origins
+    script.set(Reply(body=ANSWERS[provider]))
+    model = _model(provider, root)
+    assert model.invoke("hi").content == "Hello!"
+
+    if how == "deepcopy":
+        twin = copy.deepcopy(model)
+    elif how == "model_copy_deep":
+        twin = model.model_copy(deep=True)
+    else:
+        twin = pickle.loads(pickle.dumps(model))
+
+    assert twin.invoke("hi").content == "Hello!"
+    assert asyncio.run(twin.ainvoke("hi")).content == "Hello!"
+    assert twin.client is not model.client
+    assert model.invoke("hi").content == "Hello!"  # the original's clients are untouched
+    request = script.requests[-2]  # the copy's sync call carried the keys like the original's
+    assert all(_carries(request["headers"], secret) for secret in PLANTED)
