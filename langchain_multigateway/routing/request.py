@@ -105,11 +105,11 @@ _MEMO_LIMIT = 2_000_000
 _PRIMING: dict[str, int] = {}
 """The reply priming's tokens per model (a handful of models: never cleared)."""
 _NO_TOOL_CALLS = frozenset({SystemMessage, HumanMessage, ToolMessage, FunctionMessage, ChatMessage})
+"""Message classes without a ``tool_calls`` field: not looked up on them, where pydantic's
+``__getattr__`` answers a missing attribute slowly (a few microseconds per message per call)."""
 _WITH_ROLE = frozenset({ChatMessage, ChatMessageChunk})
 """Message classes whose ``role`` is sent and counted (looked up by class: isinstance on a
 pydantic model costs ~0.1 us per message per count)."""
-"""Message classes without a ``tool_calls`` field: not looked up on them, where pydantic's
-``__getattr__`` answers a missing attribute slowly (a few microseconds per message per call)."""
 
 
 def _reply_priming(model: str) -> int:
