@@ -98,7 +98,11 @@ def _refuse_if_it_drops_the_request(response: Any) -> None:
         location = response.headers.get("location")
         if location is not None:
             url = response.request.url
-            raise RedirectDropsTheRequest(response.status_code, str(url), str(url.join(location)))
+            try:
+                target = str(url.join(location))
+            except Exception:  # a Location no URL parser takes: shown as it came
+                target = location
+            raise RedirectDropsTheRequest(response.status_code, str(url), target)
 
 
 async def _arefuse_if_it_drops_the_request(response: Any) -> None:

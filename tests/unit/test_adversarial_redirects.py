@@ -192,3 +192,19 @@ def test_a_used_model_can_be_deep_copied_or_pickled_and_the_copy_makes_its_own_c
     assert model.invoke("hi").content == "Hello!"  # the original's clients are untouched
     request = script.requests[-2]  # the copy's sync call carried the keys like the original's
     assert all(_carries(request["headers"], secret) for secret in PLANTED)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_refused_redirect_with_an_unparsable_location_still_says_what_happened(
+    two_origins: Any, provider: str
+) -> None:
+    """Resolving the Location for the message must not turn into its own error ("InvalidURL: Invalid port")."""
+    (root, script), _ = two_origins
+    script.set(Reply(302, body="", headers={"location": "http://[::1"}))
+
+    with pytest.raises(ProviderError) as caught:
+        _model(provider, root).invoke("hi")
+
+    assert "HTTP 302" in caught.value.message
+    assert "http://[::1" in caught.value.message
+    assert caught.value.retryable is False
