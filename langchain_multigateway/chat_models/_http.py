@@ -162,8 +162,10 @@ class HttpChatModel(GatewayChatModel):
 
     Used as given: its redirect policy and hooks are yours. The client made when none is given
     follows redirects (as the providers' own SDKs do) and sends credential headers only to the
-    base URL's own scheme, host and port (see ``_redirects``); a client of yours that follows
-    redirects sends every header but ``Authorization`` on to whatever host a redirect names."""
+    base URL's own scheme, host and port (see ``_redirects``); a 301/302/303 answering the chat
+    POST (which httpx would resend as a bodiless GET) is not followed but a ``ProviderError``
+    saying where the server moved. A client of yours that follows redirects sends every header
+    but ``Authorization`` on to whatever host a redirect names."""
 
     http_async_client: httpx.AsyncClient | None = Field(default=None, exclude=True)
     """An httpx.AsyncClient for the async methods (used as given, like ``http_client``)."""

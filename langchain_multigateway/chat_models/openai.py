@@ -244,8 +244,9 @@ class OpenAIChatModel(GatewayChatModel):
     Used as given: its redirect policy and hooks are yours (build it with ``openai.DefaultHttpxClient``
     to keep the SDK's defaults). The client made when none is given follows redirects, as the SDK's
     does, and sends credential headers (``Authorization``, ``api-key``, any ``default_headers`` entry
-    named like a credential) only to the base URL's own scheme, host and port; httpx alone drops
-    just ``Authorization`` when a redirect names another host."""
+    named like a credential, or holding a key the process knows) only to the base URL's own scheme,
+    host and port, and stops at a 301/302/303 to a POST with a ``ProviderError`` (httpx would resend
+    it as a bodiless GET); httpx alone drops just ``Authorization`` when a redirect names another host."""
     http_async_client: Any | None = Field(default=None, exclude=True)
     """An ``httpx2.AsyncClient`` for the async SDK client (used as given, like ``http_client``)."""
 
