@@ -9,6 +9,9 @@ environment, a URL the lean client does not take, and a redirect (see ``post``).
 (Why not the openai SDK's httpx2 at all: on loopback, a bare ASGI proxy on uvicorn adds 0.64 ms
 p50 with aiohttp as its upstream client, 1.39 ms with httpcore and 1.63 ms with httpx2.)
 
+A redirect that would resend the POST as a bodiless GET (301, 302, 303) is refused with the
+providers' own error for it, as their clients refuse it; 307 and 308 are followed.
+
 The transport decides nothing about what a failure means. Its exceptions are raised
 as the httpx2 exceptions of the same meaning (connect timeout, read timeout, connect
 error, read error), so the provider's own rules (``_failure``) type them exactly as on
@@ -95,13 +98,13 @@ class Upstream:
         location = answer.headers.get("location") if answer.status in _REDIRECTS else None
         if location is None:
             return answer
-        # A redirect: its next hop, and any after it, go through aiohttp, which follows redirects (relative
-        # Locations, a scheme change, the hop count) and, with this session's middleware, keeps credential
-        # headers home. The lean client stays a one-request client; deployments that redirect are rare.
-        # 307 and 308 keep the method and body; 301, 302 and 303 turn a POST into a GET, as aiohttp does.
-        method, data = ("POST", body) if answer.status in (307, 308) else ("GET", None)
         nxt = urljoin(self.url, location)
-        return await self._through_aiohttp(method, nxt, data, headers, None, timeouts, _MAX_REDIRECTS - 1)
+        if answer.status not in (307, 308):  # 301/302/303 would resend the chat as a bodiless GET: refused,
+            raise _drops_the_request(answer.status, self.url, nxt)  # as the providers' own clients refuse it
+        # A redirect that keeps the POST and its body: its next hop, and any after it, go through aiohttp, which
+        # follows redirects (relative Locations, a scheme change, the hop count) and, with this session's
+        # middleware, keeps credential headers home. The lean client stays a one-request client.
+        return await self._through_aiohttp("POST", nxt, body, headers, None, timeouts, _MAX_REDIRECTS - 1)
 
     async def _through_aiohttp(
         self,
@@ -178,6 +181,13 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return joined_headers(headers.items())
 
 
+def _drops_the_request(status: int, url: str, location: str) -> Exception:
+    """The error the providers' own clients raise for a redirect that would drop the POST's body (typed there)."""
+    from langchain_multigateway.chat_models._redirects import RedirectDropsTheRequest
+
+    return RedirectDropsTheRequest(status, redact(url), redact(location))  # a URL's query may hold a key
+
+
 def _where(url: str) -> str:
     """The server of ``url`` (scheme, host, port): never its query, which may hold a key."""
     if "://" not in url:
@@ -230,7 +240,12 @@ def _credentials_stay_home(url: str) -> aiohttp.ClientMiddlewareType:
         if home is None or request.url.origin() != home:
             for name in [name for name in request.headers if is_secret_header(name)]:
                 del request.headers[name]
-        return await handler(request)
+        response = await handler(request)
+        location = response.headers.get("location")
+        if request.method == "POST" and response.status in (301, 302, 303) and location is not None:
+            response.release()  # aiohttp would follow it as a bodiless GET: refused, as on the first hop
+            raise _drops_the_request(response.status, str(request.url), urljoin(str(request.url), location))
+        return response
 
     return credentials_stay_home
 

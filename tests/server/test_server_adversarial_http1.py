@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 import httpx2
 import pytest
 
+from langchain_multigateway.chat_models._redirects import RedirectDropsTheRequest, redirect_failure
 from langchain_multigateway.server.upstream import Upstream
 
 TIMEOUTS: dict[str, float | None] = {"connect": 2.0, "read": 2.0}
@@ -371,3 +372,46 @@ async def test_an_answer_in_one_byte_chunks_is_held_in_memory_once_not_piece_by_
             tracemalloc.stop()
     assert answer.body == b"x" * size
     assert peak < 16 * size  # the answer, a copy or two, the reads in flight; a list of its bytes was some 90 times it
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+@pytest.mark.parametrize("hop", ["first", "after-a-307"])
+async def test_a_redirect_that_would_drop_the_posts_body_is_refused_as_the_providers_refuse_it(
+    status: int, hop: str
+) -> None:
+    """A 301, 302 or 303 to the chat POST would have it resent as a GET without its body (what aiohttp and httpx
+    do): whatever page answers is no answer to the chat. The providers' own clients refuse it, and a typed,
+    not retried error says to set the base URL; the lean path must refuse it too, on its own first hop and on a
+    later one (after a 307, through aiohttp), and send nothing there."""
+    reached: list[bytes] = []
+
+    async def elsewhere(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reached.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(OK)
+        await writer.drain()
+
+    def moving_to(url: str, code: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+        async def moved(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(2)
+                writer.write(f"HTTP/1.1 {code} Moved\r\nlocation: {url}\r\ncontent-length: 0\r\n\r\n".encode())
+                await writer.drain()
+
+        return moved
+
+    async with _server(elsewhere) as target, _server(moving_to(target, status)) as dropping:
+        first = dropping
+        async with _server(moving_to(dropping, 307)) as keeping:
+            if hop == "after-a-307":
+                first = keeping
+            upstream = Upstream(first + "?api-key=sk-planted-0123456789")
+            with pytest.raises(RedirectDropsTheRequest) as caught:
+                await upstream.post(b"{}", {"authorization": "Bearer sk-planted-0123456789"}, None, TIMEOUTS)
+            await upstream._sessions.get().close()
+    assert reached == []  # nothing was sent where it pointed
+    assert f"HTTP {status}" in str(caught.value)
+    assert "sk-planted" not in str(caught.value)
+    failure = redirect_failure(caught.value)
+    assert failure is not None  # the providers' typing: a ProviderError with the redirect's status, not retried
+    assert failure[1] == status
