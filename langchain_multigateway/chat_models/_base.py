@@ -542,6 +542,11 @@ class GatewayChatModel(OwnsClients, BaseChatModel):
             )
         else:
             error = self._translate(exc, exchange.model)
+        if exchange.withheld_from and error.status_code is not None:
+            error.message = (
+                f"{error.message} [answered by {exchange.withheld_from[-1]} after a redirect; credential headers "
+                "go to the base URL's origin only: if the provider moved there, set the base URL to it]"
+            )
         exchange.stamp_error(error, exc)  # a 429's headers say when its budget resets
         return self._locate(error)
 

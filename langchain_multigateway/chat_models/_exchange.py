@@ -20,6 +20,7 @@ from langchain_multigateway.chat_models._ratelimit_headers import (
     rate_limits_from_headers,
     rate_limits_of,
 )
+from langchain_multigateway.chat_models._redirects import WITHHELD_FROM
 from langchain_multigateway.errors import GatewayConnectionError, GatewayError, GatewayTimeoutError, ProviderError
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def raise_as(error: BaseException, cause: BaseException) -> NoReturn:
 class Exchange:
     """One try of one request: its body, model and clock, and what came back so far."""
 
-    __slots__ = ("answered", "clock", "limits", "model", "payload", "request_id", "waiting_for")
+    __slots__ = ("answered", "clock", "limits", "model", "payload", "request_id", "waiting_for", "withheld_from")
 
     def __init__(self, payload: Mapping[str, Any], clock: CallClock) -> None:
         self.payload = payload
@@ -53,6 +54,10 @@ class Exchange:
         self.answered = False  # the server answered (a failure now is in its answer, not in reaching it)
         self.waiting_for = FIRST_TOKEN  # the limit bounding the wait in progress
         self.limits: dict[str, float] | None = None  # the rate limits the response's headers announced
+        # Origins a redirect sent this try to without its credentials (the hook in _redirects notes them;
+        # made right before the try is sent, in the context that sends it).
+        self.withheld_from: list[str] = []
+        WITHHELD_FROM.set(self.withheld_from)
 
     def note_headers(self, headers: Mapping[str, str]) -> None:
         """The response's headers arrived: keep the rate limits they announce (success or error)."""

@@ -24,6 +24,7 @@ whatever page answered, and retry it). A response hook stops there with
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -31,6 +32,7 @@ import httpx
 from langchain_multigateway._redact import is_secret_header, redact
 
 __all__ = [
+    "WITHHELD_FROM",
     "RedirectDropsTheRequest",
     "acredentials_stay_home",
     "credentials_stay_home",
@@ -39,6 +41,10 @@ __all__ = [
 ]
 
 Origin = tuple[str, str, int | None]
+
+WITHHELD_FROM: ContextVar[list[str] | None] = ContextVar("credentials_withheld_from", default=None)
+"""Where the call in progress (its ``Exchange`` sets the list) was redirected and sent no
+credential: a 401 from there is the withholding's doing, and its error says so."""
 
 
 def _origin_of(url: str) -> Origin | None:
@@ -62,6 +68,9 @@ def _strip_unless_home(home: Origin | None) -> Callable[[Any], None]:
         leaving = {name for name, value in headers.items() if is_secret_header(name) or redact(value) != value}
         for name in leaving:  # a set: del drops repeats too
             del headers[name]
+        noted = WITHHELD_FROM.get()
+        if leaving and noted is not None:
+            noted.append(f"{url.scheme}://{url.netloc.decode('ascii')}")
 
     return strip_unless_home
 

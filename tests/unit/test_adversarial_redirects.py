@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from langchain_multigateway import RetryPolicy
-from langchain_multigateway.errors import ProviderError
+from langchain_multigateway.errors import AuthenticationError, ProviderError
 from tests.loopback import Reply, Script, serve
 from tests.unit.test_redirect_credentials import ANSWERS, PLANTED, PROVIDERS, _carries, _model
 
@@ -208,3 +208,38 @@ def test_a_refused_redirect_with_an_unparsable_location_still_says_what_happened
     assert "HTTP 302" in caught.value.message
     assert "http://[::1" in caught.value.message
     assert caught.value.retryable is False
+
+
+@pytest.mark.parametrize("how", ["invoke", "ainvoke", "stream"])
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_401_from_the_host_a_redirect_named_says_the_keys_were_withheld(
+    two_origins: Any, provider: str, how: str
+) -> None:
+    """The other origin is sent no key, so it answers 401: the error must say why, not read as a bad key."""
+    (home, home_script), (away, away_script) = two_origins
+    home_script.set(Reply(307, body="", headers={"location": f"{away}/moved"}))
+    away_script.set(Reply(401, body={"error": {"message": "missing API key", "type": "authentication_error"}}))
+
+    with pytest.raises(AuthenticationError) as caught:
+        _ask(_model(provider, home), how)
+
+    message = caught.value.message
+    assert "missing API key" in message  # the server's own words stay
+    assert f"answered by {away} after a redirect" in message
+    assert "set the base URL" in message
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_401_from_the_home_server_itself_says_nothing_of_redirects(two_origins: Any, provider: str) -> None:
+    """The note belongs to the call that was redirected, not to the next one in the same thread."""
+    (home, home_script), (away, away_script) = two_origins
+    model = _model(provider, home)
+    home_script.set(Reply(307, body="", headers={"location": f"{away}/moved"}))
+    away_script.set(Reply(401, body={"error": {"message": "missing API key"}}))
+    with pytest.raises(AuthenticationError):
+        model.invoke("hi")
+
+    home_script.set(Reply(401, body={"error": {"message": "invalid API key"}}))
+    with pytest.raises(AuthenticationError) as caught:
+        model.invoke("hi")
+    assert "redirect" not in caught.value.message
