@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput, ModelProfile
@@ -30,7 +29,6 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from typing_extensions import Self
 
 from langchain_multigateway._ls_params import langsmith_params
 from langchain_multigateway._redact import MASK, is_secret_header, is_secret_query, redact, redact_value, register_model
@@ -73,10 +71,7 @@ __all__ = ["GatewayChatModel", "HealthStatus", "ProviderCapabilities", "Structur
 
 T = TypeVar("T")
 
-if sys.version_info >= (3, 11):
-    _read_within = asyncio.timeout
-else:  # pragma: no cover - Python 3.10
-    from anyio import fail_after as _read_within
+_read_within = asyncio.timeout
 
 
 _DRAIN_SECONDS = 0.02

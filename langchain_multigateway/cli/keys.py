@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_multigateway.cli._common import add_ledger_option, ledger_path, table
@@ -30,7 +30,7 @@ __all__ = ["register", "run"]
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def format_cost(usd: float | None) -> str:

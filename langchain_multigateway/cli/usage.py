@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_multigateway.cli._common import add_ledger_option, ledger_path, table
@@ -33,7 +33,7 @@ def since(value: str | None) -> datetime | None:
     except ValueError:
         msg = f"--since expects an ISO date or time such as 2025-06-01 or 2025-06-01T12:00 (got {value!r})"
         raise UsageError(msg) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _cost(row: dict[str, Any]) -> str:

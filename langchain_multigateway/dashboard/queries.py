@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ class LedgerUnavailableError(RuntimeError):
 
 def period_starts(now: float) -> dict[str, float]:
     """Epoch seconds each period starts at, for ``now``: UTC midnight today, 6 and 29 days before it."""
-    midnight = datetime.fromtimestamp(now, tz=timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = datetime.fromtimestamp(now, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     today = midnight.timestamp()
     return {"today": today, "7d": today - 6 * _DAY, "30d": today - 29 * _DAY}
 
@@ -149,7 +149,7 @@ class LedgerReader:
         """
         starts = period_starts(now)
         today, first = starts["today"], starts["30d"]
-        days = {p: datetime.fromtimestamp(starts[p], tz=timezone.utc).strftime("%Y-%m-%d") for p in PERIODS}
+        days = {p: datetime.fromtimestamp(starts[p], tz=UTC).strftime("%Y-%m-%d") for p in PERIODS}
         with self._connect() as conn:
             fingerprint = conn.execute(
                 "SELECT COUNT(*), MAX(id) FROM calls WHERE ts >= ? AND ts < ?", (first, today)

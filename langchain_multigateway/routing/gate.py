@@ -100,7 +100,7 @@ class ConcurrencyGate:
             heapq.heappush(self._line, (priority, next(self._seq), waiter))
         try:
             await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._give_up(waiter)
         except asyncio.CancelledError:
             if self._give_up(waiter):

@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def parse_expiry(text: str, *, now: float | None = None) -> float:
         msg = f"expected a duration (30d) or an ISO date such as 2026-12-31 (got {text!r})"
         raise ValueError(msg) from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return when.timestamp()
 
 

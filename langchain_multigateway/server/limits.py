@@ -34,7 +34,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_multigateway.server.errors import ApiError
@@ -270,7 +270,7 @@ class KeyLimits:
             return ApiError(429, "rate_limit", msg, code="key_budget_reserved", retry_after=1.0)
         if key.period_seconds:
             resets = key.period_start(now) + key.period_seconds
-            when = datetime.fromtimestamp(resets, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            when = datetime.fromtimestamp(resets, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
             period = f"for this period (it resets at {when})"
         else:
             period = "(a lifetime budget)"

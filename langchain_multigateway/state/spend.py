@@ -24,7 +24,7 @@ import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 __all__ = [
     "Hold",
@@ -54,7 +54,7 @@ def buckets(period: str | None, at: float | None = None) -> tuple[str, list[str]
     """``(bucket written now, buckets summed now)`` for ``period`` at time ``at`` (epoch seconds)."""
     if period is None:
         return "all", ["all"]
-    now = datetime.fromtimestamp(time.time() if at is None else at, tz=timezone.utc)
+    now = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC)
     if period == "1mo":
         month = f"m{now:%Y-%m}"
         return month, [month]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_multigateway.usage.records import CallRecord
@@ -148,7 +148,7 @@ def _attempt_fields(attempt: Mapping[str, Any]) -> tuple[str | None, str | None,
 
 
 def _insert_row(conn: sqlite3.Connection, record: CallRecord, failed: tuple[Mapping[str, Any], ...] = ()) -> None:
-    day = datetime.fromtimestamp(record.ended_at, tz=timezone.utc).strftime("%Y-%m-%d")
+    day = datetime.fromtimestamp(record.ended_at, tz=UTC).strftime("%Y-%m-%d")
     cursor = conn.execute(
         "INSERT INTO calls (ts, day, run_id, parent_run_id, deployment, provider, model, served_model,"
         " input_tokens, output_tokens, total_tokens, cached_tokens, reasoning_tokens, cost_usd, latency_ms,"
@@ -221,7 +221,7 @@ def _epoch(value: datetime | float | None) -> float | None:
     if value is None or isinstance(value, (int, float)):
         return value
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
+        value = value.replace(tzinfo=UTC)
     return value.timestamp()
 
 

@@ -14,7 +14,7 @@ import io
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ def _sql(served: Served, query: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def _starts() -> dict[str, float]:
     """Today, and the 7 and 30 days counting today (UTC calendar days), as the page states."""
-    midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     return {"today": midnight, "7d": midnight - 6 * 86400, "30d": midnight - 29 * 86400}
 
 

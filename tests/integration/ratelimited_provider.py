@@ -27,7 +27,7 @@ import math
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -77,7 +77,7 @@ class Limiter:
         left_requests = max(0, self.requests - window.requests)
         left_tokens = max(0, self.tokens - window.tokens)
         if self.style == "anthropic":
-            at = datetime.fromtimestamp(time.time() + reset, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+            at = datetime.fromtimestamp(time.time() + reset, tz=UTC).isoformat().replace("+00:00", "Z")
             return {
                 "anthropic-ratelimit-requests-limit": str(self.requests),
                 "anthropic-ratelimit-requests-remaining": str(left_requests),

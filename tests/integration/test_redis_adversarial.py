@@ -13,7 +13,7 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -320,10 +320,10 @@ def test_redis_names_budget_periods_as_python_does(server: RedisServer, period: 
     """The spend store cuts periods by the Redis server's clock, in Lua: the same UTC days and
     months as :func:`buckets`, across month ends, leap days and year ends."""
     store = RedisSpendStore(server.url, namespace="periods")
-    start = datetime(2023, 12, 25, tzinfo=timezone.utc).timestamp()
+    start = datetime(2023, 12, 25, tzinfo=UTC).timestamp()
     for hours in range(0, 24 * 800, 37):  # 2023-12-25 .. 2026-03, through 2024-02-29
         at = start + hours * 3600.0
-        assert store.buckets(period, at) == buckets(period, at)[1], datetime.fromtimestamp(at, tz=timezone.utc)
+        assert store.buckets(period, at) == buckets(period, at)[1], datetime.fromtimestamp(at, tz=UTC)
     store.close()
 
 

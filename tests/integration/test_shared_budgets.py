@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from tests.redis_server import RedisServer, free_port
 pytest_plugins = ["tests.redis_fixtures"]  # redis_server, namespace
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-NOON = datetime(2026, 11, 29, 12, tzinfo=timezone.utc).timestamp()
+NOON = datetime(2026, 11, 29, 12, tzinfo=UTC).timestamp()
 
 
 def test_period_buckets_are_utc_days_and_months() -> None:

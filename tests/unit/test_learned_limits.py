@@ -4,7 +4,7 @@ and a router skipping a deployment whose announced budget is spent (real HTTP on
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -74,7 +74,7 @@ def test_unreadable_durations_are_none(text: str) -> None:
 
 def test_anthropic_headers_as_documented() -> None:
     now = 1_800_000_000.0
-    reset = datetime.fromtimestamp(now + 12, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    reset = datetime.fromtimestamp(now + 12, tz=UTC).isoformat().replace("+00:00", "Z")
     limits = rate_limits_from_headers(
         {
             "anthropic-ratelimit-requests-limit": "50",
@@ -100,7 +100,7 @@ def test_anthropic_headers_as_documented() -> None:
 
 def test_retry_after_forms() -> None:
     assert rate_limits_from_headers({"retry-after-ms": "1500"}) == {"retry_after": 1.5}
-    when = datetime.now(timezone.utc) + timedelta(seconds=30)
+    when = datetime.now(UTC) + timedelta(seconds=30)
     http_date = when.strftime("%a, %d %b %Y %H:%M:%S GMT")
     found = rate_limits_from_headers({"Retry-After": http_date})
     assert found is not None
@@ -271,7 +271,7 @@ def test_a_429_announcing_its_reset_keeps_the_deployment_out_for_every_call() ->
 
 
 def test_anthropic_headers_reach_the_router() -> None:
-    reset = (datetime.now(timezone.utc) + timedelta(seconds=20)).isoformat().replace("+00:00", "Z")
+    reset = (datetime.now(UTC) + timedelta(seconds=20)).isoformat().replace("+00:00", "Z")
     headers = {
         "anthropic-ratelimit-requests-limit": "50",
         "anthropic-ratelimit-requests-remaining": "0",

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -70,12 +70,12 @@ def test_file_ledger_is_wal_and_survives_reopen(tmp_path: Path) -> None:
         rows = again.records()
     assert len(rows) == 1
     assert rows[0]["tags"] == ["a", "b"]
-    assert rows[0]["day"] == datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert rows[0]["day"] == datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 def test_queries_by_time_model_tag_and_totals() -> None:
-    day1 = datetime(2025, 3, 1, 12, tzinfo=timezone.utc).timestamp()
-    day2 = datetime(2025, 3, 2, 12, tzinfo=timezone.utc).timestamp()
+    day1 = datetime(2025, 3, 1, 12, tzinfo=UTC).timestamp()
+    day2 = datetime(2025, 3, 2, 12, tzinfo=UTC).timestamp()
     with Ledger() as ledger:
         ledger.add(record("gpt-4o-mini", ts=day1, tags=("team-a",)))
         ledger.add(record("gpt-4o-mini", ts=day2, tags=("team-a", "nightly")))
