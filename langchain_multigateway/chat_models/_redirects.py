@@ -23,7 +23,7 @@ whatever page answered, and retry it). A response hook stops there with
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -35,7 +35,9 @@ __all__ = [
     "WITHHELD_FROM",
     "RedirectDropsTheRequest",
     "acredentials_stay_home",
+    "credential_headers",
     "credentials_stay_home",
+    "drops_the_request",
     "guard_redirects",
     "redirect_failure",
 ]
@@ -58,14 +60,26 @@ def _origin_of(url: str) -> Origin | None:
     return parsed.scheme, parsed.host, parsed.port
 
 
+def credential_headers(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """The names of the headers a request bound for another origin must not carry: by name
+    (``is_secret_header``), and by value (a known key, or a bearer token, under a harmless name).
+    The one rule for every client that follows redirects: the providers' and the server's."""
+    return {name for name, value in headers if is_secret_header(name) or redact(value) != value}
+
+
+def drops_the_request(method: str, status: int) -> bool:
+    """Whether following a redirect (an answer with a Location) of ``status`` to a ``method`` request would
+    resend a POST as a GET without its body: refused, not followed."""
+    return method == "POST" and status in (301, 302, 303)
+
+
 def _strip_unless_home(home: Origin | None) -> Callable[[Any], None]:
     def strip_unless_home(request: Any) -> None:
         url = request.url
         if home is not None and url.port == home[2] and url.host == home[1] and url.scheme == home[0]:
             return
         headers = request.headers
-        # By name, and by value: a known key (or a bearer token) under a harmless name stays home too.
-        leaving = {name for name, value in headers.items() if is_secret_header(name) or redact(value) != value}
+        leaving = credential_headers(headers.items())
         for name in leaving:  # a set: del drops repeats too
             del headers[name]
         noted = WITHHELD_FROM.get()
@@ -103,15 +117,14 @@ class RedirectDropsTheRequest(Exception):  # noqa: N818 (what happened, not an "
 
 
 def _refuse_if_it_drops_the_request(response: Any) -> None:
-    if response.status_code in (301, 302, 303) and response.request.method == "POST":
-        location = response.headers.get("location")
-        if location is not None:
-            url = response.request.url
-            try:
-                target = str(url.join(location))
-            except Exception:  # a Location no URL parser takes: shown as it came
-                target = location
-            raise RedirectDropsTheRequest(response.status_code, str(url), target)
+    location = response.headers.get("location")
+    if location is not None and drops_the_request(response.request.method, response.status_code):
+        url = response.request.url
+        try:
+            target = str(url.join(location))
+        except Exception:  # a Location no URL parser takes: shown as it came
+            target = location
+        raise RedirectDropsTheRequest(response.status_code, str(url), target)
 
 
 async def _arefuse_if_it_drops_the_request(response: Any) -> None:

@@ -33,8 +33,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-from langchain_multigateway._redact import is_secret_header, redact
+from langchain_multigateway._redact import redact
 from langchain_multigateway.chat_models._loops import LoopBound
+from langchain_multigateway.chat_models._redirects import RedirectDropsTheRequest, credential_headers, drops_the_request
 from langchain_multigateway.server._http1 import Answer, Pool, Target, joined_headers
 
 if TYPE_CHECKING:
@@ -99,8 +100,8 @@ class Upstream:
         if location is None:
             return answer
         nxt = urljoin(self.url, location)
-        if answer.status not in (307, 308):  # 301/302/303 would resend the chat as a bodiless GET: refused,
-            raise _drops_the_request(answer.status, self.url, nxt)  # as the providers' own clients refuse it
+        if drops_the_request("POST", answer.status):  # refused, as the providers' own clients refuse it
+            raise _drops_the_request(answer.status, self.url, nxt)
         # A redirect that keeps the POST and its body: its next hop, and any after it, go through aiohttp, which
         # follows redirects (relative Locations, a scheme change, the hop count) and, with this session's
         # middleware, keeps credential headers home. The lean client stays a one-request client.
@@ -183,8 +184,6 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
 
 def _drops_the_request(status: int, url: str, location: str) -> Exception:
     """The error the providers' own clients raise for a redirect that would drop the POST's body (typed there)."""
-    from langchain_multigateway.chat_models._redirects import RedirectDropsTheRequest
-
     return RedirectDropsTheRequest(status, redact(url), redact(location))  # a URL's query may hold a key
 
 
@@ -238,11 +237,11 @@ def _credentials_stay_home(url: str) -> aiohttp.ClientMiddlewareType:
         request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
     ) -> aiohttp.ClientResponse:
         if home is None or request.url.origin() != home:
-            for name in [name for name in request.headers if is_secret_header(name)]:
+            for name in credential_headers(request.headers.items()):  # the providers' clients' rule
                 del request.headers[name]
         response = await handler(request)
         location = response.headers.get("location")
-        if request.method == "POST" and response.status in (301, 302, 303) and location is not None:
+        if location is not None and drops_the_request(request.method, response.status):
             response.release()  # aiohttp would follow it as a bodiless GET: refused, as on the first hop
             raise _drops_the_request(response.status, str(request.url), urljoin(str(request.url), location))
         return response

@@ -473,6 +473,24 @@ async def test_a_redirect_is_followed_through_aiohttp_with_credentials_kept_home
             assert b"pk-home" not in sent
 
 
+async def test_a_known_key_under_a_harmless_header_name_stays_home_on_a_redirect() -> None:
+    """The rule of the providers' own clients (``credential_headers``): a header is kept from another origin
+    by its value too, when that value holds a key the process knows, whatever the header is called."""
+    from langchain_multigateway._redact import register_secret
+
+    key = "sk-tenant-key-" + "7" * 24
+    register_secret(key)
+    async with serving(answering(ok(b'{"moved": true}'))) as other:
+        elsewhere = other.url.replace("127.0.0.1", "localhost")
+        moved = f"HTTP/1.1 307 Moved\r\nlocation: {elsewhere}\r\ncontent-length: 0\r\n\r\n".encode()
+        async with serving(answering(moved)) as first:
+            answer = await Upstream(first.url).post(b"{}", {"x-tenant": key, "x-trace": "t-1"}, None, TIMEOUTS)
+        assert answer.status == 200
+        assert key.encode() in first.requests[-1]  # home gets it ...
+        assert key.encode() not in other.requests[-1]  # ... another origin never does
+        assert b"t-1" in other.requests[-1]  # a header holding no credential still goes
+
+
 def _self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key, made with the openssl command."""
     cert, key = directory / "cert.pem", directory / "key.pem"
