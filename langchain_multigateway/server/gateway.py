@@ -69,12 +69,11 @@ def mark_stopping() -> None:
     _STOPPING_LOOPS.add(asyncio.get_running_loop())
 
 
-def _cut_short(before: str, client_left: bool | None = None) -> ConnectionAbortedError:
+def _cut_short(before: str, client_left: Callable[[], bool] | None = None) -> ConnectionAbortedError:
     """What to record for a call cancelled ``before`` its end. A call is cancelled by its client leaving or by
     the server stopping: ``client_left`` says which when the caller knows, else the server's state does."""
-    if client_left is None:
-        client_left = asyncio.get_running_loop() not in _STOPPING_LOOPS
-    if client_left:
+    left = client_left() if client_left is not None else asyncio.get_running_loop() not in _STOPPING_LOOPS
+    if left:
         return ClientGoneError(f"the client went away before {before}")
     return ServerStoppingError(f"the gateway stopped before {before}")
 
@@ -215,8 +214,7 @@ class Gateway:
                 runnable, kwargs, ignored = self._bind(call)
                 message = await runnable.ainvoke(call.messages, self._config(key), **kwargs)
         except asyncio.CancelledError:
-            cut = _cut_short("the answer", client_left() if client_left is not None else None)
-            self.settle(call, key, None, started, cut, hold)
+            self.settle(call, key, None, started, _cut_short("the answer", client_left), hold)
             raise
         except BaseException as exc:
             self.settle(call, key, None, started, exc, hold)
@@ -470,7 +468,7 @@ class RoutedStream:
             self._settle(None)
             return None
         except asyncio.CancelledError:  # the client went away (or the server is stopping) before the first chunk
-            self._settle(_cut_short("the stream's first chunk", client_left() if client_left is not None else None))
+            self._settle(_cut_short("the stream's first chunk", client_left))
             raise
         except BaseException as exc:
             self._settle(exc)
