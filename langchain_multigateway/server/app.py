@@ -505,10 +505,13 @@ def create_app(
     from langchain_multigateway.server.admin import admin_routes
 
     server = _Server(gateway, keys, settings or ServerSettings())
+    chat_routes: dict[str, Callable[[Request], Awaitable[Response]]] = {  # POST; the fast lane serves them too
+        "/v1/chat/completions": server.chat_completions,
+        "/chat/completions": server.chat_completions,
+        "/v1/messages": server.messages,
+    }
     routes = [
-        Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
-        Route("/chat/completions", server.chat_completions, methods=["POST"]),
-        Route("/v1/messages", server.messages, methods=["POST"]),
+        *(Route(path, handler, methods=["POST"]) for path, handler in chat_routes.items()),
         Route("/v1/models", server.models, methods=["GET"]),
         Route("/health/liveness", server.liveness, methods=["GET"]),
         Route("/health/readiness", server.readiness, methods=["GET"]),
@@ -525,11 +528,7 @@ def create_app(
             await on_shutdown()
 
     app = _GatewayApp(routes=routes, lifespan=lifespan)
-    app.hot_routes = {
-        "/v1/chat/completions": server.chat_completions,
-        "/chat/completions": server.chat_completions,
-        "/v1/messages": server.messages,
-    }
+    app.hot_routes = chat_routes
     app.state.server = server
     return app
 
